@@ -1,0 +1,39 @@
+"""memclip: product-key memory for open_clip vision transformers, trained cheaply by distillation.
+
+    >>> import memclip
+    >>> model = memclip.create_model("ViT-B-16-mem", pretrained="openai")   # OpenAI weights + memory in 5 blocks
+    >>> tokenizer = memclip.get_tokenizer("ViT-B-16-mem")
+    >>> memclip.memory_layers_of(model).keys()
+    dict_keys([4, 6, 8, 10, 11])
+"""
+from memory_layers import MemoryConfig, param_groups, track_usage
+
+from .checkpoint import load_model_state_dict, save_pretrained
+from .factory import create_model, create_model_and_transforms, get_tokenizer
+from .open_clip_hook import register_open_clip, unregister_open_clip
+from .registry import ModelSpec, add_model_config, get_model_config, get_model_spec, list_models
+from .surgery import attach_memory, freeze_except_memory, memory_layers_of, memory_parameters
+from .version import __version__
+
+__all__ = [
+    "MemoryConfig",
+    "ModelSpec",
+    "__version__",
+    "add_model_config",
+    "attach_memory",
+    "create_model",
+    "create_model_and_transforms",
+    "freeze_except_memory",
+    "get_model_config",
+    "get_model_spec",
+    "get_tokenizer",
+    "list_models",
+    "load_model_state_dict",
+    "memory_layers_of",
+    "memory_parameters",
+    "param_groups",
+    "register_open_clip",
+    "save_pretrained",
+    "track_usage",
+    "unregister_open_clip",
+]

@@ -1,0 +1,163 @@
+"""Model configs: open_clip JSON plus memclip's own keys, and the registry that finds them by name.
+
+A memclip config is an open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``, ...) with extra top-level
+keys that open_clip does not know, and which are removed before the rest reaches open_clip:
+
+- ``memory``: a :class:`memory_layers.MemoryConfig` as a dict (absent for models without memory);
+- ``teacher``: the architecture without memory that the student is distilled from. open_clip pretrained tags
+  (``openai``, ``laion2b_s34b_b88k``, ...) are looked up under this name.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import open_clip
+import open_clip.factory
+
+from memory_layers import MemoryConfig
+
+MEMCLIP_KEYS = ("memory", "teacher")
+OPEN_CLIP_REQUIRED_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
+SAVED_CONFIG_NAME = "memclip_config.json"
+
+# Captured at import, so that memclip.register_open_clip() can point open_clip.list_models here without recursion.
+_open_clip_list_models = open_clip.factory.list_models
+
+_CONFIG_PATHS: List[Path] = [Path(__file__).parent / "model_configs"]
+_CONFIGS: Dict[str, Dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build a model, independent of its weights.
+
+    Attributes:
+        name: the model name (registry name, or the name a saved model was created under).
+        model_cfg: the open_clip part of the config, passed to open_clip's model classes.
+        memory: the memory knobs, or None for a model without memory.
+        teacher: the architecture the memory model is distilled from (its pretrained tags apply); for a model
+            without memory, its own name.
+    """
+
+    name: str
+    model_cfg: Dict[str, Any] = field(hash=False)
+    memory: Optional[MemoryConfig] = None
+    teacher: Optional[str] = None
+
+    @property
+    def has_memory(self) -> bool:
+        return self.memory is not None
+
+    @classmethod
+    def from_config(cls, name: str, config: Dict[str, Any]) -> "ModelSpec":
+        """Split a memclip JSON config into its open_clip part and memclip's keys."""
+        missing = [key for key in OPEN_CLIP_REQUIRED_KEYS if key not in config]
+        if missing:
+            raise ValueError(f"model config '{name}' lacks the open_clip keys {missing}")
+        model_cfg = {k: copy.deepcopy(v) for k, v in config.items() if k not in MEMCLIP_KEYS}
+        memory = config.get("memory")
+        if memory is not None and not isinstance(memory, MemoryConfig):
+            memory = MemoryConfig.from_dict(memory)
+        teacher = config.get("teacher")
+        if memory is not None and not teacher:
+            raise ValueError(f"model config '{name}' has a memory block but no 'teacher' architecture name")
+        return cls(name=name, model_cfg=model_cfg, memory=memory, teacher=teacher or name)
+
+    def to_config(self) -> Dict[str, Any]:
+        """The memclip JSON form: open_clip config plus ``teacher`` and ``memory``."""
+        config = {"teacher": self.teacher, **copy.deepcopy(self.model_cfg)}
+        if self.memory is not None:
+            config["memory"] = self.memory.to_dict()
+        return config
+
+    def with_memory(self, memory: Optional[MemoryConfig]) -> "ModelSpec":
+        return ModelSpec(self.name, copy.deepcopy(self.model_cfg), memory, self.teacher)
+
+    def teacher_spec(self) -> "ModelSpec":
+        """The same architecture without memory, named after the teacher."""
+        return ModelSpec(self.teacher or self.name, copy.deepcopy(self.model_cfg), None, self.teacher or self.name)
+
+
+def _natural_key(text: str) -> list:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", text.lower())]
+
+
+def _rescan() -> None:
+    _CONFIGS.clear()
+    files: List[Path] = []
+    for path in _CONFIG_PATHS:
+        if path.is_file() and path.suffix == ".json":
+            files.append(path)
+        elif path.is_dir():
+            files.extend(sorted(path.glob("*.json")))
+    for file in files:
+        with open(file, "r", encoding="utf-8") as f:
+            config = json.load(f)
+        if all(key in config for key in OPEN_CLIP_REQUIRED_KEYS):
+            _CONFIGS[file.stem] = config
+
+
+def add_model_config(path: Union[str, Path]) -> None:
+    """Register a config file, or every ``*.json`` in a folder, under its file stem (as open_clip does)."""
+    _CONFIG_PATHS.append(Path(path))
+    _rescan()
+
+
+def list_memclip_models() -> List[str]:
+    """Names of memclip's own configs (memory models and the tiny architectures)."""
+    return sorted(_CONFIGS, key=_natural_key)
+
+
+def list_models() -> List[str]:
+    """open_clip's architectures plus memclip's, sorted naturally."""
+    return sorted(set(_open_clip_list_models()) | set(_CONFIGS), key=_natural_key)
+
+
+def is_saved_model_dir(path: Union[str, Path]) -> bool:
+    return Path(path).is_dir() and (Path(path) / SAVED_CONFIG_NAME).is_file()
+
+
+def read_saved_config(path: Union[str, Path]) -> Dict[str, Any]:
+    with open(Path(path) / SAVED_CONFIG_NAME, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """Find a model by registry name, saved memclip folder, or open_clip name (``hf-hub:``/``local-dir:`` too).
+
+    Raises:
+        RuntimeError: the name is unknown to memclip and open_clip.
+    """
+    if is_saved_model_dir(name):
+        saved = read_saved_config(name)
+        return ModelSpec.from_config(saved.get("name", Path(name).name), saved["model_cfg"])
+    if name in _CONFIGS:
+        return ModelSpec.from_config(name, _CONFIGS[name])
+    cleaned = name.replace("/", "-")
+    if cleaned in _CONFIGS:
+        return ModelSpec.from_config(cleaned, _CONFIGS[cleaned])
+    try:
+        open_clip_cfg = open_clip.get_model_config(name)
+    except (OSError, ValueError):
+        open_clip_cfg = None
+    if open_clip_cfg is None:
+        close = [m for m in list_models() if m.lower().startswith(name.lower().split("-")[0])][:8]
+        hint = f" Similar names: {close}." if close else ""
+        raise RuntimeError(
+            f"Unknown model '{name}': not a memclip config, a saved memclip folder or an open_clip model.{hint} "
+            "See memclip.list_models()."
+        )
+    return ModelSpec.from_config(name, open_clip_cfg)
+
+
+def get_model_config(name: str) -> Dict[str, Any]:
+    """The memclip JSON config of ``name`` (a copy)."""
+    return get_model_spec(name).to_config()
+
+
+_rescan()

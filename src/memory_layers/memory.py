@@ -1,0 +1,146 @@
+"""`ProductKeyMemory`: a product-key memory layer (Lample et al. 2019; Berges et al. 2024)."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+from .config import MemoryConfig
+from .usage import SlotUsage
+from .values import ValueTable
+
+
+def create_value_table(config: MemoryConfig, v_dim: int) -> ValueTable:
+    """A value table sized for ``config``, with its lr and weight decay."""
+    return ValueTable(config.n_slots, v_dim, lr=config.value_lr, weight_decay=config.value_weight_decay)
+
+
+class ProductKeyMemory(nn.Module):
+    """Product-key memory: (..., input_dim) -> (..., output_dim).
+
+    The read-out, per token x:
+        1. q = query_proj(x), optionally batch-normed, split into ``heads`` queries of width ``k_dim``;
+        2. product-key search: scores of each query half against ``n_keys`` sub-keys, top-knn per half, then
+           top-knn over the knn x knn sums (exact: equals a search over all ``n_keys ** 2`` slots);
+        3. softmax in fp32 over each head's knn scores;
+        4. one embedding bag over the ``heads * knn`` weighted value rows -> (T, v_dim);
+        5. with ``swilu``: bag * silu(swilu_proj(x)), then ``value_proj`` back to ``output_dim``;
+        6. with ``gated``: times sigmoid(gate(x)).
+
+    Args:
+        input_dim: width of the input tokens.
+        output_dim: width of the output (the block width when it replaces an MLP).
+        config: the memory knobs (``layers`` and ``mode`` are ignored here; they concern placement).
+        values: a shared :class:`ValueTable`; when None the layer creates its own. Its width must equal
+            ``config.value_dim(output_dim)``.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        config: MemoryConfig,
+        values: Optional[ValueTable] = None,
+    ) -> None:
+        super().__init__()
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.config = config
+        self.heads = config.heads
+        self.k_dim = config.k_dim
+        self.knn = config.knn
+        self.n_keys = config.n_keys
+        self.v_dim = config.value_dim(output_dim)
+
+        if values is None:
+            values = create_value_table(config, self.v_dim)
+        elif values.v_dim != self.v_dim or values.n_slots != config.n_slots:
+            raise ValueError(
+                f"shared value table is ({values.n_slots}, {values.v_dim}) but this layer needs "
+                f"({config.n_slots}, {self.v_dim})"
+            )
+        self.values = values
+
+        self.input_dropout = nn.Dropout(config.input_dropout)
+        self.query_proj = nn.Linear(input_dim, config.heads * config.k_dim)
+        self.query_norm = nn.BatchNorm1d(config.heads * config.k_dim) if config.query_batchnorm else None
+        self.query_dropout = nn.Dropout(config.query_dropout)
+        self.keys = nn.Parameter(torch.empty(config.heads, 2, config.n_keys, config.k_dim // 2))
+        self.value_dropout = nn.Dropout(config.value_dropout)
+        self.swilu_proj = nn.Linear(input_dim, self.v_dim) if config.swilu else None
+        needs_projection = config.swilu or self.v_dim != output_dim
+        self.value_proj = nn.Linear(self.v_dim, output_dim) if needs_projection else None
+        self.gate = nn.Linear(input_dim, 1) if config.gated else None
+        self._usage: Optional[SlotUsage] = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise every parameter and bias (shared values are initialised by their owner)."""
+        bound = 1.0 / math.sqrt(self.k_dim)
+        nn.init.uniform_(self.keys, -bound, bound)
+        nn.init.xavier_uniform_(self.query_proj.weight)
+        nn.init.zeros_(self.query_proj.bias)
+        if self.query_norm is not None:
+            self.query_norm.reset_parameters()
+        if self.swilu_proj is not None:
+            nn.init.normal_(self.swilu_proj.weight, std=1.0 / math.sqrt(self.v_dim))
+            nn.init.zeros_(self.swilu_proj.bias)
+        if self.value_proj is not None:
+            nn.init.normal_(self.value_proj.weight, std=1.0 / math.sqrt(self.output_dim))
+            nn.init.zeros_(self.value_proj.bias)
+        if self.gate is not None:
+            nn.init.normal_(self.gate.weight, std=1.0 / math.sqrt(self.input_dim))
+            nn.init.zeros_(self.gate.bias)
+
+    def lookup(self, x: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
+        """The slots a batch reads: x (T, input_dim) -> indices (T, heads * knn) int64, weights (T, heads * knn) fp32.
+
+        Each head's weights are a softmax over its knn scores, so every head's weights sum to 1.
+        """
+        tokens = x.shape[0]
+        query = self.query_proj(x)
+        if self.query_norm is not None:
+            query = self.query_norm(query)
+        query = self.query_dropout(query).view(tokens, self.heads, self.k_dim)
+        scores, indices = ops.product_key_topk(query, self.keys, self.knn)
+        weights = F.softmax(scores.float(), dim=-1)
+        return indices.view(tokens, -1), weights.view(tokens, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., input_dim) -> (..., output_dim)."""
+        if x.shape[-1] != self.input_dim:
+            raise ValueError(f"expected input width {self.input_dim}, got shape {tuple(x.shape)}")
+        leading = x.shape[:-1]
+        x = self.input_dropout(x.reshape(-1, self.input_dim))
+        indices, weights = self.lookup(x)
+        if self._usage is not None:
+            self._usage.update(indices, weights)
+        bag = self.values(indices, weights)
+        bag = self.value_dropout(bag)
+        if self.swilu_proj is not None:
+            swilu = F.silu(self.swilu_proj(x))
+            bag = bag.to(swilu.dtype) * swilu
+        out = self.value_proj(bag) if self.value_proj is not None else bag
+        if self.gate is not None:
+            out = out * torch.sigmoid(self.gate(x))
+        return out.reshape(*leading, self.output_dim)
+
+    def start_usage_tracking(self) -> SlotUsage:
+        """Begin recording which slots this layer reads; returns the accumulator."""
+        self._usage = SlotUsage(self.config.n_slots)
+        return self._usage
+
+    def stop_usage_tracking(self) -> Optional[SlotUsage]:
+        usage, self._usage = self._usage, None
+        return usage
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"input_dim={self.input_dim}, output_dim={self.output_dim}, n_keys={c.n_keys} ({c.n_slots} slots), "
+            f"heads={c.heads}, knn={c.knn}, k_dim={c.k_dim}, v_dim={self.v_dim}, swilu={c.swilu}, gated={c.gated}"
+        )

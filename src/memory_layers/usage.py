@@ -1,0 +1,92 @@
+"""Memory-usage statistics (Lample et al. 2019): which slots a pass reads, and how evenly."""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Dict, Iterator
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    """Usage of one memory layer over a pass.
+
+    Attributes:
+        fraction_read: share of slots read at least once (with non-zero weight).
+        kl_from_uniform: KL(p || uniform) in nats, where p is the read weight per slot normalised over the pass;
+            0 means perfectly even use, log(n_slots) means one slot takes everything.
+        tokens: tokens that went through the layer.
+        n_slots: slots in the table.
+    """
+
+    fraction_read: float
+    kl_from_uniform: float
+    tokens: int
+    n_slots: int
+
+    def to_dict(self) -> Dict[str, float]:
+        return {
+            "fraction_read": self.fraction_read,
+            "kl_from_uniform": self.kl_from_uniform,
+            "tokens": self.tokens,
+            "n_slots": self.n_slots,
+        }
+
+
+class SlotUsage:
+    """Accumulates per-slot read counts and read weights over many forward passes."""
+
+    def __init__(self, n_slots: int) -> None:
+        self.n_slots = n_slots
+        self.weight = torch.zeros(n_slots, dtype=torch.float64)
+        self.reads = torch.zeros(n_slots, dtype=torch.int64)
+        self.tokens = 0
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor, weights: torch.Tensor) -> None:
+        """Add one batch: indices and weights (T, B) of the bags read."""
+        flat_indices = indices.reshape(-1).to(torch.int64)
+        flat_weights = weights.reshape(-1).to(torch.float64)
+        read = flat_weights > 0
+        self.weight += torch.bincount(flat_indices, flat_weights, minlength=self.n_slots).cpu()
+        self.reads += torch.bincount(flat_indices[read], minlength=self.n_slots).cpu()
+        self.tokens += indices.shape[0]
+
+    def summary(self) -> UsageSummary:
+        total = float(self.weight.sum())
+        fraction = float((self.reads > 0).sum()) / self.n_slots
+        if total <= 0.0:
+            return UsageSummary(fraction, float("nan"), self.tokens, self.n_slots)
+        p = self.weight / total
+        nonzero = p > 0
+        kl = float((p[nonzero] * torch.log(p[nonzero] * self.n_slots)).sum())
+        return UsageSummary(fraction, max(kl, 0.0), self.tokens, self.n_slots)
+
+
+@contextlib.contextmanager
+def track_usage(model: nn.Module) -> Iterator[Dict[str, SlotUsage]]:
+    """Record slot usage of every :class:`ProductKeyMemory` in ``model`` while the block runs.
+
+    Yields a dict from module name to :class:`SlotUsage`; call ``.summary()`` on each after the pass. Recording
+    happens in the forward pass, so run it under ``torch.no_grad()`` and without gradient checkpointing, which would
+    count recomputed tokens twice.
+    """
+    from .memory import ProductKeyMemory
+
+    trackers: Dict[str, SlotUsage] = {}
+    memories = [(name, m) for name, m in model.named_modules() if isinstance(m, ProductKeyMemory)]
+    for name, memory in memories:
+        trackers[name] = memory.start_usage_tracking()
+    try:
+        yield trackers
+    finally:
+        for _, memory in memories:
+            memory.stop_usage_tracking()
+
+
+def max_kl_from_uniform(n_slots: int) -> float:
+    """The KL of a distribution with all mass on one slot: log(n_slots)."""
+    return math.log(n_slots)

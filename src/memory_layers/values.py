@@ -1,0 +1,43 @@
+"""The value table of a product-key memory: an (n_slots, v_dim) parameter read as weighted bags."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import ops
+
+
+class ValueTable(nn.Module):
+    """A value table, read by weighted sums of rows.
+
+    A model with shared values creates one ``ValueTable`` and passes the same object to every memory layer; the
+    table then appears once in ``model.parameters()``. It carries its own learning rate and weight decay, which
+    :func:`memory_layers.param_groups` reads.
+
+    Args:
+        n_slots: rows (``n_keys ** 2``).
+        v_dim: row width.
+        lr: fixed learning rate of the table.
+        weight_decay: weight decay of the table.
+    """
+
+    def __init__(self, n_slots: int, v_dim: int, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+        super().__init__()
+        self.n_slots = n_slots
+        self.v_dim = v_dim
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.weight = nn.Parameter(torch.empty(n_slots, v_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight, mean=0.0, std=1.0 / math.sqrt(self.v_dim))
+
+    def forward(self, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Read bags: indices and weights (T, B) -> (T, v_dim)."""
+        return ops.embedding_bag(self.weight, indices, weights)
+
+    def extra_repr(self) -> str:
+        return f"n_slots={self.n_slots}, v_dim={self.v_dim}, lr={self.lr:g}, weight_decay={self.weight_decay:g}"

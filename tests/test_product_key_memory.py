@@ -1,0 +1,170 @@
+import math
+
+import pytest
+import torch
+
+from memory_layers import MemoryConfig, ProductKeyMemory, ValueTable, param_groups, track_usage
+from memory_layers.ops import (
+    embedding_bag_naive,
+    embedding_bag_torch,
+    product_key_topk_bruteforce,
+    product_key_topk_torch,
+)
+
+
+@pytest.mark.parametrize("n_keys, knn, heads", [(8, 1, 1), (8, 8, 2), (16, 5, 3), (32, 32, 1)])
+def test_product_search_equals_bruteforce(n_keys, knn, heads):
+    tokens, k_dim = 50, 12
+    query = torch.randn(tokens, heads, k_dim, dtype=torch.float64)
+    keys = torch.randn(heads, 2, n_keys, k_dim // 2, dtype=torch.float64)
+    scores, indices = product_key_topk_torch(query, keys, knn)
+    brute_scores, brute_indices = product_key_topk_bruteforce(query, keys, knn)
+    assert scores.shape == indices.shape == (tokens, heads, knn)
+    torch.testing.assert_close(scores, brute_scores)
+    assert torch.equal(indices, brute_indices)
+    assert indices.min() >= 0 and indices.max() < n_keys * n_keys
+    assert torch.all(scores[..., :-1] >= scores[..., 1:]), "scores must be sorted descending"
+
+
+def test_topk_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="knn=9"):
+        product_key_topk_torch(torch.randn(3, 1, 4), torch.randn(1, 2, 8, 2), 9)
+    with pytest.raises(ValueError, match="does not match keys"):
+        product_key_topk_torch(torch.randn(3, 2, 4), torch.randn(1, 2, 8, 2), 2)
+
+
+def test_embedding_bag_matches_naive_gather_forward_and_backward():
+    values = torch.randn(64, 10, dtype=torch.float64, requires_grad=True)
+    indices = torch.randint(0, 64, (7, 12))
+    weights = torch.rand(7, 12, dtype=torch.float64, requires_grad=True)
+    fast = embedding_bag_torch(values, indices, weights)
+    slow = embedding_bag_naive(values, indices, weights)
+    torch.testing.assert_close(fast, slow)
+    grad = torch.randn_like(fast)
+    fast_grads = torch.autograd.grad(fast, (values, weights), grad)
+    slow_grads = torch.autograd.grad(slow, (values, weights), grad)
+    for a, b in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_embedding_bag_gradcheck():
+    values = torch.randn(16, 5, dtype=torch.float64, requires_grad=True)
+    indices = torch.randint(0, 16, (4, 6))
+    weights = torch.rand(4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v, w: embedding_bag_torch(v, indices, w), (values, weights))
+
+
+def small_config(**changes):
+    base = dict(n_keys=8, heads=2, knn=4, k_dim=16, v_dim=24)
+    return MemoryConfig(**{**base, **changes})
+
+
+def test_forward_shape_and_every_parameter_initialised():
+    memory = ProductKeyMemory(32, 40, small_config(gated=True, query_batchnorm=True))
+    out = memory(torch.randn(3, 5, 32))
+    assert out.shape == (3, 5, 40)
+    assert torch.isfinite(out).all()
+    for name, param in memory.named_parameters():
+        assert torch.isfinite(param).all(), name
+        if not name.endswith("bias") and "query_norm" not in name:
+            assert param.abs().sum() > 0, f"{name} was left at zero"
+    bound = 1 / math.sqrt(16)
+    assert memory.keys.abs().max() <= bound
+    assert memory.values.weight.std().item() == pytest.approx(1 / math.sqrt(24), rel=0.3)
+
+
+def test_lookup_weights_are_a_softmax_per_head():
+    memory = ProductKeyMemory(32, 32, small_config())
+    indices, weights = memory.lookup(torch.randn(9, 32))
+    assert indices.shape == weights.shape == (9, 2 * 4)
+    assert weights.dtype == torch.float32
+    torch.testing.assert_close(weights.view(9, 2, 4).sum(-1), torch.ones(9, 2))
+
+
+def test_forward_matches_manual_readout():
+    config = small_config(gated=True)
+    memory = ProductKeyMemory(32, 32, config)
+    x = torch.randn(6, 32)
+    indices, weights = memory.lookup(x)
+    bag = embedding_bag_naive(memory.values.weight, indices, weights)
+    expected = memory.value_proj(bag * torch.nn.functional.silu(memory.swilu_proj(x)))
+    expected = expected * torch.sigmoid(memory.gate(x))
+    torch.testing.assert_close(memory(x), expected)
+
+
+def test_projection_only_when_needed():
+    plain = ProductKeyMemory(32, 32, small_config(swilu=False, v_dim=-1))
+    assert plain.value_proj is None and plain.swilu_proj is None
+    assert plain(torch.randn(4, 32)).shape == (4, 32)
+    widened = ProductKeyMemory(32, 32, small_config(swilu=False, v_dim=48))
+    assert widened.value_proj is not None and widened.value_proj.in_features == 48
+
+
+def test_shared_values_are_one_parameter_and_checked():
+    config = small_config()
+    table = ValueTable(config.n_slots, 24)
+    a = ProductKeyMemory(32, 32, config, values=table)
+    b = ProductKeyMemory(32, 32, config, values=table)
+    assert a.values.weight is b.values.weight
+    holder = torch.nn.ModuleList([a, b])
+    assert sum(1 for p in holder.parameters() if p is table.weight) == 1
+    with pytest.raises(ValueError, match="shared value table"):
+        ProductKeyMemory(32, 32, config.replace(v_dim=12), values=table)
+
+
+def test_gradients_reach_values_keys_and_query():
+    memory = ProductKeyMemory(32, 32, small_config())
+    memory(torch.randn(10, 32)).square().sum().backward()
+    for name in ("values.weight", "keys", "query_proj.weight", "value_proj.weight", "swilu_proj.weight"):
+        grad = dict(memory.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_param_groups_fixed_value_lr_and_no_decay_for_norms_and_biases():
+    config = small_config(value_lr=0.05, value_weight_decay=0.0, query_batchnorm=True)
+    memory = ProductKeyMemory(32, 32, config)
+    model = torch.nn.Sequential(torch.nn.LayerNorm(32), memory)
+    groups = {g["name"]: g for g in param_groups(model, lr=1e-4, weight_decay=0.1)}
+    assert set(groups) == {"values", "decay", "no_decay"}
+    assert groups["values"]["lr"] == 0.05 and groups["values"]["weight_decay"] == 0.0
+    assert groups["values"]["fixed_lr"] is True
+    assert groups["values"]["params"] == [memory.values.weight]
+    no_decay = {id(p) for p in groups["no_decay"]["params"]}
+    assert id(model[0].weight) in no_decay and id(memory.query_proj.bias) in no_decay
+    assert id(memory.query_norm.weight) in no_decay
+    assert id(memory.keys) in {id(p) for p in groups["decay"]["params"]}
+    assert groups["decay"]["weight_decay"] == 0.1
+    overridden = {g["name"]: g for g in param_groups(model, 1e-4, 0.1, value_lr=0.5)}
+    assert overridden["values"]["lr"] == 0.5
+    every = [id(p) for g in param_groups(model, 1e-4, 0.1) for p in g["params"]]
+    assert len(every) == len(set(every)) == len(list(model.parameters()))
+
+
+def test_param_groups_skip_frozen():
+    memory = ProductKeyMemory(32, 32, small_config())
+    memory.values.weight.requires_grad_(False)
+    names = {g["name"] for g in param_groups(memory, 1e-3, 0.1)}
+    assert "values" not in names
+
+
+def test_usage_statistics():
+    config = small_config(n_keys=4, knn=2, heads=1)
+    memory = ProductKeyMemory(32, 32, config).eval()
+    with torch.no_grad(), track_usage(memory) as trackers:
+        memory(torch.randn(200, 32))
+    summary = trackers[""].summary()
+    assert summary.tokens == 200 and summary.n_slots == 16
+    assert 0 < summary.fraction_read <= 1
+    assert 0 <= summary.kl_from_uniform <= math.log(16)
+    assert memory._usage is None, "tracking stops when the block exits"
+    # A query that always picks the same slot gives the largest KL and one slot read... per weight mass.
+    from memory_layers.usage import SlotUsage
+
+    usage = SlotUsage(16)
+    usage.update(torch.zeros(5, 1, dtype=torch.long), torch.ones(5, 1))
+    assert usage.summary().fraction_read == pytest.approx(1 / 16)
+    assert usage.summary().kl_from_uniform == pytest.approx(math.log(16))
+    even = SlotUsage(4)
+    even.update(torch.arange(4).view(4, 1), torch.ones(4, 1))
+    assert even.summary().kl_from_uniform == pytest.approx(0.0, abs=1e-12)
+    assert even.summary().fraction_read == 1.0
