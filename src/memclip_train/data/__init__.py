@@ -1,0 +1,1 @@
+"""Data pipelines: webdataset/CSV training data, shard writing, and sample decoding."""
