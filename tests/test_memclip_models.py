@@ -161,10 +161,14 @@ def test_save_pretrained_round_trip(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
         layers = memclip.memory_layers_of(loaded)
         assert layers[1].values.weight is layers[2].values.weight
-    with pytest.raises(RuntimeError, match="missing keys"):
-        memclip.create_model("Test-Micro-mem", pretrained=str(folder))  # not gated: the gate weights are extra
+    # The recorded config wins over the registry's; explicit overrides win over both, and must match the weights.
+    assert memclip.create_model("Test-Micro-mem", pretrained=str(folder)).memclip_spec.memory.gated
     with pytest.raises(RuntimeError, match="unexpected keys"):
-        memclip.create_model("Test-Micro-mem", pretrained=str(folder), memory={"gated": True, "layers": [1]})
+        memclip.create_model("Test-Micro-mem", pretrained=str(folder), memory={"gated": False})
+    with pytest.raises(RuntimeError, match="unexpected keys"):
+        memclip.create_model("Test-Micro-mem", pretrained=str(folder), memory={"layers": [1]})
+    with pytest.raises(RuntimeError, match="missing keys"):
+        memclip.create_model("Test-Micro-mem", pretrained=str(folder), memory={"layers": [0, 1, 2]})
 
 
 def test_training_checkpoint_with_memory_keys_loads_as_student(tmp_path):

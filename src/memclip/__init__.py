@@ -13,11 +13,13 @@ from .factory import create_model, create_model_and_transforms, get_tokenizer
 from .open_clip_hook import register_open_clip, unregister_open_clip
 from .registry import ModelSpec, add_model_config, get_model_config, get_model_spec, list_models
 from .surgery import attach_memory, freeze_except_memory, memory_layers_of, memory_parameters
+from .text_tower import TextTowerConfig
 from .version import __version__
 
 __all__ = [
     "MemoryConfig",
     "ModelSpec",
+    "TextTowerConfig",
     "__version__",
     "add_model_config",
     "attach_memory",

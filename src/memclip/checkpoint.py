@@ -3,20 +3,26 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 import open_clip
 import torch
-from safetensors.torch import save_model
+from open_clip.model import convert_to_custom_text_state_dict
+from safetensors import safe_open
+from safetensors.torch import load_file, save_model
 from torch import nn
 
-from .registry import SAVED_CONFIG_NAME, ModelSpec
+from .registry import SAVED_CONFIG_NAME, ModelSpec, is_saved_model_dir, read_saved_config
 from .version import __version__
 
 WEIGHTS_NAME = "open_clip_model.safetensors"
 OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
+CONFIG_KEY = "memclip_config"
+"""Key under which a training checkpoint (and a safetensors file's metadata) records the model's memclip config."""
 
 
 def atomic_write_bytes(path: Union[str, Path], write: Any) -> None:
@@ -70,7 +76,9 @@ def save_pretrained(model: nn.Module, directory: Union[str, Path], spec: Optiona
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
-    atomic_write_bytes(directory / WEIGHTS_NAME, lambda tmp: save_model(model, tmp, force_contiguous=True))
+    metadata = {CONFIG_KEY: json.dumps(spec.to_config())}
+    atomic_write_bytes(directory / WEIGHTS_NAME,
+                       lambda tmp: save_model(model, tmp, metadata=metadata, force_contiguous=True))
     if spec.memory is None:
         atomic_write_json(directory / OPEN_CLIP_CONFIG_NAME,
                           {"model_cfg": spec.model_cfg, "preprocess_cfg": preprocess_cfg})
@@ -110,3 +118,120 @@ def load_model_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tenso
             f"{len(unexpected)} unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
         )
     model.load_state_dict(dict(state_dict), strict=False)
+
+
+@dataclass
+class Checkpoint:
+    """Weights read from a tag, file or saved folder, with what is known about them.
+
+    Attributes:
+        path: the file the weights came from.
+        state_dict: the weights (``module.`` prefixes removed).
+        config: the memclip config recorded with the weights (saved folders, training checkpoints, safetensors
+            metadata), or None for plain open_clip checkpoints.
+        preprocess: preprocessing overrides that belong to the weights (a tag's mean/std, a saved folder's).
+    """
+
+    path: str
+    state_dict: Dict[str, torch.Tensor]
+    config: Optional[Dict[str, Any]] = None
+    preprocess: Dict[str, Any] = field(default_factory=dict)
+
+    def has_keys_beyond(self, model: nn.Module) -> bool:
+        """True when the weights hold keys the (not yet transformed) model lacks, e.g. memory keys."""
+        keys = set(self.state_dict)
+        if "positional_embedding" in keys and not hasattr(model, "positional_embedding"):
+            keys = set(convert_to_custom_text_state_dict(dict(self.state_dict)))
+        return bool(keys - set(model.state_dict()))
+
+
+def _strip_module_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def read_weights_file(path: Union[str, Path], weights_only: bool = True) -> Checkpoint:
+    """Read a .safetensors, .pt, .pth or .bin file: a bare state dict, or a dict with ``state_dict`` (training)."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+        config = json.loads(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
+        return Checkpoint(path, load_file(path, device="cpu"), config)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as error:
+        raise RuntimeError(
+            f"{path} holds objects that torch.load's safe mode refuses ({error}); pass weights_only=False only if "
+            "you trust the file"
+        ) from error
+    if isinstance(loaded, torch.jit.ScriptModule):
+        state_dict = {k: v for k, v in loaded.state_dict().items()
+                      if k not in ("input_resolution", "context_length", "vocab_size")}
+        return Checkpoint(path, state_dict)
+    if not isinstance(loaded, dict):
+        raise RuntimeError(f"{path} is not a state dict or a checkpoint dict (got {type(loaded).__name__})")
+    if "state_dict" in loaded:
+        return Checkpoint(path, _strip_module_prefix(loaded["state_dict"]), loaded.get(CONFIG_KEY))
+    return Checkpoint(path, _strip_module_prefix(loaded))
+
+
+def read_checkpoint(
+    pretrained: str, teacher: Optional[str], cache_dir: Optional[str] = None, weights_only: bool = True
+) -> Checkpoint:
+    """Resolve ``pretrained`` (saved folder, weights file, or an open_clip tag of ``teacher``) and read it.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        RuntimeError: an unknown tag (the message lists the teacher's tags) or a failed download.
+    """
+    if is_saved_model_dir(pretrained):
+        saved = read_saved_config(pretrained)
+        checkpoint = read_weights_file(Path(pretrained) / WEIGHTS_NAME, weights_only)
+        checkpoint.config = saved["model_cfg"]
+        checkpoint.preprocess = saved.get("preprocess_cfg", {})
+        return checkpoint
+    if os.path.isfile(pretrained):
+        return read_weights_file(pretrained, weights_only)
+    tag_cfg = open_clip.get_pretrained_cfg(teacher, pretrained) if teacher else {}
+    if tag_cfg:
+        try:
+            path = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
+        except Exception as error:  # network, hub or cache failures: say which weights and where
+            raise RuntimeError(
+                f"could not download pretrained '{pretrained}' for '{teacher}': {error}. Offline? Pass a local "
+                "checkpoint file or a saved memclip folder instead."
+            ) from error
+        checkpoint = read_weights_file(path, weights_only)
+        checkpoint.preprocess = tag_cfg
+        return checkpoint
+    if os.path.isdir(pretrained):
+        raise FileNotFoundError(f"{pretrained} is a folder without {SAVED_CONFIG_NAME}: not a saved memclip model")
+    if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        raise FileNotFoundError(f"pretrained checkpoint not found: {pretrained}")
+    known = open_clip.list_pretrained_tags_by_model(teacher) if teacher else []
+    raise RuntimeError(
+        f"pretrained '{pretrained}' is neither a file, a saved memclip folder, nor an open_clip tag of the teacher "
+        f"'{teacher}' (known tags: {known})"
+    )
+
+
+def load_text_tower(model: nn.Module, source: str, weights_only: bool = True) -> None:
+    """Replace ``model.text``'s weights with the ``text.*`` weights of a checkpoint or saved folder (strict).
+
+    Raises:
+        RuntimeError: the source has no separate text tower, or its tower does not match the model's.
+    """
+    if getattr(model, "text", None) is None:
+        raise RuntimeError("the model has no separate text tower (model.text) to load weights into")
+    if is_saved_model_dir(source):
+        checkpoint = read_weights_file(Path(source) / WEIGHTS_NAME, weights_only)
+    elif os.path.isfile(source):
+        checkpoint = read_weights_file(source, weights_only)
+    else:
+        raise FileNotFoundError(f"text tower checkpoint not found: {source}")
+    text_state = {k[len("text."):]: v for k, v in checkpoint.state_dict.items() if k.startswith("text.")}
+    if not text_state:
+        raise RuntimeError(f"{source} has no text.* weights: was it trained with a separate (e.g. RoPE) text tower?")
+    load_model_state_dict(model.text, text_state, source=f"{source} (text tower)")

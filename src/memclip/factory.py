@@ -1,34 +1,35 @@
 """memclip's factory: open_clip's API (`create_model`, `create_model_and_transforms`, `get_tokenizer`) for memory models.
 
 Models without memory that open_clip knows pass straight to open_clip. For a memory model (or one of memclip's own
-architectures) the factory:
+architectures, or one with a long-context text tower) the factory:
 
 1. builds the teacher architecture with open_clip's model classes;
-2. loads ``pretrained`` when it names teacher weights (an open_clip tag of the teacher, or an open_clip checkpoint);
-3. swaps memory layers into the listed vision blocks;
-4. loads student weights when ``pretrained`` is a saved memclip model or a training checkpoint with memory keys.
+2. loads ``pretrained`` when it holds teacher weights (an open_clip tag of the teacher, or an open_clip checkpoint);
+3. gives the text tower its context (Long-CLIP stretch) or its RoPE positions;
+4. swaps memory layers into the listed vision blocks;
+5. loads the finished model's weights when ``pretrained`` is a saved memclip model or a training checkpoint.
 """
 from __future__ import annotations
 
 import copy
 import logging
-import os
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import open_clip
 import torch
-from open_clip.factory import load_state_dict as open_clip_load_state_dict
-from open_clip.model import resize_pos_embed, resize_text_pos_embed
+from open_clip.model import resize_pos_embed
 from open_clip.transform import AugmentationCfg, PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from torch import nn
 
-from memory_layers import MemoryConfig
+from memory_layers import MemoryConfig, ProductKeyMemory
 
-from .checkpoint import WEIGHTS_NAME, load_model_state_dict
-from .registry import ModelSpec, get_model_spec, is_saved_model_dir, list_memclip_models, read_saved_config
+from .checkpoint import load_model_state_dict, load_text_tower, read_checkpoint
+from .position_stretch import stretch_text_positions
+from .registry import ModelSpec, get_model_spec, is_saved_model_dir, list_memclip_models
+from .rope_text import convert_to_rope_text
 from .surgery import attach_memory
+from .text_tower import TextTowerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,34 @@ def _resolve_memory(spec: ModelSpec, memory: Union[None, MemoryConfig, Mapping[s
     return spec.with_memory(MemoryConfig.from_dict({**base, **dict(memory)}))
 
 
+def _resolve_text(spec: ModelSpec, text_tower: Union[None, str, TextTowerConfig, Mapping[str, Any]]) -> ModelSpec:
+    """Apply a ``text_tower`` argument: a config, a kind name ('clip'/'rope'), or a dict of field overrides."""
+    if text_tower is None:
+        return spec
+    if isinstance(text_tower, TextTowerConfig):
+        return spec.replace(text=text_tower)
+    if isinstance(text_tower, str):
+        return spec.replace(text=spec.text.replace(kind=text_tower))
+    if not isinstance(text_tower, Mapping):
+        raise TypeError(f"text_tower must be a TextTowerConfig, a kind name or a dict, got {type(text_tower).__name__}")
+    return spec.replace(text=TextTowerConfig.from_dict({**spec.text.to_dict(), **dict(text_tower)}))
+
+
+def _force(model_cfg: Dict[str, Any], quick_gelu: bool, patch_dropout: Optional[float],
+           image_size: Optional[Union[int, Tuple[int, int]]], context_length: Optional[int]) -> Dict[str, Any]:
+    """Apply open_clip's ``force_*`` overrides to a copy of the config."""
+    model_cfg = copy.deepcopy(model_cfg)
+    if quick_gelu:
+        model_cfg["quick_gelu"] = True
+    if patch_dropout is not None:
+        model_cfg["vision_cfg"]["patch_dropout"] = patch_dropout
+    if image_size is not None:
+        model_cfg["vision_cfg"]["image_size"] = image_size
+    if context_length is not None:
+        model_cfg["text_cfg"]["context_length"] = context_length
+    return model_cfg
+
+
 def _instantiate(model_cfg: Dict[str, Any], precision: str) -> nn.Module:
     """Build an open_clip model from a config dict, as open_clip's factory does, with random weights."""
     cfg = copy.deepcopy(model_cfg)
@@ -62,13 +91,27 @@ def _instantiate(model_cfg: Dict[str, Any], precision: str) -> nn.Module:
     return model_class(**cfg, cast_dtype=open_clip.get_cast_dtype(precision))
 
 
+def _apply_text_tower(model: nn.Module, spec: ModelSpec) -> None:
+    """Give the model the text tower its spec asks for: a stretched context, or RoPE positions."""
+    text = spec.text
+    native = spec.model_cfg["text_cfg"].get("context_length", 77)
+    target = text.resolved_context_length(native)
+    if text.kind == "rope":
+        convert_to_rope_text(model, target, theta=text.rope_theta, ntk_factor=text.rope_ntk_factor)
+    elif target != native:
+        if text.pos_stretch is None:
+            raise ValueError(
+                f"TextTowerConfig.context_length={target} differs from the tower's native {native}: set "
+                "pos_stretch='longclip' (or 'interpolate') to stretch the positional embedding"
+            )
+        stretch_text_positions(model, target, method=text.pos_stretch, keep=text.stretch_keep)
+
+
 def _set_device_and_precision(model: nn.Module, device: torch.device, precision: str) -> None:
     if precision in ("fp16", "bf16"):
         dtype = torch.float16 if precision == "fp16" else torch.bfloat16
         model.to(device=device)
         open_clip.convert_weights_to_lp(model, dtype=dtype)
-        from memory_layers import ProductKeyMemory
-
         for module in model.modules():
             if isinstance(module, ProductKeyMemory):
                 module.to(dtype=dtype)
@@ -78,42 +121,6 @@ def _set_device_and_precision(model: nn.Module, device: torch.device, precision:
         model.to(device=device)
 
 
-def _student_only_keys(state_dict: Mapping[str, Any], base: nn.Module) -> set:
-    return set(state_dict) - set(base.state_dict())
-
-
-def _resolve_pretrained(
-    spec: ModelSpec, pretrained: str, cache_dir: Optional[str]
-) -> Tuple[str, Dict[str, Any]]:
-    """Turn ``pretrained`` into (checkpoint path, preprocess overrides).
-
-    Accepts a saved memclip folder, a checkpoint file (.pt/.pth/.bin/.safetensors), or an open_clip tag of the
-    teacher architecture.
-    """
-    if is_saved_model_dir(pretrained):
-        saved = read_saved_config(pretrained)
-        return str(Path(pretrained) / WEIGHTS_NAME), saved.get("preprocess_cfg", {})
-    if os.path.isfile(pretrained):
-        return pretrained, {}
-    tag_cfg = open_clip.get_pretrained_cfg(spec.teacher, pretrained) if spec.teacher else {}
-    if tag_cfg:
-        try:
-            path = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
-        except Exception as error:  # network, hub or cache failures: say which weights and where
-            raise RuntimeError(
-                f"could not download pretrained '{pretrained}' for teacher '{spec.teacher}' of '{spec.name}': "
-                f"{error}. Offline? Pass a local checkpoint file or saved memclip folder instead."
-            ) from error
-        return path, tag_cfg
-    if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
-        raise FileNotFoundError(f"pretrained checkpoint not found: {pretrained}")
-    known = open_clip.list_pretrained_tags_by_model(spec.teacher) if spec.teacher else []
-    raise RuntimeError(
-        f"pretrained '{pretrained}' for '{spec.name}' is neither a file, a saved memclip folder, nor an open_clip tag "
-        f"of its teacher '{spec.teacher}' (known tags: {known})"
-    )
-
-
 def create_model(
     model_name: str,
     pretrained: Optional[str] = None,
@@ -121,6 +128,8 @@ def create_model(
     device: Union[str, torch.device] = "cpu",
     *,
     memory: Union[None, MemoryConfig, Mapping[str, Any]] = None,
+    text_tower: Union[None, str, TextTowerConfig, Mapping[str, Any]] = None,
+    text_pretrained: Optional[str] = None,
     force_quick_gelu: bool = False,
     force_patch_dropout: Optional[float] = None,
     force_image_size: Optional[Union[int, Tuple[int, int]]] = None,
@@ -129,6 +138,7 @@ def create_model(
     cache_dir: Optional[str] = None,
     output_dict: Optional[bool] = None,
     require_pretrained: bool = False,
+    weights_only: bool = True,
     **open_clip_kwargs: Any,
 ) -> nn.Module:
     """Create a model by name, as ``open_clip.create_model`` does, with memory where the config asks for it.
@@ -136,75 +146,95 @@ def create_model(
     Args:
         model_name: a memclip config (``ViT-B-16-mem``, ``ViT-Tiny-8``), a saved memclip folder, or any open_clip
             name (``ViT-B-32``, ``hf-hub:...``), which passes to open_clip unchanged.
-        pretrained: an open_clip tag of the teacher (``openai``), a checkpoint file (teacher or student), or a
-            folder written by :func:`memclip.save_pretrained`. None: random weights.
+        pretrained: an open_clip tag of the teacher (``openai``), a checkpoint file, or a folder written by
+            :func:`memclip.save_pretrained`. A checkpoint that records its memclip config (saved folders, training
+            checkpoints) or holds memory keys is loaded into the finished model, and its recorded memory and text
+            settings are used unless ``memory``/``text_tower`` say otherwise; any other checkpoint holds teacher
+            weights and is loaded before the surgery. None: random weights.
         precision: fp32, fp16, bf16, pure_fp16, pure_bf16 (amp variants keep fp32 weights).
         device: where the model goes.
         memory: a :class:`MemoryConfig` replacing the config's memory block, or a dict of field overrides (which
             can also add memory to an architecture that has none).
+        text_tower: a :class:`TextTowerConfig`, ``"clip"``/``"rope"``, or a dict of overrides, e.g.
+            ``{"context_length": 248, "pos_stretch": "longclip"}``.
+        text_pretrained: a checkpoint or saved folder whose ``text.*`` weights replace the text tower at the end
+            (e.g. a RoPE tower distilled with ``--distill-text``).
         force_*: as in open_clip.
+        weights_only: ``torch.load``'s safe mode (as in open_clip).
         open_clip_kwargs: passed to ``open_clip.create_model`` for models that go straight to open_clip.
     Returns:
         The model, with ``model.memclip_spec`` (a :class:`ModelSpec`) attached.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: must be one of {PRECISIONS}")
-    saved_dir = is_saved_model_dir(model_name)
-    spec = _resolve_memory(get_model_spec(model_name), memory)
     device = torch.device(device) if isinstance(device, str) else device
-    passthrough = not spec.has_memory and not saved_dir and model_name not in list_memclip_models()
-    if passthrough:
+    saved_dir = is_saved_model_dir(model_name)
+    spec = get_model_spec(model_name)
+    if pretrained is None and saved_dir:
+        pretrained = model_name
+    checkpoint = None
+    if pretrained:
+        checkpoint = read_checkpoint(pretrained, spec.teacher, cache_dir=cache_dir, weights_only=weights_only)
+    elif require_pretrained:
+        raise RuntimeError(f"require_pretrained=True but no pretrained weights were given for '{model_name}'")
+    # How the weights are loaded: "open_clip" (teacher weights in open_clip's layout, before any change),
+    # "teacher" (teacher weights recorded by memclip, after the text change, before the memory), or
+    # "final" (weights of the finished model, recorded config adopted, after every change).
+    stage = None
+    if checkpoint is not None:
+        stage = "open_clip"
+        if checkpoint.config is not None:
+            recorded = ModelSpec.from_config(spec.name, checkpoint.config)
+            if spec.has_memory and not recorded.has_memory:
+                stage, spec = "teacher", spec.replace(model_cfg=recorded.model_cfg, text=recorded.text)
+            else:
+                if recorded.to_config() != spec.to_config():
+                    logger.info("using the model config recorded in %s", checkpoint.path)
+                stage, spec = "final", recorded
+    spec = _resolve_text(_resolve_memory(spec, memory), text_tower)
+
+    is_memclip = spec.has_memory or not spec.text.is_default or saved_dir or model_name in list_memclip_models()
+    if not is_memclip and stage in (None, "open_clip"):
         model = open_clip.create_model(
             model_name, pretrained=pretrained, precision=precision, device=device, force_quick_gelu=force_quick_gelu,
             force_patch_dropout=force_patch_dropout, force_image_size=force_image_size,
             force_context_length=force_context_length, force_preprocess_cfg=force_preprocess_cfg,
-            cache_dir=cache_dir, output_dict=output_dict, require_pretrained=require_pretrained, **open_clip_kwargs,
+            cache_dir=cache_dir, output_dict=output_dict, require_pretrained=require_pretrained,
+            weights_only=weights_only, **open_clip_kwargs,
         )
         model.memclip_spec = spec
         return model
     if open_clip_kwargs:
-        raise TypeError(f"create_model got arguments open_clip-only models take: {sorted(open_clip_kwargs)}")
+        raise TypeError(f"create_model got arguments only open_clip models take: {sorted(open_clip_kwargs)}")
 
-    model_cfg = copy.deepcopy(spec.model_cfg)
-    if force_quick_gelu:
-        model_cfg["quick_gelu"] = True
-    if force_patch_dropout is not None:
-        model_cfg["vision_cfg"]["patch_dropout"] = force_patch_dropout
-    if force_image_size is not None:
-        model_cfg["vision_cfg"]["image_size"] = force_image_size
-    if force_context_length is not None:
-        model_cfg["text_cfg"]["context_length"] = force_context_length
-    spec = ModelSpec(spec.name, model_cfg, spec.memory, spec.teacher)
-
-    if pretrained is None and saved_dir:
-        pretrained = model_name
-    model = _instantiate(model_cfg, precision)
+    spec = spec.replace(model_cfg=_force(spec.model_cfg, force_quick_gelu, force_patch_dropout, force_image_size,
+                                         force_context_length))
+    base_cfg = dict(spec.model_cfg, custom_text=True) if spec.text.kind == "rope" else spec.model_cfg
+    model = _instantiate(base_cfg, precision)
     preprocess_cfg = asdict(PreprocessCfg())
-    checkpoint_path = None
-    if pretrained:
-        checkpoint_path, preprocess_overrides = _resolve_pretrained(spec, pretrained, cache_dir)
-        preprocess_cfg = merge_preprocess_dict(preprocess_cfg, preprocess_overrides)
-    elif require_pretrained:
-        raise RuntimeError(f"require_pretrained=True but no pretrained weights were given for '{model_name}'")
-
-    student_state = None
-    if checkpoint_path is not None:
-        state_dict = open_clip_load_state_dict(checkpoint_path)
-        if spec.has_memory and _student_only_keys(state_dict, model):
-            student_state = state_dict
-        else:
-            logger.info("loading teacher weights for %s from %s", spec.name, checkpoint_path)
-            open_clip.load_checkpoint(model, checkpoint_path, strict=True)
-    else:
+    if checkpoint is None:
         logger.warning("no pretrained weights for '%s': the model is randomly initialised", spec.name)
+    else:
+        preprocess_cfg = merge_preprocess_dict(preprocess_cfg, checkpoint.preprocess)
+        if stage == "open_clip" and checkpoint.has_keys_beyond(model):
+            stage = "final"
+        if stage == "open_clip":
+            logger.info("loading teacher weights for %s from %s", spec.name, checkpoint.path)
+            open_clip.load_checkpoint(model, checkpoint.path, strict=True, weights_only=weights_only)
 
+    _apply_text_tower(model, spec)
+    if stage == "teacher":
+        logger.info("loading teacher weights for %s from %s", spec.name, checkpoint.path)
+        resize_pos_embed(checkpoint.state_dict, model)
+        load_model_state_dict(model, checkpoint.state_dict, source=checkpoint.path)
     if spec.memory is not None:
         attach_memory(model, spec.memory)
-    if student_state is not None:
-        logger.info("loading student weights for %s from %s", spec.name, checkpoint_path)
-        resize_pos_embed(student_state, model)
-        resize_text_pos_embed(student_state, model)
-        load_model_state_dict(model, student_state, source=checkpoint_path)
+    if stage == "final":
+        logger.info("loading %s weights from %s", spec.name, checkpoint.path)
+        resize_pos_embed(checkpoint.state_dict, model)
+        load_model_state_dict(model, checkpoint.state_dict, source=checkpoint.path)
+    if text_pretrained:
+        load_text_tower(model, text_pretrained, weights_only=weights_only)
 
     _set_device_and_precision(model, device, precision)
     if output_dict and hasattr(model, "output_dict"):
@@ -247,12 +277,20 @@ def create_model_and_transforms(
     return model, image_transform_v2(cfg, is_train=True, aug_cfg=aug_cfg), image_transform_v2(cfg, is_train=False)
 
 
-def get_tokenizer(model_name: str = "", context_length: Optional[int] = None, **kwargs: Any) -> Callable:
-    """The tokenizer of a model, as ``open_clip.get_tokenizer``; memclip's configs use CLIP's BPE tokenizer."""
-    if not is_saved_model_dir(model_name) and model_name not in list_memclip_models():
-        return open_clip.get_tokenizer(model_name, context_length=context_length, **kwargs)
-    text_cfg = get_model_spec(model_name).model_cfg.get("text_cfg", {})
-    context_length = context_length or text_cfg.get("context_length", 77)
+def get_tokenizer(model: Union[str, ModelSpec] = "", context_length: Optional[int] = None, **kwargs: Any) -> Callable:
+    """The tokenizer of a model, as ``open_clip.get_tokenizer``; memclip's configs use CLIP's BPE tokenizer.
+
+    Pass a name, a saved folder, or a model's ``memclip_spec`` (then the context length follows its text tower,
+    e.g. 248 tokens after a Long-CLIP stretch).
+    """
+    if isinstance(model, ModelSpec):
+        spec = model
+    elif is_saved_model_dir(model) or model in list_memclip_models():
+        spec = get_model_spec(model)
+    else:
+        return open_clip.get_tokenizer(model, context_length=context_length, **kwargs)
+    text_cfg = spec.model_cfg.get("text_cfg", {})
+    context_length = context_length or spec.context_length
     tokenizer_kwargs = {**text_cfg.get("tokenizer_kwargs", {}), **kwargs}
     if text_cfg.get("hf_tokenizer_name"):
         return open_clip.tokenizer.HFTokenizer(

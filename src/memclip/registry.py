@@ -5,11 +5,13 @@ keys that open_clip does not know, and which are removed before the rest reaches
 
 - ``memory``: a :class:`memory_layers.MemoryConfig` as a dict (absent for models without memory);
 - ``teacher``: the architecture without memory that the student is distilled from. open_clip pretrained tags
-  (``openai``, ``laion2b_s34b_b88k``, ...) are looked up under this name.
+  (``openai``, ``laion2b_s34b_b88k``, ...) are looked up under this name;
+- ``text_tower``: a :class:`memclip.text_tower.TextTowerConfig` as a dict (absent for CLIP's own tower).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -21,7 +23,9 @@ import open_clip.factory
 
 from memory_layers import MemoryConfig
 
-MEMCLIP_KEYS = ("memory", "teacher")
+from .text_tower import TextTowerConfig
+
+MEMCLIP_KEYS = ("memory", "teacher", "text_tower")
 OPEN_CLIP_REQUIRED_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
 SAVED_CONFIG_NAME = "memclip_config.json"
 
@@ -42,12 +46,14 @@ class ModelSpec:
         memory: the memory knobs, or None for a model without memory.
         teacher: the architecture the memory model is distilled from (its pretrained tags apply); for a model
             without memory, its own name.
+        text: the text tower and its context length.
     """
 
     name: str
     model_cfg: Dict[str, Any] = field(hash=False)
     memory: Optional[MemoryConfig] = None
     teacher: Optional[str] = None
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
 
     @property
     def has_memory(self) -> bool:
@@ -66,21 +72,37 @@ class ModelSpec:
         teacher = config.get("teacher")
         if memory is not None and not teacher:
             raise ValueError(f"model config '{name}' has a memory block but no 'teacher' architecture name")
-        return cls(name=name, model_cfg=model_cfg, memory=memory, teacher=teacher or name)
+        text = config.get("text_tower") or TextTowerConfig()
+        if not isinstance(text, TextTowerConfig):
+            text = TextTowerConfig.from_dict(text)
+        return cls(name=name, model_cfg=model_cfg, memory=memory, teacher=teacher or name, text=text)
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the text tower reads (after any stretch or RoPE extension)."""
+        return self.text.resolved_context_length(self.model_cfg.get("text_cfg", {}).get("context_length", 77))
 
     def to_config(self) -> Dict[str, Any]:
         """The memclip JSON form: open_clip config plus ``teacher`` and ``memory``."""
         config = {"teacher": self.teacher, **copy.deepcopy(self.model_cfg)}
         if self.memory is not None:
             config["memory"] = self.memory.to_dict()
+        if not self.text.is_default:
+            config["text_tower"] = self.text.to_dict()
         return config
 
+    def replace(self, **changes: Any) -> "ModelSpec":
+        """A copy with ``changes`` applied (name, model_cfg, memory, teacher, text)."""
+        changes.setdefault("model_cfg", copy.deepcopy(self.model_cfg))
+        return dataclasses.replace(self, **changes)
+
     def with_memory(self, memory: Optional[MemoryConfig]) -> "ModelSpec":
-        return ModelSpec(self.name, copy.deepcopy(self.model_cfg), memory, self.teacher)
+        return self.replace(memory=memory)
 
     def teacher_spec(self) -> "ModelSpec":
-        """The same architecture without memory, named after the teacher."""
-        return ModelSpec(self.teacher or self.name, copy.deepcopy(self.model_cfg), None, self.teacher or self.name)
+        """The teacher: the same architecture without memory and with CLIP's own text tower, named after it."""
+        name = self.teacher or self.name
+        return ModelSpec(name, copy.deepcopy(self.model_cfg), None, name)
 
 
 def _natural_key(text: str) -> list:
