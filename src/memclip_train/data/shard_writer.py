@@ -1,0 +1,172 @@
+"""`ShardWriter`: deterministic webdataset tar shards with open_clip's ``sizes.json``.
+
+Given the same samples in the same order, the shards are byte-identical: every tar member carries fixed metadata
+(mtime, uid, gid, user and group names, mode), a sample's fields are written in sorted extension order, and no
+timestamp or host detail enters the files. Each shard is written to a hidden temporary file in the output folder
+and renamed into place only when complete, so a reader never sees a half-written ``000003.tar``.
+
+    >>> with ShardWriter("data/train", samples_per_shard=1000) as writer:
+    ...     writer.write("000000000", {"jpg": jpeg_bytes, "txt": "a red star", "json": {"long": "..."}})
+    >>> # data/train/000000.tar and data/train/sizes.json ({"000000.tar": 1})
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tarfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+logger = logging.getLogger(__name__)
+
+SIZES_FILE = "sizes.json"
+FieldValue = Union[bytes, str, Mapping[str, Any], list]
+
+
+def encode_field(value: FieldValue) -> bytes:
+    """A sample field as bytes: bytes as they are, str as UTF-8, dicts and lists as compact UTF-8 JSON."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (Mapping, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    raise TypeError(f"cannot write a field of type {type(value).__name__}: give bytes, str, a dict or a list")
+
+
+def write_json_atomic(path: Union[str, Path], data: Any, indent: Optional[int] = 2) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(data, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+
+
+class ShardWriter:
+    """Write samples into ``folder/000000.tar, 000001.tar, ...`` with ``samples_per_shard`` samples each.
+
+    Args:
+        folder: output folder (created if missing). Existing shards with the same names are replaced.
+        samples_per_shard: samples per shard; the last shard holds the remainder.
+        name_format: shard file name for a shard number (``"{:06d}.tar"`` gives ``000000.tar``).
+        mtime: the modification time stamped on every member (seconds since the epoch).
+        fsync: flush each finished shard to disk before renaming it into place.
+
+    Use it as a context manager, or call :meth:`close`, which finishes the last shard and writes ``sizes.json``
+    (``{"000000.tar": n0, ...}``, open_clip's format). When the ``with`` block raises, the unfinished shard is
+    removed and ``sizes.json`` is not written.
+    """
+
+    def __init__(
+        self,
+        folder: Union[str, Path],
+        samples_per_shard: int = 1000,
+        name_format: str = "{:06d}.tar",
+        mtime: int = 0,
+        fsync: bool = True,
+    ) -> None:
+        if isinstance(samples_per_shard, bool) or not isinstance(samples_per_shard, int) or samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard={samples_per_shard!r}: must be a positive integer")
+        if name_format.format(0) == name_format.format(1) or not name_format.format(0).endswith(".tar"):
+            raise ValueError(f"name_format={name_format!r}: must number the shards and end in .tar")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.samples_per_shard = samples_per_shard
+        self.name_format = name_format
+        self.mtime = int(mtime)
+        self.fsync = fsync
+        self.sizes: Dict[str, int] = {}
+        self._keys: set = set()
+        self._tar: Optional[tarfile.TarFile] = None
+        self._file = None
+        self._shard_name = ""
+        self._in_shard = 0
+        self._closed = False
+
+    @property
+    def num_samples(self) -> int:
+        """Samples written so far, the unfinished shard included."""
+        return len(self._keys)
+
+    def write(self, key: str, fields: Mapping[str, FieldValue]) -> None:
+        """Add one sample: ``key`` becomes ``__key__``; each field ``ext -> value`` becomes member ``key.ext``.
+
+        Keys must be unique within the writer and contain no ``.`` (webdataset splits names at the first dot).
+        """
+        if self._closed:
+            raise RuntimeError("ShardWriter is closed")
+        if not key or "." in key or key.startswith("/") or key in self._keys:
+            why = "is repeated" if key in self._keys else "must be non-empty, relative and without '.'"
+            raise ValueError(f"sample key {key!r} {why}")
+        if not fields:
+            raise ValueError(f"sample {key!r} has no fields")
+        for ext in fields:
+            if not ext or ext.startswith(".") or "/" in ext:
+                raise ValueError(f"sample {key!r}: bad field name {ext!r}")
+        if self._tar is None:
+            self._open_shard()
+        for ext in sorted(fields):
+            self._add_member(f"{key}.{ext}", encode_field(fields[ext]))
+        self._keys.add(key)
+        self._in_shard += 1
+        if self._in_shard == self.samples_per_shard:
+            self._finish_shard()
+
+    def close(self) -> Dict[str, int]:
+        """Finish the last shard, write ``sizes.json`` and return the shard sizes ``{name: samples}``."""
+        if not self._closed:
+            if self._tar is not None:
+                self._finish_shard()
+            write_json_atomic(self.folder / SIZES_FILE, self.sizes)
+            self._closed = True
+        return dict(self.sizes)
+
+    def abort(self) -> None:
+        """Drop the unfinished shard (finished shards stay) and close without writing ``sizes.json``."""
+        if self._tar is not None:
+            self._tar.close()
+            self._file.close()
+            self._temp_path().unlink(missing_ok=True)
+            self._tar = None
+        self._closed = True
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _temp_path(self) -> Path:
+        return self.folder / f".{self._shard_name}.tmp"
+
+    def _open_shard(self) -> None:
+        self._shard_name = self.name_format.format(len(self.sizes))
+        self._file = open(self._temp_path(), "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self._in_shard = 0
+
+    def _add_member(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = self.mtime
+        info.mode = 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self._tar.addfile(info, io.BytesIO(data))
+
+    def _finish_shard(self) -> None:
+        self._tar.close()
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._temp_path(), self.folder / self._shard_name)
+        self.sizes[self._shard_name] = self._in_shard
+        logger.debug("wrote %s (%d samples)", self.folder / self._shard_name, self._in_shard)
+        self._tar = None
+        self._file = None

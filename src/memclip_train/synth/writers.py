@@ -1,0 +1,143 @@
+"""Split writers: turn items (see ``splits.py``) into the on-disk layouts that the real pipelines read.
+
+    train/, val/      webdataset shards + sizes.json (via memclip_train.data.shard_writer.ShardWriter)
+    retrieval/        Urban-1k layout (image/N.jpg, caption/N.txt) + captions_short.json (COCO captions format)
+    segmentation/     VOC layout (JPEGImages/, SegmentationClass/ palette PNGs, ImageSets/Segmentation/val.txt)
+                      + classes.txt
+    pairs/            images/ID_a.jpg, ID_b.jpg + pairs.jsonl
+
+Every writer takes items in index order through ``add`` and finishes with ``close``, which returns a summary for
+world.json. Index files (sizes.json, captions_short.json, val.txt, pairs.jsonl) are written last and atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+from ..data.shard_writer import ShardWriter, write_json_atomic
+from .config import SynthConfig
+from .splits import Item
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, path)
+
+
+class SplitWriter:
+    """Base class: ``add(item)`` in index order, then ``close() -> summary``."""
+
+    def __init__(self, folder: Path, config: SynthConfig) -> None:
+        self.folder = folder
+        self.config = config
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, item: Item) -> None:
+        raise NotImplementedError
+
+    def close(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+
+class ShardSplitWriter(SplitWriter):
+    """train/ and val/: webdataset shards of ``samples_per_shard`` samples and sizes.json."""
+
+    def __init__(self, folder: Path, config: SynthConfig) -> None:
+        super().__init__(folder, config)
+        self.writer = ShardWriter(folder, samples_per_shard=config.samples_per_shard)
+
+    def add(self, item: Item) -> None:
+        self.writer.write(item["key"], {"jpg": item["jpg"], "txt": item["txt"], "json": item["json"]})
+
+    def close(self) -> Dict[str, Any]:
+        sizes = self.writer.close()
+        return {"samples": sum(sizes.values()), "shards": len(sizes)}
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+class RetrievalSplitWriter(SplitWriter):
+    """retrieval/: image/N.jpg, caption/N.txt (the long caption on one line) and captions_short.json."""
+
+    def __init__(self, folder: Path, config: SynthConfig) -> None:
+        super().__init__(folder, config)
+        (folder / "image").mkdir(exist_ok=True)
+        (folder / "caption").mkdir(exist_ok=True)
+        self.images: List[Dict[str, Any]] = []
+        self.annotations: List[Dict[str, Any]] = []
+
+    def add(self, item: Item) -> None:
+        index = item["index"]
+        (self.folder / "image" / f"{index}.jpg").write_bytes(item["jpg"])
+        (self.folder / "caption" / f"{index}.txt").write_text(item["long"].replace("\n", " ") + "\n", encoding="utf-8")
+        size = self.config.render.image_size
+        self.images.append({"id": index, "file_name": f"image/{index}.jpg", "width": size, "height": size})
+        for caption in item["short"]:
+            self.annotations.append({"id": len(self.annotations), "image_id": index, "caption": caption})
+
+    def close(self) -> Dict[str, Any]:
+        coco = {
+            "info": {"description": "memclip synthetic world: short paraphrases of the retrieval images",
+                     "seed": self.config.seed},
+            "images": self.images,
+            "annotations": self.annotations,
+        }
+        write_json_atomic(self.folder / "captions_short.json", coco, indent=None)
+        return {"images": len(self.images), "short_captions": len(self.annotations)}
+
+
+class SegmentationSplitWriter(SplitWriter):
+    """segmentation/: VOC2012-style folders; classes.txt lists the shapes (background not listed, as VOC20)."""
+
+    def __init__(self, folder: Path, config: SynthConfig) -> None:
+        super().__init__(folder, config)
+        for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        self.ids: List[str] = []
+
+    def add(self, item: Item) -> None:
+        (self.folder / "JPEGImages" / f"{item['id']}.jpg").write_bytes(item["jpg"])
+        (self.folder / "SegmentationClass" / f"{item['id']}.png").write_bytes(item["png"])
+        self.ids.append(item["id"])
+
+    def close(self) -> Dict[str, Any]:
+        write_text_atomic(self.folder / "classes.txt", "".join(f"{shape}\n" for shape in self.config.world.shapes))
+        write_text_atomic(self.folder / "ImageSets" / "Segmentation" / "val.txt", "".join(f"{i}\n" for i in self.ids))
+        return {"images": len(self.ids), "classes": list(self.config.world.shapes)}
+
+
+class PairSplitWriter(SplitWriter):
+    """pairs/: images/ID_a.jpg, ID_b.jpg and pairs.jsonl, one pair a line."""
+
+    def __init__(self, folder: Path, config: SynthConfig) -> None:
+        super().__init__(folder, config)
+        (folder / "images").mkdir(exist_ok=True)
+        self.lines: List[str] = []
+        self.per_pattern: Dict[str, int] = {}
+
+    def add(self, item: Item) -> None:
+        record: Dict[str, Any] = {"id": item["id"], "pattern": item["pattern"], "differs": item["differs"]}
+        for side in ("a", "b"):
+            name = f"images/{item['id']}_{side}.jpg"
+            (self.folder / name).write_bytes(item[side]["jpg"])
+            scene = item[side]["scene"]
+            record[side] = {"image": name, "caption": item[side]["caption"], "short": item[side]["short"], **scene}
+        self.lines.append(json.dumps(record, ensure_ascii=False))
+        self.per_pattern[item["pattern"]] = self.per_pattern.get(item["pattern"], 0) + 1
+
+    def close(self) -> Dict[str, Any]:
+        write_text_atomic(self.folder / "pairs.jsonl", "".join(line + "\n" for line in self.lines))
+        return {"pairs": len(self.lines), "per_pattern": self.per_pattern}
+
+
+WRITERS = {
+    "train": ShardSplitWriter,
+    "val": ShardSplitWriter,
+    "retrieval": RetrievalSplitWriter,
+    "segmentation": SegmentationSplitWriter,
+    "pairs": PairSplitWriter,
+}
