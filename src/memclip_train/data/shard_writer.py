@@ -105,10 +105,11 @@ class ShardWriter:
         for ext in fields:
             if not ext or ext.startswith(".") or "/" in ext:
                 raise ValueError(f"sample {key!r}: bad field name {ext!r}")
+        encoded = {ext: encode_field(fields[ext]) for ext in sorted(fields)}   # fail before writing anything
         if self._tar is None:
             self._open_shard()
-        for ext in sorted(fields):
-            self._add_member(f"{key}.{ext}", encode_field(fields[ext]))
+        for ext, data in encoded.items():
+            self._add_member(f"{key}.{ext}", data)
         self._keys.add(key)
         self._in_shard += 1
         if self._in_shard == self.samples_per_shard:

@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def _segmentation_section(sheet: Sheet, world_dir: Path, count: int, side: int) 
         for column, image_id in enumerate(ids[start:start + per_row]):
             image = Image.open(folder / "JPEGImages" / f"{image_id}.jpg")
             mask = Image.open(folder / "SegmentationClass" / f"{image_id}.png")
-            labels = sorted({v for v in mask.getdata() if 0 < v < 255})
+            labels = [int(v) for v in np.unique(np.asarray(mask)) if 0 < v < 255]
             x = MARGIN + column * tile_width
             row.paste(_scaled(image, side), (x, 0))
             row.paste(_scaled(mask, side), (x + side + 4, 0))

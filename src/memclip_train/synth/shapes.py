@@ -29,6 +29,11 @@ def _star(points: int = 5, inner: float = 0.42) -> List[Point]:
     return corners
 
 
+def _circle(radius: float = 1.0, steps: int = 72) -> List[Point]:
+    return [(radius * math.cos(2 * math.pi * i / steps), radius * math.sin(2 * math.pi * i / steps))
+            for i in range(steps)]
+
+
 def _heart(steps: int = 48) -> List[Point]:
     corners = []
     for i in range(steps):
@@ -37,6 +42,14 @@ def _heart(steps: int = 48) -> List[Point]:
         y = -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t))
         corners.append((x, y))
     return corners
+
+
+def _normalised(points: List[Point]) -> List[Point]:
+    """Centre the polygon's bounding box on the origin and scale its larger side to 2 (from -1 to 1)."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    half = max(max(xs) - min(xs), max(ys) - min(ys)) / 2
+    return [((x - cx) / half, (y - cy) / half) for x, y in points]
 
 
 POLYGONS: Dict[str, List[Point]] = {
@@ -50,19 +63,13 @@ POLYGONS: Dict[str, List[Point]] = {
     "arrow": [(0, -1), (0.8, -0.1), (0.3, -0.1), (0.3, 1), (-0.3, 1), (-0.3, -0.1), (-0.8, -0.1)],
     "chevron": [(-1, 0.3), (0, -0.7), (1, 0.3), (1, 0.9), (0, -0.1), (-1, 0.9)],
 }
-ELLIPSES = ("circle", "ring")
+# Each shape: polygons drawn in order with their fill (255 = inside, 0 = cut out).
+POLYGON_LAYERS: Dict[str, Tuple[Tuple[List[Point], int], ...]] = {
+    **{name: ((_normalised(points), 255),) for name, points in POLYGONS.items()},
+    "circle": ((_circle(), 255),),
+    "ring": ((_circle(), 255), (_circle(RING_HOLE), 0)),
+}
 DRAWABLE_SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond", "heart", "ring", "arrow", "chevron")
-
-
-def _normalised(points: List[Point]) -> List[Point]:
-    """Centre the polygon's bounding box on the origin and scale its larger side to 2 (from -1 to 1)."""
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
-    half = max(max(xs) - min(xs), max(ys) - min(ys)) / 2
-    return [((x - cx) / half, (y - cy) / half) for x, y in points]
-
-
-UNIT_POLYGONS = {name: _normalised(points) for name, points in POLYGONS.items()}
 
 
 def _turn(point: Point, quarter_turns: int) -> Point:
@@ -74,21 +81,17 @@ def _turn(point: Point, quarter_turns: int) -> Point:
 
 def silhouette(shape: str, orientation: Optional[str], canvas: int, extent: float) -> np.ndarray:
     """The shape's filled silhouette: (canvas, canvas) bool, the shape centred, its larger side ``extent`` px."""
-    if shape not in DRAWABLE_SHAPES:
+    if shape not in POLYGON_LAYERS:
         raise ValueError(f"unknown shape {shape!r}; known shapes: {list(DRAWABLE_SHAPES)}")
     image = Image.new("L", (canvas, canvas), 0)
     draw = ImageDraw.Draw(image)
+    # Everything is a polygon (circles have 72 corners): PIL fills polygons by sampling pixel centres, so
+    # with the centre at canvas / 2 the raster stays symmetric under flips and quarter turns.
     centre, half = canvas / 2, extent / 2
-    if shape in ELLIPSES:
-        box = [centre - half, centre - half, centre + half - 1, centre + half - 1]
-        draw.ellipse(box, fill=255)
-        if shape == "ring":
-            hole = half * RING_HOLE
-            draw.ellipse([centre - hole, centre - hole, centre + hole - 1, centre + hole - 1], fill=0)
-    else:
-        turns = QUARTER_TURNS[orientation] if orientation is not None else 0
-        corners = [_turn(p, turns) for p in UNIT_POLYGONS[shape]]
-        draw.polygon([(centre + x * half, centre + y * half) for x, y in corners], fill=255)
+    turns = QUARTER_TURNS[orientation] if orientation is not None else 0
+    for corners, fill in POLYGON_LAYERS[shape]:
+        draw.polygon([(centre + x * half, centre + y * half) for x, y in (_turn(p, turns) for p in corners)],
+                     fill=fill)
     return np.asarray(image) > 127
 
 

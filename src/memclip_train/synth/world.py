@@ -52,7 +52,7 @@ GRID = 3
 
 
 def _unique_names(config_name: str, names: Sequence[str]) -> None:
-    if not names:
+    if not names and config_name != "oriented_shapes":
         raise ValueError(f"WorldConfig.{config_name}: must not be empty")
     if len(set(names)) != len(names):
         raise ValueError(f"WorldConfig.{config_name}={list(names)}: names must be unique")

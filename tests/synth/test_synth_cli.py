@@ -1,0 +1,63 @@
+"""The command line: writes a world and a preview, refuses a non-empty folder and bad arguments."""
+import json
+
+import pytest
+from PIL import Image
+
+from memclip_train.synth.__main__ import main
+
+TINY = ["--train", "20", "--val", "4", "--retrieval", "6", "--segmentation", "4", "--pairs-per-pattern", "1",
+        "--samples-per-shard", "8", "--no-progress"]
+
+
+def run(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_cli_writes_all_splits_and_a_preview(tmp_path):
+    out = tmp_path / "world"
+    main(["--out", str(out), "--seed", "3", "--workers", "2", "--preview", *TINY])
+    assert {p.name for p in out.iterdir()} == {"world.json", "train", "val", "retrieval", "segmentation", "pairs",
+                                               "preview.png"}
+    world = json.loads((out / "world.json").read_text())
+    assert world["seed"] == 3 and world["splits"]["train"] == {"samples": 20, "shards": 3}
+    with Image.open(out / "preview.png") as preview:
+        assert preview.format == "PNG" and preview.width == 1280 and preview.height > 600
+
+
+def test_cli_refuses_a_non_empty_folder_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "world"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, err = run(capsys, "--out", str(out), *TINY)
+    assert code == 2 and "not empty" in err and "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+    main(["--out", str(out), "--overwrite", "--seed", "1", *TINY])
+    main(["--out", str(out), "--overwrite", "--seed", "2", "--train", "5", *TINY[2:]])
+    assert json.loads((out / "world.json").read_text())["seed"] == 2
+    assert json.loads((out / "train" / "sizes.json").read_text()) == {"000000.tar": 5}
+    assert (out / "notes.txt").read_text() == "mine"          # --overwrite removes only what it wrote
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--train", "-1"], "negative"),
+    (["--train", "many"], "not an integer"),
+    (["--workers", "0"], "at least 1"),
+    (["--image-size", "16"], "image_size"),
+    (["--max-objects", "12"], "max_objects"),
+    (["--min-objects", "5", "--max-objects", "3"], "min_objects"),
+    (["--jpeg-quality", "101"], "jpeg_quality"),
+    (["--samples-per-shard", "0"], "at least 1"),
+])
+def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, message):
+    code, err = run(capsys, "--out", str(tmp_path / "w"), *argv)
+    assert code == 2 and message in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_cli_needs_out(capsys):
+    code, err = run(capsys, "--train", "1")
+    assert code == 2 and "--out" in err
