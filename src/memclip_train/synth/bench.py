@@ -58,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         generate_world(config, folder, workers=args.workers, progress=False)
         seconds = time.perf_counter() - start
         rate = args.images / seconds
-        logger.info("%d images at %d px, %d workers: %.1f s, %.0f images/s, %.1f s per 20,000 images",
+        logger.info("%d images at %d px, workers=%d: %.1f s, %.0f images/s, %.1f s per 20,000 images",
                     args.images, args.image_size, args.workers, seconds, rate, 20000 / rate)
         if args.captions:
             from open_clip import get_tokenizer
