@@ -50,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.images < 1 or args.workers < 1 or args.captions < 0:
         parser.error("--images and --workers must be >= 1, --captions >= 0")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("memclip_train.synth").setLevel(logging.INFO)
+    logger.setLevel(logging.INFO)
     config = SynthConfig(seed=args.seed, train=args.images, val=0, retrieval=0, segmentation=0, pairs_per_pattern=0,
                          render=RenderConfig(image_size=args.image_size))
     with tempfile.TemporaryDirectory(prefix="memclip-synth-bench-") as folder:
