@@ -3,7 +3,7 @@
 - ``short_caption``: the most salient object and the background ("a large red star on a grey background").
 - ``paraphrases``: several short captions (COCO style), the short caption first.
 - ``long_caption``: every object with all its attributes and position, the counts, the empty rows and columns and
-  some pairwise relations, in a varied sentence order. Scenes with three or more objects run past CLIP's 77 tokens.
+  some pairwise relations, in a varied sentence order. Scenes with two or more objects run past CLIP's 77 tokens.
 """
 from __future__ import annotations
 
@@ -75,6 +75,14 @@ def plural(shape: str) -> str:
 
 def count_phrase(count: int, shape: str) -> str:
     return f"{NUMBERS[count] if count < len(NUMBERS) else count} {shape if count == 1 else plural(shape)}"
+
+
+def shape_counts(scene: Scene) -> List[str]:
+    """["two stars", "one circle", ...]: each shape's count, most frequent first, then by name."""
+    counts: Dict[str, int] = {}
+    for obj in scene.objects:
+        counts[obj.shape] = counts.get(obj.shape, 0) + 1
+    return [count_phrase(n, shape) for shape, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
 def join_list(items: Sequence[str]) -> str:
@@ -157,11 +165,7 @@ def count_sentences(scene: Scene, rng: random.Random) -> List[str]:
     objects = scene.objects
     sentences = []
     if len(objects) > 1:
-        shape_counts: Dict[str, int] = {}
-        for obj in objects:
-            shape_counts[obj.shape] = shape_counts.get(obj.shape, 0) + 1
-        counted = [count_phrase(n, shape) for shape, n in sorted(shape_counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-        sentences.append(f"In total there are {join_list(counted)}.")
+        sentences.append(f"In total there are {join_list(shape_counts(scene))}.")
         colour_counts: Dict[str, int] = {}
         for obj in objects:
             colour_counts[obj.colour] = colour_counts.get(obj.colour, 0) + 1
@@ -224,10 +228,7 @@ def paraphrases(scene: Scene, world: WorldConfig, config: CaptionConfig, rng: ra
     count = len(scene.objects)
     size, colour, shape, bg = SIZE_WORDS.get(obj.size, obj.size), obj.colour, obj.shape, scene.background
     others = count - 1
-    shape_counts: Dict[str, int] = {}
-    for item in scene.objects:
-        shape_counts[item.shape] = shape_counts.get(item.shape, 0) + 1
-    counted = join_list([count_phrase(n, s) for s, n in sorted(shape_counts.items(), key=lambda kv: (-kv[1], kv[0]))])
+    counted = join_list(shape_counts(scene))
     candidates = [
         with_article(f"{colour} {shape} {WHERE[obj.position][0]}"),
         with_article(f"{size} {colour} {shape} and {NUMBERS[others]} other shape{'s' if others != 1 else ''}")

@@ -199,10 +199,6 @@ class Scene:
     def with_objects(self, objects: Sequence[SceneObject]) -> "Scene":
         return dataclasses.replace(self, objects=tuple(objects))
 
-    def to_dict(self) -> Dict[str, Any]:
-        return {"background": self.background, "texture": self.texture,
-                "objects": [o.to_dict() for o in self.objects]}
-
 
 CELL_OF: Dict[str, Tuple[int, int]] = {name: (row, column) for name, row, column in POSITIONS}
 POSITION_INDEX: Dict[str, int] = {name: i for i, (name, _, _) in enumerate(POSITIONS)}
