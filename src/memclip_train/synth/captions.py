@@ -165,7 +165,7 @@ def count_sentences(scene: Scene, rng: random.Random) -> List[str]:
     objects = scene.objects
     sentences = []
     if len(objects) > 1:
-        sentences.append(f"In total there are {join_list(shape_counts(scene))}.")
+        sentences.append(f"In total the image holds {join_list(shape_counts(scene))}.")
         colour_counts: Dict[str, int] = {}
         for obj in objects:
             colour_counts[obj.colour] = colour_counts.get(obj.colour, 0) + 1
