@@ -17,7 +17,7 @@ import logging
 import os
 import tarfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,60 @@ def encode_field(value: FieldValue) -> bytes:
     if isinstance(value, (Mapping, list)):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     raise TypeError(f"cannot write a field of type {type(value).__name__}: give bytes, str, a dict or a list")
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+    """Append one member with fixed metadata, so equal inputs give byte-identical tars."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = mtime
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _check_sample(key: str, fields: Mapping[str, FieldValue], seen: set) -> Dict[str, bytes]:
+    """Validate a sample and encode its fields in sorted order (fails before anything is written)."""
+    if not key or "." in key or key.startswith("/") or key in seen:
+        why = "is repeated" if key in seen else "must be non-empty, relative and without '.'"
+        raise ValueError(f"sample key {key!r} {why}")
+    if not fields:
+        raise ValueError(f"sample {key!r} has no fields")
+    for ext in fields:
+        if not ext or ext.startswith(".") or "/" in ext:
+            raise ValueError(f"sample {key!r}: bad field name {ext!r}")
+    return {ext: encode_field(fields[ext]) for ext in sorted(fields)}
+
+
+def write_shard(
+    path: Union[str, Path],
+    samples: Iterable[Tuple[str, Mapping[str, FieldValue]]],
+    mtime: int = 0,
+    fsync: bool = True,
+) -> int:
+    """Write one complete shard atomically (temporary file, then rename); returns the number of samples.
+
+    For writers that produce whole shards independently (parallel converters): a shard that exists is complete.
+    """
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp")
+    seen: set = set()
+    try:
+        with open(temp, "wb") as file:
+            with tarfile.open(fileobj=file, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for key, fields in samples:
+                    for ext, data in _check_sample(key, fields, seen).items():
+                        _add_member(tar, f"{key}.{ext}", data, mtime)
+                    seen.add(key)
+            file.flush()
+            if fsync:
+                os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return len(seen)
 
 
 def write_json_atomic(path: Union[str, Path], data: Any, indent: Optional[int] = 2) -> None:
@@ -97,19 +151,11 @@ class ShardWriter:
         """
         if self._closed:
             raise RuntimeError("ShardWriter is closed")
-        if not key or "." in key or key.startswith("/") or key in self._keys:
-            why = "is repeated" if key in self._keys else "must be non-empty, relative and without '.'"
-            raise ValueError(f"sample key {key!r} {why}")
-        if not fields:
-            raise ValueError(f"sample {key!r} has no fields")
-        for ext in fields:
-            if not ext or ext.startswith(".") or "/" in ext:
-                raise ValueError(f"sample {key!r}: bad field name {ext!r}")
-        encoded = {ext: encode_field(fields[ext]) for ext in sorted(fields)}   # fail before writing anything
+        encoded = _check_sample(key, fields, self._keys)
         if self._tar is None:
             self._open_shard()
         for ext, data in encoded.items():
-            self._add_member(f"{key}.{ext}", data)
+            _add_member(self._tar, f"{key}.{ext}", data, self.mtime)
         self._keys.add(key)
         self._in_shard += 1
         if self._in_shard == self.samples_per_shard:
@@ -150,15 +196,6 @@ class ShardWriter:
         self._file = open(self._temp_path(), "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
         self._in_shard = 0
-
-    def _add_member(self, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = self.mtime
-        info.mode = 0o644
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        self._tar.addfile(info, io.BytesIO(data))
 
     def _finish_shard(self) -> None:
         self._tar.close()

@@ -1,0 +1,33 @@
+"""CSV/TSV tables (``filepath, caption[, long_caption]``) -> records."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import pandas as pd
+
+from ..data.captions import first_sentence
+from .records import Record
+
+
+def read_csv_table(path: Path, img_key: str = "filepath", caption_key: str = "caption",
+                   long_caption_key: Optional[str] = "long_caption", separator: str = ",") -> List[Record]:
+    """Rows of a caption table, in file order. Without a short caption column, the long one's first sentence is
+    used; without a long column, the caption serves as both.
+
+    Raises:
+        ValueError: a named column is missing (the message lists the table's columns).
+    """
+    table = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    has_long = bool(long_caption_key) and long_caption_key in table.columns
+    needed = [img_key] + ([caption_key] if caption_key in table.columns or not has_long else [])
+    missing = [column for column in needed if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; the table has {list(table.columns)}")
+    records = []
+    for index, row in enumerate(table.itertuples(index=False)):
+        values = dict(zip(table.columns, row))
+        long = values[long_caption_key].strip() if has_long else ""
+        short = values[caption_key].strip() if caption_key in values else first_sentence(long)
+        records.append(Record(key=f"{index:09d}", image=values[img_key], long=long or short, short=short))
+    return records

@@ -1,0 +1,143 @@
+import hashlib
+import io
+import json
+
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from memclip_train.convert.__main__ import main as convert_main
+
+
+def make_image(path, size=(40, 24), colour=(200, 30, 30), fmt="JPEG"):
+    Image.new("RGB", size, colour).save(path, format=fmt)
+
+
+@pytest.fixture
+def sharegpt4v(tmp_path):
+    """A ShareGPT4V-layout json of 1,008 entries over a few images, with one missing, one corrupt, one captionless."""
+    root = tmp_path / "data"
+    (root / "coco" / "train2017").mkdir(parents=True)
+    (root / "sam" / "images").mkdir(parents=True)
+    make_image(root / "coco" / "train2017" / "a.jpg")
+    make_image(root / "sam" / "images" / "b.png", size=(300, 100), fmt="PNG")
+    (root / "sam" / "images" / "broken.jpg").write_bytes(b"not an image at all")
+    entries = []
+    for index in range(1008):
+        image = "coco/train2017/a.jpg" if index % 2 else "sam/images/b.png"
+        caption = f"Entry {index} shows a red patch, e.g. a flag. It has more detail here."
+        entries.append({"id": str(index), "image": image,
+                        "conversations": [{"from": "human", "value": "<image>\nDescribe."},
+                                          {"from": "gpt", "value": caption}]})
+    entries[1001]["image"] = "coco/train2017/missing.jpg"
+    entries[1002]["image"] = "sam/images/broken.jpg"
+    entries[1003]["conversations"] = [{"from": "human", "value": "<image>"}]
+    entries[5]["image"] = "coco/train2017/missing.jpg"
+    path = tmp_path / "share-captioner_coco_lcs_sam_1246k_1107.json"
+    path.write_text(json.dumps(entries))
+    return path, root
+
+
+def read_split(folder):
+    names = sorted(p.name for p in folder.glob("*.tar"))
+    urls = [str(folder / name) for name in names]
+    return list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.tar"))}
+
+
+def test_sharegpt4v_conversion_holds_out_the_first_1000(sharegpt4v, tmp_path):
+    json_path, root = sharegpt4v
+    out = tmp_path / "shards"
+    assert convert_main(["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--out", str(out),
+                         "--samples-per-shard", "300", "--max-side", "64", "--no-progress"]) == 0
+    val, train = read_split(out / "val-1k"), read_split(out / "train")
+    assert len(val) == 999 and len(train) == 5
+    val_keys = {int(s["__key__"]) for s in val}
+    assert val_keys == set(range(1000)) - {5}
+    assert {int(s["__key__"]) for s in train} == {1000, 1004, 1005, 1006, 1007}
+    sample = train[0]
+    assert sample["txt"] == "Entry 1000 shows a red patch, e.g. a flag."
+    assert sample["json"]["long"] == "Entry 1000 shows a red patch, e.g. a flag. It has more detail here."
+    assert sample["json"]["source"] == json_path.name
+    assert max(sample["jpg"].size) <= 64
+    sizes = json.loads((out / "train" / "sizes.json").read_text())
+    assert sum(sizes.values()) == 5
+    summary = json.loads((out / "conversion.json").read_text())
+    assert summary["splits"]["train"]["skipped"] == {"corrupt": 1, "missing": 1, "no_caption": 1}
+    assert summary["splits"]["val-1k"]["skipped"] == {"missing": 1}
+    assert summary["entries"] == 1008
+
+
+def test_resume_writes_only_missing_shards(sharegpt4v, tmp_path):
+    json_path, root = sharegpt4v
+    out = tmp_path / "shards"
+    args = ["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--out", str(out),
+            "--samples-per-shard", "250", "--no-progress"]
+    convert_main(args)
+    first = digest(out / "val-1k")
+    kept = out / "val-1k" / "000000.tar"
+    kept_mtime = kept.stat().st_mtime_ns
+    (out / "val-1k" / "000002.tar").unlink()
+    (out / "val-1k" / "sizes.json").unlink()
+    convert_main(args)
+    assert digest(out / "val-1k") == first
+    assert kept.stat().st_mtime_ns == kept_mtime, "a finished shard was rewritten"
+    summary = json.loads((out / "conversion.json").read_text())
+    assert summary["splits"]["val-1k"]["shards_already_done"] == 3
+    assert json.loads((out / "val-1k" / "sizes.json").read_text())["000002.tar"] == 250
+
+
+def test_parallel_workers_give_identical_shards(sharegpt4v, tmp_path):
+    json_path, root = sharegpt4v
+    common = ["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--samples-per-shard", "400",
+              "--no-progress"]
+    convert_main(common + ["--out", str(tmp_path / "one")])
+    convert_main(common + ["--out", str(tmp_path / "two"), "--workers", "2"])
+    assert digest(tmp_path / "one" / "val-1k") == digest(tmp_path / "two" / "val-1k")
+
+
+def test_jpeg_without_resize_passes_through(sharegpt4v, tmp_path):
+    json_path, root = sharegpt4v
+    out = tmp_path / "shards"
+    convert_main(["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--out", str(out),
+                  "--val-size", "0", "--no-progress"])
+    original = (root / "coco" / "train2017" / "a.jpg").read_bytes()
+    samples = list(wds.WebDataset([str(p) for p in sorted((out / "train").glob("*.tar"))], shardshuffle=False))
+    assert any(s["jpg"] == original for s in samples)
+    assert not (out / "val-1k").exists()
+
+
+def test_csv_conversion(tmp_path):
+    make_image(tmp_path / "x.jpg")
+    table = tmp_path / "pairs.csv"
+    table.write_text('filepath,caption,long_caption\nx.jpg,a red patch,"A red patch. It is bright."\n'
+                     'gone.jpg,missing,"Missing."\n')
+    out = tmp_path / "out"
+    convert_main(["csv", "--csv", str(table), "--image-root", str(tmp_path), "--out", str(out), "--no-progress"])
+    samples = read_split(out / "train")
+    assert len(samples) == 1 and samples[0]["txt"] == "a red patch"
+    assert samples[0]["json"]["long"] == "A red patch. It is bright."
+    only_long = tmp_path / "long.csv"
+    only_long.write_text('filepath,long_caption\nx.jpg,"First. Second."\n')
+    convert_main(["csv", "--csv", str(only_long), "--image-root", str(tmp_path), "--out", str(tmp_path / "o2"),
+                  "--no-progress"])
+    assert read_split(tmp_path / "o2" / "train")[0]["txt"] == "First."
+
+
+def test_bad_inputs_are_reported(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        convert_main(["sharegpt4v", "--json", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")])
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"not": "a list"}))
+    with pytest.raises(SystemExit):
+        convert_main(["sharegpt4v", "--json", str(bad), "--out", str(tmp_path / "o")])
+    assert "ShareGPT4V layout" in capsys.readouterr().err
+    table = tmp_path / "t.csv"
+    table.write_text("path,text\na.jpg,x\n")
+    with pytest.raises(SystemExit):
+        convert_main(["csv", "--csv", str(table), "--out", str(tmp_path / "o")])
+    assert "missing columns ['filepath', 'caption']" in capsys.readouterr().err
