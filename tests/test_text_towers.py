@@ -156,3 +156,20 @@ def test_truncation_is_counted():
     assert lengths.tolist() == [5, 77, 78, 122]
     tokens, cut = tokenize_counting_truncation(tokenizer, texts)
     assert tokens.shape == (4, 77) and cut == 2
+
+
+def test_finished_checkpoints_load_before_their_text_tower_changes(tmp_path):
+    student = memclip.create_model("Test-Micro-mem")
+    folder = memclip.save_pretrained(student, tmp_path / "student")
+    longer = memclip.create_model(str(folder), text_tower={"context_length": 248, "pos_stretch": "longclip"})
+    assert torch.equal(longer.positional_embedding[:20], student.positional_embedding[:20])
+    assert torch.equal(longer.visual.conv1.weight, student.visual.conv1.weight)
+    rope = memclip.create_model(str(folder), text_tower={"kind": "rope", "context_length": 248})
+    assert torch.equal(rope.text.token_embedding.weight, student.token_embedding.weight)
+    rope_folder = memclip.save_pretrained(rope, tmp_path / "rope")
+    extended = memclip.create_model(str(rope_folder), text_tower={"rope_ntk_factor": 4.0, "context_length": 512})
+    assert extended.text.ntk_factor == 4.0 and extended.memclip_spec.context_length == 512
+    with pytest.raises(ValueError, match="back into absolute positions"):
+        memclip.create_model(str(rope_folder), text_tower="clip")
+    with pytest.raises(ValueError, match="cannot shorten"):
+        memclip.create_model(str(memclip.save_pretrained(longer, tmp_path / "long")), text_tower={"context_length": 77})

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import open_clip
 import torch
-from open_clip.model import resize_pos_embed
+from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed
 from open_clip.transform import AugmentationCfg, PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from torch import nn
 
@@ -91,20 +91,41 @@ def _instantiate(model_cfg: Dict[str, Any], precision: str) -> nn.Module:
     return model_class(**cfg, cast_dtype=open_clip.get_cast_dtype(precision))
 
 
-def _apply_text_tower(model: nn.Module, spec: ModelSpec) -> None:
-    """Give the model the text tower its spec asks for: a stretched context, or RoPE positions."""
-    text = spec.text
-    native = spec.model_cfg["text_cfg"].get("context_length", 77)
-    target = text.resolved_context_length(native)
-    if text.kind == "rope":
-        convert_to_rope_text(model, target, theta=text.rope_theta, ntk_factor=text.rope_ntk_factor)
-    elif target != native:
-        if text.pos_stretch is None:
+def _change_text_tower(model: nn.Module, current: TextTowerConfig, target: TextTowerConfig, native: int) -> None:
+    """Turn the model's text tower from ``current`` into ``target`` in place (weights loaded or not).
+
+    Supported: a longer context for an absolute-position tower (stretch), CLIP -> RoPE, and a new context or NTK
+    factor for a RoPE tower.
+    Raises:
+        ValueError: a change that would lose information (shorter context, RoPE -> absolute, another theta).
+    """
+    if target == current:
+        return
+    current_length = current.resolved_context_length(native)
+    target_length = target.resolved_context_length(native)
+    if target.kind == "rope":
+        if current.kind == "rope" and target.rope_theta != current.rope_theta:
+            raise ValueError(f"cannot change rope_theta from {current.rope_theta} to {target.rope_theta} after training")
+        convert_to_rope_text(model, target_length, theta=target.rope_theta, ntk_factor=target.rope_ntk_factor)
+        return
+    if current.kind == "rope":
+        raise ValueError("cannot turn a RoPE text tower back into absolute positions (text_tower kind 'clip')")
+    if target_length < current_length:
+        raise ValueError(f"cannot shorten the text context from {current_length} to {target_length} tokens")
+    if target_length > current_length:
+        if target.pos_stretch is None:
             raise ValueError(
-                f"TextTowerConfig.context_length={target} differs from the tower's native {native}: set "
+                f"TextTowerConfig.context_length={target_length} exceeds the tower's {current_length} tokens: set "
                 "pos_stretch='longclip' (or 'interpolate') to stretch the positional embedding"
             )
-        stretch_text_positions(model, target, method=text.pos_stretch, keep=text.stretch_keep)
+        stretch_text_positions(model, target_length, method=target.pos_stretch, keep=target.stretch_keep)
+
+
+def _as_model_keys(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, Any]:
+    """CLIP-layout text keys -> CustomTextCLIP's ``text.*`` layout when the model has a separate text tower."""
+    if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
+        return convert_to_custom_text_state_dict(dict(state_dict))
+    return state_dict
 
 
 def _set_device_and_precision(model: nn.Module, device: torch.device, precision: str) -> None:
@@ -180,7 +201,7 @@ def create_model(
     # How the weights are loaded: "open_clip" (teacher weights in open_clip's layout, before any change),
     # "teacher" (teacher weights recorded by memclip, after the text change, before the memory), or
     # "final" (weights of the finished model, recorded config adopted, after every change).
-    stage = None
+    stage, recorded = None, None
     if checkpoint is not None:
         stage = "open_clip"
         if checkpoint.config is not None:
@@ -209,8 +230,11 @@ def create_model(
 
     spec = spec.replace(model_cfg=_force(spec.model_cfg, force_quick_gelu, force_patch_dropout, force_image_size,
                                          force_context_length))
-    base_cfg = dict(spec.model_cfg, custom_text=True) if spec.text.kind == "rope" else spec.model_cfg
-    model = _instantiate(base_cfg, precision)
+    # The text tower the weights were saved with: load them in that form, then change it to the one asked for.
+    loaded_text = recorded.text if stage in ("teacher", "final") else TextTowerConfig()
+    native = spec.model_cfg["text_cfg"].get("context_length", 77)
+    separate_text = "rope" in (spec.text.kind, loaded_text.kind)
+    model = _instantiate(dict(spec.model_cfg, custom_text=True) if separate_text else spec.model_cfg, precision)
     preprocess_cfg = asdict(PreprocessCfg())
     if checkpoint is None:
         logger.warning("no pretrained weights for '%s': the model is randomly initialised", spec.name)
@@ -222,17 +246,20 @@ def create_model(
             logger.info("loading teacher weights for %s from %s", spec.name, checkpoint.path)
             open_clip.load_checkpoint(model, checkpoint.path, strict=True, weights_only=weights_only)
 
-    _apply_text_tower(model, spec)
+    _change_text_tower(model, TextTowerConfig(), loaded_text, native)
     if stage == "teacher":
         logger.info("loading teacher weights for %s from %s", spec.name, checkpoint.path)
-        resize_pos_embed(checkpoint.state_dict, model)
-        load_model_state_dict(model, checkpoint.state_dict, source=checkpoint.path)
+        state = _as_model_keys(checkpoint.state_dict, model)
+        resize_pos_embed(state, model)
+        load_model_state_dict(model, state, source=checkpoint.path)
     if spec.memory is not None:
         attach_memory(model, spec.memory)
     if stage == "final":
         logger.info("loading %s weights from %s", spec.name, checkpoint.path)
-        resize_pos_embed(checkpoint.state_dict, model)
-        load_model_state_dict(model, checkpoint.state_dict, source=checkpoint.path)
+        state = _as_model_keys(checkpoint.state_dict, model)
+        resize_pos_embed(state, model)
+        load_model_state_dict(model, state, source=checkpoint.path)
+    _change_text_tower(model, loaded_text, spec.text, native)
     if text_pretrained:
         load_text_tower(model, text_pretrained, weights_only=weights_only)
 

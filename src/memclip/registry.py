@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,12 @@ SAVED_CONFIG_NAME = "memclip_config.json"
 # Captured at import, so that memclip.register_open_clip() can point open_clip.list_models here without recursion.
 _open_clip_list_models = open_clip.factory.list_models
 
-_CONFIG_PATHS: List[Path] = [Path(__file__).parent / "model_configs"]
+CONFIG_PATH_ENV = "MEMCLIP_MODEL_CONFIGS"
+"""Extra config folders or files, separated by os.pathsep, registered at import (like add_model_config)."""
+
+_CONFIG_PATHS: List[Path] = [Path(__file__).parent / "model_configs"] + [
+    Path(p) for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p
+]
 _CONFIGS: Dict[str, Dict[str, Any]] = {}
 
 

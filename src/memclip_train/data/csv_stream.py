@@ -1,0 +1,69 @@
+"""`CsvStream`: batches from a caption table (open_clip's CSV format: image path and caption columns)."""
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+
+import pandas as pd
+
+from .shard_stream import BatchStream
+
+
+def read_caption_table(path: str, img_key: str, caption_key: str, long_caption_key: Optional[str],
+                       separator: str) -> pd.DataFrame:
+    """The table with its image, caption and (optional) long-caption columns.
+
+    Raises:
+        ValueError: a named column is missing; the message lists the table's columns.
+    """
+    table = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    wanted = [img_key, caption_key] + ([long_caption_key] if long_caption_key else [])
+    missing = [c for c in wanted if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing} (the table has {list(table.columns)}); "
+                         "set --csv-img-key / --csv-caption-key / --csv-long-caption-key / --csv-separator")
+    return table
+
+
+class CsvStream(BatchStream):
+    """Rows permuted per (seed, epoch, cycle), split over (rank, worker) slots, read as raw samples
+    ``{"jpg": bytes, "txt": caption, "json": {"long": ...}}`` so the same decoder serves shards and tables.
+
+    Image paths are absolute or relative to the table's folder.
+    """
+
+    def __init__(self, path: str, decoder: Callable[[Mapping[str, Any]], Dict[str, Any]], batch_size: int,
+                 batches_per_worker: Optional[int], img_key: str = "filepath", caption_key: str = "title",
+                 long_caption_key: Optional[str] = None, separator: str = "\t", seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        super().__init__(decoder, batch_size, batches_per_worker, seed, 0, rank, world_size)
+        self.path = path
+        table = read_caption_table(path, img_key, caption_key, long_caption_key, separator)
+        self.images = table[img_key].tolist()
+        self.captions = table[caption_key].tolist()
+        self.long_captions = table[long_caption_key].tolist() if long_caption_key else None
+        self.root = Path(path).parent
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _row(self, index: int) -> Dict[str, Any]:
+        image_path = Path(self.images[index])
+        image_path = image_path if image_path.is_absolute() else self.root / image_path
+        raw: Dict[str, Any] = {"__key__": str(index), "__url__": self.path, "txt": self.captions[index]}
+        if self.long_captions is not None:
+            raw["json"] = {"long": self.long_captions[index]}
+        raw["jpg"] = image_path.read_bytes() if image_path.is_file() else None
+        return raw
+
+    def _raw_samples(self, slot: int, slots: int, counts: Counter) -> Iterator[Dict[str, Any]]:
+        cycles = itertools.count() if self.training else range(1)
+        for cycle in cycles:
+            order = list(range(len(self.images)))
+            if self.training:
+                random.Random(f"{self.seed}:{self.epoch}:{cycle}").shuffle(order)
+            for index in order[slot::slots]:
+                yield self._row(index)

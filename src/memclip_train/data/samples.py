@@ -1,0 +1,164 @@
+"""Turning one raw sample (image bytes and caption fields) into model inputs.
+
+Random augmentation is seeded per sample from (seed, epoch, sample key), so a sample is transformed the same way
+whether or not the run was interrupted and resumed: the stream position alone decides what the model sees.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import torch
+from PIL import Image
+
+from .captions import first_sentence
+
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+CAPTION_ROLES = ("text", "long", "short")
+
+
+class SkipSample(Exception):
+    """A sample that cannot be used; ``reason`` ('no image', 'undecodable image', 'no caption') is counted."""
+
+    def __init__(self, reason: str, key: str = "") -> None:
+        super().__init__(f"{reason}: {key}" if key else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SampleFields:
+    """What a task needs from each sample.
+
+    Attributes:
+        image: decode and transform the image.
+        captions: caption roles to tokenize: ``text`` (the ``--caption-key`` caption), ``long`` and ``short``
+            (stage 2: short falls back to the long caption's first sentence).
+    """
+
+    image: bool = True
+    captions: Tuple[str, ...] = ("text",)
+
+    def __post_init__(self) -> None:
+        bad = [c for c in self.captions if c not in CAPTION_ROLES]
+        if bad:
+            raise ValueError(f"unknown caption roles {bad}; known: {CAPTION_ROLES}")
+
+
+class CaptionTokenizer:
+    """Tokenize one caption to (context,) int64 and say whether it was cut at the context length."""
+
+    def __init__(self, tokenizer: Callable) -> None:
+        self.tokenizer = tokenizer
+        self.context_length = tokenizer.context_length
+        self._fast = callable(getattr(tokenizer, "encode", None)) and hasattr(tokenizer, "sot_token_id") \
+            and getattr(tokenizer, "reduction_fn", None) is None
+
+    def __call__(self, text: str) -> Tuple[torch.Tensor, bool]:
+        if not self._fast:
+            tokens = self.tokenizer([text])[0]
+            long_tokens = self.tokenizer([text], context_length=4096)[0]
+            return tokens, bool((long_tokens != 0).sum() > self.context_length)
+        ids = [self.tokenizer.sot_token_id] + self.tokenizer.encode(text) + [self.tokenizer.eot_token_id]
+        cut = len(ids) > self.context_length
+        if cut:
+            ids = ids[:self.context_length]
+            ids[-1] = self.tokenizer.eot_token_id
+        tokens = torch.zeros(self.context_length, dtype=torch.long)
+        tokens[:len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return tokens, cut
+
+
+def _field(raw: Mapping[str, Any], spec: Optional[str]) -> Optional[str]:
+    """Read ``txt`` or ``json.long`` style fields from a raw sample (bytes or already-decoded values)."""
+    if not spec:
+        return None
+    name, _, inner = spec.partition(".")
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8")
+    if inner:
+        data = json.loads(value) if isinstance(value, str) else value
+        value = data.get(inner) if isinstance(data, Mapping) else None
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def sample_seed(seed: int, epoch: int, key: str) -> int:
+    return zlib.crc32(f"{seed}:{epoch}:{key}".encode()) & 0x7FFFFFFF
+
+
+class SampleDecoder:
+    """Raw sample -> ``{"image": (3, H, W), "text"/"long"/"short": (context,) int64}`` plus truncation flags.
+
+    Args:
+        fields: what to produce.
+        preprocess: the image transform.
+        tokenizer: open_clip tokenizer (its context length is used).
+        caption_key: field of the ``text`` and ``short`` captions (``txt`` or ``json.short``).
+        long_caption_key: field of the ``long`` caption (``json.long``).
+        seed: the run's seed; with ``epoch`` and the sample key it seeds the augmentation.
+    """
+
+    def __init__(self, fields: SampleFields, preprocess: Optional[Callable], tokenizer: Optional[Callable],
+                 caption_key: str = "txt", long_caption_key: str = "json.long", seed: int = 0) -> None:
+        self.fields = fields
+        self.preprocess = preprocess
+        self.tokenize = CaptionTokenizer(tokenizer) if tokenizer is not None and fields.captions else None
+        self.caption_key = caption_key
+        self.long_caption_key = long_caption_key
+        self.seed = seed
+        self.epoch = 0
+
+    def _captions(self, raw: Mapping[str, Any], key: str) -> Dict[str, str]:
+        wanted = self.fields.captions
+        short = _field(raw, self.caption_key)
+        long = _field(raw, self.long_caption_key) if "long" in wanted or "short" in wanted else None
+        texts: Dict[str, str] = {}
+        if "text" in wanted:
+            if short is None:
+                raise SkipSample("no caption", key)
+            texts["text"] = short
+        if "long" in wanted or "short" in wanted:
+            if long is None and short is None:
+                raise SkipSample("no caption", key)
+            if "long" in wanted:
+                texts["long"] = long or short
+            if "short" in wanted:
+                texts["short"] = short or first_sentence(long)
+        return texts
+
+    def _image(self, raw: Mapping[str, Any], key: str) -> torch.Tensor:
+        data = next((raw[k] for k in IMAGE_KEYS if raw.get(k) is not None), None)
+        if data is None:
+            raise SkipSample("no image", key)
+        try:
+            image = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))
+            image = image.convert("RGB")
+        except Exception as error:  # PIL raises many types for bad bytes
+            raise SkipSample("undecodable image", key) from error
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, key))
+            return self.preprocess(image)
+
+    def __call__(self, raw: Mapping[str, Any]) -> Dict[str, Any]:
+        key = f"{raw.get('__url__', '')}/{raw.get('__key__', '')}"
+        out: Dict[str, Any] = {}
+        for role, text in self._captions(raw, key).items():
+            out[role], out[f"{role}_cut"] = self.tokenize(text)
+        if self.fields.image:
+            out["image"] = self._image(raw, key)
+        return out
+
+
+def collate(samples: list) -> Dict[str, torch.Tensor]:
+    """Stack decoded samples: tensors are stacked, truncation flags become int counts."""
+    batch: Dict[str, torch.Tensor] = {}
+    for name in samples[0]:
+        values = [s[name] for s in samples]
+        batch[name] = torch.tensor(sum(values)) if name.endswith("_cut") else torch.stack(values)
+    return batch

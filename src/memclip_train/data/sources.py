@@ -1,0 +1,81 @@
+"""Resolving ``--train-data`` into shard lists and sample counts (brace expansion, ``::`` for several sources)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import braceexpand
+
+SIZES_FILE = "sizes.json"
+
+
+def expand_urls(spec: str) -> List[str]:
+    """``a/{000..009}.tar::b/{000..003}.tar`` -> the 14 shard paths, in order."""
+    urls: List[str] = []
+    for part in spec.split("::"):
+        urls.extend(braceexpand.braceexpand(part.strip()))
+    return [u for u in urls if u]
+
+
+def is_csv(spec: str) -> bool:
+    return spec.endswith((".csv", ".tsv")) and os.path.isfile(spec)
+
+
+def count_samples(urls: List[str]) -> Optional[int]:
+    """Total samples of the listed shards from each folder's ``sizes.json``; None if any shard is not listed."""
+    total = 0
+    cache = {}
+    for url in urls:
+        folder = os.path.dirname(url)
+        if folder not in cache:
+            path = Path(folder) / SIZES_FILE
+            cache[folder] = json.loads(path.read_text()) if path.is_file() else None
+        sizes = cache[folder]
+        name = os.path.basename(url)
+        if not sizes or name not in sizes:
+            return None
+        total += int(sizes[name])
+    return total
+
+
+def resolve_webdataset(spec: str, num_samples: Optional[int], flag: str) -> Tuple[List[str], int]:
+    """Shard paths and the samples per epoch.
+
+    Raises:
+        FileNotFoundError: a local shard is missing.
+        ValueError: the count is unknown (no sizes.json entry and no ``--train-num-samples``).
+    """
+    urls = expand_urls(spec)
+    if not urls:
+        raise ValueError(f"{flag} {spec!r} expands to no shards")
+    local_missing = [u for u in urls if "://" not in u and not u.startswith("pipe:") and not os.path.isfile(u)]
+    if local_missing:
+        raise FileNotFoundError(f"{flag}: {len(local_missing)} shards do not exist, e.g. {local_missing[0]}")
+    if num_samples is None:
+        num_samples = count_samples(urls)
+    if num_samples is None:
+        raise ValueError(f"{flag} {spec!r}: cannot tell how many samples an epoch holds: no sizes.json lists these "
+                         f"shards; pass {flag.replace('data', 'num-samples')} N")
+    return urls, num_samples
+
+
+def has_captions(spec: str, dataset_type: str = "auto", csv_caption_key: str = "title", separator: str = "\t") -> bool:
+    """Whether the first sample of a source carries a caption (``txt`` or ``json``), without decoding images."""
+    import tarfile
+
+    import pandas as pd
+
+    if (dataset_type == "csv") or (dataset_type == "auto" and is_csv(spec)):
+        return csv_caption_key in pd.read_csv(spec, sep=separator, nrows=1).columns
+    first = expand_urls(spec)[0]
+    if "://" in first or first.startswith("pipe:") or not os.path.isfile(first):
+        return True
+    with tarfile.open(first) as tar:
+        for index, member in enumerate(tar):
+            if member.name.endswith((".txt", ".json")):
+                return True
+            if index > 20:
+                break
+    return False

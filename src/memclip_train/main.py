@@ -1,0 +1,160 @@
+"""`python -m memclip_train.main`: train CLIP models with open_clip-style flags.
+
+    # contrastive training from scratch (the demo's tiny teacher)
+    python -m memclip_train.main --model ViT-Tiny-8 --train-data 'world/train/{000000..000001}.tar' \
+        --val-data 'world/val/000000.tar' --batch-size 64 --epochs 5 --lr 1e-3 --warmup 50 --precision fp32
+    # stage 1: distil the memory from the frozen teacher
+    python -m memclip_train.main --distill --model ViT-B-16-mem --pretrained openai --train-data '...' ...
+    # stage 2: long + short captions
+    python -m memclip_train.main --long-short-alpha 0.8 --model ViT-B-16-mem --pretrained runs/distill/final ...
+
+Multi-GPU: ``torchrun --nproc_per_node 4 -m memclip_train.main ...`` or srun (see scripts/slurm/).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+import memclip
+
+from .checkpoints import TrainState, find_resume_checkpoint, load_checkpoint, restore_rng
+from .data.loaders import build_data
+from .data.sources import has_captions
+from .distributed import DistributedEnv, barrier, init_distributed
+from .params import TrainConfig, parse_args
+from .run_logger import RunLogger, setup_logging
+from .tasks import build_task
+from .trainer import NonFiniteLoss, Trainer
+
+logger = logging.getLogger("memclip_train")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_run_dir(config: TrainConfig, env: DistributedEnv) -> Path:
+    """The run folder; refuses to reuse an existing one unless resuming."""
+    run_dir = Path(config.logging.logs) / config.run_name
+    if env.is_master:
+        if run_dir.exists() and not config.logging.resume:
+            raise FileExistsError(f"run folder {run_dir} exists: pass --resume latest to continue it, or another "
+                                  "--name")
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    barrier(env)
+    return run_dir
+
+
+def resume_path(config: TrainConfig, run_dir: Path) -> Optional[Path]:
+    resume = config.logging.resume
+    if not resume:
+        return None
+    if resume == "latest":
+        path = find_resume_checkpoint(run_dir / "checkpoints")
+        if path is None:
+            logger.warning("--resume latest: no checkpoint in %s yet; starting from the beginning", run_dir)
+        return path
+    if not Path(resume).is_file():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
+    return Path(resume)
+
+
+def create_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    groups = memclip.param_groups(model, lr=config.optim.lr, weight_decay=config.optim.wd,
+                                  value_lr=config.model.value_lr)
+    for group in groups:
+        logger.info("optimizer group %-8s lr %-8g wd %-6g fixed_lr %-5s %.3fM params", group["name"], group["lr"],
+                    group["weight_decay"], group["fixed_lr"], sum(p.numel() for p in group["params"]) / 1e6)
+    return torch.optim.AdamW(groups, lr=config.optim.lr, betas=(config.optim.beta1, config.optim.beta2),
+                             eps=config.optim.eps)
+
+
+def create_scaler(config: TrainConfig, env: DistributedEnv):
+    if config.model.precision != "amp":
+        return None
+    if env.device.type != "cuda":
+        raise ValueError("--precision amp (fp16) needs CUDA; use amp_bf16 or fp32 on the CPU")
+    return torch.amp.GradScaler("cuda")
+
+
+def run(config: TrainConfig) -> Path:
+    """Train as ``config`` says; returns the run folder. Also the entry point for tests and the demo."""
+    env = init_distributed(config.device)
+    run_dir = prepare_run_dir(config, env)
+    log_file = setup_logging(run_dir / "out.log", env.is_master)
+    try:
+        return _train(config, env, run_dir)
+    finally:
+        if log_file is not None:
+            logging.getLogger().removeHandler(log_file)
+            log_file.close()
+
+
+def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
+    logger.info("run %s on %s (%d process%s)", run_dir, env.device, env.world_size, "es" if env.distributed else "")
+    seed_everything(config.seed)
+    val_captions = bool(config.data.val_data) and has_captions(
+        config.data.val_data, config.data.dataset_type, config.data.csv_caption_key, config.data.csv_separator)
+    task = build_task(config, env, has_val_captions=val_captions)
+    seed_everything(config.seed + env.rank)
+    train = build_data(config.data.train_data, config.data, task.fields, task.preprocess_train, task.tokenizer,
+                       config.optim.batch_size, env, config.seed, train=True,
+                       num_samples=config.data.train_num_samples)
+    val = None
+    if config.data.val_data:
+        val = build_data(config.data.val_data, config.data, task.val_fields, task.preprocess_val, task.tokenizer,
+                         config.optim.batch_size, env, config.seed, train=False,
+                         num_samples=config.data.val_num_samples)
+    optimizer = create_optimizer(config, task.model)
+    scaler = create_scaler(config, env)
+    state = TrainState()
+    checkpoint_path = resume_path(config, run_dir)
+    if checkpoint_path is not None:
+        checkpoint = load_checkpoint(checkpoint_path)
+        task.model.load_state_dict(checkpoint["state_dict"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if scaler is not None and "scaler" in checkpoint:
+            scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng(checkpoint["rng"])
+        state = TrainState(checkpoint["epoch"], checkpoint.get("batch_in_epoch", 0), checkpoint.get("step", 0),
+                           checkpoint.get("stream_position", {}))
+        logger.info("resumed from %s: epoch %d, batch %d, step %d", checkpoint_path, state.epoch,
+                    state.batch_in_epoch, state.step)
+    model = task.model
+    if env.distributed:
+        model = DistributedDataParallel(task.model, device_ids=[env.device.index] if env.device.type == "cuda"
+                                        else None)
+    run_logger = RunLogger(run_dir, config, env.is_master)
+    trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state)
+    trainer.last_good = checkpoint_path
+    try:
+        trainer.fit()
+    finally:
+        run_logger.close()
+    return run_dir
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    config = parse_args(argv)
+    try:
+        run(config)
+    except NonFiniteLoss as error:
+        logger.error("%s", error)
+        return 2
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        logger.error("%s", error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The run folder's logs: out.log, params.txt, metrics.jsonl, and TensorBoard / W&B when they are installed."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from .params import TrainConfig, format_params
+
+logger = logging.getLogger(__name__)
+LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
+
+
+def setup_logging(path: Optional[Path], is_master: bool) -> Optional[logging.Handler]:
+    """Log to the console (INFO on rank 0, WARNING elsewhere) and, on rank 0, to ``path``.
+
+    Returns the file handler (remove it from the root logger when the run ends), or None.
+    """
+    root = logging.getLogger()
+    root.setLevel(logging.INFO if is_master else logging.WARNING)
+    formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d,%H:%M:%S")
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in root.handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(formatter)
+        root.addHandler(console)
+    if path is None or not is_master:
+        return None
+    file_handler = logging.FileHandler(path, mode="a")
+    file_handler.setFormatter(formatter)
+    root.addHandler(file_handler)
+    return file_handler
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class RunLogger:
+    """Writes one JSON object per logged step or evaluation to ``metrics.jsonl`` (rank 0 only).
+
+    Each line holds ``kind`` (train/val), ``step``, ``epoch``, ``time`` and the values.
+    """
+
+    def __init__(self, run_dir: Path, config: TrainConfig, is_master: bool) -> None:
+        self.run_dir = run_dir
+        self.is_master = is_master
+        self.tensorboard = None
+        self.wandb = None
+        if not is_master:
+            return
+        (run_dir / "params.txt").write_text("\n".join(format_params(config)) + "\n")
+        if "tensorboard" in config.logging.report_to:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                logger.warning("--report-to tensorboard: the tensorboard package is not installed; skipping it "
+                               "(pip install tensorboard)")
+        if "wandb" in config.logging.report_to:
+            try:
+                import wandb
+
+                self.wandb = wandb
+                wandb.init(project="memclip", name=run_dir.name, config=config.to_dict(), resume="allow")
+            except ImportError:
+                logger.warning("--report-to wandb: the wandb package is not installed; skipping it (pip install "
+                               "wandb)")
+
+    def log(self, kind: str, step: int, epoch: int, values: Dict[str, Any]) -> None:
+        if not self.is_master:
+            return
+        record = {"kind": kind, "step": step, "epoch": epoch, "time": round(time.time(), 3)}
+        record.update({k: _clean(v) for k, v in values.items()})
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        numeric = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+        if self.tensorboard is not None:
+            for key, value in numeric.items():
+                self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
+        if self.wandb is not None:
+            self.wandb.log({f"{kind}/{k}": v for k, v in numeric.items()}, step=step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.wandb is not None:
+            self.wandb.finish()

@@ -1,0 +1,309 @@
+"""`Trainer`: the epoch and step loop shared by every task (accumulation, AMP, DDP, logging, checkpoints)."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import memclip
+from memory_layers import track_usage
+
+from .checkpoints import LATEST, TrainState, save_checkpoint
+from .data.loaders import RunData
+from .data.shard_stream import StreamPosition
+from .distributed import DistributedEnv, all_reduce_max, barrier
+from .params import TrainConfig
+from .run_logger import RunLogger
+from .schedule import LearningRateSchedule
+from .tasks.base import Task
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or Inf; the message names the step and the loss terms."""
+
+
+class NonFiniteWatch:
+    """Remembers, on the device, the first step whose loss terms were not all finite, and those terms.
+
+    Checking costs one host sync, so it happens at log steps, before every checkpoint and at epoch ends, never per
+    step. A checkpoint is only written after a clean check, so the last good one is never overwritten.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.first_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.terms: Optional[torch.Tensor] = None
+        self.names: List[str] = []
+
+    def update(self, step: int, terms: Dict[str, torch.Tensor]) -> None:
+        values = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+        if self.terms is None:
+            self.names, self.terms = list(terms), torch.zeros_like(values)
+        fresh = ~torch.isfinite(values).all() & (self.first_step < 0)
+        self.first_step = torch.where(fresh, torch.tensor(step, device=self.device), self.first_step)
+        self.terms = torch.where(fresh, values, self.terms)
+
+    def check(self, env: DistributedEnv, last_good: Optional[Path]) -> None:
+        step = int(all_reduce_max(self.first_step.clone(), env))
+        if step < 0:
+            return
+        terms = ", ".join(f"{n}={v:.4g}" for n, v in zip(self.names, self.terms.tolist())) if self.terms is not None \
+            else "terms from another rank"
+        raise NonFiniteLoss(
+            f"the loss became non-finite at step {step} ({terms}). Stopping; the last good checkpoint "
+            f"({last_good or 'none was written yet'}) is kept. Resume from it with a lower --lr, --grad-clip-norm "
+            "or --precision fp32."
+        )
+
+
+class Trainer:
+    """Runs a task for the configured epochs from ``state`` (a fresh or resumed run).
+
+    Args:
+        config: the run's configuration.
+        env: this process's place in the process group.
+        task: the objective and its models.
+        model: ``task.model``, wrapped in DistributedDataParallel when distributed.
+        optimizer, scaler: AdamW and the fp16 GradScaler (None unless --precision amp on CUDA).
+        train, val: the loaders.
+        run_dir: the run folder.
+        run_logger: metrics.jsonl and friends.
+        state: where the run starts.
+    """
+
+    def __init__(self, config: TrainConfig, env: DistributedEnv, task: Task, model: nn.Module,
+                 optimizer: torch.optim.Optimizer, scaler: Optional[Any], train: RunData, val: Optional[RunData],
+                 run_dir: Path, run_logger: RunLogger, state: TrainState) -> None:
+        self.config = config
+        self.env = env
+        self.task = task
+        self.model = model
+        self.optimizer = optimizer
+        self.scaler = scaler
+        self.train = train
+        self.val = val
+        self.run_dir = run_dir
+        self.checkpoint_dir = run_dir / "checkpoints"
+        self.run_logger = run_logger
+        self.state = state
+        self.accum = config.optim.accum_freq
+        self.steps_per_epoch = train.batches_per_epoch // self.accum
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
+        self.schedule = LearningRateSchedule(optimizer, config.optim.warmup,
+                                             self.steps_per_epoch * config.optim.epochs, config.optim.lr_scheduler)
+        precision = config.model.precision
+        dtype = torch.bfloat16 if precision == "amp_bf16" else torch.float16
+        self.autocast: Callable = functools.partial(torch.autocast, device_type=env.device.type, dtype=dtype,
+                                                    enabled=precision != "fp32")
+        self.watch = NonFiniteWatch(env.device)
+        self.last_good: Optional[Path] = None
+        self.params = [p for p in task.model.parameters() if p.requires_grad]
+        # The loader deals batches round-robin starting at worker 0, so a mid-epoch save waits for a batch count
+        # that is a multiple of the worker count: a resumed run then continues in exactly the same order.
+        self.loader_workers = max(1, config.data.workers)
+        self._reset_interval()
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> None:
+        epochs = self.config.optim.epochs
+        logger.info("training %d epochs x %d steps (%d samples/epoch, global batch %d x accum %d)", epochs,
+                    self.steps_per_epoch, self.train.samples_per_epoch,
+                    self.config.optim.batch_size * self.env.world_size, self.accum)
+        for epoch in range(self.state.epoch, epochs):
+            self.train_epoch(epoch)
+            completed = epoch + 1
+            self.state = TrainState(epoch=completed, batch_in_epoch=0, step=self.state.step)
+            self.watch.check(self.env, self.last_good)
+            frequency = self.config.logging.val_frequency
+            if self.val is not None and frequency and (completed % frequency == 0 or completed == epochs):
+                self.validate(completed)
+            self.save_epoch(completed)
+        if self.env.is_master:
+            final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
+            logger.info("final model: %s (load with memclip.create_model('%s'))", final, final)
+
+    def train_epoch(self, epoch: int) -> None:
+        resume = StreamPosition.from_dict(self.state.stream_position) if self.state.batch_in_epoch else None
+        self.train.stream.set_epoch(epoch, resume)
+        position = resume or StreamPosition()
+        batch_index = self.state.batch_in_epoch
+        self.task.model.train()
+        micro: List[Dict[str, torch.Tensor]] = []
+        save_due = False
+        bar = tqdm(total=self.train.batches_per_epoch, initial=batch_index, desc=f"epoch {epoch}", unit="batch",
+                   disable=not (self.env.is_master and self.config.logging.progress), dynamic_ncols=True)
+        for batch in self.train.loader:
+            worker = batch.pop("_worker")
+            position.update(worker, batch.pop("_consumed"))
+            self.skipped[worker] = batch.pop("_skipped")
+            for name in [k for k in batch if k.endswith("_cut")]:
+                self.captions_cut[name[:-4]] += int(batch.pop(name))
+            micro.append({k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()})
+            batch_index += 1
+            bar.update(1)
+            if len(micro) < self.accum:
+                continue
+            terms = self.step(micro)
+            self.interval_samples += sum(len(next(iter(m.values()))) for m in micro) * self.env.world_size
+            micro = []
+            self.state.step += 1
+            self.state.batch_in_epoch = batch_index
+            self.state.stream_position = position.to_dict()
+            self.watch.update(self.state.step, terms)
+            for name, value in terms.items():
+                self.interval_terms[name] = self.interval_terms.get(name, 0) + value.detach().float()
+            self.interval_steps += 1
+            last = batch_index >= self.train.batches_per_epoch
+            if self.state.step % self.config.logging.log_every_n_steps == 0 or last:
+                bar.set_postfix_str(self.log_train(epoch))
+            every = self.config.logging.save_every_n_steps
+            save_due = save_due or bool(every and self.state.step % every == 0)
+            if save_due and not last and batch_index % self.loader_workers == 0:
+                self.save_latest()
+                save_due = False
+        bar.close()
+
+    # ------------------------------------------------------------------ one optimizer step
+    def step(self, micro: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        self.schedule(self.state.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.task.couples_batch and len(micro) > 1:
+            terms = self._accumulate_features(micro)
+        else:
+            terms = self._accumulate_gradients(micro)
+        if self.config.optim.grad_clip_norm is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.optim.grad_clip_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.task.after_step()
+        return terms
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def _sync_context(self, index: int, count: int):
+        """Skip DDP's gradient all-reduce on all but the last micro-batch."""
+        if index < count - 1 and hasattr(self.model, "no_sync"):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    def _accumulate_gradients(self, micro: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """Average micro-batch losses (exact for losses that are means over samples)."""
+        totals: Dict[str, torch.Tensor] = {}
+        for index, batch in enumerate(micro):
+            with self._sync_context(index, len(micro)):
+                with self.autocast():
+                    loss, terms = self.task.loss(self.task.forward(self.model, batch), batch)
+                self._backward(loss / len(micro))
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0) + value.detach() / len(micro)
+        return totals
+
+    def _accumulate_features(self, micro: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """open_clip's --accum-freq for contrastive losses: the loss is computed over the features of all
+        micro-batches (cached without gradients), re-running one micro-batch with gradients at a time. The logit
+        scale is live in the first pass only, so its gradient is counted once."""
+        with torch.no_grad(), self.autocast():
+            cached = [self.task.forward(self.model, batch) for batch in micro]
+        terms: Dict[str, torch.Tensor] = {}
+        for index, batch in enumerate(micro):
+            with self._sync_context(index, len(micro)):
+                with self.autocast():
+                    live = self.task.forward(self.model, batch)
+                    merged = {}
+                    for key, value in live.items():
+                        if value.dim() == 0:
+                            merged[key] = value if index == 0 else cached[0][key]
+                        else:
+                            merged[key] = torch.cat([live[key] if i == index else cached[i][key]
+                                                     for i in range(len(micro))])
+                    loss, terms = self.task.loss(merged, batch)
+                self._backward(loss)
+        return {name: value.detach() for name, value in terms.items()}
+
+    # ------------------------------------------------------------------ logging, validation, checkpoints
+    def _reset_interval(self) -> None:
+        self.interval_terms: Dict[str, torch.Tensor] = {}
+        self.interval_steps = 0
+        self.interval_samples = 0
+        self.interval_start = time.time()
+        if not hasattr(self, "skipped"):
+            self.skipped: Dict[Any, Dict[str, int]] = {}
+            self.captions_cut: Counter = Counter()
+
+    def log_train(self, epoch: int) -> str:
+        self.watch.check(self.env, self.last_good)
+        elapsed = max(time.time() - self.interval_start, 1e-9)
+        values: Dict[str, Any] = {f"loss_{k}" if k != "total" else "loss": (v / self.interval_steps).item()
+                                  for k, v in self.interval_terms.items()}
+        values["samples_per_second"] = self.interval_samples / elapsed
+        values["lr"] = next((g["lr"] for g in self.optimizer.param_groups if not g.get("fixed_lr")),
+                            self.optimizer.param_groups[0]["lr"])
+        scale = getattr(self.task.model, "logit_scale", None)
+        if scale is not None:
+            values["logit_scale"] = scale.exp().item()
+        skipped = Counter()
+        for counts in self.skipped.values():
+            skipped.update(counts)
+        values.update({f"skipped_{k.replace(' ', '_')}": v for k, v in skipped.items()})
+        values.update({f"captions_cut_{k}": v for k, v in self.captions_cut.items()})
+        self.run_logger.log("train", self.state.step, epoch, values)
+        logger.info("epoch %d step %d/%d | %s", epoch, self.state.step, self.steps_per_epoch * (epoch + 1),
+                    " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
+        self._reset_interval()
+        return f"loss {values['loss']:.4f}, {values['samples_per_second']:.1f} samples/s"
+
+    def validate(self, epoch: int) -> Optional[Dict[str, float]]:
+        metrics = None
+        if self.env.is_master:
+            start = time.time()
+            with track_usage(self.task.model) as usage:
+                metrics = self.task.validate(self.val.loader, self.autocast)
+            names = {id(m): i for i, m in memclip.memory_layers_of(self.task.model).items()}
+            modules = dict(self.task.model.named_modules())
+            for name, tracker in usage.items():
+                index = names.get(id(modules.get(name)), name)
+                summary = tracker.summary()
+                metrics[f"memory{index}_fraction_read"] = summary.fraction_read
+                metrics[f"memory{index}_kl_from_uniform"] = summary.kl_from_uniform
+            metrics["seconds"] = time.time() - start
+            self.run_logger.log("val", self.state.step, epoch, metrics)
+            logger.info("validation after epoch %d: %s", epoch,
+                        " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+            self.task.model.train()
+        barrier(self.env)
+        return metrics
+
+    def _save(self, path: Path) -> None:
+        self.watch.check(self.env, self.last_good)
+        if self.env.is_master:
+            save_checkpoint(path, self.task.model, self.optimizer, self.scaler, self.state, self.run_dir.name,
+                            self.config.to_dict())
+        self.last_good = path
+        barrier(self.env)
+
+    def save_latest(self) -> None:
+        self._save(self.checkpoint_dir / LATEST)
+
+    def save_epoch(self, completed: int) -> None:
+        frequency = self.config.logging.save_frequency
+        if frequency and (completed % frequency == 0 or completed == self.config.optim.epochs):
+            self._save(self.checkpoint_dir / f"epoch_{completed}.pt")
+        self._save(self.checkpoint_dir / LATEST)
+

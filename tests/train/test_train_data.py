@@ -1,0 +1,145 @@
+"""The data pipeline: decoding, skipping and counting bad samples, CSV, and exact resumption of a stream."""
+import io
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import memclip
+from memclip_train.data.captions import first_sentence
+from memclip_train.data.csv_stream import CsvStream
+from memclip_train.data.samples import SampleDecoder, SampleFields
+from memclip_train.data.shard_stream import ShardStream, StreamPosition
+from memclip_train.data.shard_writer import ShardWriter
+from memclip_train.data.sources import expand_urls, resolve_webdataset
+from memclip_train.tasks.build import transforms
+
+
+@pytest.fixture(scope="module")
+def decoder_parts():
+    model = memclip.create_model("Test-Micro")
+    train, _ = transforms(model)
+    return train, memclip.get_tokenizer("Test-Micro")
+
+
+def jpeg(colour=(200, 0, 0)):
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def keys_of(batches):
+    return [b["_consumed"] for b in batches]
+
+
+def stream_batches(stream, epoch=0, resume=None):
+    stream.set_epoch(epoch, resume)
+    return list(stream)
+
+
+def test_bad_samples_are_skipped_and_counted(tmp_path, decoder_parts):
+    with ShardWriter(tmp_path, samples_per_shard=100) as writer:
+        for index in range(10):
+            fields = {"jpg": jpeg(), "txt": f"caption {index}"}
+            if index == 3:
+                fields["jpg"] = b"definitely not a jpeg"
+            if index == 5:
+                fields = {"jpg": jpeg()}
+            writer.write(f"{index:04d}", fields)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    stream = ShardStream([str(tmp_path / "000000.tar")], decoder, batch_size=4, batches_per_worker=None)
+    batches = stream_batches(stream)
+    assert sum(len(b["image"]) for b in batches) == 8
+    assert batches[-1]["_skipped"] == {"undecodable image": 1, "no caption": 1}
+
+
+def test_truncation_and_first_sentence_fallback(tmp_path, decoder_parts):
+    long = "A red star sits in the corner. " + " ".join(["blue ring"] * 60)
+    with ShardWriter(tmp_path, samples_per_shard=100) as writer:
+        writer.write("0", {"jpg": jpeg(), "json": {"long": long}})
+        writer.write("1", {"jpg": jpeg(), "txt": "a green cross", "json": {"long": "A green cross."}})
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("long", "short")), preprocess, tokenizer)
+    batch = stream_batches(ShardStream([str(tmp_path / "000000.tar")], decoder, 2, None))[0]
+    assert int(batch["long_cut"]) == 1 and int(batch["short_cut"]) == 0
+    expected_short = tokenizer([first_sentence(long), "a green cross"])
+    assert torch.equal(batch["short"], expected_short)
+    assert torch.equal(batch["long"][1], tokenizer(["A green cross."])[0])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_stream_continues_exactly(micro_world, decoder_parts, workers):
+    preprocess, tokenizer = decoder_parts
+    urls = expand_urls(str(micro_world / "train" / "{000000..000001}.tar"))
+
+    def make():
+        decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer, seed=3)
+        stream = ShardStream(urls, decoder, batch_size=8, batches_per_worker=6 if workers else 12, seed=3,
+                             shuffle_buffer=20)
+        return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers), stream
+
+    loader, stream = make()
+    stream.set_epoch(2)
+    full = list(loader)
+    assert len(full) == 12
+    # The loader deals batches round-robin from worker 0, so a resume point is a multiple of the worker count
+    # (the trainer only saves mid-epoch at such points).
+    cut = 5 if workers == 0 else 6
+    position = StreamPosition()
+    for batch in full[:cut]:
+        position.update(batch["_worker"], batch["_consumed"])
+    loader, stream = make()
+    stream.set_epoch(2, StreamPosition.from_dict(json.loads(json.dumps(position.to_dict()))))
+    rest = list(loader)
+    assert len(rest) == 12 - cut
+    for a, b in zip(full[cut:], rest):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["text"], b["text"])
+    loader, stream = make()
+    stream.set_epoch(3)
+    assert not torch.equal(next(iter(loader))["image"], full[0]["image"]), "another epoch reshuffles"
+
+
+def test_epoch_cycles_shards_to_fill_its_batches(micro_world, decoder_parts):
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    stream = ShardStream([str(micro_world / "train" / "000000.tar")], decoder, 16, batches_per_worker=5)
+    assert len(stream_batches(stream)) == 5  # 80 samples from a 48-sample shard
+
+
+def test_ranks_read_disjoint_samples(micro_world, decoder_parts):
+    preprocess, tokenizer = decoder_parts
+    urls = expand_urls(str(micro_world / "train" / "{000000..000001}.tar"))
+    seen = []
+    for rank in range(2):
+        decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+        stream = ShardStream(urls, decoder, 8, batches_per_worker=6, rank=rank, world_size=2)
+        seen.append(torch.cat([b["text"] for b in stream_batches(stream)]))
+    rows_a = {tuple(r.tolist()) for r in seen[0]}
+    rows_b = {tuple(r.tolist()) for r in seen[1]}
+    assert len(rows_a) > 10 and len(rows_a & rows_b) < min(len(rows_a), len(rows_b))
+
+
+def test_csv_stream(tmp_path, decoder_parts):
+    for index in range(6):
+        Image.new("RGB", (32, 32), (index * 40, 0, 0)).save(tmp_path / f"{index}.jpg")
+    table = tmp_path / "train.csv"
+    table.write_text("filepath\ttitle\ngone.jpg\tx\n" + "".join(f"{i}.jpg\tred patch {i}\n" for i in range(6)))
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    stream = CsvStream(str(table), decoder, batch_size=3, batches_per_worker=None)
+    batches = stream_batches(stream)
+    assert sum(len(b["image"]) for b in batches) == 6 and batches[-1]["_skipped"] == {"no image": 1}
+    with pytest.raises(ValueError, match="missing columns \\['caption'\\]"):
+        CsvStream(str(table), decoder, 3, None, caption_key="caption")
+
+
+def test_sample_counts(micro_world, tmp_path):
+    urls, total = resolve_webdataset(str(micro_world / "train" / "{000000..000001}.tar"), None, "--train-data")
+    assert len(urls) == 2 and total == 96
+    assert resolve_webdataset(str(micro_world / "train" / "000000.tar"), None, "--train-data")[1] == 48
+    assert resolve_webdataset(str(micro_world / "train" / "000000.tar") + "::" +
+                              str(micro_world / "val" / "000000.tar"), None, "--train-data")[1] == 80
+    with pytest.raises(FileNotFoundError, match="2 shards do not exist"):
+        resolve_webdataset(str(tmp_path / "{0..1}.tar"), None, "--train-data")
