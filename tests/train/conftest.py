@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,8 @@ from PIL import Image
 from memclip_train.data.shard_writer import ShardWriter
 from memclip_train.synth import SynthConfig, generate_world
 from memclip_train.synth.render import RenderConfig
+from train_helpers import SRC
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture(scope="session")
@@ -38,15 +37,7 @@ def image_only_shards(tmp_path_factory) -> Path:
     return folder
 
 
-def train_args(world: Path, logs: Path, name: str, *extra: str) -> list:
-    """Command-line arguments for a quick CPU run on the micro world."""
-    return ["--model", "Test-Micro", "--train-data", str(world / "train" / "{000000..000001}.tar"),
-            "--batch-size", "16", "--epochs", "2", "--lr", "1e-3", "--warmup", "2", "--precision", "fp32",
-            "--workers", "0", "--logs", str(logs), "--name", name, "--log-every-n-steps", "2", "--no-progress",
-            *extra]
 
-
-PYTHON = sys.executable
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import subprocess
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import PYTHON, train_args
+from train_helpers import PYTHON, train_args
 from distributed_worker import build, one_step, worker
 
 import memclip

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import train_args
+from train_helpers import train_args
 
 import memclip
 from memclip_train.checkpoints import TrainState

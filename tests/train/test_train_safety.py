@@ -4,7 +4,7 @@ import subprocess
 import time
 
 import torch
-from conftest import PYTHON, train_args
+from train_helpers import PYTHON, train_args
 
 import memclip
 from memclip_train.checkpoints import load_checkpoint

@@ -1,0 +1,190 @@
+"""`python -m memclip_train.eval`: retrieval, zero-shot segmentation, blind pairs and heat maps, for any open_clip
+or memclip model.
+
+    python -m memclip_train.eval retrieval --model ViT-B-16 --pretrained openai \\
+        --model ViT-B-16-mem --pretrained runs/stage2/final --dataset urban1k --data-root /data/Urban1k --out results
+    python -m memclip_train.eval segmentation --model ViT-B-16 --pretrained openai --dataset voc20 \\
+        --data-root /data/VOCdevkit/VOC2012 --method sclip --out results
+    python -m memclip_train.eval synth --world runs/world --model ViT-Tiny-8 --pretrained runs/teacher/final \\
+        --model ViT-Tiny-8-mem --pretrained runs/student/final --out results     # short+long retrieval, seg, pairs
+    python -m memclip_train.eval heatmap --model ViT-B-16 --pretrained openai --image cat.jpg --text "a cat" \\
+        --out heat.png
+
+A dataset may carry a variant after '@': coco@val2017, flickr30k@full, iiw@dci:sentence, sharegpt4v-1k@sam10k.
+Results are written per model and dataset and reused when the model's weights, the data and the precision are
+unchanged, so adding a model to a table only evaluates the new one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+from PIL import Image
+
+from .features import BadImageError
+from .heatmap import draw_heatmaps, similarity_map
+from .models import ModelRef, load_model
+from .retrieval_sets import DATASETS, LayoutError
+from .runner import ModelCache, pairs_table, run_pairs, run_retrieval, run_segmentation
+from .segmentation import METHODS
+from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS
+from .tables import retrieval_table, segmentation_table
+
+logger = logging.getLogger("memclip_train.eval")
+
+
+# ----------------------------------------------------------------------------------------------- arguments
+def _models(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", required=True, help="model name or saved folder (repeat)")
+    parser.add_argument("--pretrained", action="append", default=[],
+                        help="weights of the model given before it: tag, file or folder; 'none' for random")
+    parser.add_argument("--text-context-length", type=int, help="read captions up to N tokens (every model)")
+    parser.add_argument("--text-pos-stretch", choices=("longclip", "interpolate"), help="how CLIP towers reach N")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="results folder")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "amp_bf16", "amp"))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=0, help="image-loading processes")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m memclip_train.eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    retrieval = commands.add_parser("retrieval", help="image-text retrieval R@1/5/10 and ranks")
+    _models(retrieval)
+    _common(retrieval)
+    retrieval.add_argument("--dataset", action="append", required=True,
+                           help=f"one of {sorted(DATASETS)}, optionally NAME@VARIANT (repeat)")
+    retrieval.add_argument("--data-root", action="append", type=Path, required=True,
+                           help="dataset folder: one for all datasets, or one per --dataset in order")
+    retrieval.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images")
+    retrieval.add_argument("--no-cache", action="store_true", help="recompute even when a result exists")
+
+    segmentation = commands.add_parser("segmentation", help="zero-shot semantic segmentation mIoU")
+    _models(segmentation)
+    _common(segmentation)
+    segmentation.add_argument("--dataset", action="append", required=True, choices=sorted(SEGMENTATION_LAYOUTS))
+    segmentation.add_argument("--data-root", action="append", type=Path, required=True)
+    segmentation.add_argument("--method", action="append", choices=METHODS, help="last-block method (repeat)")
+    segmentation.add_argument("--window", type=int, help="sliding window (default: the model's image size)")
+    segmentation.add_argument("--stride", type=int, help="window stride (default: half the window)")
+    segmentation.add_argument("--short-side", type=int, help="resize the short side to this (default: 1.5 x window, "
+                                                             "2 x for cocostuff164k)")
+    segmentation.add_argument("--logit-scale", type=float, default=40.0)
+    segmentation.add_argument("--num-overlays", type=int, default=8)
+    segmentation.add_argument("--limit", type=int, help="evaluate the first N images only")
+
+    pairs = commands.add_parser("pairs", help="blind-pair accuracy per pattern (synthetic world)")
+    _models(pairs)
+    _common(pairs)
+    pairs.add_argument("--data-root", type=Path, required=True, help="the world folder (with pairs/)")
+    pairs.add_argument("--caption", choices=("caption", "short"), default="caption", help="long or short captions")
+
+    synth = commands.add_parser("synth", help="everything on the synthetic world: short and long retrieval, "
+                                              "segmentation and blind pairs, in one table")
+    _models(synth)
+    _common(synth)
+    synth.add_argument("--world", type=Path, required=True, help="the folder written by memclip_train.synth")
+    synth.add_argument("--method", default="sclip", choices=METHODS)
+
+    heatmap = commands.add_parser("heatmap", help="text -> patch similarity maps over an image")
+    _models(heatmap)
+    heatmap.add_argument("--image", type=Path, required=True)
+    heatmap.add_argument("--text", action="append", required=True, help="a caption (repeat for several maps)")
+    heatmap.add_argument("--method", default="sclip", choices=METHODS)
+    heatmap.add_argument("--out", type=Path, required=True, help="output PNG")
+    heatmap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def model_refs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> List[ModelRef]:
+    if len(args.pretrained) > len(args.model):
+        parser.error("more --pretrained than --model: give each --pretrained after its --model")
+    text = None
+    if args.text_context_length:
+        text = {"context_length": args.text_context_length, "pos_stretch": args.text_pos_stretch}
+    weights = list(args.pretrained) + [None] * (len(args.model) - len(args.pretrained))
+    return [ModelRef(m, p, text) for m, p in zip(args.model, weights)]
+
+
+def paired_roots(datasets: Sequence[str], roots: Sequence[Path], parser: argparse.ArgumentParser) -> List[Path]:
+    if len(roots) == 1:
+        return list(roots) * len(datasets)
+    if len(roots) != len(datasets):
+        parser.error(f"give one --data-root, or one per --dataset ({len(datasets)}); got {len(roots)}")
+    return list(roots)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(message)s", datefmt="%H:%M:%S")
+    refs = model_refs(args, parser)
+    device = torch.device(args.device)
+    try:
+        if args.command == "retrieval":
+            roots = paired_roots(args.dataset, args.data_root, parser)
+            results = run_retrieval(refs, args.dataset, roots, args.out, device, args.precision, args.batch_size,
+                                    args.workers, args.skip_bad, not args.no_cache, not args.no_progress)
+            table = retrieval_table(results, args.dataset)
+            (args.out / "retrieval_table.md").write_text(table + "\n")
+        elif args.command == "segmentation":
+            roots = paired_roots(args.dataset, args.data_root, parser)
+            results = run_segmentation(refs, args.dataset, roots, args.method or ["sclip"], args.out, device,
+                                       args.precision, args.window, args.stride, args.short_side, args.logit_scale,
+                                       args.num_overlays, args.limit, not args.no_progress)
+            table = segmentation_table(results, args.dataset)
+            (args.out / "segmentation_table.md").write_text(table + "\n")
+        elif args.command == "pairs":
+            results = run_pairs(refs, args.data_root, args.out, device, args.precision, args.caption,
+                                args.batch_size, not args.no_progress)
+            table = pairs_table(results)
+        elif args.command == "synth":
+            table = run_synth(refs, args, device)
+        else:
+            ref = refs[0]
+            loaded = load_model(ref, device)
+            image = Image.open(args.image)
+            maps = [similarity_map(loaded.model, loaded.preprocess, loaded.tokenizer, image, text, device,
+                                   args.method) for text in args.text]
+            table = f"wrote {draw_heatmaps(args.out, image, maps, args.text)}"
+    except (LayoutError, BadImageError, ValueError, TypeError) as error:
+        logger.error("%s", error)
+        return 1
+    print(table)
+    return 0
+
+
+def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.device) -> str:
+    """Short- and long-caption retrieval, segmentation and blind pairs on the synthetic world, one table each."""
+    models = ModelCache(device)
+    progress = not args.no_progress
+    datasets = ["synth-short", "synth-long"]
+    retrieval = run_retrieval(refs, datasets, [args.world] * 2, args.out, device, args.precision, args.batch_size,
+                              args.workers, progress=progress, models=models)
+    segmentation = run_segmentation(refs, ["synth"], [args.world], [args.method], args.out, device, args.precision,
+                                    progress=progress, models=models)
+    pairs = run_pairs(refs, args.world, args.out, device, args.precision, progress=progress, models=models)
+    tables = ["## Retrieval (R@k, %)", retrieval_table(retrieval, datasets, ks=(1, 5)),
+              f"## Segmentation ({args.method}, mIoU %)", segmentation_table(segmentation, ["synth"]),
+              "## Blind pairs (image -> text, % of pairs where both images pick their own caption; blind = 0)", pairs_table(pairs)]
+    text = "\n\n".join(tables)
+    (args.out / "synth_tables.md").write_text(text + "\n")
+    (args.out / "synth_results.json").write_text(json.dumps(
+        {"retrieval": retrieval, "segmentation": segmentation, "pairs": pairs}, indent=1, default=str) + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

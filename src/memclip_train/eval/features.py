@@ -1,0 +1,98 @@
+"""Batched, normalised features under a model's own transforms and tokenizer, with progress and throughput."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Sequence, Tuple
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from memclip.truncation import token_lengths
+
+
+class BadImageError(RuntimeError):
+    """An image that is missing or does not decode (the message names the file)."""
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, paths: Sequence[Path], preprocess: Callable) -> None:
+        self.paths = list(paths)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            with Image.open(self.paths[index]) as image:
+                return index, self.preprocess(image.convert("RGB")), ""
+        except Exception as error:  # missing files and undecodable bytes: reported by the caller
+            return index, None, f"{type(error).__name__}: {error}"
+
+
+def _collate(items):
+    good = [(i, t) for i, t, e in items if t is not None]
+    bad = [(i, e) for i, t, e in items if t is None]
+    indices = [i for i, _ in good]
+    tensors = torch.stack([t for _, t in good]) if good else None
+    return indices, tensors, bad
+
+
+@dataclass
+class ImageFeatures:
+    """Features of the images that decoded, in order, and the ones that did not."""
+
+    features: torch.Tensor
+    kept: List[int]
+    bad: List[Tuple[Path, str]] = field(default_factory=list)
+    images_per_second: float = 0.0
+
+
+@torch.no_grad()
+def encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[Path], device: torch.device,
+                  autocast: Callable, batch_size: int = 64, workers: int = 0, skip_bad: bool = False,
+                  progress: bool = True, desc: str = "images") -> ImageFeatures:
+    """L2-normalised image features (N, D) in float32 on the CPU.
+
+    Raises:
+        BadImageError: an image is missing or undecodable and ``skip_bad`` is off (the message names it).
+    """
+    loader = DataLoader(_ImageFiles(paths, preprocess), batch_size=batch_size, num_workers=workers,
+                        collate_fn=_collate)
+    features, kept, bad = [], [], []
+    start = time.time()
+    for indices, images, failures in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        for index, message in failures:
+            if not skip_bad:
+                raise BadImageError(f"cannot read image {paths[index]} ({message}); fix the file or pass --skip-bad")
+            bad.append((paths[index], message))
+        if images is None:
+            continue
+        with autocast():
+            encoded = model.encode_image(images.to(device), normalize=True)
+        features.append(encoded.float().cpu())
+        kept.extend(indices)
+    seconds = max(time.time() - start, 1e-9)
+    if not features:
+        raise BadImageError(f"none of the {len(paths)} images could be read")
+    return ImageFeatures(torch.cat(features), kept, bad, len(kept) / seconds)
+
+
+@torch.no_grad()
+def encode_texts(model: torch.nn.Module, tokenizer: Callable, texts: Sequence[str], device: torch.device,
+                 autocast: Callable, batch_size: int = 256, progress: bool = True,
+                 desc: str = "captions") -> Tuple[torch.Tensor, int]:
+    """L2-normalised caption features (N, D) in float32 on the CPU, and how many captions were cut."""
+    features, cut = [], 0
+    context = tokenizer.context_length
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+        chunk = list(texts[start:start + batch_size])
+        tokens = tokenizer(chunk)
+        cut += int((token_lengths(tokenizer, chunk) > context).sum())
+        with autocast():
+            features.append(model.encode_text(tokens.to(device), normalize=True).float().cpu())
+    return torch.cat(features), cut

@@ -1,0 +1,95 @@
+"""Retrieval evaluation: features, recall@k and ranks, memory usage, and cached per-model result files."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+import memclip
+from memory_layers import track_usage
+
+from ..data.shard_writer import write_json_atomic
+from ..retrieval_metrics import retrieval_metrics
+from .features import encode_images, encode_texts
+from .models import LoadedModel
+from .retrieval_sets import RetrievalSet
+
+logger = logging.getLogger(__name__)
+
+
+def memory_usage_summary(model: torch.nn.Module, usage: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """{block index: {fraction_read, kl_from_uniform, tokens, n_slots}} from ``track_usage`` trackers."""
+    names = {name: module for name, module in model.named_modules()}
+    index_of = {id(m): i for i, m in memclip.memory_layers_of(model).items()}
+    return {str(index_of.get(id(names.get(name)), name)): tracker.summary().to_dict()
+            for name, tracker in usage.items()}
+
+
+def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch.device, autocast: Callable,
+                       batch_size: int = 64, workers: int = 0, skip_bad: bool = False,
+                       progress: bool = True) -> Dict[str, Any]:
+    """Recall@1/5/10 and ranks both ways for one model on one dataset, with what is needed to reproduce them.
+
+    Returns:
+        {"metrics": {...}, "num_images", "num_texts", "context_length", "captions_cut", "meta",
+         "images_per_second", "skipped_images", "memory_usage"}
+    """
+    model = loaded.model
+    with track_usage(model) as usage:
+        images = encode_images(model, loaded.preprocess, dataset.images, device, autocast, batch_size, workers,
+                               skip_bad, progress, desc=f"{dataset.name} images")
+    if images.bad:
+        logger.warning("%s: skipped %d unreadable images (--skip-bad), e.g. %s", dataset.name, len(images.bad),
+                       images.bad[0][0])
+        dataset = dataset.subset(images.kept)
+    texts, cut = encode_texts(model, loaded.tokenizer, dataset.captions, device, autocast, progress=progress,
+                              desc=f"{dataset.name} captions")
+    metrics = retrieval_metrics(images.features, texts, torch.tensor(dataset.text_to_image))
+    context = loaded.tokenizer.context_length
+    if cut:
+        logger.info("%s: %d of %d captions were cut at %d tokens", dataset.name, cut, len(dataset.captions), context)
+    return {
+        "metrics": metrics,
+        "num_images": len(dataset.images),
+        "num_texts": len(dataset.captions),
+        "context_length": context,
+        "captions_cut": cut,
+        "text_tower": loaded.model.memclip_spec.text.to_dict(),
+        "meta": dataset.meta,
+        "images_per_second": images.images_per_second,
+        "skipped_images": [[str(p), m] for p, m in images.bad],
+        "memory_usage": memory_usage_summary(model, usage),
+    }
+
+
+def cache_key(identity: Dict[str, Any], dataset: str, variant: Optional[str], data_root: Path,
+              precision: str) -> str:
+    payload = json.dumps({"model": identity, "dataset": dataset, "variant": variant,
+                          "data_root": str(Path(data_root).resolve()), "precision": precision}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def result_path(out: Path, dataset: str, variant: Optional[str], model_tag: str) -> Path:
+    folder = dataset if not variant else f"{dataset}__{variant.replace(':', '-')}"
+    return Path(out) / "retrieval" / folder / f"{model_tag}.json"
+
+
+def cached_result(path: Path, key: str) -> Optional[Dict[str, Any]]:
+    """The stored result when its cache key matches (same model weights, data and precision), else None."""
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return result if result.get("cache_key") == key else None
+
+
+def store_result(path: Path, result: Dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, dict(result, written=time.strftime("%Y-%m-%d %H:%M:%S")))

@@ -1,0 +1,140 @@
+"""Long-caption benchmarks: Urban-1k, DOCCI, IIW, DCI and ShareGPT4V-1k/10k (one long caption per image)."""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, List
+
+from ...data.captions import first_sentence
+from .base import LayoutError, RetrievalSet, add_captions, grouped, read_json, read_jsonl, require
+
+URBAN1K_LAYOUT = """    <root>/image/N.jpg and <root>/caption/N.txt   (Long-CLIP's Urban1k; the caption is the file's first line)
+  or
+    <root>/annotations.json   {"annotations": [{"image_id", "image", "caption"}]} with images under <root>/"""
+DOCCI_LAYOUT = """    <root>/docci_descriptions.jsonlines   {"example_id", "split", "image_file", "description"} per line
+    <root>/images/test_NNNNN.jpg"""
+IIW_LAYOUT = """    <root>/datasets/IIW-400/data.jsonl     ("image/key", "IIW")   images: <root>/images/IIW-400/<key>.jpg
+    <root>/datasets/DCI_Test/data.jsonl    ("image", "IIW")       images: <root>/images/DCI_Test/<image>
+    <root>/datasets/DOCCI_Test/data.jsonl  ("image", "IIW")       images: <root>/images/DOCCI_Test/<image>.jpg
+  (the google/imageinwords release; put each subset's images in the folder shown)"""
+DCI_LAYOUT = """    <root>/densely_captioned_images/splits.json          {"train": [...], "valid": [...], "test": [...]}
+    <root>/densely_captioned_images/annotations/<name>.json   {"image", "short_caption", "extra_caption", ...}
+    <root>/densely_captioned_images/photos/<image>"""
+SHAREGPT4V_LAYOUT = """    <root>/share-captioner_coco_lcs_sam_1246k_1107.json   definition 'longclip' (Long-CLIP, TULIP)
+    <root>/share4v_sam_10k.json                           definition 'sam10k' (LoTLIP, FLAIR)
+    images under <root>/ by each entry's 'image' path (coco/..., sam/..., llava/...)"""
+IIW_SUBSETS = {"iiw400": ("IIW-400", "image/key"), "dci": ("DCI_Test", "image"), "docci": ("DOCCI_Test", "image")}
+SHAREGPT4V_FILES = {"longclip": "share-captioner_coco_lcs_sam_1246k_1107.json", "sam10k": "share4v_sam_10k.json"}
+
+
+def split_sentences(text: str) -> List[str]:
+    """Sentences of a description, each stripped (uses the same rules as the first-sentence splitter)."""
+    sentences, rest = [], " ".join(text.split())
+    while rest:
+        sentence = first_sentence(rest)
+        if not sentence:
+            break
+        sentences.append(sentence)
+        rest = rest[rest.find(sentence) + len(sentence):].strip()
+    return sentences
+
+
+def _image_file(folder: Path, name: str) -> Path:
+    if Path(name).suffix:
+        return folder / name
+    for suffix in (".jpg", ".jpeg", ".png", ".JPG"):
+        if (folder / f"{name}{suffix}").exists():
+            return folder / f"{name}{suffix}"
+    return folder / f"{name}.jpg"
+
+
+def load_urban1k(root: Path) -> RetrievalSet:
+    flair = root / "annotations.json"
+    if flair.exists():
+        data = read_json("urban1k", flair, URBAN1K_LAYOUT)
+        rows = data.get("annotations") if isinstance(data, dict) else None
+        if not rows:
+            raise LayoutError("urban1k", flair, URBAN1K_LAYOUT, "no 'annotations' list in")
+        by_image: Dict[Path, List[str]] = OrderedDict()
+        for row in rows:
+            add_captions(by_image, root / row["image"], [row["caption"].strip()])
+        return grouped("urban1k", by_image, {"layout": "FLAIR annotations.json", "caption_preprocessing": "stripped"})
+    images = require("urban1k", root / "image", URBAN1K_LAYOUT)
+    captions = require("urban1k", root / "caption", URBAN1K_LAYOUT)
+    by_image: Dict[Path, List[str]] = OrderedDict()
+    for caption_file in sorted(captions.glob("*.txt"), key=lambda p: (len(p.stem), p.stem)):
+        image = _image_file(images, caption_file.stem)
+        lines = caption_file.read_text(encoding="utf-8").splitlines()
+        by_image[image] = [lines[0].strip() if lines else ""]
+    if not by_image:
+        raise LayoutError("urban1k", captions, URBAN1K_LAYOUT, "no N.txt captions in")
+    return grouped("urban1k", by_image, {"layout": "Long-CLIP image/ + caption/",
+                                         "caption_preprocessing": "first line of each caption file, stripped"})
+
+
+def load_docci(root: Path, split: str = "test") -> RetrievalSet:
+    rows = read_jsonl("docci", root / "docci_descriptions.jsonlines", DOCCI_LAYOUT)
+    by_image: Dict[Path, List[str]] = OrderedDict()
+    for row in rows:
+        if row.get("split") == split:
+            add_captions(by_image, root / "images" / row["image_file"], [row["description"].strip()])
+    if not by_image:
+        raise LayoutError("docci", root / "docci_descriptions.jsonlines", DOCCI_LAYOUT, f"no '{split}' rows in")
+    return grouped("docci", by_image, {"split": split, "caption_preprocessing": "full description, stripped"})
+
+
+def load_iiw(root: Path, subset: str = "iiw400", granularity: str = "full") -> RetrievalSet:
+    if subset not in IIW_SUBSETS:
+        raise ValueError(f"iiw --variant {subset!r}: one of {sorted(IIW_SUBSETS)}")
+    if granularity not in ("full", "sentence"):
+        raise ValueError(f"iiw granularity {granularity!r}: full or sentence")
+    folder, key = IIW_SUBSETS[subset]
+    rows = read_jsonl("iiw", root / "datasets" / folder / "data.jsonl", IIW_LAYOUT)
+    by_image: Dict[Path, List[str]] = OrderedDict()
+    for row in rows:
+        if key not in row or "IIW" not in row:
+            raise LayoutError("iiw", root / "datasets" / folder / "data.jsonl", IIW_LAYOUT,
+                              f"a row lacks '{key}' or 'IIW' in")
+        text = row["IIW"].strip()
+        add_captions(by_image, _image_file(root / "images" / folder, row[key]),
+                     split_sentences(text) if granularity == "sentence" else [" ".join(text.split())])
+    return grouped("iiw", by_image, {"subset": folder, "granularity": granularity,
+                                     "caption_preprocessing": "whitespace collapsed" + (
+                                         ", one caption per sentence" if granularity == "sentence" else "")})
+
+
+def load_dci(root: Path) -> RetrievalSet:
+    base = root / "densely_captioned_images"
+    splits = read_json("dci", base / "splits.json", DCI_LAYOUT)
+    names = [name for split in ("train", "valid", "test") for name in splits.get(split, [])]
+    if not names:
+        raise LayoutError("dci", base / "splits.json", DCI_LAYOUT, "no annotation names in")
+    by_image: Dict[Path, List[str]] = OrderedDict()
+    for name in names:
+        annotation = read_json("dci", base / "annotations" / name, DCI_LAYOUT)
+        text = f"{annotation.get('short_caption', '')} {annotation.get('extra_caption', '')}"
+        add_captions(by_image, base / "photos" / annotation["image"], [" ".join(split_sentences(text))])
+    return grouped("dci", by_image, {"split": f"all {len(by_image)} images (train+valid+test)",
+                                     "caption_preprocessing": "short_caption + extra_caption, sentence-split and "
+                                                              "rejoined"})
+
+
+def load_sharegpt4v(root: Path, size: int, definition: str) -> RetrievalSet:
+    if definition not in SHAREGPT4V_FILES:
+        raise ValueError(f"sharegpt4v definition {definition!r}: one of {sorted(SHAREGPT4V_FILES)}")
+    path = root / SHAREGPT4V_FILES[definition]
+    entries = read_json("sharegpt4v", path, SHAREGPT4V_LAYOUT)
+    if not isinstance(entries, list) or len(entries) < size:
+        raise LayoutError("sharegpt4v", path, SHAREGPT4V_LAYOUT,
+                          f"expected a list of at least {size} entries, got {len(entries)} in")
+    by_image: Dict[Path, List[str]] = OrderedDict()
+    for entry in entries[:size]:
+        gpt = [t["value"] for t in entry.get("conversations", []) if t.get("from") == "gpt"]
+        if not gpt:
+            raise LayoutError("sharegpt4v", path, SHAREGPT4V_LAYOUT, f"entry for {entry.get('image')} has no gpt "
+                                                                     "turn in")
+        add_captions(by_image, root / entry["image"], [gpt[0].strip()])
+    return grouped(f"sharegpt4v-{size // 1000}k", by_image,
+                   {"definition": f"{definition}: first {size} entries of {path.name}",
+                    "caption_preprocessing": "first gpt turn, stripped"})

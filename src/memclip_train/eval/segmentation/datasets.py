@@ -1,0 +1,100 @@
+"""Segmentation benchmarks in their official layouts (mmseg's, as SCLIP evaluates them) and the synthetic world."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from ..retrieval_sets.base import LayoutError, require
+from .classnames import ADE20K, COCO_STUFF, VOC20
+
+IGNORE = 255
+LAYOUTS = {
+    "voc20": """    <root>/JPEGImages/<id>.jpg, <root>/SegmentationClass/<id>.png, <root>/ImageSets/Segmentation/val.txt
+    (<root> = VOCdevkit/VOC2012; background 0 is ignored, labels shift down by one)""",
+    "ade20k": """    <root>/images/validation/ADE_val_*.jpg, <root>/annotations/validation/ADE_val_*.png
+    (<root> = ADEChallengeData2016; label 0 is ignored, labels shift down by one)""",
+    "cocostuff164k": """    <root>/images/val2017/*.jpg, <root>/annotations/val2017/*_labelTrainIds.png (171 classes, 255 ignored)""",
+    "cocostuff10k": """    <root>/images/test2014/*.jpg, <root>/annotations/test2014/*_labelTrainIds.png (label 0 ignored)""",
+    "synth": """    <world>/segmentation/JPEGImages/<id>.jpg, SegmentationClass/<id>.png, ImageSets/Segmentation/val.txt,
+    classes.txt (one class per line; 0 = background, ignored)""",
+}
+
+
+@dataclass
+class SegmentationSet:
+    """Images with label maps.
+
+    Attributes:
+        name: the dataset name.
+        items: (image, mask) file pairs.
+        class_names: one entry per class, synonyms joined by ', '.
+        reduce_zero_label: label 0 is ignored and every other label shifts down by one (VOC20, ADE20K, Stuff10k).
+        short_side_ratio: the protocol's short side over its 224 window: 336/224 = 1.5, or 448/224 = 2 (Stuff164k).
+    """
+
+    name: str
+    items: List[Tuple[Path, Path]]
+    class_names: Sequence[str]
+    reduce_zero_label: bool
+    short_side_ratio: float = 1.5
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """The label map (H, W) int64 with 255 for ignored pixels, after the dataset's label reduction."""
+        mask = np.asarray(Image.open(self.items[index][1]), dtype=np.int64)
+        if self.reduce_zero_label:
+            mask = np.where(mask == 0, IGNORE, mask - 1)
+            mask[mask == IGNORE - 1] = IGNORE
+        return mask
+
+
+def _pairs(name: str, images: Path, masks: Path, ids: Sequence[str], image_suffix: str,
+           mask_suffix: str) -> List[Tuple[Path, Path]]:
+    pairs = [(images / f"{i}{image_suffix}", masks / f"{i}{mask_suffix}") for i in ids]
+    missing = [p for pair in pairs for p in pair if not p.exists()]
+    if missing:
+        raise LayoutError(name, missing[0], LAYOUTS[name], f"{len(missing)} files are missing, e.g.")
+    return pairs
+
+
+def _folder_pairs(name: str, root: Path, images: str, masks: str, mask_suffix: str) -> List[Tuple[Path, Path]]:
+    image_dir = require(name, root / images, LAYOUTS[name])
+    mask_dir = require(name, root / masks, LAYOUTS[name])
+    ids = sorted(p.stem for p in image_dir.glob("*.jpg"))
+    if not ids:
+        raise LayoutError(name, image_dir, LAYOUTS[name], "no .jpg images in")
+    return _pairs(name, image_dir, mask_dir, ids, ".jpg", mask_suffix)
+
+
+def _voc_like(name: str, root: Path) -> List[Tuple[Path, Path]]:
+    listing = require(name, root / "ImageSets" / "Segmentation" / "val.txt", LAYOUTS[name])
+    ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    return _pairs(name, require(name, root / "JPEGImages", LAYOUTS[name]),
+                  require(name, root / "SegmentationClass", LAYOUTS[name]), ids, ".jpg", ".png")
+
+
+def load_segmentation_set(name: str, root: Path) -> SegmentationSet:
+    """Load a benchmark by name. Raises ValueError for an unknown name and LayoutError for a wrong layout."""
+    root = Path(root)
+    if name == "voc20":
+        root = root / "VOCdevkit" / "VOC2012" if (root / "VOCdevkit").is_dir() else root
+        return SegmentationSet(name, _voc_like(name, root), VOC20, reduce_zero_label=True)
+    if name == "ade20k":
+        root = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
+        items = _folder_pairs(name, root, "images/validation", "annotations/validation", ".png")
+        return SegmentationSet(name, items, ADE20K, reduce_zero_label=True)
+    if name == "cocostuff164k":
+        items = _folder_pairs(name, root, "images/val2017", "annotations/val2017", "_labelTrainIds.png")
+        return SegmentationSet(name, items, COCO_STUFF, reduce_zero_label=False, short_side_ratio=2.0)
+    if name == "cocostuff10k":
+        items = _folder_pairs(name, root, "images/test2014", "annotations/test2014", "_labelTrainIds.png")
+        return SegmentationSet(name, items, COCO_STUFF, reduce_zero_label=True)
+    if name == "synth":
+        root = root / "segmentation" if (root / "segmentation").is_dir() else root
+        classes = require(name, root / "classes.txt", LAYOUTS[name]).read_text().split("\n")
+        return SegmentationSet(name, _voc_like(name, root), [c for c in classes if c.strip()],
+                               reduce_zero_label=True)
+    raise ValueError(f"unknown segmentation dataset {name!r}; choose from {sorted(LAYOUTS)}")

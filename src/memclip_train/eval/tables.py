@@ -1,0 +1,34 @@
+"""Markdown tables in the shape of the thesis tables: models as rows, dataset x direction x R@k as columns."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+
+def retrieval_table(results: Dict[str, Dict[str, Dict]], datasets: Sequence[str],
+                    ks: Sequence[int] = (1, 5, 10)) -> str:
+    """``results[model][dataset]`` -> a markdown table (recalls in %, one decimal); missing cells are '-'."""
+    header = ["model"]
+    for dataset in datasets:
+        for direction in ("T2I", "I2T"):
+            header.extend(f"{dataset} {direction} R@{k}" for k in ks)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, per_dataset in results.items():
+        row: List[str] = [model]
+        for dataset in datasets:
+            metrics = per_dataset.get(dataset, {}).get("metrics", {})
+            for direction in ("t2i", "i2t"):
+                for k in ks:
+                    value = metrics.get(f"{direction}_R@{k}")
+                    row.append("-" if value is None else f"{value:.1f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def segmentation_table(results: Dict[str, Dict[str, Dict]], datasets: Sequence[str]) -> str:
+    """``results[model][dataset]`` -> mIoU per dataset (%)."""
+    header = ["model"] + [f"{d} mIoU" for d in datasets]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, per_dataset in results.items():
+        cells = [f"{per_dataset[d]['mIoU']:.1f}" if d in per_dataset else "-" for d in datasets]
+        lines.append("| " + " | ".join([model] + cells) + " |")
+    return "\n".join(lines)

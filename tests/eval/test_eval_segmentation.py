@@ -1,0 +1,103 @@
+"""Segmentation: the mIoU arithmetic, the four last-block methods, label reduction and layouts."""
+import numpy as np
+import pytest
+import torch
+from conftest import write_voc
+from PIL import Image
+
+from memclip_train.eval import ClipSegmenter, SlidingWindow, autocast_for, evaluate_segmentation
+from memclip_train.eval import load_segmentation_set
+from memclip_train.eval.segmentation.dense import METHODS, dense_features
+from memclip_train.eval.segmentation.metrics import ConfusionMatrix
+
+
+@pytest.fixture
+def synth_split(tmp_path):
+    rng = np.random.default_rng(0)
+    masks = []
+    for _ in range(3):
+        mask = np.zeros((40, 48), dtype=np.int64)
+        mask[5:20, 5:25] = rng.integers(1, 4)
+        mask[22:35, 28:45] = rng.integers(1, 4)
+        mask[0, :] = 255
+        masks.append(mask)
+    root = write_voc(tmp_path / "segmentation", ["a0", "b1", "c2"], masks)
+    (root / "classes.txt").write_text("circle\nstar\nring\n")
+    return load_segmentation_set("synth", tmp_path)
+
+
+def test_perfect_predictor_scores_100_and_a_shuffled_one_less(synth_split):
+    targets = iter([synth_split.load_mask(i) for i in range(3)])
+    perfect = evaluate_segmentation(synth_split, lambda image: np.where((t := next(targets)) == 255, 0, t),
+                                    progress=False)
+    assert perfect["mIoU"] == pytest.approx(100.0) and perfect["aAcc"] == pytest.approx(100.0)
+    rng = np.random.default_rng(1)
+    targets = iter([synth_split.load_mask(i) for i in range(3)])
+    shuffled = evaluate_segmentation(synth_split, lambda image: rng.permutation(next(targets).ravel()).reshape(
+        40, 48).clip(0, 2), progress=False)
+    assert shuffled["mIoU"] < 60
+
+
+def test_reduce_zero_label(synth_split):
+    raw = np.asarray(Image.open(synth_split.items[0][1]))
+    reduced = synth_split.load_mask(0)
+    assert (reduced[raw == 0] == 255).all() and (reduced[raw == 255] == 255).all()
+    assert (reduced[(raw > 0) & (raw < 255)] == raw[(raw > 0) & (raw < 255)] - 1).all()
+
+
+def test_confusion_matrix_arithmetic():
+    matrix = ConfusionMatrix(3)
+    target = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
+    prediction = np.array([[0, 1, 1, 1], [2, 0, 0, 2]])
+    matrix.update(prediction, target)
+    summary = matrix.summary(["a", "b", "c"])
+    # class a: tp 1, union 3; b: tp 2, union 3; c: tp 1, union 2
+    assert summary["per_class_iou"] == pytest.approx({"a": 100 / 3, "b": 200 / 3, "c": 50.0})
+    assert summary["mIoU"] == pytest.approx((100 / 3 + 200 / 3 + 50) / 3)
+    with pytest.raises(ValueError, match="outside"):
+        matrix.update(np.zeros((1, 1), int), np.array([[7]]))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_segments_with_the_micro_model(synth_split, micro_model, method):
+    cpu = torch.device("cpu")
+    features = dense_features(micro_model.model.visual, torch.randn(2, 3, 32, 32), method)
+    assert features.shape == (2, 4, 4, 32) and torch.allclose(features.norm(dim=-1), torch.ones(2, 4, 4))
+    segmenter = ClipSegmenter(micro_model.model, micro_model.tokenizer, synth_split.class_names, method,
+                              SlidingWindow.for_model(32, 1.5), cpu, autocast_for("fp32", cpu))
+    prediction = segmenter(Image.open(synth_split.items[0][0]))
+    assert prediction.shape == (40, 48) and prediction.min() >= 0 and prediction.max() < 3
+
+
+def test_methods_differ_only_in_the_last_block(micro_model):
+    images = torch.randn(1, 3, 32, 32)
+    outputs = {m: dense_features(micro_model.model.visual, images, m) for m in METHODS}
+    assert not torch.allclose(outputs["sclip"], outputs["vanilla"])
+    assert not torch.allclose(outputs["clearclip"], outputs["maskclip"])
+    with pytest.raises(ValueError, match="unknown method"):
+        dense_features(micro_model.model.visual, images, "gradcam")
+
+
+def test_synonyms_are_max_pooled(micro_model):
+    cpu = torch.device("cpu")
+    segmenter = ClipSegmenter(micro_model.model, micro_model.tokenizer, ["cat", "person, man, woman"], "vanilla",
+                              SlidingWindow(32, 16, 48), cpu, autocast_for("fp32", cpu))
+    assert segmenter.owners.tolist() == [0, 1, 1, 1]
+    logits = torch.zeros(4, 2, 2)
+    logits[2] = 1.0
+    probabilities = segmenter.class_probabilities(logits)
+    assert probabilities.shape == (2, 2, 2) and (probabilities.argmax(0) == 1).all()
+
+
+def test_layouts(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ImageSets/Segmentation/val.txt"):
+        load_segmentation_set("voc20", tmp_path)
+    with pytest.raises(FileNotFoundError, match="images/validation"):
+        load_segmentation_set("ade20k", tmp_path)
+    (tmp_path / "images" / "val2017").mkdir(parents=True)
+    (tmp_path / "annotations" / "val2017").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "val2017" / "000000000139.jpg")
+    with pytest.raises(FileNotFoundError, match="000000000139_labelTrainIds.png"):
+        load_segmentation_set("cocostuff164k", tmp_path)
+    with pytest.raises(ValueError, match="unknown segmentation dataset"):
+        load_segmentation_set("cityscapes", tmp_path)
