@@ -74,6 +74,7 @@ class ModelConfig:
     text_context_length: Optional[int] = None
     text_pos_stretch: Optional[str] = None
     rope_ntk_factor: Optional[float] = None
+    memory: Tuple[Tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.precision in PRECISIONS, f"--precision {self.precision!r}: one of {PRECISIONS}")
@@ -87,6 +88,11 @@ class ModelConfig:
                    f"--text-tower {self.text_tower!r}: clip, rope or rope:PATH")
         _check(self.text_pos_stretch is None or self.text_context_length is not None,
                "--text-pos-stretch needs --text-context-length")
+
+    @property
+    def memory_overrides(self) -> Optional[Dict[str, Any]]:
+        """``--memory`` settings as the ``memory`` argument of ``memclip.create_model`` (None: the config's)."""
+        return dict(self.memory) if self.memory else None
 
     @property
     def text_tower_kind(self) -> Optional[str]:
@@ -208,19 +214,22 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "TrainConfig":
-        def tuples(section: type, values: Dict[str, Any]) -> Dict[str, Any]:
-            out = dict(values)
-            for f in dataclasses.fields(section):
-                if isinstance(out.get(f.name), list):
-                    out[f.name] = tuple(out[f.name])
-            return out
 
-        sections = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "task": TaskConfig,
-                    "logging": LoggingConfig}
-        kwargs = {name: kind(**tuples(kind, data[name])) for name, kind in sections.items() if name in data}
-        return cls(**kwargs, seed=data.get("seed", 0), device=data.get("device"))
+def _memory_setting(text: str) -> Tuple[str, Any]:
+    """``knn=32``, ``layers=2,3``, ``mode=parallel``, ``gated=true`` -> (key, value) with a typed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--memory {text!r}: expected KEY=VALUE, e.g. knn=32 or layers=2,3")
+    if key == "layers":
+        return key, tuple(int(v) for v in raw.split(",") if v.strip())
+    if raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
+    for cast in (int, float):
+        try:
+            return key, cast(raw)
+        except ValueError:
+            pass
+    return key, raw
 
 
 def _parts(text: str) -> Tuple[str, ...]:
@@ -258,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lock-text", action="store_true", help="freeze the text tower")
     g.add_argument("--trainable", type=_parts, help=f"comma list of {TRAINABLE_PARTS} (default: per task)")
     g.add_argument("--value-lr", type=float, help="override the memory values' fixed learning rate")
+    g.add_argument("--memory", type=_memory_setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a memory knob of --model (repeat): layers=8,10,11 n_keys=32 knn=16 mode=parallel")
     g.add_argument("--text-tower", help="clip, rope, or rope:PATH (a distilled RoPE tower to load)")
     g.add_argument("--text-context-length", type=int, help="text tokens read (e.g. 248)")
     g.add_argument("--text-pos-stretch", choices=("longclip", "interpolate"), help="how a CLIP tower reaches it")
@@ -312,7 +323,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                         args.csv_separator, args.shuffle_buffer),
         model=ModelConfig(args.model, args.pretrained, args.precision, args.grad_checkpointing, args.lock_text,
                           args.trainable, args.value_lr, args.text_tower, args.text_context_length,
-                          args.text_pos_stretch, args.rope_ntk_factor),
+                          args.text_pos_stretch, args.rope_ntk_factor, tuple(args.memory)),
         optim=OptimConfig(args.batch_size, args.epochs, args.lr, args.wd, args.beta1, args.beta2, args.eps,
                           args.warmup, args.lr_scheduler, args.accum_freq, args.grad_clip_norm),
         task=TaskConfig(args.distill, args.distill_teacher, args.distill_trainable, args.distill_loss,

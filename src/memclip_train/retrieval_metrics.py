@@ -23,6 +23,51 @@ def _ranks_of_true(similarity: torch.Tensor, is_true: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
+def query_ranks(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor,
+                chunk_size: int = 4096) -> Dict[str, torch.Tensor]:
+    """1-based rank of the true match for every query: {"t2i": (T,) per caption, "i2t": (I,) per image}.
+
+    Raises:
+        ValueError: shapes disagree, an index is out of range, or an image has no caption.
+    """
+    image_features = image_features.float()
+    text_features = text_features.float()
+    text_to_image = text_to_image.long().to(image_features.device)
+    num_images, num_texts = image_features.shape[0], text_features.shape[0]
+    if text_to_image.shape != (num_texts,):
+        raise ValueError(f"text_to_image must be ({num_texts},), got {tuple(text_to_image.shape)}")
+    if num_texts and (text_to_image.min() < 0 or text_to_image.max() >= num_images):
+        raise ValueError("text_to_image holds indices outside the image set")
+    if num_images and torch.bincount(text_to_image, minlength=num_images).min() == 0:
+        raise ValueError("every image needs at least one caption")
+    t2i_ranks = []
+    for start in range(0, num_texts, chunk_size):
+        similarity = text_features[start:start + chunk_size] @ image_features.T
+        is_true = torch.zeros_like(similarity, dtype=torch.bool)
+        is_true[torch.arange(similarity.shape[0]), text_to_image[start:start + chunk_size]] = True
+        t2i_ranks.append(_ranks_of_true(similarity, is_true))
+    i2t_ranks = []
+    for start in range(0, num_images, chunk_size):
+        similarity = image_features[start:start + chunk_size] @ text_features.T
+        image_ids = torch.arange(start, start + similarity.shape[0], device=similarity.device)
+        is_true = text_to_image.unsqueeze(0) == image_ids.unsqueeze(1)
+        i2t_ranks.append(_ranks_of_true(similarity, is_true))
+    return {"t2i": torch.cat(t2i_ranks).cpu(), "i2t": torch.cat(i2t_ranks).cpu()}
+
+
+def metrics_from_ranks(ranks: Dict[str, torch.Tensor], ks: Sequence[int] = DEFAULT_KS) -> Dict[str, float]:
+    """Recall@k (%) and mean/median rank from per-query ranks."""
+    results: Dict[str, float] = {"num_images": len(ranks["i2t"]), "num_texts": len(ranks["t2i"])}
+    for direction in ("t2i", "i2t"):
+        values = torch.as_tensor(ranks[direction])
+        for k in ks:
+            results[f"{direction}_R@{k}"] = 100.0 * (values <= k).float().mean().item()
+        results[f"{direction}_mean_rank"] = values.float().mean().item()
+        results[f"{direction}_median_rank"] = values.float().median().item()
+    return results
+
+
+@torch.no_grad()
 def retrieval_metrics(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
@@ -42,34 +87,4 @@ def retrieval_metrics(
         ``{"t2i_R@1": %, ..., "i2t_R@1": %, ..., "t2i_mean_rank", "t2i_median_rank", "i2t_mean_rank",
         "i2t_median_rank", "num_images", "num_texts"}``; recalls in percent.
     """
-    image_features = image_features.float()
-    text_features = text_features.float()
-    text_to_image = text_to_image.long().to(image_features.device)
-    num_images, num_texts = image_features.shape[0], text_features.shape[0]
-    if text_to_image.shape != (num_texts,):
-        raise ValueError(f"text_to_image must be ({num_texts},), got {tuple(text_to_image.shape)}")
-    if num_texts and (text_to_image.min() < 0 or text_to_image.max() >= num_images):
-        raise ValueError("text_to_image holds indices outside the image set")
-    if num_images and torch.bincount(text_to_image, minlength=num_images).min() == 0:
-        raise ValueError("every image needs at least one caption")
-
-    t2i_ranks = []
-    for start in range(0, num_texts, chunk_size):
-        similarity = text_features[start:start + chunk_size] @ image_features.T
-        is_true = torch.zeros_like(similarity, dtype=torch.bool)
-        is_true[torch.arange(similarity.shape[0]), text_to_image[start:start + chunk_size]] = True
-        t2i_ranks.append(_ranks_of_true(similarity, is_true))
-    i2t_ranks = []
-    for start in range(0, num_images, chunk_size):
-        similarity = image_features[start:start + chunk_size] @ text_features.T
-        image_ids = torch.arange(start, start + similarity.shape[0], device=similarity.device)
-        is_true = text_to_image.unsqueeze(0) == image_ids.unsqueeze(1)
-        i2t_ranks.append(_ranks_of_true(similarity, is_true))
-
-    results: Dict[str, float] = {"num_images": num_images, "num_texts": num_texts}
-    for direction, ranks in (("t2i", torch.cat(t2i_ranks)), ("i2t", torch.cat(i2t_ranks))):
-        for k in ks:
-            results[f"{direction}_R@{k}"] = 100.0 * (ranks <= k).float().mean().item()
-        results[f"{direction}_mean_rank"] = ranks.float().mean().item()
-        results[f"{direction}_median_rank"] = ranks.float().median().item()
-    return results
+    return metrics_from_ranks(query_ranks(image_features, text_features, text_to_image, chunk_size), ks)

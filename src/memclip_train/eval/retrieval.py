@@ -14,7 +14,7 @@ import memclip
 from memory_layers import track_usage
 
 from ..data.shard_writer import write_json_atomic
-from ..retrieval_metrics import retrieval_metrics
+from ..retrieval_metrics import metrics_from_ranks, query_ranks
 from .features import encode_images, encode_texts
 from .models import LoadedModel
 from .retrieval_sets import RetrievalSet
@@ -37,7 +37,7 @@ def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch
 
     Returns:
         {"metrics": {...}, "num_images", "num_texts", "context_length", "captions_cut", "meta",
-         "images_per_second", "skipped_images", "memory_usage"}
+         "images_per_second", "skipped_images", "memory_usage", "ranks": {"t2i": [...], "i2t": [...]}}
     """
     model = loaded.model
     with track_usage(model) as usage:
@@ -49,7 +49,8 @@ def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch
         dataset = dataset.subset(images.kept)
     texts, cut = encode_texts(model, loaded.tokenizer, dataset.captions, device, autocast, progress=progress,
                               desc=f"{dataset.name} captions")
-    metrics = retrieval_metrics(images.features, texts, torch.tensor(dataset.text_to_image))
+    ranks = query_ranks(images.features, texts, torch.tensor(dataset.text_to_image))
+    metrics = metrics_from_ranks(ranks)
     context = loaded.tokenizer.context_length
     if cut:
         logger.info("%s: %d of %d captions were cut at %d tokens", dataset.name, cut, len(dataset.captions), context)
@@ -64,6 +65,7 @@ def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch
         "images_per_second": images.images_per_second,
         "skipped_images": [[str(p), m] for p, m in images.bad],
         "memory_usage": memory_usage_summary(model, usage),
+        "ranks": {direction: values.tolist() for direction, values in ranks.items()},
     }
 
 

@@ -53,7 +53,8 @@ def trainable_parts(config: TrainConfig, task_default) -> List[str]:
 
 
 def _create(config: TrainConfig, pretrained: Optional[str], **kwargs: Any) -> nn.Module:
-    return memclip.create_model(config.model.model, pretrained=pretrained, **kwargs)
+    return memclip.create_model(config.model.model, pretrained=pretrained, memory=config.model.memory_overrides,
+                                **kwargs)
 
 
 def build_task(config: TrainConfig, env: DistributedEnv, has_val_captions: bool = True) -> Task:
