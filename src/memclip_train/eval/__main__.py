@@ -43,6 +43,7 @@ def _models(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True, help="model name or saved folder (repeat)")
     parser.add_argument("--pretrained", action="append", default=[],
                         help="weights of the model given before it: tag, file or folder; 'none' for random")
+    parser.add_argument("--label", action="append", default=[], help="table name of the model given before it")
     parser.add_argument("--text-context-length", type=int, help="read captions up to N tokens (every model)")
     parser.add_argument("--text-pos-stretch", choices=("longclip", "interpolate"), help="how CLIP towers reach N")
 
@@ -114,8 +115,11 @@ def model_refs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Lis
     text = None
     if args.text_context_length:
         text = {"context_length": args.text_context_length, "pos_stretch": args.text_pos_stretch}
+    if len(args.label) > len(args.model):
+        parser.error("more --label than --model: give each --label after its --model")
     weights = list(args.pretrained) + [None] * (len(args.model) - len(args.pretrained))
-    return [ModelRef(m, p, text) for m, p in zip(args.model, weights)]
+    labels = list(args.label) + [None] * (len(args.model) - len(args.label))
+    return [ModelRef(m, p, text, n) for m, p, n in zip(args.model, weights, labels)]
 
 
 def paired_roots(datasets: Sequence[str], roots: Sequence[Path], parser: argparse.ArgumentParser) -> List[Path]:

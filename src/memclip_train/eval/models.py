@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -19,18 +20,26 @@ class ModelRef:
     model: str
     pretrained: Optional[str] = None
     text_tower: Optional[Dict[str, Any]] = None
+    name: Optional[str] = None
 
     @property
     def label(self) -> str:
+        """The row name in tables: ``name`` if given, else the model and a short form of its weights."""
+        if self.name:
+            return self.name
+        if os.path.isdir(self.model):
+            return _short_path(self.model)
         weights = self.pretrained or "random"
-        if os.path.exists(weights):
-            weights = os.path.basename(os.path.normpath(weights)) or weights
-        return f"{self.model} ({weights})" if not os.path.isdir(self.model) else os.path.basename(self.model)
+        return f"{self.model} ({_short_path(weights) if os.path.exists(weights) else weights})"
 
     @property
     def tag(self) -> str:
-        """A file-name-safe identifier for result files."""
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.label).strip("_")
+        """A file-name-safe identifier for result files, unique per weights path."""
+        tag = re.sub(r"[^A-Za-z0-9._-]+", "_", self.label).strip("_")
+        paths = [p for p in (self.model, self.pretrained) if p and os.path.exists(p)]
+        if paths:
+            tag += "-" + hashlib.sha1("|".join(os.path.abspath(p) for p in paths).encode()).hexdigest()[:8]
+        return tag
 
     def identity(self) -> Dict[str, Any]:
         """What makes results reusable: the names, and the checkpoint file's size and time when it is a path."""
@@ -45,6 +54,16 @@ class ModelRef:
                     stat = os.stat(target)
                     ident[f"{key}_file"] = [os.path.abspath(target), stat.st_size, stat.st_mtime_ns]
         return ident
+
+
+def _short_path(path: str) -> str:
+    """'runs/x/teacher/final' -> 'teacher/final'; 'run/checkpoints/epoch_3.pt' -> 'run/epoch_3.pt'."""
+    parts = os.path.normpath(path).split(os.sep)
+    if len(parts) >= 3 and parts[-2] == "checkpoints":
+        return f"{parts[-3]}/{parts[-1]}"
+    if len(parts) >= 2 and parts[-1] in ("final", "model", "checkpoint"):
+        return f"{parts[-2]}/{parts[-1]}"
+    return parts[-1]
 
 
 @dataclass

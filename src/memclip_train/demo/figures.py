@@ -1,0 +1,70 @@
+"""The report's pictures: training curves, recall bars, blind-pair bars and memory usage (PNG via matplotlib)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLOURS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+
+
+def _records(run_dir: Path) -> List[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def training_curves(runs: Dict[str, Path], out: Path) -> Path:
+    """One panel per stage: the training loss per step and, on a second axis, the validation R@1 per epoch."""
+    figure, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
+    for axis, (name, run_dir) in zip(axes[0], runs.items()):
+        records = _records(run_dir)
+        train = [r for r in records if r["kind"] == "train"]
+        axis.plot([r["step"] for r in train], [r["loss"] for r in train], color=COLOURS[0], label="train loss")
+        axis.set_title(name, fontsize=10)
+        axis.set_xlabel("step")
+        axis.set_ylabel("loss", color=COLOURS[0])
+        val = [r for r in records if r["kind"] == "val"]
+        key = next((k for k in ("val_long_t2i_R@1", "val_t2i_R@1", "val_distill_cosine") if val and k in val[0]),
+                   None)
+        if key:
+            twin = axis.twinx()
+            twin.plot([r["step"] for r in val], [r[key] for r in val], "o-", color=COLOURS[1], label=key)
+            twin.set_ylabel(key.replace("val_", "val "), color=COLOURS[1])
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+def grouped_bars(values: Dict[str, Dict[str, float]], out: Path, title: str, ylabel: str,
+                 errors: Dict[str, Dict[str, Sequence[float]]] = None) -> Path:
+    """Bars grouped by metric (x) with one bar per model; optional (low, high) error bars."""
+    models = list(values)
+    metrics = list(next(iter(values.values())))
+    width = 0.8 / len(models)
+    x = np.arange(len(metrics))
+    figure, axis = plt.subplots(figsize=(max(6, 1.3 * len(metrics) + 2), 3.6))
+    for index, model in enumerate(models):
+        heights = [values[model][m] for m in metrics]
+        yerr = None
+        if errors and model in errors:
+            lows = [heights[i] - errors[model][m][0] for i, m in enumerate(metrics)]
+            highs = [errors[model][m][1] - heights[i] for i, m in enumerate(metrics)]
+            yerr = [lows, highs]
+        axis.bar(x + (index - (len(models) - 1) / 2) * width, heights, width, label=model,
+                 color=COLOURS[index % len(COLOURS)], yerr=yerr, capsize=2)
+    axis.set_xticks(x)
+    axis.set_xticklabels(metrics, fontsize=8)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=7, ncol=min(4, len(models)))
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out

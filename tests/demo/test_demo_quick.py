@@ -1,0 +1,43 @@
+"""`python -m memclip_train.demo --quick` end to end: the report, every figure, and numbers that match results.json."""
+import json
+import re
+
+import pytest
+
+from memclip_train.demo.__main__ import main
+from memclip_train.demo.report import COLUMNS
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_a_consistent_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--out", str(out), "--quick", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for command in ("python -m memclip_train.synth", "python -m memclip_train.main", "--distill",
+                    "--long-short-alpha 0.8", "python -m memclip_train.eval synth"):
+        assert command in printed, f"the demo should print the command {command!r}"
+
+    report = (out / "REPORT.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len(images) >= 8
+    for image in images:
+        assert (out / image).is_file() and (out / image).stat().st_size > 1000, image
+    for figure in ("training_curves.png", "recall.png", "pairs.png", "memory_usage.png"):
+        assert f"figures/{figure}" in images
+
+    results = json.loads((out / "results.json").read_text())
+    headers = [h for h, _, _ in COLUMNS]
+    table_rows = [line for line in report.splitlines() if line.startswith("| ") and line.count("|") == len(headers) + 2]
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table_rows)}
+    assert set(results["models"]) <= set(rows)
+    for label, data in results["models"].items():
+        for header, cell in zip(headers, rows[label]):
+            assert cell == f"{data['table'][header]:.1f}", (label, header)
+    for stage in ("synthetic world", "teacher", "student-distill", "student-finetune", "control-finetune",
+                  "evaluation"):
+        assert stage in results["timings_seconds"] and f"| {stage} |" in report
+
+    # A second run reuses every stage.
+    assert main(["--out", str(out), "--quick", "--no-progress"]) == 0
+    again = capsys.readouterr().out
+    assert again.count("[skip]") == 6 and "python -m memclip_train.main" not in again
