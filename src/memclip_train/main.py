@@ -29,6 +29,7 @@ from .data.loaders import build_data
 from .data.sources import has_captions
 from .distributed import DistributedEnv, barrier, init_distributed
 from .params import TrainConfig, parse_args
+from .preemption import PREEMPTED_EXIT_CODE, Preempted
 from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
 from .trainer import NonFiniteLoss, Trainer
@@ -139,6 +140,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     try:
         trainer.fit()
     finally:
+        trainer.preemption.restore()
         run_logger.close()
     return run_dir
 
@@ -150,6 +152,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except NonFiniteLoss as error:
         logger.error("%s", error)
         return 2
+    except Preempted as error:
+        logger.warning("%s", error)
+        return PREEMPTED_EXIT_CODE
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         logger.error("%s", error)
         return 1

@@ -21,6 +21,7 @@ from .data.loaders import RunData
 from .data.shard_stream import StreamPosition
 from .distributed import DistributedEnv, all_reduce_max, barrier
 from .params import TrainConfig
+from .preemption import Preempted, PreemptionFlag
 from .run_logger import RunLogger
 from .schedule import LearningRateSchedule
 from .tasks.base import Task
@@ -107,6 +108,8 @@ class Trainer:
         self.autocast: Callable = functools.partial(torch.autocast, device_type=env.device.type, dtype=dtype,
                                                     enabled=precision != "fp32")
         self.watch = NonFiniteWatch(env.device)
+        self.preemption = PreemptionFlag()
+        self.stop = False
         self.last_good: Optional[Path] = None
         self.params = [p for p in task.model.parameters() if p.requires_grad]
         # The loader deals batches round-robin starting at worker 0, so a mid-epoch save waits for a batch count
@@ -129,9 +132,15 @@ class Trainer:
             if self.val is not None and frequency and (completed % frequency == 0 or completed == epochs):
                 self.validate(completed)
             self.save_epoch(completed)
+            if self.stop and completed < epochs:
+                self._raise_preempted()
         if self.env.is_master:
             final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
             logger.info("final model: %s (load with memclip.create_model('%s'))", final, final)
+
+    def _raise_preempted(self) -> None:
+        raise Preempted(f"stopped on {self.preemption.signal_name or 'a signal'} at step {self.state.step}; "
+                        f"checkpoint {self.last_good}; rerun with --resume latest")
 
     def train_epoch(self, epoch: int) -> None:
         resume = StreamPosition.from_dict(self.state.stream_position) if self.state.batch_in_epoch else None
@@ -167,11 +176,15 @@ class Trainer:
             last = batch_index >= self.train.batches_per_epoch
             if self.state.step % self.config.logging.log_every_n_steps == 0 or last:
                 bar.set_postfix_str(self.log_train(epoch))
+                self.stop = self.stop or self.preemption.agreed(self.env)
             every = self.config.logging.save_every_n_steps
-            save_due = save_due or bool(every and self.state.step % every == 0)
+            save_due = save_due or self.stop or bool(every and self.state.step % every == 0)
             if save_due and not last and batch_index % self.loader_workers == 0:
                 self.save_latest()
                 save_due = False
+                if self.stop:
+                    bar.close()
+                    self._raise_preempted()
         bar.close()
 
     # ------------------------------------------------------------------ one optimizer step

@@ -1,0 +1,53 @@
+"""Stopping cleanly before a time limit: SIGUSR1/SIGTERM set a flag; the trainer saves and exits at a safe step.
+
+SLURM sends the signal ``--signal=USR1@300`` seconds before the limit (and SIGTERM on preemption). The trainer
+checks the flag at its log steps (where ranks already synchronise), agrees across ranks, writes
+``epoch_latest.pt`` and exits with :data:`PREEMPTED_EXIT_CODE`, on which the sbatch scripts requeue the job.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Iterable
+
+import torch
+
+from .distributed import DistributedEnv, all_reduce_max
+
+logger = logging.getLogger(__name__)
+
+PREEMPTED_EXIT_CODE = 3
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class Preempted(RuntimeError):
+    """Raised after the checkpoint is written; the run should exit with PREEMPTED_EXIT_CODE."""
+
+
+class PreemptionFlag:
+    """Set by SIGUSR1/SIGTERM (installed only in the main thread; elsewhere it stays unset)."""
+
+    def __init__(self, signals: Iterable[int] = SIGNALS) -> None:
+        self.requested = False
+        self.signal_name = ""
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for number in signals:
+                self._previous[number] = signal.signal(number, self._handle)
+
+    def restore(self) -> None:
+        """Put back the handlers that were installed before."""
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def _handle(self, number: int, frame) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(number).name
+        logger.warning("received %s: will save a checkpoint and stop at the next safe step", self.signal_name)
+
+    def agreed(self, env: DistributedEnv) -> bool:
+        """Whether any rank received a signal (a collective in distributed runs: call it on every rank)."""
+        flag = torch.tensor(int(self.requested), device=env.device)
+        return bool(all_reduce_max(flag, env).item())

@@ -1,0 +1,91 @@
+"""The SLURM recipes: syntax, dry runs, the geometry they derive, and requeue on preemption."""
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SLURM = Path(__file__).resolve().parents[1] / "scripts" / "slurm"
+SCRIPTS = ["distill.sbatch", "finetune.sbatch", "eval.sbatch"]
+REQUIRED = {
+    "distill.sbatch": {"TRAIN_DATA": "/d/{000000..000009}.tar", "LOGS": "/runs"},
+    "finetune.sbatch": {"TRAIN_DATA": "/d/{000000..000009}.tar", "LOGS": "/runs", "STUDENT": "/runs/d/final"},
+    "eval.sbatch": {"EVAL_ROOT": "/data/eval", "OUT": "/results", "MODELS": "ViT-B-16:openai ViT-B-16-mem:/r/final"},
+}
+
+
+def dry_run(script, **env):
+    """(exit code, the printed commands as shell words re-joined with spaces, stderr)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    result = subprocess.run(["bash", str(SLURM / script)], env=dict(clean, DRY_RUN="1", **env),
+                            capture_output=True, text=True)
+    commands = "\n".join("+ " + " ".join(shlex.split(line[2:])) for line in result.stdout.splitlines()
+                         if line.startswith("+ "))
+    return result.returncode, commands, result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS + ["common.sh"])
+def test_syntax(script):
+    subprocess.run(["bash", "-n", str(SLURM / script)], check=True)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_missing_settings_are_named(script):
+    for missing in list(REQUIRED[script]) + ["ACCOUNT"]:
+        env = dict(REQUIRED[script], ACCOUNT="acct")
+        env.pop(missing)
+        code, _, err = dry_run(script, **env)
+        assert code == 2 and f"set {missing}:" in err, (missing, err)
+
+
+def test_distill_submits_itself_and_prints_the_thesis_command():
+    code, out, _ = dry_run("distill.sbatch", ACCOUNT="acct", NODES="2", **REQUIRED["distill.sbatch"])
+    assert code == 0
+    submit, launch = [line for line in out.splitlines() if line.startswith("+ ")]
+    assert "sbatch --account acct --nodes 2 --gpus-per-node 4" in submit and "distill.sbatch" in submit
+    for flag in ("--distill", "--model ViT-B-16-mem", "--pretrained openai", "--batch-size 20", "--accum-freq 4",
+                 "--lr 5e-4", "--wd 0.1", "--epochs 38", "--warmup 1000", "--precision amp_bf16",
+                 "--grad-checkpointing", "--distill-loss cosine", "--resume latest", "--logs-dir /runs"):
+        assert flag in launch, flag
+    assert launch.startswith("+ srun --ntasks-per-node 4")
+
+
+def test_inside_a_job_the_geometry_comes_from_the_allocation():
+    env = dict(REQUIRED["finetune.sbatch"], SLURM_JOB_ID="4242", SLURM_NNODES="2", SLURM_GPUS_ON_NODE="8",
+               LAUNCHER="torchrun", MASTER_ADDR="node01")
+    code, out, _ = dry_run("finetune.sbatch", **env)
+    assert code == 0
+    (launch,) = [line for line in out.splitlines() if line.startswith("+ ")]
+    assert "--nnodes 2 --nproc_per_node 8" in launch and "--rdzv_endpoint node01:24242" in launch
+    assert "SIGUSR1" in launch
+    for flag in ("--long-short-alpha 0.8", "--pretrained /runs/d/final", "--trainable memory,visual",
+                 "--lr 1e-5", "--batch-size 32", "--epochs 10", "--text-context-length 248",
+                 "--text-pos-stretch longclip"):
+        assert flag in launch, flag
+    code, out, _ = dry_run("finetune.sbatch", **dict(env, TEXT_CONTEXT="77"))
+    assert "--text-context-length" not in out
+
+
+def test_eval_runs_retrieval_then_segmentation():
+    code, out, _ = dry_run("eval.sbatch", ACCOUNT="acct", **REQUIRED["eval.sbatch"])
+    assert code == 0
+    submit, retrieval, segmentation = [line for line in out.splitlines() if line.startswith("+ ")]
+    assert "--gpus-per-node 1" in submit
+    assert "--model ViT-B-16 --pretrained openai --model ViT-B-16-mem --pretrained /r/final" in retrieval
+    assert "--dataset urban1k --data-root /data/eval/urban1k" in retrieval
+    assert "--dataset sharegpt4v-10k --data-root /data/eval/sharegpt4v" in retrieval
+    assert "--dataset voc20 --data-root /data/eval/VOC2012" in segmentation and "--method sclip" in segmentation
+
+
+def test_preempted_runs_are_requeued(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/scontrol.log\n")
+    (fake / "scontrol").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", SLURM_JOB_ID="77")
+    script = f"source {SLURM}/common.sh; requeue_if_preempted 3"
+    assert subprocess.run(["bash", "-c", script], env=env).returncode == 0
+    assert (tmp_path / "scontrol.log").read_text().strip() == "requeue 77"
+    failed = subprocess.run(["bash", "-c", f"source {SLURM}/common.sh; requeue_if_preempted 1"], env=env)
+    assert failed.returncode == 1
