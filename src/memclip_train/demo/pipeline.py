@@ -76,7 +76,7 @@ class DemoPipeline:
     # -------------------------------------------------------------------------------------------- stages
     def _train(self, name: str, recipe_flags: List[str], extra: List[str]) -> Stage:
         run = self.logs / name
-        args = ["--train-data", str(self.world / "train" / ("{000000..%06d}.tar" % (self._shards() - 1))),
+        args = ["--train-data", self.train_spec(),
                 "--val-data", str(self.world / "val" / "000000.tar"), "--precision", "fp32", "--workers", "1",
                 "--seed", str(self.seed), "--logs", str(self.logs), "--name", name, "--log-every-n-steps", "5",
                 "--save-every-n-steps", "50", *recipe_flags, *extra]
@@ -84,8 +84,11 @@ class DemoPipeline:
             args.append("--no-progress")
         return Stage(name, "memclip_train.main", args, run / "final" / "memclip_config.json", [run], resumable=True)
 
-    def _shards(self) -> int:
-        return max(1, -(-self.plan.world["train"] // 1000))
+    def train_spec(self) -> str:
+        """Brace spec of the world's training shards: the shards on disk, or the ones the plan will write."""
+        sizes = self.world / "train" / "sizes.json"
+        shards = len(json.loads(sizes.read_text())) if sizes.exists() else -(-self.plan.world["train"] // 1000)
+        return str(self.world / "train" / ("{000000..%06d}.tar" % (max(1, shards) - 1)))
 
     def models(self) -> List[DemoModel]:
         models = [
