@@ -56,14 +56,17 @@ def restore_rng(state: Dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[str, Any],
                     scaler: Optional[Any], state: TrainState, name: str, args: Dict[str, Any]) -> None:
-    """Write a checkpoint through a temporary file and a rename (a reader never sees half of one)."""
+    """Write a checkpoint through a temporary file and a rename (a reader never sees half of one).
+
+    ``optimizer_state`` is the optimizer's state dict (with full value tables when they are sharded).
+    """
     payload = {
         "epoch": state.epoch,
         "name": name,
         "state_dict": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state,
         "step": state.step,
         "batch_in_epoch": state.batch_in_epoch,
         "stream_position": state.stream_position,

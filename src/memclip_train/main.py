@@ -23,6 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import memclip
+from memory_layers.values_parallel import load_full_optimizer_state_dict
 
 from .checkpoints import TrainState, find_resume_checkpoint, load_checkpoint, restore_rng
 from .data.loaders import build_data
@@ -33,6 +34,7 @@ from .preemption import PREEMPTED_EXIT_CODE, Preempted
 from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
 from .trainer import NonFiniteLoss, Trainer
+from .values_sharding import shard_values
 
 logger = logging.getLogger("memclip_train")
 
@@ -106,6 +108,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     val_captions = bool(config.data.val_data) and has_captions(
         config.data.val_data, config.data.dataset_type, config.data.csv_caption_key, config.data.csv_separator)
     task = build_task(config, env, has_val_captions=val_captions)
+    shard_values(task.model, env)
     seed_everything(config.seed + env.rank)
     train = build_data(config.data.train_data, config.data, task.fields, task.preprocess_train, task.tokenizer,
                        config.optim.batch_size, env, config.seed, train=True,
@@ -122,7 +125,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     if checkpoint_path is not None:
         checkpoint = load_checkpoint(checkpoint_path)
         task.model.load_state_dict(checkpoint["state_dict"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        load_full_optimizer_state_dict(optimizer, checkpoint["optimizer"], task.model)
         if scaler is not None and "scaler" in checkpoint:
             scaler.load_state_dict(checkpoint["scaler"])
         restore_rng(checkpoint["rng"])

@@ -14,7 +14,8 @@ from torch import nn
 from tqdm import tqdm
 
 import memclip
-from memory_layers import track_usage
+from memory_layers import full_value_tables, sync_value_shard_grads, track_usage
+from memory_layers.values_parallel import gather_full_optimizer_state_dict, sharded_clip_grad_norm_
 
 from .checkpoints import LATEST, TrainState, save_checkpoint
 from .data.loaders import RunData
@@ -134,9 +135,10 @@ class Trainer:
             self.save_epoch(completed)
             if self.stop and completed < epochs:
                 self._raise_preempted()
-        if self.env.is_master:
-            final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
-            logger.info("final model: %s (load with memclip.create_model('%s'))", final, final)
+        with full_value_tables(self.task.model):
+            if self.env.is_master:
+                final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
+                logger.info("final model: %s (load with memclip.create_model('%s'))", final, final)
 
     def _raise_preempted(self) -> None:
         raise Preempted(f"stopped on {self.preemption.signal_name or 'a signal'} at step {self.state.step}; "
@@ -195,10 +197,11 @@ class Trainer:
             terms = self._accumulate_features(micro)
         else:
             terms = self._accumulate_gradients(micro)
+        sync_value_shard_grads(self.task.model)  # sharded value tables: the DDP average (no-op without them)
         if self.config.optim.grad_clip_norm is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.params, self.config.optim.grad_clip_norm)
+            sharded_clip_grad_norm_(self.params, self.config.optim.grad_clip_norm, self.task.model)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -284,30 +287,37 @@ class Trainer:
 
     def validate(self, epoch: int) -> Optional[Dict[str, float]]:
         metrics = None
-        if self.env.is_master:
-            start = time.time()
-            with track_usage(self.task.model) as usage:
-                metrics = self.task.validate(self.val.loader, self.autocast)
-            names = {id(m): i for i, m in memclip.memory_layers_of(self.task.model).items()}
-            modules = dict(self.task.model.named_modules())
-            for name, tracker in usage.items():
-                index = names.get(id(modules.get(name)), name)
-                summary = tracker.summary()
-                metrics[f"memory{index}_fraction_read"] = summary.fraction_read
-                metrics[f"memory{index}_kl_from_uniform"] = summary.kl_from_uniform
-            metrics["seconds"] = time.time() - start
-            self.run_logger.log("val", self.state.step, epoch, metrics)
-            logger.info("validation after epoch %d: %s", epoch,
-                        " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-            self.task.model.train()
+        with full_value_tables(self.task.model):  # rank 0 validates alone: it needs the whole tables
+            if self.env.is_master:
+                metrics = self._validate_here(epoch)
         barrier(self.env)
+        return metrics
+
+    def _validate_here(self, epoch: int) -> Dict[str, float]:
+        start = time.time()
+        with track_usage(self.task.model) as usage:
+            metrics = self.task.validate(self.val.loader, self.autocast)
+        names = {id(m): i for i, m in memclip.memory_layers_of(self.task.model).items()}
+        modules = dict(self.task.model.named_modules())
+        for name, tracker in usage.items():
+            index = names.get(id(modules.get(name)), name)
+            summary = tracker.summary()
+            metrics[f"memory{index}_fraction_read"] = summary.fraction_read
+            metrics[f"memory{index}_kl_from_uniform"] = summary.kl_from_uniform
+        metrics["seconds"] = time.time() - start
+        self.run_logger.log("val", self.state.step, epoch, metrics)
+        logger.info("validation after epoch %d: %s", epoch,
+                    " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+        self.task.model.train()
         return metrics
 
     def _save(self, path: Path) -> None:
         self.watch.check(self.env, self.last_good)
-        if self.env.is_master:
-            save_checkpoint(path, self.task.model, self.optimizer, self.scaler, self.state, self.run_dir.name,
-                            self.config.to_dict())
+        optimizer_state = gather_full_optimizer_state_dict(self.optimizer, self.task.model)
+        with full_value_tables(self.task.model):  # checkpoints hold the full tables (collective when sharded)
+            if self.env.is_master:
+                save_checkpoint(path, self.task.model, optimizer_state, self.scaler, self.state, self.run_dir.name,
+                                self.config.to_dict())
         self.last_good = path
         barrier(self.env)
 

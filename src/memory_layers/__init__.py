@@ -11,6 +11,7 @@ from .memory import ProductKeyMemory, create_value_table
 from .optim import param_groups
 from .usage import SlotUsage, UsageSummary, track_usage
 from .values import ValueTable
+from .values_parallel import ShardedValueTable, full_value_tables, shard_value_tables, sync_value_shard_grads
 
 __all__ = [
     "MemoryConfig",
@@ -21,4 +22,8 @@ __all__ = [
     "create_value_table",
     "param_groups",
     "track_usage",
+    "ShardedValueTable",
+    "full_value_tables",
+    "shard_value_tables",
+    "sync_value_shard_grads",
 ]

@@ -34,7 +34,8 @@ class MemoryConfig:
         value_dropout: dropout on the read-out bag (tokens, v_dim).
         mode: ``"replace"`` swaps the block's MLP for the memory (the thesis); ``"parallel"`` keeps the MLP and
             adds the memory through a zero-initialised gate, so the student starts exactly at the teacher.
-        values_parallel_group_size: split the value table by columns over groups of this many ranks (1 = off).
+        values_parallel_group_size: split the value table by columns over groups of this many ranks (1 = off; the
+            trainer shards only distributed runs, see :mod:`memory_layers.values_parallel`).
     """
 
     layers: Tuple[int, ...] = ()
