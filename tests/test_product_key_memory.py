@@ -156,7 +156,16 @@ def test_usage_statistics():
     assert summary.tokens == 200 and summary.n_slots == 16
     assert 0 < summary.fraction_read <= 1
     assert 0 <= summary.kl_from_uniform <= math.log(16)
-    assert memory._usage is None, "tracking stops when the block exits"
+    assert memory.usage_tracker is None, "tracking stops when the block exits"
+    # nested blocks share the outer accumulator: both see every read, and the inner exit does not stop it
+    with torch.no_grad(), track_usage(memory) as outer:
+        memory(torch.randn(30, 32))
+        with track_usage(memory) as inner:
+            memory(torch.randn(20, 32))
+        assert memory.usage_tracker is outer[""]
+        memory(torch.randn(10, 32))
+    assert inner[""] is outer[""] and outer[""].tokens == 60
+    assert memory.usage_tracker is None
     # A query that always picks the same slot gives the largest KL and one slot read... per weight mass.
     from memory_layers.usage import SlotUsage
 

@@ -134,6 +134,11 @@ class ProductKeyMemory(nn.Module):
         self._usage = SlotUsage(self.config.n_slots)
         return self._usage
 
+    @property
+    def usage_tracker(self) -> Optional[SlotUsage]:
+        """The accumulator recording this layer's reads, or None when usage is not being tracked."""
+        return self._usage
+
     def stop_usage_tracking(self) -> Optional[SlotUsage]:
         usage, self._usage = self._usage, None
         return usage

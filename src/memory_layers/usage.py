@@ -72,18 +72,24 @@ def track_usage(model: nn.Module) -> Iterator[Dict[str, SlotUsage]]:
 
     Yields a dict from module name to :class:`SlotUsage`; call ``.summary()`` on each after the pass. Recording
     happens in the forward pass, so run it under ``torch.no_grad()`` and without gradient checkpointing, which would
-    count recomputed tokens twice.
+    count recomputed tokens twice. Nested blocks share the outer block's accumulators (the inner block neither
+    resets nor stops them), so both see every read.
     """
     from .memory import ProductKeyMemory
 
     trackers: Dict[str, SlotUsage] = {}
-    memories = [(name, m) for name, m in model.named_modules() if isinstance(m, ProductKeyMemory)]
-    for name, memory in memories:
-        trackers[name] = memory.start_usage_tracking()
+    started = []
+    for name, memory in model.named_modules():
+        if not isinstance(memory, ProductKeyMemory):
+            continue
+        if memory.usage_tracker is None:
+            memory.start_usage_tracking()
+            started.append(memory)
+        trackers[name] = memory.usage_tracker
     try:
         yield trackers
     finally:
-        for _, memory in memories:
+        for memory in started:
             memory.stop_usage_tracking()
 
 

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import memclip
-from memory_layers import track_usage
 
 from ..data.samples import SampleFields
 from ..distributed import DistributedEnv
@@ -89,25 +88,14 @@ class DistillTask(Task):
         return total, terms
 
     def validate(self, loader, autocast: Callable) -> Dict[str, float]:
+        """Embedding cosine to the teacher and the student's retrieval; the trainer adds memory usage per layer."""
         roles = self.val_fields.captions
-        with track_usage(self.model) as usage:
-            student = encode_batches(self.model, loader, autocast, self.env.device, roles=roles)
+        student = encode_batches(self.model, loader, autocast, self.env.device, roles=roles)
         teacher = encode_batches(self.teacher, loader, autocast, self.env.device, roles=())
         metrics = {"val_distill_cosine": mean_cosine(student["image"], teacher["image"])}
         if "text" in student:
             metrics.update(paired_retrieval(student["image"], student["text"], "val"))
-        layer_of = {name: index for index, name in _memory_names(self.model).items()}
-        for name, tracker in usage.items():
-            summary = tracker.summary()
-            index = layer_of.get(name, name)
-            metrics[f"memory{index}_fraction_read"] = summary.fraction_read
-            metrics[f"memory{index}_kl_from_uniform"] = summary.kl_from_uniform
         return metrics
-
-
-def _memory_names(model: nn.Module) -> Dict[int, str]:
-    by_id = {id(module): name for name, module in model.named_modules()}
-    return {index: by_id[id(memory)] for index, memory in memclip.memory_layers_of(model).items()}
 
 
 class TextDistillTask(Task):
