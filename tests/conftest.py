@@ -1,13 +1,20 @@
 """Shared fixtures: micro model configs written to a temporary folder and registered, as open_clip's tests do."""
 from __future__ import annotations
 
-import json
-import logging
+import os
 
-import pytest
-import torch
+# The kernel tests (tests/kernels) run the Triton kernels in the Triton interpreter. triton.jit picks interpreter or
+# compiler when a function is decorated, triton's own library (tl.sort, ...) included, and `import memclip` below
+# imports triton (through torch._dynamo): the variable must be set before that. Export TRITON_INTERPRET=0 to opt out.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import memclip
+import json  # noqa: E402
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import memclip  # noqa: E402
 
 MICRO = {
     "embed_dim": 32,

@@ -1,4 +1,25 @@
-"""Memory read-out ops: product-key top-k search and the weighted embedding bag."""
+"""Memory read-out ops: product-key top-k search and the weighted embedding bag.
+
+``product_key_topk`` and ``embedding_bag`` dispatch between the torch references and the fused Triton kernels
+(see :mod:`memory_layers.ops.dispatch` for ``MEMORY_LAYERS_BACKEND`` / ``MEMORY_LAYERS_BAG_PATH``). Triton is
+optional: the triton modules are imported on first use only.
+"""
+from .dense_bag import embedding_bag_dense
+from .dispatch import (
+    BACKEND_ENV,
+    BAG_PATH_ENV,
+    DENSE_MAX_SLOTS,
+    bag_path_cache,
+    clear_bag_path_cache,
+    embedding_bag,
+    embedding_bag_triton,
+    interpreter_enabled,
+    product_key_topk,
+    product_key_topk_triton,
+    resolve_backend,
+    resolve_bag_path,
+    triton_available,
+)
 from .reference import (
     embedding_bag_naive,
     embedding_bag_torch,
@@ -7,15 +28,24 @@ from .reference import (
     product_key_topk_torch,
 )
 
-product_key_topk = product_key_topk_torch
-embedding_bag = embedding_bag_torch
-
 __all__ = [
+    "BACKEND_ENV",
+    "BAG_PATH_ENV",
+    "DENSE_MAX_SLOTS",
+    "bag_path_cache",
+    "clear_bag_path_cache",
     "embedding_bag",
+    "embedding_bag_dense",
     "embedding_bag_naive",
     "embedding_bag_torch",
+    "embedding_bag_triton",
     "half_scores",
+    "interpreter_enabled",
     "product_key_topk",
     "product_key_topk_bruteforce",
     "product_key_topk_torch",
+    "product_key_topk_triton",
+    "resolve_backend",
+    "resolve_bag_path",
+    "triton_available",
 ]
