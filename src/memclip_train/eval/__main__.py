@@ -182,7 +182,8 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     pairs = run_pairs(refs, args.world, args.out, device, args.precision, progress=progress, models=models)
     tables = ["## Retrieval (R@k, %)", retrieval_table(retrieval, datasets, ks=(1, 5)),
               f"## Segmentation ({args.method}, mIoU %)", segmentation_table(segmentation, ["synth"]),
-              "## Blind pairs (image -> text, % of pairs where both images pick their own caption; blind = 0)", pairs_table(pairs)]
+              "## Blind pairs (image -> text, % of pairs where both images pick their own caption; blind = 0)",
+              pairs_table(pairs)]
     text = "\n\n".join(tables)
     (args.out / "synth_tables.md").write_text(text + "\n")
     (args.out / "synth_results.json").write_text(json.dumps(

@@ -1,0 +1,320 @@
+"""`python -m memory_layers.bench`: one memory layer's read-out paths against the MLP it replaces.
+
+    python -m memory_layers.bench                                  # ViT-B-16-mem shapes; 50,432 tokens on a GPU
+    python -m memory_layers.bench --config ViT-Tiny-8-mem --tokens 4096 --dtype fp32
+    python -m memory_layers.bench --config path/to/model.json --json bench.json
+
+For each path it prints forward ms, forward+backward ms and memory, with ratios against the torch reference and
+against the dense MLP (``Linear(width, mlp_width) -> GELU -> Linear(mlp_width, width)``, as in open_clip's ViT):
+
+- ``reference``: the torch backend (full knn x knn candidate grid, torch's ``embedding_bag``);
+- ``fused``: the Triton kernels (fused product-key top-k, fused embedding bag with a segment-reduced backward);
+- ``dense``: the dense read-out (a (tokens x slots) matrix times the value table), after the Triton top-k on a GPU
+  and the torch top-k on the CPU;
+- ``mlp``: the block's MLP that the memory replaces.
+
+Memory is the peak CUDA allocation above what the weights and the input already hold; on the CPU, where torch
+keeps no allocator statistics, it is the size of the tensors autograd saves for the backward pass. The fused Triton
+path needs CUDA (under ``TRITON_INTERPRET=1`` it runs on the CPU, far too slowly to time, so it is skipped there).
+Model configs are read as JSON (memclip's ``model_configs/`` by name, or a path); nothing imports open_clip.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .config import MemoryConfig
+from .memory import ProductKeyMemory
+from .ops import dispatch
+
+VARIANTS = ("reference", "fused", "dense", "mlp")
+# variant -> (MEMORY_LAYERS_BACKEND, MEMORY_LAYERS_BAG_PATH); mlp runs no memory op
+VARIANT_ENV = {"reference": ("torch", "auto"), "fused": ("triton", "fused"), "dense": ("auto", "dense")}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+GPU_TOKENS = 256 * 197  # the thesis's ViT-B-16 batch of 256 images: 50,432 tokens
+CPU_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """The shapes one memory block sees: the block width, the MLP's hidden width and the memory knobs."""
+
+    name: str
+    width: int
+    mlp_width: int
+    memory: MemoryConfig
+
+
+@dataclass
+class Measurement:
+    """One path's figures; ``note`` says why a path was skipped (its figures are then None)."""
+
+    variant: str
+    forward_ms: Optional[float] = None
+    train_ms: Optional[float] = None
+    memory_mb: Optional[float] = None
+    note: str = ""
+
+
+def _config_folder() -> Optional[Path]:
+    """memclip's model_configs folder, found without importing memclip (which imports open_clip)."""
+    spec = importlib.util.find_spec("memclip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "model_configs"
+
+
+def load_shape(config: str) -> LayerShape:
+    """A :class:`LayerShape` from a memclip model name (``ViT-B-16-mem``) or a model JSON path.
+
+    Raises:
+        ValueError: the file does not exist, or the config has no ``memory`` block.
+    """
+    path = Path(config)
+    if not path.suffix:
+        folder = _config_folder()
+        path = folder / f"{config}.json" if folder is not None else path
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*-mem.json")) if path.parent.is_dir() else []
+        raise ValueError(f"--config {config!r}: no such model config file ({path}); memory models: {known}")
+    data = json.loads(path.read_text())
+    if "memory" not in data:
+        raise ValueError(f"--config {config!r}: {path} has no 'memory' block")
+    vision = data["vision_cfg"]
+    width = int(vision["width"])
+    return LayerShape(path.stem, width, int(width * float(vision.get("mlp_ratio", 4.0))),
+                      MemoryConfig.from_dict(data["memory"]))
+
+
+class MLP(nn.Sequential):
+    """The dense MLP of a ViT block: (T, width) -> (T, width)."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+
+@contextlib.contextmanager
+def backend_environment(backend: str, bag_path: str) -> Iterator[None]:
+    """Run the memory ops on ``backend`` with ``bag_path`` (through the ops' environment variables)."""
+    names = (dispatch.BACKEND_ENV, dispatch.BAG_PATH_ENV)
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ[dispatch.BACKEND_ENV], os.environ[dispatch.BAG_PATH_ENV] = backend, bag_path
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_ms(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
+    """Median wall time of ``fn`` in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct tensors autograd saves for backward while ``fn`` runs (a CPU stand-in for peak)."""
+    storages: Dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = fn()
+    del out
+    return sum(storages.values())
+
+
+def _peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
+    """Peak CUDA bytes allocated by ``fn`` above what was allocated before it."""
+    _synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    _synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def measure(module: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> Measurement:
+    """Forward ms, forward+backward ms and memory of ``module`` on ``x`` (T, width)."""
+    device = x.device
+    inputs = x.detach().requires_grad_(True)
+    grad = torch.randn_like(x)
+
+    def forward() -> None:
+        with torch.no_grad():
+            module(x)
+
+    def train() -> None:
+        module(inputs).backward(grad)
+        module.zero_grad(set_to_none=True)
+        inputs.grad = None
+
+    forward_ms = _time_ms(forward, device, warmup, repeats)
+    train_ms = _time_ms(train, device, warmup, repeats)
+    if device.type == "cuda":
+        memory = _peak_bytes(train, device)
+    else:
+        memory = _saved_bytes(lambda: module(inputs))
+    return Measurement("", forward_ms, train_ms, memory / 2**20)
+
+
+def _skip_reason(variant: str, device: torch.device) -> str:
+    if variant == "fused":
+        if not dispatch.triton_available():
+            return "triton is not installed (pip install memclip[kernels])"
+        if device.type != "cuda":
+            return "needs CUDA; the Triton interpreter is too slow to time"
+    return ""
+
+
+def build_module(variant: str, shape: LayerShape, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    if variant == "mlp":
+        module: nn.Module = MLP(shape.width, shape.mlp_width)
+    else:
+        module = ProductKeyMemory(shape.width, shape.width, shape.memory)
+    return module.to(device=device, dtype=dtype)
+
+
+def run(shape: LayerShape, tokens: int, device: torch.device, dtype: torch.dtype, variants: Sequence[str],
+        warmup: int, repeats: int, seed: int = 0) -> List[Measurement]:
+    """Measure each variant on the same input (T, width); skipped variants carry a note."""
+    torch.manual_seed(seed)
+    x = torch.randn(tokens, shape.width, device=device, dtype=dtype)
+    results = []
+    for variant in variants:
+        reason = _skip_reason(variant, device)
+        if reason:
+            results.append(Measurement(variant, note=reason))
+            continue
+        module = build_module(variant, shape, device, dtype)
+        environment = backend_environment(*VARIANT_ENV[variant]) if variant in VARIANT_ENV else contextlib.nullcontext()
+        try:
+            with environment:
+                result = measure(module, x, warmup, repeats)
+        except torch.cuda.OutOfMemoryError:
+            result = Measurement("", note="out of memory")
+            torch.cuda.empty_cache()
+        result.variant = variant
+        results.append(result)
+        del module
+    return results
+
+
+def _ratio(value: Optional[float], base: Optional[float]) -> str:
+    return f"{value / base:.2f}x" if value is not None and base else "-"
+
+
+def _number(value: Optional[float], digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if value is not None else "-"
+
+
+def format_table(results: Sequence[Measurement], memory_label: str) -> str:
+    """A markdown table, one row per path: its speed-up over the reference (reference time / its time), its time
+    relative to the MLP (its time / MLP time) and its memory relative to the reference."""
+    by_name = {r.variant: r for r in results}
+    reference, mlp = by_name.get("reference"), by_name.get("mlp")
+    header = (f"| path | fwd ms | fwd+bwd ms | {memory_label} MB | fwd+bwd speed-up vs reference | "
+              f"fwd+bwd time vs MLP | memory vs reference |")
+    lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        if r.note:
+            lines.append(f"| {r.variant} | - | - | - | - | - | - |  ({r.note})")
+            continue
+        lines.append(
+            f"| {r.variant} | {_number(r.forward_ms)} | {_number(r.train_ms)} | {_number(r.memory_mb, 1)} | "
+            f"{_ratio(reference.train_ms if reference else None, r.train_ms)} | "
+            f"{_ratio(r.train_ms, mlp.train_ms if mlp else None)} | "
+            f"{_ratio(r.memory_mb, reference.memory_mb if reference else None)} |")
+    return "\n".join(lines)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m memory_layers.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="ViT-B-16-mem", help="memclip model name or a model JSON path")
+    parser.add_argument("--tokens", type=int, help=f"tokens per call (default {GPU_TOKENS:,} on a GPU, "
+                                                   f"{CPU_TOKENS:,} on the CPU)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="default bf16 on a GPU, fp32 on the CPU")
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {VARIANTS}")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        parser.error(f"--variants {args.variants!r}: choose from {VARIANTS}")
+    if args.warmup < 0 or args.repeats < 1:
+        parser.error("--warmup must be >= 0 and --repeats >= 1")
+    try:
+        shape = load_shape(args.config)
+    except ValueError as error:
+        parser.error(str(error))
+    tokens = args.tokens or (GPU_TOKENS if device.type == "cuda" else CPU_TOKENS)
+    if tokens < 1:
+        parser.error(f"--tokens {tokens}: must be >= 1")
+    dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    memory = shape.memory
+    print(f"{shape.name}: width {shape.width}, MLP {shape.width}->{shape.mlp_width}->{shape.width}; memory "
+          f"n_keys {memory.n_keys} ({memory.n_slots:,} slots), heads {memory.heads}, knn {memory.knn}, "
+          f"k_dim {memory.k_dim}, v_dim {memory.value_dim(shape.width)}")
+    print(f"{tokens:,} tokens, {dtype_name}, {device_name(device)}, torch {torch.__version__}, "
+          f"median of {args.repeats} after {args.warmup} warm-up calls")
+    results = run(shape, tokens, device, DTYPES[dtype_name], variants, args.warmup, args.repeats)
+    memory_label = "peak" if device.type == "cuda" else "saved-for-backward"
+    print(format_table(results, memory_label))
+    if args.json:
+        args.json.write_text(json.dumps({"config": shape.name, "tokens": tokens, "dtype": dtype_name,
+                                         "device": device_name(device), "memory": memory_label,
+                                         "results": [asdict(r) for r in results]}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
