@@ -34,7 +34,7 @@ class DemoPlan:
     """
 
     world: Dict[str, int] = field(default_factory=lambda: {
-        "train": 3000, "val": 200, "retrieval": 300, "segmentation": 40, "pairs-per-pattern": 30})
+        "train": 2400, "val": 200, "retrieval": 300, "segmentation": 32, "pairs-per-pattern": 30})
     teacher: StageRecipe = StageRecipe(epochs=6, lr=1e-3, warmup=50)
     distill: StageRecipe = StageRecipe(epochs=3, lr=2e-3, wd=0.05, extra=("--value-lr", "5e-3"))
     finetune: StageRecipe = StageRecipe(epochs=2, lr=2e-4, wd=0.05)
