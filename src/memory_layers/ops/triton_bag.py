@@ -36,6 +36,13 @@ _BLOCK_E = 32
 
 
 @triton.jit
+def _load_value_tile(values_ptr, rows, offs_v, b_valid, v_valid, stride_vs):
+    """The (BLOCK_B, BLOCK_V) tile of value rows ``rows`` at columns ``offs_v``; masked lanes read 0."""
+    return tl.load(values_ptr + rows[:, None] * stride_vs + offs_v[None, :],
+                   mask=b_valid[:, None] & v_valid[None, :], other=0.0)
+
+
+@triton.jit
 def _bag_forward_kernel(
     values_ptr,
     indices_ptr,
@@ -57,11 +64,7 @@ def _bag_forward_kernel(
         b_valid = offs_b < bag
         rows = tl.load(indices_ptr + token * bag + offs_b, mask=b_valid, other=0).to(tl.int64)
         weight = tl.load(weights_ptr + token * bag + offs_b, mask=b_valid, other=0.0).to(ACC_DTYPE)
-        tile = tl.load(
-            values_ptr + rows[:, None] * stride_vs + offs_v[None, :],
-            mask=b_valid[:, None] & v_valid[None, :],
-            other=0.0,
-        )
+        tile = _load_value_tile(values_ptr, rows, offs_v, b_valid, v_valid, stride_vs)
         acc += tl.sum(tile.to(ACC_DTYPE) * weight[:, None], axis=0)
     tl.store(out_ptr + token * v_dim + offs_v, acc.to(out_ptr.dtype.element_ty), mask=v_valid)
 
@@ -88,11 +91,7 @@ def _bag_grad_weights_kernel(
         offs_v = v0 + tl.arange(0, BLOCK_V)
         v_valid = offs_v < v_dim
         grad = tl.load(grad_out_ptr + token * v_dim + offs_v, mask=v_valid, other=0.0).to(ACC_DTYPE)
-        tile = tl.load(
-            values_ptr + rows[:, None] * stride_vs + offs_v[None, :],
-            mask=b_valid[:, None] & v_valid[None, :],
-            other=0.0,
-        )
+        tile = _load_value_tile(values_ptr, rows, offs_v, b_valid, v_valid, stride_vs)
         acc += tl.sum(tile.to(ACC_DTYPE) * grad[None, :], axis=1)
     tl.store(grad_weights_ptr + token * bag + offs_b, acc.to(grad_weights_ptr.dtype.element_ty), mask=b_valid)
 
