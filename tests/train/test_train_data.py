@@ -1,6 +1,7 @@
 """The data pipeline: decoding, skipping and counting bad samples, CSV, and exact resumption of a stream."""
 import io
 import json
+import shutil
 
 import pytest
 import torch
@@ -99,6 +100,23 @@ def test_resumed_stream_continues_exactly(micro_world, decoder_parts, workers):
     loader, stream = make()
     stream.set_epoch(3)
     assert not torch.equal(next(iter(loader))["image"], full[0]["image"]), "another epoch reshuffles"
+
+
+def test_augmentation_does_not_depend_on_where_the_shards_live(micro_world, decoder_parts, tmp_path):
+    preprocess, tokenizer = decoder_parts
+    copy = tmp_path / "elsewhere" / "000000.tar"
+    copy.parent.mkdir()
+    shutil.copy(micro_world / "train" / "000000.tar", copy)
+
+    def first_batch(url, seed=0, epoch=0):
+        decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer, seed=seed)
+        return stream_batches(ShardStream([str(url)], decoder, 16, None, seed=seed), epoch)[0]["image"]
+
+    original = first_batch(micro_world / "train" / "000000.tar")
+    assert torch.equal(original, first_batch(copy)), "the same shard in another folder must be augmented the same way"
+    assert torch.equal(original, first_batch(f"pipe:cat {copy}"))
+    assert not torch.equal(original, first_batch(copy, epoch=1)), "another epoch draws other crops"
+    assert not torch.equal(original, first_batch(copy, seed=1)), "another seed draws other crops"
 
 
 def test_epoch_cycles_shards_to_fill_its_batches(micro_world, decoder_parts):

@@ -1,7 +1,8 @@
 """Turning one raw sample (image bytes and caption fields) into model inputs.
 
-Random augmentation is seeded per sample from (seed, epoch, sample key), so a sample is transformed the same way
-whether or not the run was interrupted and resumed: the stream position alone decides what the model sees.
+Random augmentation is seeded per sample from (seed, epoch, shard file name, sample key), so a sample is transformed
+the same way whether or not the run was interrupted and resumed, and wherever the shards live (another folder, a
+bucket, a pipe): the stream position alone decides what the model sees.
 """
 from __future__ import annotations
 
@@ -92,6 +93,14 @@ def sample_seed(seed: int, epoch: int, key: str) -> int:
     return zlib.crc32(f"{seed}:{epoch}:{key}".encode()) & 0x7FFFFFFF
 
 
+def seed_key(url: str, key: str) -> str:
+    """The part of a sample's address that seeds its augmentation: the shard's file name and the sample key, not the
+    folder, so copying a dataset elsewhere does not change a run (``/data/a/000001.tar`` and
+    ``pipe:aws s3 cp s3://b/000001.tar -`` agree)."""
+    words = url.replace("\\", "/").rstrip("/").split("/")[-1].split()
+    return f"{words[0] if words else ''}/{key}"
+
+
 class SampleDecoder:
     """Raw sample -> ``{"image": (3, H, W), "text"/"long"/"short": (context,) int64}`` plus truncation flags.
 
@@ -132,7 +141,7 @@ class SampleDecoder:
                 texts["short"] = short or first_sentence(long)
         return texts
 
-    def _image(self, raw: Mapping[str, Any], key: str) -> torch.Tensor:
+    def _image(self, raw: Mapping[str, Any], key: str, seed_from: str) -> torch.Tensor:
         data = next((raw[k] for k in IMAGE_KEYS if raw.get(k) is not None), None)
         if data is None:
             raise SkipSample("no image", key)
@@ -142,16 +151,17 @@ class SampleDecoder:
         except Exception as error:  # PIL raises many types for bad bytes
             raise SkipSample("undecodable image", key) from error
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, self.epoch, key))
+            torch.manual_seed(sample_seed(self.seed, self.epoch, seed_from))
             return self.preprocess(image)
 
     def __call__(self, raw: Mapping[str, Any]) -> Dict[str, Any]:
-        key = f"{raw.get('__url__', '')}/{raw.get('__key__', '')}"
+        url, name = str(raw.get("__url__", "")), str(raw.get("__key__", ""))
+        key = f"{url}/{name}"
         out: Dict[str, Any] = {}
         for role, text in self._captions(raw, key).items():
             out[role], out[f"{role}_cut"] = self.tokenize(text)
         if self.fields.image:
-            out["image"] = self._image(raw, key)
+            out["image"] = self._image(raw, key, seed_key(url, name))
         return out
 
 

@@ -80,15 +80,19 @@ def results_table(collected: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def verdict(difference: Dict[str, Any]) -> str:
+    """How a paired bootstrap difference (``paired_difference``'s dict) reads, in words."""
+    if difference.get("identical"):
+        return "the two models are right at rank 1 on exactly the same queries"
+    if not difference["significant"]:
+        return "within run-to-run noise"
+    return "higher, beyond noise" if difference["difference"] > 0 else "lower, beyond noise"
+
+
 def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List[str]:
     """Plain-language sentences, each backed by a number and, for retrieval, a paired bootstrap interval."""
     def diff(a: str, b: str, captions: str) -> Dict[str, Any]:
         return next(d for d in stats["differences"] if d["a"] == a and d["b"] == b and d["captions"] == captions)
-
-    def verdict(d: Dict[str, Any]) -> str:
-        if not d["significant"]:
-            return "within run-to-run noise"
-        return "higher, beyond noise" if d["difference"] > 0 else "lower, beyond noise"
 
     lines = []
     ours, control, teacher, distilled = ("student, fine-tuned (ours)", "control: teacher fine-tuned", "CLIP teacher",
