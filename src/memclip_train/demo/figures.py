@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import matplotlib
 
@@ -43,13 +43,15 @@ def training_curves(runs: Dict[str, Path], out: Path) -> Path:
 
 
 def grouped_bars(values: Dict[str, Dict[str, float]], out: Path, title: str, ylabel: str,
-                 errors: Dict[str, Dict[str, Sequence[float]]] = None) -> Path:
-    """Bars grouped by metric (x) with one bar per model; optional (low, high) error bars."""
+                 errors: Optional[Dict[str, Dict[str, Sequence[float]]]] = None,
+                 baseline: Optional[float] = None) -> Path:
+    """Bars grouped by metric (x) with one bar per model; optional (low, high) error bars and a dashed line at the
+    score of a model that cannot tell the answers apart (``baseline``)."""
     models = list(values)
     metrics = list(next(iter(values.values())))
     width = 0.8 / len(models)
     x = np.arange(len(metrics))
-    figure, axis = plt.subplots(figsize=(max(6, 1.3 * len(metrics) + 2), 3.6))
+    figure, axis = plt.subplots(figsize=(max(6, 1.3 * len(metrics) + 2), 4.0))
     for index, model in enumerate(models):
         heights = [values[model][m] for m in metrics]
         yerr = None
@@ -59,11 +61,13 @@ def grouped_bars(values: Dict[str, Dict[str, float]], out: Path, title: str, yla
             yerr = [lows, highs]
         axis.bar(x + (index - (len(models) - 1) / 2) * width, heights, width, label=model,
                  color=COLOURS[index % len(COLOURS)], yerr=yerr, capsize=2)
+    if baseline is not None:
+        axis.axhline(baseline, color="0.3", linestyle="--", linewidth=1)
     axis.set_xticks(x)
     axis.set_xticklabels(metrics, fontsize=8)
     axis.set_ylabel(ylabel)
     axis.set_title(title, fontsize=10)
-    axis.legend(fontsize=7, ncol=min(4, len(models)))
+    axis.legend(fontsize=7, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     figure.tight_layout()
     figure.savefig(out, dpi=110)
     plt.close(figure)
