@@ -82,6 +82,10 @@ def results_table(collected: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _interval(difference: Dict[str, Any]) -> str:
+    return f"[{difference['low']:+.1f}, {difference['high']:+.1f}]"
+
+
 def verdict(difference: Dict[str, Any]) -> str:
     """How a paired bootstrap difference (``paired_difference``'s dict) reads, in words."""
     if difference.get("identical"):
@@ -97,9 +101,6 @@ def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List
         return next(d for d in stats["differences"]
                     if (d["a"], d["b"], d["captions"], d["direction"]) == (a, b, captions, direction))
 
-    def interval(d: Dict[str, Any]) -> str:
-        return f"[{d['low']:+.1f}, {d['high']:+.1f}]"
-
     lines = []
     ours, control, teacher, distilled = ("student, fine-tuned (ours)", "control: teacher fine-tuned", "CLIP teacher",
                                          "student, distilled")
@@ -107,13 +108,13 @@ def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List
     lines.append(f"**Distillation.** The distilled student retrieves long captions at T2I R@1 "
                  f"{_fmt(collected[distilled]['table']['long T2I R@1'])} against the teacher's "
                  f"{_fmt(collected[teacher]['table']['long T2I R@1'])} ({d['difference']:+.1f} points, 95% interval "
-                 f"[{d['low']:+.1f}, {d['high']:+.1f}]: {verdict(d)}). Stage 1 is meant to copy the teacher, so a "
+                 f"{_interval(d)}: {verdict(d)}). Stage 1 is meant to copy the teacher, so a "
                  "difference within noise is the expected outcome.")
     d = diff(ours, teacher, "long")
     lines.append(f"**Long captions.** Fine-tuning the student on long and short captions moves long-caption T2I R@1 "
                  f"from {_fmt(collected[teacher]['table']['long T2I R@1'])} (teacher) to "
                  f"{_fmt(collected[ours]['table']['long T2I R@1'])} ({d['difference']:+.1f}, "
-                 f"[{d['low']:+.1f}, {d['high']:+.1f}]: {verdict(d)}).")
+                 f"{_interval(d)}: {verdict(d)}).")
     d = diff(ours, control, "long")
     helped = ("the memory helped beyond what fine-tuning alone gives" if d["significant"] and d["difference"] > 0
               else "the control did better: here the gain comes from fine-tuning, not from the memory"
@@ -121,14 +122,14 @@ def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List
     lines.append(f"**Memory or fine-tuning?** With the same recipe, data and budget, the fine-tuned student reaches "
                  f"{_fmt(collected[ours]['table']['long T2I R@1'])} and the fine-tuned teacher (the control, no "
                  f"memory) {_fmt(collected[control]['table']['long T2I R@1'])}: {d['difference']:+.1f} points, "
-                 f"[{d['low']:+.1f}, {d['high']:+.1f}]. So {helped}.")
+                 f"{_interval(d)}. So {helped}.")
     t2i, i2t = diff(ours, control, "short"), diff(ours, control, "short", "i2t")
     lost = diff(ours, teacher, "short", "i2t")
     lines.append(f"**Short captions.** Student vs control on short captions: T2I R@1 {t2i['difference']:+.1f} points "
-                 f"({interval(t2i)}, {verdict(t2i)}), I2T R@1 {i2t['difference']:+.1f} ({interval(i2t)}, "
+                 f"({_interval(t2i)}, {verdict(t2i)}), I2T R@1 {i2t['difference']:+.1f} ({_interval(i2t)}, "
                  f"{verdict(i2t)}). Against the teacher, the student's short-caption I2T R@1 moves from "
                  f"{_fmt(collected[teacher]['table']['short I2T R@1'])} to "
-                 f"{_fmt(collected[ours]['table']['short I2T R@1'])} ({lost['difference']:+.1f}, {interval(lost)}: "
+                 f"{_fmt(collected[ours]['table']['short I2T R@1'])} ({lost['difference']:+.1f}, {_interval(lost)}: "
                  f"{verdict(lost)}); the thesis saw a small loss on short captions on real data.")
     lines.append(f"**Fine-grained pairs and segmentation** carry no interval: the strict pair score is "
                  f"{_fmt(collected[ours]['table']['pairs, strict'])} for the student and "
@@ -143,7 +144,7 @@ def _intervals_table(stats: Dict[str, Any]) -> str:
              "|---|---|---|---|---|---|"]
     for d in stats["differences"]:
         lines.append(f"| {d['a']} vs {d['b']} | {d['captions']} | {d['direction'].upper()} | {d['difference']:+.1f} | "
-                     f"[{d['low']:+.1f}, {d['high']:+.1f}] | {'yes' if d['significant'] else 'no'} |")
+                     f"{_interval(d)} | {'yes' if d['significant'] else 'no'} |")
     return "\n".join(lines)
 
 
