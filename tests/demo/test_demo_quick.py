@@ -33,11 +33,12 @@ def test_quick_demo_writes_a_consistent_report(tmp_path, capsys):
     for label, data in results["models"].items():
         for header, cell in zip(headers, rows[label]):
             assert cell == f"{data['table'][header]:.1f}", (label, header)
+    assert "parallel student, fine-tuned" in results["models"] and "--memory mode=parallel" in printed
     for stage in ("synthetic world", "teacher", "student-distill", "student-finetune", "control-finetune",
-                  "evaluation"):
+                  "parallel-finetune", "evaluation"):
         assert stage in results["timings_seconds"] and f"| {stage} |" in report
 
     # A second run reuses every stage.
     assert main(["--out", str(out), "--quick", "--no-progress"]) == 0
     again = capsys.readouterr().out
-    assert again.count("[skip]") == 6 and "python -m memclip_train.main" not in again
+    assert again.count("[skip]") == 7 and "python -m memclip_train.main" not in again

@@ -7,6 +7,7 @@ import torch
 from train_helpers import train_args
 
 import memclip
+from memclip.parallel import ParallelMemoryMLP
 from memclip_train.checkpoints import load_checkpoint
 from memclip_train.main import main
 
@@ -106,3 +107,26 @@ def test_distillation_reads_image_only_shards(image_only_shards, teacher_checkpo
     optimizer = load_checkpoint(tmp_path / "imgonly" / "checkpoints" / "epoch_1.pt")["optimizer"]
     values = [g for g in optimizer["param_groups"] if g["name"] == "values"][0]
     assert values["lr"] == 0.05 and values["fixed_lr"]
+
+
+def test_parallel_distillation_from_its_own_teacher_is_refused(micro_world, teacher_checkpoint, tmp_path, caplog):
+    # The zero gate makes the student compute exactly the teacher: every distillation term and its gradient are 0.
+    for extra in ([], ["--distill-layer-weight", "1"]):
+        caplog.clear()
+        args = train_args(micro_world, tmp_path, f"parallel{len(extra)}", "--distill", "--pretrained",
+                          str(teacher_checkpoint), "--epochs", "1", "--memory", "mode=parallel", *extra)
+        args[args.index("--model") + 1] = "Test-Micro-mem"
+        assert main(args) == 1
+        assert "trains nothing" in caplog.text and "drop --distill" in caplog.text
+        assert not (tmp_path / f"parallel{len(extra)}" / "final").exists()
+
+
+def test_parallel_student_fine_tunes_from_the_teacher(micro_world, teacher_checkpoint, tmp_path):
+    args = train_args(micro_world, tmp_path, "parallel-ft", "--pretrained", str(teacher_checkpoint), "--epochs", "1",
+                      "--memory", "mode=parallel", "--long-short-alpha", "0.8", "--caption-key", "txt",
+                      "--long-caption-key", "json.long")
+    args[args.index("--model") + 1] = "Test-Micro-mem"
+    assert main(args) == 0
+    model = memclip.create_model(str(tmp_path / "parallel-ft" / "final"))
+    gates = [m.memory_gate for m in model.modules() if isinstance(m, ParallelMemoryMLP)]
+    assert len(gates) == 2 and all(bool(g.ne(0).any()) for g in gates), "the gates open during fine-tuning"

@@ -1,7 +1,8 @@
 """`python -m memclip_train.demo --out runs/demo [--quick] [--seed S]`: the whole method on the synthetic world.
 
 Generates the world, trains the tiny teacher, distils the memory student, fine-tunes it on long + short captions,
-fine-tunes the teacher the same way as a control, evaluates all four, and writes REPORT.md with pictures. Stages
+fine-tunes the teacher the same way as a control and a parallel-memory student (memory beside the MLP), evaluates
+them all, and writes REPORT.md with pictures. Stages
 that already finished are reused (``--force`` redoes them).
 """
 from __future__ import annotations
@@ -44,7 +45,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the same pipeline at a toy size (< 3 minutes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="redo every stage")
-    parser.add_argument("--parallel", action="store_true", help="also the parallel-memory student")
+    parser.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True,
+                        help="also fine-tune a parallel-memory student (memory beside the MLP); --no-parallel skips it")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

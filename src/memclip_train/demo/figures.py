@@ -20,9 +20,14 @@ def _records(run_dir: Path) -> List[dict]:
 
 
 def training_curves(runs: Dict[str, Path], out: Path) -> Path:
-    """One panel per stage: the training loss per step and, on a second axis, the validation R@1 per epoch."""
-    figure, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
-    for axis, (name, run_dir) in zip(axes[0], runs.items()):
+    """One panel per stage (at most four to a row): the training loss per step and, on a second axis, the
+    validation R@1 (or distillation cosine) per epoch."""
+    columns = min(4, len(runs))
+    rows = -(-len(runs) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for axis in axes.flat[len(runs):]:
+        axis.set_visible(False)
+    for axis, (name, run_dir) in zip(axes.flat, runs.items()):
         records = _records(run_dir)
         train = [r for r in records if r["kind"] == "train"]
         axis.plot([r["step"] for r in train], [r["loss"] for r in train], color=COLOURS[0], label="train loss")

@@ -61,7 +61,7 @@ def _entry(module: str) -> Callable[[Sequence[str]], int]:
 class DemoPipeline:
     """Builds the stage list for an output folder and runs it."""
 
-    def __init__(self, out: Path, plan: DemoPlan, seed: int = 0, parallel: bool = False,
+    def __init__(self, out: Path, plan: DemoPlan, seed: int = 0, parallel: bool = True,
                  progress: bool = True) -> None:
         self.out = Path(out)
         self.plan = plan
@@ -125,16 +125,17 @@ class DemoPipeline:
                         ["--model", "ViT-Tiny-8", "--pretrained", teacher, "--trainable", "visual", *finetune]),
         ]
         if self.parallel:
-            stages += [
-                self._train("parallel-distill", plan.distill.flags(),
-                            ["--model", "ViT-Tiny-8-mem", "--distill", "--pretrained", teacher, "--memory",
-                             "mode=parallel"]),
-                self._train("parallel-finetune", plan.finetune.flags(),
-                            ["--model", "ViT-Tiny-8-mem", "--pretrained",
-                             str(self.logs / "parallel-distill" / "final"), *finetune]),
-            ]
+            # No stage 1 here: with its zero gate the parallel student computes exactly the teacher, so distilling
+            # it from that teacher would train nothing (the trainer refuses). It fine-tunes straight from the teacher.
+            stages.append(self._train("parallel-finetune", plan.finetune.flags(),
+                                      ["--model", "ViT-Tiny-8-mem", "--pretrained", teacher, "--memory",
+                                       "mode=parallel", *finetune]))
         stages.append(self._evaluation())
         return stages
+
+    def training_runs(self) -> Dict[str, Path]:
+        """The run folder of every training stage, in pipeline order: ``{stage name: logs/<name>}``."""
+        return {stage.name: self.logs / stage.name for stage in self.stages() if stage.resumable}
 
     def _evaluation(self) -> Stage:
         args = ["synth", "--world", str(self.world), "--out", str(self.eval_dir), "--method", "sclip"]

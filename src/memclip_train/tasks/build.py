@@ -15,7 +15,7 @@ from ..params import TrainConfig
 from ..trainable import set_trainable
 from .base import Task
 from .contrastive import ContrastiveTask, LongShortTask
-from .distill import DistillTask, TextDistillTask
+from .distill import PARALLEL_NO_OP, DistillTask, TextDistillTask, computes_the_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ def build_task(config: TrainConfig, env: DistributedEnv, has_val_captions: bool 
         if memclip.memory_layers_of(teacher):
             raise ValueError(f"the distillation teacher weights {teacher_weights} hold memory layers: give the "
                              "teacher's own checkpoint with --distill-teacher")
+        if computes_the_teacher(student, teacher):
+            raise ValueError(PARALLEL_NO_OP)
         preprocess_train, preprocess_val = transforms(student)
         task: Task = DistillTask(student, teacher.to(env.device), preprocess_train, preprocess_val,
                                  memclip.get_tokenizer(student.memclip_spec), env, config.task.distill_loss,

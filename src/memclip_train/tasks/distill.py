@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import memclip
+from memclip.parallel import ParallelMemoryMLP
 
 from ..data.samples import SampleFields
 from ..distributed import DistributedEnv
@@ -32,6 +33,34 @@ def freeze_teacher(teacher: nn.Module) -> nn.Module:
     for param in teacher.parameters():
         param.requires_grad_(False)
     return teacher
+
+
+def computes_the_teacher(student: nn.Module, teacher: nn.Module) -> bool:
+    """True when the student's image tower is, right now, exactly the teacher's function: a parallel-mode student
+    whose zero-initialised gates still hide its memory, on the teacher's own weights. The embedding loss and its
+    gradient are then exactly zero, and so are the per-block terms (each block's output is still the teacher's), so
+    distillation cannot move anything. One probe forward of two
+    images; both models must be on the same device (the trainer checks on the CPU, before moving them)."""
+    gates = [m.memory_gate for m in student.modules() if isinstance(m, ParallelMemoryMLP)]
+    if not gates or any(bool(gate.detach().ne(0).any()) for gate in gates):
+        return False
+    size = student.visual.image_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    param = next(student.parameters())
+    probe = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0)).to(param.device, param.dtype)
+    modes = student.training, teacher.training
+    student.eval(), teacher.eval()
+    with torch.no_grad():
+        same = torch.equal(student.encode_image(probe), teacher.encode_image(probe))
+    student.train(modes[0]), teacher.train(modes[1])
+    return same
+
+
+PARALLEL_NO_OP = ("--distill with memory mode=parallel from the student's own teacher trains nothing: the zero gate "
+                  "makes the student compute exactly the teacher, so every distillation term (the embedding loss and "
+                  "the per-block --distill-layer-weight terms alike) and its gradient are 0. Fine-tune the parallel "
+                  "student directly (drop --distill, e.g. --long-short-alpha 0.8 --pretrained TEACHER --memory "
+                  "mode=parallel), or distil from another --distill-teacher.")
 
 
 class DistillTask(Task):
