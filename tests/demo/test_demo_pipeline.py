@@ -1,9 +1,13 @@
 """The demo's stage list and its reading of the numbers, without running any training."""
 import numpy as np
+import pytest
+import torch
 
+import memclip
+from memclip.parallel import ParallelMemoryMLP
 from memclip_train.demo.pipeline import DemoPipeline
 from memclip_train.demo.plan import DemoPlan
-from memclip_train.demo.report import COLUMNS, bootstrap, reading
+from memclip_train.demo.report import COLUMNS, bootstrap, gate_sizes, reading
 
 
 def test_stages_are_ordinary_commands_and_the_parallel_student_skips_stage_one(tmp_path):
@@ -29,7 +33,7 @@ def fake_model(long_t2i_hits, rng):
     ranks["synth-long"]["t2i"] = [1 if i < long_t2i_hits else 5 for i in range(200)]
     table = {header: 0.0 for header, _, _ in COLUMNS}
     table["long T2I R@1"] = long_t2i_hits / 2
-    return {"table": table, "ranks": ranks}
+    return {"table": table, "ranks": ranks, "gates": {}}
 
 
 def test_reading_names_the_parallel_student_only_when_it_ran():
@@ -40,7 +44,22 @@ def test_reading_names_the_parallel_student_only_when_it_ran():
     assert not any("Parallel memory" in line for line in lines)
     assert any("the memory helped beyond what fine-tuning alone gives" in line for line in lines)
 
-    collected["parallel student, fine-tuned"] = fake_model(20, rng)
+    collected["parallel student, fine-tuned"] = dict(fake_model(20, rng), gates={"2": {"mean": 0.001, "max": 0.004}})
     lines = reading(collected, bootstrap(collected, seed=0))
     parallel = next(line for line in lines if line.startswith("**Parallel memory.**"))
     assert "10.0 against the control's 10.0" in parallel and "exactly the same queries" in parallel
+    assert "mean |gate| of 0.0010 (largest 0.0040)" in parallel and "barely switched on" in parallel
+
+
+def test_gate_sizes_reads_the_parallel_gates_of_a_saved_model(tmp_path):
+    parallel = memclip.create_model("Test-Micro-mem", memory={"mode": "parallel"})
+    gates = [m.memory_gate for m in parallel.modules() if isinstance(m, ParallelMemoryMLP)]
+    with torch.no_grad():
+        gates[0].fill_(-0.02)
+        gates[1][0] = 0.5
+    memclip.save_pretrained(parallel, tmp_path / "parallel")
+    memclip.save_pretrained(memclip.create_model("Test-Micro-mem"), tmp_path / "replace")
+    sizes = gate_sizes(tmp_path / "parallel")
+    assert sizes["1"] == pytest.approx({"mean": 0.02, "max": 0.02})
+    assert sizes["2"]["max"] == pytest.approx(0.5) and sizes["2"]["mean"] == pytest.approx(0.5 / gates[1].numel())
+    assert gate_sizes(tmp_path / "replace") == {}

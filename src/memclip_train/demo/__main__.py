@@ -1,9 +1,9 @@
 """`python -m memclip_train.demo --out runs/demo [--quick] [--seed S]`: the whole method on the synthetic world.
 
 Generates the world, trains the tiny teacher, distils the memory student, fine-tunes it on long + short captions,
-fine-tunes the teacher the same way as a control and a parallel-memory student (memory beside the MLP), evaluates
-them all, and writes REPORT.md with pictures. Stages
-that already finished are reused (``--force`` redoes them).
+fine-tunes the teacher (the control) and a parallel-memory student (memory beside the MLP) with the same recipe,
+evaluates them all, and writes REPORT.md with pictures. Stages that already finished are reused (``--force`` redoes
+them).
 """
 from __future__ import annotations
 

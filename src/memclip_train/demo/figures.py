@@ -72,7 +72,7 @@ def grouped_bars(values: Dict[str, Dict[str, float]], out: Path, title: str, yla
     axis.set_xticklabels(metrics, fontsize=8)
     axis.set_ylabel(ylabel)
     axis.set_title(title, fontsize=10)
-    axis.legend(fontsize=7, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    axis.legend(fontsize=7, ncol=min(3, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     figure.tight_layout()
     figure.savefig(out, dpi=110)
     plt.close(figure)

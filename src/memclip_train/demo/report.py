@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
+
+from safetensors import safe_open
 
 from .bootstrap import paired_difference, recall_interval
 from .figures import grouped_bars, training_curves
@@ -25,6 +28,20 @@ COMPARISONS = [("student, fine-tuned (ours)", "control: teacher fine-tuned"),
                ("control: teacher fine-tuned", "CLIP teacher"),
                ("parallel student, fine-tuned", "control: teacher fine-tuned"),
                ("parallel student, fine-tuned", "student, fine-tuned (ours)")]
+
+
+def gate_sizes(weights: Path) -> Dict[str, Dict[str, float]]:
+    """Mean and largest |gate| of each parallel-memory block in a saved model folder: ``{block: {"mean", "max"}}``
+    (empty for a model whose memory replaces the MLP)."""
+    sizes = {}
+    for path in sorted(Path(weights).glob("*.safetensors")):
+        with safe_open(str(path), "pt") as tensors:
+            for key in tensors.keys():
+                match = re.search(r"resblocks\.(\d+)\.mlp\.memory_gate$", key)
+                if match:
+                    gate = tensors.get_tensor(key).abs()
+                    sizes[match.group(1)] = {"mean": float(gate.mean()), "max": float(gate.max())}
+    return sizes
 
 
 def collect(eval_results: Dict[str, Any], models: List[DemoModel]) -> Dict[str, Dict[str, Any]]:
@@ -50,6 +67,7 @@ def collect(eval_results: Dict[str, Any], models: List[DemoModel]) -> Dict[str, 
             "context_length": retrieval["synth-long"]["context_length"],
             "pairs_per_pattern": pairs["per_pattern"],
             "memory_usage": retrieval["synth-long"]["memory_usage"],
+            "gates": gate_sizes(model.weights),
             "overlays": segmentation["overlays"],
         }
     return collected
@@ -86,6 +104,18 @@ def results_table(collected: Dict[str, Dict[str, Any]]) -> str:
 
 def _interval(difference: Dict[str, Any]) -> str:
     return f"[{difference['low']:+.1f}, {difference['high']:+.1f}]"
+
+
+def _gate_sentence(gates: Dict[str, Dict[str, float]]) -> str:
+    if not gates:
+        return ""
+    largest = max(gate["max"] for gate in gates.values())
+    mean = sum(gate["mean"] for gate in gates.values()) / len(gates)
+    sentence = f" Its gates opened to a mean |gate| of {mean:.4f} (largest {largest:.4f})"
+    if largest < 0.05:
+        return sentence + (", so each block adds under 5% of the memory's read-out to its MLP output: at this learning "
+                           "rate and budget the memory has barely switched on.")
+    return sentence + "."
 
 
 def verdict(difference: Dict[str, Any]) -> str:
@@ -141,7 +171,7 @@ def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List
                      f"same recipe, reaches long-caption T2I R@1 "
                      f"{_fmt(collected[parallel]['table']['long T2I R@1'])} against the control's "
                      f"{_fmt(collected[control]['table']['long T2I R@1'])}: {d['difference']:+.1f} points, "
-                     f"{_interval(d)} ({verdict(d)}).")
+                     f"{_interval(d)} ({verdict(d)}).{_gate_sentence(collected[parallel]['gates'])}")
     lines.append(f"**Fine-grained pairs and segmentation** carry no interval: the strict pair score is "
                  f"{_fmt(collected[ours]['table']['pairs, strict'])} for the student and "
                  f"{_fmt(collected[control]['table']['pairs, strict'])} for the control (a model blind to the "
@@ -160,11 +190,14 @@ def _intervals_table(stats: Dict[str, Any]) -> str:
 
 
 def _memory_table(collected: Dict[str, Dict[str, Any]]) -> str:
-    lines = ["| model | block | slots read (%) | KL from uniform (nats) |", "|---|---|---|---|"]
+    lines = ["| model | block | slots read (%) | KL from uniform (nats) | mean abs gate (parallel) |",
+             "|---|---|---|---|---|"]
     for label, data in collected.items():
         for block, usage in sorted(data["memory_usage"].items()):
+            gate = data["gates"].get(block)
+            gate_text = f"{gate['mean']:.4f}" if gate else "-"
             lines.append(f"| {label} | {block} | {100 * usage['fraction_read']:.1f} | "
-                         f"{usage['kl_from_uniform']:.2f} |")
+                         f"{usage['kl_from_uniform']:.2f} | {gate_text} |")
     return "\n".join(lines) if len(lines) > 2 else "(no model with memory)"
 
 
