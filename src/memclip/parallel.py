@@ -1,6 +1,8 @@
 """`ParallelMemoryMLP`: a block's pretrained MLP with a memory beside it, joined by a zero-initialised gate."""
 from __future__ import annotations
 
+from typing import List
+
 import torch
 from torch import nn
 
@@ -27,3 +29,9 @@ class ParallelMemoryMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., width) -> (..., width)."""
         return self.mlp(x) + self.memory_gate.to(x.dtype) * self.memory(x)
+
+
+def memory_gates(model: nn.Module) -> List[nn.Parameter]:
+    """The ``memory_gate`` of every :class:`ParallelMemoryMLP` in ``model``, in module order (empty in
+    ``replace`` mode)."""
+    return [module.memory_gate for module in model.modules() if isinstance(module, ParallelMemoryMLP)]

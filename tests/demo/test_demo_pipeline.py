@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import memclip
-from memclip.parallel import ParallelMemoryMLP
+from memclip.parallel import memory_gates
 from memclip_train.demo.pipeline import DemoPipeline
 from memclip_train.demo.plan import DemoPlan
 from memclip_train.demo.report import COLUMNS, bootstrap, gate_sizes, reading
@@ -53,7 +53,7 @@ def test_reading_names_the_parallel_student_only_when_it_ran():
 
 def test_gate_sizes_reads_the_parallel_gates_of_a_saved_model(tmp_path):
     parallel = memclip.create_model("Test-Micro-mem", memory={"mode": "parallel"})
-    gates = [m.memory_gate for m in parallel.modules() if isinstance(m, ParallelMemoryMLP)]
+    gates = memory_gates(parallel)
     with torch.no_grad():
         gates[0].fill_(-0.02)
         gates[1][0] = 0.5

@@ -7,7 +7,7 @@ import torch
 from train_helpers import train_args
 
 import memclip
-from memclip.parallel import ParallelMemoryMLP
+from memclip.parallel import memory_gates
 from memclip_train.checkpoints import load_checkpoint
 from memclip_train.main import main
 
@@ -128,5 +128,5 @@ def test_parallel_student_fine_tunes_from_the_teacher(micro_world, teacher_check
     args[args.index("--model") + 1] = "Test-Micro-mem"
     assert main(args) == 0
     model = memclip.create_model(str(tmp_path / "parallel-ft" / "final"))
-    gates = [m.memory_gate for m in model.modules() if isinstance(m, ParallelMemoryMLP)]
+    gates = memory_gates(model)
     assert len(gates) == 2 and all(bool(g.ne(0).any()) for g in gates), "the gates open during fine-tuning"

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import memclip
-from memclip.parallel import ParallelMemoryMLP
+from memclip.parallel import memory_gates
 
 from ..data.samples import SampleFields
 from ..distributed import DistributedEnv
@@ -39,9 +39,9 @@ def computes_the_teacher(student: nn.Module, teacher: nn.Module) -> bool:
     """True when the student's image tower is, right now, exactly the teacher's function: a parallel-mode student
     whose zero-initialised gates still hide its memory, on the teacher's own weights. The embedding loss and its
     gradient are then exactly zero, and so are the per-block terms (each block's output is still the teacher's), so
-    distillation cannot move anything. One probe forward of two
-    images; both models must be on the same device (the trainer checks on the CPU, before moving them)."""
-    gates = [m.memory_gate for m in student.modules() if isinstance(m, ParallelMemoryMLP)]
+    distillation cannot move anything. One probe forward of two images; both models must be on the same device (the
+    trainer checks on the CPU, before moving them)."""
+    gates = memory_gates(student)
     if not gates or any(bool(gate.detach().ne(0).any()) for gate in gates):
         return False
     size = student.visual.image_size
