@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .pipeline import DemoPipeline, first_retrieval_images
+from .pipeline import OURS, TEACHER, DemoPipeline, first_retrieval_images
 from .plan import DemoPlan
 from .report import write_report
 
@@ -30,7 +30,7 @@ def heat_maps(pipeline: DemoPipeline) -> List[Path]:
     models = {m.label: m for m in pipeline.models()}
     for image in first_retrieval_images(pipeline.world, pipeline.plan.heatmap_examples):
         text = by_file.get(f"image/{image.name}") or "a shape"
-        for key, label in (("teacher", "CLIP teacher"), ("student", "student, fine-tuned (ours)")):
+        for key, label in (("teacher", TEACHER), ("student", OURS)):
             out = pipeline.out / "figures" / f"heatmap_{image.stem}_{key}.png"
             if not out.exists():
                 pipeline.run_command("memclip_train.eval", pipeline.heatmap_command(models[label], image, [text], out))

@@ -37,6 +37,14 @@ class Stage:
         return "python -m " + self.module + " " + " ".join(shlex.quote(a) for a in self.args)
 
 
+# The table labels of the compared models: the report, its comparisons and the heat maps refer to them by name.
+TEACHER = "CLIP teacher"
+DISTILLED = "student, distilled"
+OURS = "student, fine-tuned (ours)"
+CONTROL = "control: teacher fine-tuned"
+PARALLEL = "parallel student, fine-tuned"
+
+
 @dataclass(frozen=True)
 class DemoModel:
     """A model the report compares: its table label, architecture and weights folder."""
@@ -92,13 +100,13 @@ class DemoPipeline:
 
     def models(self) -> List[DemoModel]:
         models = [
-            DemoModel("CLIP teacher", "ViT-Tiny-8", self.logs / "teacher" / "final"),
-            DemoModel("student, distilled", "ViT-Tiny-8-mem", self.logs / "student-distill" / "final"),
-            DemoModel("student, fine-tuned (ours)", "ViT-Tiny-8-mem", self.logs / "student-finetune" / "final"),
-            DemoModel("control: teacher fine-tuned", "ViT-Tiny-8", self.logs / "control-finetune" / "final"),
+            DemoModel(TEACHER, "ViT-Tiny-8", self.logs / "teacher" / "final"),
+            DemoModel(DISTILLED, "ViT-Tiny-8-mem", self.logs / "student-distill" / "final"),
+            DemoModel(OURS, "ViT-Tiny-8-mem", self.logs / "student-finetune" / "final"),
+            DemoModel(CONTROL, "ViT-Tiny-8", self.logs / "control-finetune" / "final"),
         ]
         if self.parallel:
-            models.append(DemoModel("parallel student, fine-tuned", "ViT-Tiny-8-mem",
+            models.append(DemoModel(PARALLEL, "ViT-Tiny-8-mem",
                                     self.logs / "parallel-finetune" / "final"))
         return models
 

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from .bootstrap import paired_difference, recall_interval
 from .figures import grouped_bars, training_curves
-from .pipeline import DemoModel, DemoPipeline
+from .pipeline import CONTROL, DISTILLED, OURS, PARALLEL, TEACHER, DemoModel, DemoPipeline
 
 COLUMNS: List[Tuple[str, str, str]] = [
     # (header, source, key)
@@ -22,12 +22,8 @@ COLUMNS: List[Tuple[str, str, str]] = [
     ("pairs, strict", "pairs", "i2t"), ("pairs, per image", "pairs", "i2t_single"),
     ("seg mIoU", "segmentation", "mIoU"),
 ]
-COMPARISONS = [("student, fine-tuned (ours)", "control: teacher fine-tuned"),
-               ("student, fine-tuned (ours)", "CLIP teacher"),
-               ("student, distilled", "CLIP teacher"),
-               ("control: teacher fine-tuned", "CLIP teacher"),
-               ("parallel student, fine-tuned", "control: teacher fine-tuned"),
-               ("parallel student, fine-tuned", "student, fine-tuned (ours)")]
+COMPARISONS = [(OURS, CONTROL), (OURS, TEACHER), (DISTILLED, TEACHER), (CONTROL, TEACHER), (PARALLEL, CONTROL),
+               (PARALLEL, OURS)]
 
 
 def gate_sizes(weights: Path) -> Dict[str, Dict[str, float]]:
@@ -134,49 +130,46 @@ def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List
                     if (d["a"], d["b"], d["captions"], d["direction"]) == (a, b, captions, direction))
 
     lines = []
-    ours, control, teacher, distilled = ("student, fine-tuned (ours)", "control: teacher fine-tuned", "CLIP teacher",
-                                         "student, distilled")
-    d = diff(distilled, teacher, "long")
+    d = diff(DISTILLED, TEACHER, "long")
     lines.append(f"**Distillation.** The distilled student retrieves long captions at T2I R@1 "
-                 f"{_fmt(collected[distilled]['table']['long T2I R@1'])} against the teacher's "
-                 f"{_fmt(collected[teacher]['table']['long T2I R@1'])} ({d['difference']:+.1f} points, 95% interval "
+                 f"{_fmt(collected[DISTILLED]['table']['long T2I R@1'])} against the teacher's "
+                 f"{_fmt(collected[TEACHER]['table']['long T2I R@1'])} ({d['difference']:+.1f} points, 95% interval "
                  f"{_interval(d)}: {verdict(d)}). Stage 1 is meant to copy the teacher, so a "
                  "difference within noise is the expected outcome.")
-    d = diff(ours, teacher, "long")
+    d = diff(OURS, TEACHER, "long")
     lines.append(f"**Long captions.** Fine-tuning the student on long and short captions moves long-caption T2I R@1 "
-                 f"from {_fmt(collected[teacher]['table']['long T2I R@1'])} (teacher) to "
-                 f"{_fmt(collected[ours]['table']['long T2I R@1'])} ({d['difference']:+.1f}, "
+                 f"from {_fmt(collected[TEACHER]['table']['long T2I R@1'])} (teacher) to "
+                 f"{_fmt(collected[OURS]['table']['long T2I R@1'])} ({d['difference']:+.1f}, "
                  f"{_interval(d)}: {verdict(d)}).")
-    d = diff(ours, control, "long")
+    d = diff(OURS, CONTROL, "long")
     helped = ("the memory helped beyond what fine-tuning alone gives" if d["significant"] and d["difference"] > 0
               else "the control did better: here the gain comes from fine-tuning, not from the memory"
               if d["significant"] else "this run cannot tell the memory apart from fine-tuning alone")
     lines.append(f"**Memory or fine-tuning?** With the same recipe, data and budget, the fine-tuned student reaches "
-                 f"{_fmt(collected[ours]['table']['long T2I R@1'])} and the fine-tuned teacher (the control, no "
-                 f"memory) {_fmt(collected[control]['table']['long T2I R@1'])}: {d['difference']:+.1f} points, "
+                 f"{_fmt(collected[OURS]['table']['long T2I R@1'])} and the fine-tuned teacher (the control, no "
+                 f"memory) {_fmt(collected[CONTROL]['table']['long T2I R@1'])}: {d['difference']:+.1f} points, "
                  f"{_interval(d)}. So {helped}.")
-    t2i, i2t = diff(ours, control, "short"), diff(ours, control, "short", "i2t")
-    lost = diff(ours, teacher, "short", "i2t")
+    t2i, i2t = diff(OURS, CONTROL, "short"), diff(OURS, CONTROL, "short", "i2t")
+    lost = diff(OURS, TEACHER, "short", "i2t")
     lines.append(f"**Short captions.** Student vs control on short captions: T2I R@1 {t2i['difference']:+.1f} points "
                  f"({_interval(t2i)}, {verdict(t2i)}), I2T R@1 {i2t['difference']:+.1f} ({_interval(i2t)}, "
                  f"{verdict(i2t)}). Against the teacher, the student's short-caption I2T R@1 moves from "
-                 f"{_fmt(collected[teacher]['table']['short I2T R@1'])} to "
-                 f"{_fmt(collected[ours]['table']['short I2T R@1'])} ({lost['difference']:+.1f}, {_interval(lost)}: "
+                 f"{_fmt(collected[TEACHER]['table']['short I2T R@1'])} to "
+                 f"{_fmt(collected[OURS]['table']['short I2T R@1'])} ({lost['difference']:+.1f}, {_interval(lost)}: "
                  f"{verdict(lost)}); the thesis saw a small loss on short captions on real data.")
-    parallel = "parallel student, fine-tuned"
-    if parallel in collected:
-        d = diff(parallel, control, "long")
+    if PARALLEL in collected:
+        d = diff(PARALLEL, CONTROL, "long")
         lines.append(f"**Parallel memory.** The student with the memory beside each MLP instead of in its place "
                      f"(zero-initialised gate, so it starts as the teacher and skips stage 1), fine-tuned with the "
                      f"same recipe, reaches long-caption T2I R@1 "
-                     f"{_fmt(collected[parallel]['table']['long T2I R@1'])} against the control's "
-                     f"{_fmt(collected[control]['table']['long T2I R@1'])}: {d['difference']:+.1f} points, "
-                     f"{_interval(d)} ({verdict(d)}).{_gate_sentence(collected[parallel]['gates'])}")
+                     f"{_fmt(collected[PARALLEL]['table']['long T2I R@1'])} against the control's "
+                     f"{_fmt(collected[CONTROL]['table']['long T2I R@1'])}: {d['difference']:+.1f} points, "
+                     f"{_interval(d)} ({verdict(d)}).{_gate_sentence(collected[PARALLEL]['gates'])}")
     lines.append(f"**Fine-grained pairs and segmentation** carry no interval: the strict pair score is "
-                 f"{_fmt(collected[ours]['table']['pairs, strict'])} for the student and "
-                 f"{_fmt(collected[control]['table']['pairs, strict'])} for the control (a model blind to the "
-                 f"difference scores 0), and mIoU is {_fmt(collected[ours]['table']['seg mIoU'])} vs "
-                 f"{_fmt(collected[control]['table']['seg mIoU'])}. Read small differences there as noise.")
+                 f"{_fmt(collected[OURS]['table']['pairs, strict'])} for the student and "
+                 f"{_fmt(collected[CONTROL]['table']['pairs, strict'])} for the control (a model blind to the "
+                 f"difference scores 0), and mIoU is {_fmt(collected[OURS]['table']['seg mIoU'])} vs "
+                 f"{_fmt(collected[CONTROL]['table']['seg mIoU'])}. Read small differences there as noise.")
     return lines
 
 
@@ -229,9 +222,9 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
                       for label, data in memory_models.items()}, figures / "memory_usage.png",
                      "Memory slots read at least once on the long-caption retrieval set", "% of slots")
     overlay_links = []
-    for label in ("CLIP teacher", "student, fine-tuned (ours)"):
+    for label in (TEACHER, OURS):
         for index, source in enumerate(collected[label]["overlays"][:2]):
-            target = figures / f"overlay_{'teacher' if label == 'CLIP teacher' else 'student'}_{index}.png"
+            target = figures / f"overlay_{'teacher' if label == TEACHER else 'student'}_{index}.png"
             shutil.copyfile(source, target)
             overlay_links.append((label, target))
 
@@ -244,8 +237,8 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
 
     parallel_arm = (", and a student with the memory beside each MLP (parallel mode) fine-tuned the same way"
                     if pipeline.parallel else "")
-    cut = collected["CLIP teacher"]["captions_cut"]["synth-long"]
-    total = len(collected["CLIP teacher"]["ranks"]["synth-long"]["t2i"])
+    cut = collected[TEACHER]["captions_cut"]["synth-long"]
+    total = len(collected[TEACHER]["ranks"]["synth-long"]["t2i"])
     lines = [
         "# memclip demo report",
         "",
