@@ -31,7 +31,7 @@ setup(
     python_requires=">=3.9",
     package_dir={"": "src"},
     packages=find_packages(where="src"),
-    package_data={"memclip": ["model_configs/*.json"]},
+    package_data={"memclip": ["model_configs/*.json", "pretrained/*.json", "pretrained/*.safetensors"]},
     include_package_data=True,
     install_requires=read_requirements(),
     extras_require={

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_model
 from torch import nn
 
+from .pretrained import list_shipped_tags, shipped_weights
 from .registry import SAVED_CONFIG_NAME, ModelSpec, is_saved_model_dir, read_saved_config
 from .version import __version__
 
@@ -180,7 +181,8 @@ def read_weights_file(path: Union[str, Path], weights_only: bool = True) -> Chec
 def read_checkpoint(
     pretrained: str, teacher: Optional[str], cache_dir: Optional[str] = None, weights_only: bool = True
 ) -> Checkpoint:
-    """Resolve ``pretrained`` (saved folder, weights file, or an open_clip tag of ``teacher``) and read it.
+    """Resolve ``pretrained`` (saved folder, weights file, a tag of ``teacher`` that ships with memclip, or an
+    open_clip tag of ``teacher``) and read it.
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -194,6 +196,9 @@ def read_checkpoint(
         return checkpoint
     if os.path.isfile(pretrained):
         return read_weights_file(pretrained, weights_only)
+    shipped = shipped_weights(teacher, pretrained) if teacher else None
+    if shipped is not None:
+        return read_weights_file(shipped, weights_only)
     tag_cfg = open_clip.get_pretrained_cfg(teacher, pretrained) if teacher else {}
     if tag_cfg:
         try:
@@ -210,7 +215,7 @@ def read_checkpoint(
         raise FileNotFoundError(f"{pretrained} is a folder without {SAVED_CONFIG_NAME}: not a saved memclip model")
     if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
         raise FileNotFoundError(f"pretrained checkpoint not found: {pretrained}")
-    known = open_clip.list_pretrained_tags_by_model(teacher) if teacher else []
+    known = (list_shipped_tags(teacher) + open_clip.list_pretrained_tags_by_model(teacher)) if teacher else []
     raise RuntimeError(
         f"pretrained '{pretrained}' is neither a file, a saved memclip folder, nor an open_clip tag of the teacher "
         f"'{teacher}' (known tags: {known})"

@@ -4,7 +4,8 @@ Models without memory that open_clip knows pass straight to open_clip. For a mem
 architectures, or one with a long-context text tower) the factory:
 
 1. builds the teacher architecture with open_clip's model classes;
-2. loads ``pretrained`` when it holds teacher weights (an open_clip tag of the teacher, or an open_clip checkpoint);
+2. gives the vision tower its stem (a convolutional stem where the config asks for one), then loads ``pretrained``
+   when it holds teacher weights (an open_clip tag of the teacher, or an open_clip checkpoint);
 3. gives the text tower its context (Long-CLIP stretch) or its RoPE positions;
 4. swaps memory layers into the listed vision blocks;
 5. loads the finished model's weights when ``pretrained`` is a saved memclip model or a training checkpoint.
@@ -28,6 +29,7 @@ from .checkpoint import load_model_state_dict, load_text_tower, read_checkpoint
 from .position_stretch import stretch_text_positions
 from .registry import ModelSpec, get_model_spec, is_saved_model_dir, list_memclip_models
 from .rope_text import convert_to_rope_text
+from .stem import attach_stem
 from .surgery import attach_memory
 from .text_tower import TextTowerConfig
 
@@ -207,14 +209,16 @@ def create_model(
         if checkpoint.config is not None:
             recorded = ModelSpec.from_config(spec.name, checkpoint.config)
             if spec.has_memory and not recorded.has_memory:
-                stage, spec = "teacher", spec.replace(model_cfg=recorded.model_cfg, text=recorded.text)
+                stage, spec = "teacher", spec.replace(model_cfg=recorded.model_cfg, text=recorded.text,
+                                                      stem=recorded.stem)
             else:
                 if recorded.to_config() != spec.to_config():
                     logger.info("using the model config recorded in %s", checkpoint.path)
                 stage, spec = "final", recorded
     spec = _resolve_text(_resolve_memory(spec, memory), text_tower)
 
-    is_memclip = spec.has_memory or not spec.text.is_default or saved_dir or model_name in list_memclip_models()
+    is_memclip = (spec.has_memory or not spec.text.is_default or not spec.stem.is_default or saved_dir
+                  or model_name in list_memclip_models())
     if not is_memclip and stage in (None, "open_clip"):
         model = open_clip.create_model(
             model_name, pretrained=pretrained, precision=precision, device=device, force_quick_gelu=force_quick_gelu,
@@ -235,6 +239,7 @@ def create_model(
     native = spec.model_cfg["text_cfg"].get("context_length", 77)
     separate_text = "rope" in (spec.text.kind, loaded_text.kind)
     model = _instantiate(dict(spec.model_cfg, custom_text=True) if separate_text else spec.model_cfg, precision)
+    attach_stem(model.visual, spec.stem)
     preprocess_cfg = asdict(PreprocessCfg())
     if checkpoint is None:
         logger.warning("no pretrained weights for '%s': the model is randomly initialised", spec.name)

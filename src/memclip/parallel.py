@@ -1,7 +1,7 @@
 """`ParallelMemoryMLP`: a block's pretrained MLP with a memory beside it, joined by a zero-initialised gate."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -13,18 +13,27 @@ class ParallelMemoryMLP(nn.Module):
     """``mlp(x) + gate * memory(x)`` with ``gate`` a per-channel vector that starts at zero.
 
     At initialisation the block computes exactly what the teacher's block computed, so distillation starts from
-    a zero loss and the memory only adds what helps (Kim & Jung 2020).
+    a zero loss and the memory only adds what helps (Kim & Jung 2020). While the gate is zero, so is every gradient
+    of the memory's own parameters: the gate has to open first. It therefore trains at its own fixed lr
+    (``MemoryConfig.gate_lr``, declared to :func:`memory_layers.param_groups` as the ``gates`` group), because at a
+    fine-tuning lr Adam would open it by only about that lr per step.
 
     Args:
         mlp: the block's pretrained MLP, (..., width) -> (..., width).
         memory: the memory, (..., width) -> (..., width).
+        gate_lr: the gate's fixed learning rate.
     """
 
-    def __init__(self, mlp: nn.Module, memory: ProductKeyMemory) -> None:
+    def __init__(self, mlp: nn.Module, memory: ProductKeyMemory, gate_lr: float = 1e-2) -> None:
         super().__init__()
         self.mlp = mlp
         self.memory = memory
+        self.gate_lr = gate_lr
         self.memory_gate = nn.Parameter(torch.zeros(memory.output_dim))
+
+    def fixed_lr_parameters(self) -> List[Tuple[str, nn.Parameter, float, float]]:
+        """The optimizer group of the gate: ("gates", gate, gate_lr, no weight decay)."""
+        return [("gates", self.memory_gate, self.gate_lr, 0.0)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., width) -> (..., width)."""

@@ -6,7 +6,8 @@ keys that open_clip does not know, and which are removed before the rest reaches
 - ``memory``: a :class:`memory_layers.MemoryConfig` as a dict (absent for models without memory);
 - ``teacher``: the architecture without memory that the student is distilled from. open_clip pretrained tags
   (``openai``, ``laion2b_s34b_b88k``, ...) are looked up under this name;
-- ``text_tower``: a :class:`memclip.text_tower.TextTowerConfig` as a dict (absent for CLIP's own tower).
+- ``text_tower``: a :class:`memclip.text_tower.TextTowerConfig` as a dict (absent for CLIP's own tower);
+- ``vision_stem``: a :class:`memclip.stem.VisionStemConfig` as a dict (absent for open_clip's patchify stem).
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ import open_clip.factory
 
 from memory_layers import MemoryConfig
 
+from .stem import VisionStemConfig
 from .text_tower import TextTowerConfig
 
-MEMCLIP_KEYS = ("memory", "teacher", "text_tower")
+MEMCLIP_KEYS = ("memory", "teacher", "text_tower", "vision_stem")
 OPEN_CLIP_REQUIRED_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
 SAVED_CONFIG_NAME = "memclip_config.json"
 
@@ -53,6 +55,7 @@ class ModelSpec:
         teacher: the architecture the memory model is distilled from (its pretrained tags apply); for a model
             without memory, its own name.
         text: the text tower and its context length.
+        stem: how the vision tower turns images into patch tokens (open_clip's patchify convolution by default).
     """
 
     name: str
@@ -60,6 +63,7 @@ class ModelSpec:
     memory: Optional[MemoryConfig] = None
     teacher: Optional[str] = None
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
+    stem: VisionStemConfig = field(default_factory=VisionStemConfig)
 
     @property
     def has_memory(self) -> bool:
@@ -81,7 +85,10 @@ class ModelSpec:
         text = config.get("text_tower") or TextTowerConfig()
         if not isinstance(text, TextTowerConfig):
             text = TextTowerConfig.from_dict(text)
-        return cls(name=name, model_cfg=model_cfg, memory=memory, teacher=teacher or name, text=text)
+        stem = config.get("vision_stem") or VisionStemConfig()
+        if not isinstance(stem, VisionStemConfig):
+            stem = VisionStemConfig.from_dict(stem)
+        return cls(name=name, model_cfg=model_cfg, memory=memory, teacher=teacher or name, text=text, stem=stem)
 
     @property
     def context_length(self) -> int:
@@ -95,10 +102,12 @@ class ModelSpec:
             config["memory"] = self.memory.to_dict()
         if not self.text.is_default:
             config["text_tower"] = self.text.to_dict()
+        if not self.stem.is_default:
+            config["vision_stem"] = self.stem.to_dict()
         return config
 
     def replace(self, **changes: Any) -> "ModelSpec":
-        """A copy with ``changes`` applied (name, model_cfg, memory, teacher, text)."""
+        """A copy with ``changes`` applied (name, model_cfg, memory, teacher, text, stem)."""
         changes.setdefault("model_cfg", copy.deepcopy(self.model_cfg))
         return dataclasses.replace(self, **changes)
 
@@ -108,7 +117,7 @@ class ModelSpec:
     def teacher_spec(self) -> "ModelSpec":
         """The teacher: the same architecture without memory and with CLIP's own text tower, named after it."""
         name = self.teacher or self.name
-        return ModelSpec(name, copy.deepcopy(self.model_cfg), None, name)
+        return ModelSpec(name, copy.deepcopy(self.model_cfg), None, name, stem=self.stem)
 
 
 def _natural_key(text: str) -> list:

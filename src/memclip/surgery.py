@@ -61,7 +61,7 @@ def attach_memory(model: nn.Module, config: MemoryConfig) -> Dict[int, ProductKe
         if config.mode == "replace":
             block.mlp = memory
         else:
-            block.mlp = ParallelMemoryMLP(block.mlp, memory)
+            block.mlp = ParallelMemoryMLP(block.mlp, memory, gate_lr=config.gate_lr)
         memories[index] = memory
     return memories
 

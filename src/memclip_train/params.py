@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 PRECISIONS = ("fp32", "amp", "amp_bf16")
-DATASET_TYPES = ("webdataset", "csv", "auto")
+DATASET_TYPES = ("webdataset", "csv", "synth-stream", "auto")
 DISTILL_LOSSES = ("cosine", "mse", "l2")
 TRAINABLE_PARTS = ("memory", "visual", "text", "logit_scale", "all")
 REPORT_TO = ("tensorboard", "wandb", "none")
@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d, m, o, t, lg = DataConfig(), ModelConfig(), OptimConfig(), TaskConfig(), LoggingConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--train-data", help="webdataset shards (brace expansion, '::' joins sources) or a CSV file")
+    g.add_argument("--train-data", help="webdataset shards (brace expansion, '::' joins sources), a CSV file, or "
+                   "'synth-stream[:family_size=4,max_objects=6]' (fresh synthetic scenes; needs --train-num-samples)")
     g.add_argument("--val-data", help="validation shards or CSV (retrieval R@1/5 and the distillation cosine)")
     g.add_argument("--dataset-type", default=d.dataset_type, choices=DATASET_TYPES)
     g.add_argument("--dataset-resampled", action="store_true", help="sample shards with replacement")

@@ -34,6 +34,9 @@ class MemoryConfig:
         value_dropout: dropout on the read-out bag (tokens, v_dim).
         mode: ``"replace"`` swaps the block's MLP for the memory (the thesis); ``"parallel"`` keeps the MLP and
             adds the memory through a zero-initialised gate, so the student starts exactly at the teacher.
+        gate_lr: fixed learning rate of the parallel mode's gate (not scheduled, no weight decay). Adam moves a
+            parameter by about its lr per step, and the memory's own gradients are proportional to the gate, so at
+            a fine-tuning lr (1e-5 in the thesis) a zero gate would stay shut for a whole run.
         values_parallel_group_size: split the value table by columns over groups of this many ranks (1 = off; the
             trainer shards only distributed runs, see :mod:`memory_layers.values_parallel`).
     """
@@ -54,6 +57,7 @@ class MemoryConfig:
     query_dropout: float = 0.0
     value_dropout: float = 0.0
     mode: str = "replace"
+    gate_lr: float = 1e-2
     values_parallel_group_size: int = 1
 
     def __post_init__(self) -> None:
@@ -79,7 +83,7 @@ class MemoryConfig:
             _fail("knn", self.knn, f"must satisfy 1 <= knn <= n_keys ({self.n_keys})")
         if isinstance(self.v_dim, bool) or not isinstance(self.v_dim, int) or (self.v_dim < 1 and self.v_dim != -1):
             _fail("v_dim", self.v_dim, "must be a positive integer, or -1 for the block width")
-        for name in ("value_lr", "value_weight_decay"):
+        for name in ("value_lr", "value_weight_decay", "gate_lr"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 _fail(name, value, "must be a non-negative number")

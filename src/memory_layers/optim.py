@@ -1,11 +1,9 @@
 """Optimizer parameter groups for models that hold product-key memories."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from torch import nn
-
-from .values import ValueTable
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -19,6 +17,14 @@ def _no_decay_ids(model: nn.Module) -> set:
     return ids
 
 
+def _fixed_lr_entries(model: nn.Module) -> Iterator[Tuple[str, nn.Parameter, float, float]]:
+    """(group name, parameter, lr, weight decay) of every module that declares ``fixed_lr_parameters()``."""
+    for module in model.modules():
+        declare = getattr(module, "fixed_lr_parameters", None)
+        if callable(declare):
+            yield from declare()
+
+
 def param_groups(
     model: nn.Module,
     lr: float,
@@ -29,27 +35,47 @@ def param_groups(
     """Split the trainable parameters of ``model`` into optimizer groups.
 
     Groups (empty ones are left out), each with a ``name`` key:
-        - ``values``: every :class:`ValueTable`'s weight, at the table's fixed lr and weight decay (or the
-          overrides). ``fixed_lr=True`` tells schedulers to leave it alone.
-        - ``decay``: matrices, at ``lr`` and ``weight_decay``.
+        - one group per name that modules declare through ``fixed_lr_parameters()``, each at its fixed lr and
+          weight decay, with ``fixed_lr=True`` so that schedulers leave it alone: ``values`` (every
+          :class:`ValueTable`'s weight; ``value_lr``/``value_weight_decay`` override them) and, for example,
+          memclip's ``gates`` (the zero-initialised gates of parallel memories);
+        - ``decay``: matrices, at ``lr`` and ``weight_decay``;
         - ``no_decay``: norms, biases and parameters with fewer than 2 dimensions, at ``lr`` without decay.
 
     Frozen parameters (``requires_grad=False``) are skipped; a parameter shared by several modules appears once.
+
+    Raises:
+        ValueError: modules disagree on the lr or weight decay of one fixed group (for values, unless overridden).
     """
     no_decay_ids = _no_decay_ids(model)
     seen: set = set()
-    values: List[nn.Parameter] = []
-    table_lrs, table_wds = set(), set()
-    for module in model.modules():
-        if isinstance(module, ValueTable) and module.weight.requires_grad and id(module.weight) not in seen:
-            seen.add(id(module.weight))
-            values.append(module.weight)
-            table_lrs.add(module.lr)
-            table_wds.add(module.weight_decay)
-    if value_lr is None and len(table_lrs) > 1:
-        raise ValueError(f"value tables disagree on their lr {sorted(table_lrs)}; pass value_lr explicitly")
-    if value_weight_decay is None and len(table_wds) > 1:
-        raise ValueError(f"value tables disagree on weight decay {sorted(table_wds)}; pass value_weight_decay")
+    fixed: Dict[str, Dict[str, Any]] = {}
+    for name, param, group_lr, group_wd in _fixed_lr_entries(model):
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        entry = fixed.setdefault(name, {"params": [], "lrs": set(), "wds": set()})
+        entry["params"].append(param)
+        entry["lrs"].add(group_lr)
+        entry["wds"].add(group_wd)
+    overrides = {"values": (value_lr, value_weight_decay)}
+
+    groups: List[Dict[str, Any]] = []
+    for name, entry in fixed.items():
+        lr_override, wd_override = overrides.get(name, (None, None))
+        if lr_override is None and len(entry["lrs"]) > 1:
+            hint = "; pass value_lr explicitly" if name == "values" else ""
+            raise ValueError(f"{name} parameters disagree on their lr {sorted(entry['lrs'])}{hint}")
+        if wd_override is None and len(entry["wds"]) > 1:
+            hint = "; pass value_weight_decay" if name == "values" else ""
+            raise ValueError(f"{name} parameters disagree on weight decay {sorted(entry['wds'])}{hint}")
+        groups.append({
+            "name": name,
+            "params": entry["params"],
+            "lr": lr_override if lr_override is not None else entry["lrs"].pop(),
+            "weight_decay": wd_override if wd_override is not None else entry["wds"].pop(),
+            "fixed_lr": True,
+        })
 
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -60,16 +86,6 @@ def param_groups(
             no_decay.append(param)
         else:
             decay.append(param)
-
-    groups: List[Dict[str, Any]] = []
-    if values:
-        groups.append({
-            "name": "values",
-            "params": values,
-            "lr": value_lr if value_lr is not None else table_lrs.pop(),
-            "weight_decay": value_weight_decay if value_weight_decay is not None else table_wds.pop(),
-            "fixed_lr": True,
-        })
     if decay:
         groups.append({"name": "decay", "params": decay, "lr": lr, "weight_decay": weight_decay, "fixed_lr": False})
     if no_decay:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -14,7 +15,7 @@ class ValueTable(nn.Module):
 
     A model with shared values creates one ``ValueTable`` and passes the same object to every memory layer; the
     table then appears once in ``model.parameters()``. It carries its own learning rate and weight decay, which
-    :func:`memory_layers.param_groups` reads.
+    :func:`memory_layers.param_groups` reads through :meth:`fixed_lr_parameters`.
 
     Args:
         n_slots: rows (``n_keys ** 2``).
@@ -34,6 +35,10 @@ class ValueTable(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, mean=0.0, std=1.0 / math.sqrt(self.v_dim))
+
+    def fixed_lr_parameters(self) -> List[Tuple[str, nn.Parameter, float, float]]:
+        """The optimizer group of the table: ("values", weight, lr, weight decay)."""
+        return [("values", self.weight, self.lr, self.weight_decay)]
 
     def forward(self, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Read bags: indices and weights (T, B) -> (T, v_dim)."""

@@ -15,7 +15,7 @@ CONFIG = tiny_config()
 
 def test_world_json_records_arguments_vocabularies_and_counts(tiny_world):
     world = json.loads((tiny_world / "world.json").read_text())
-    assert world["version"] == 1 and world["seed"] == 0
+    assert world["version"] == 2 and world["seed"] == 0
     assert world["arguments"]["train"] == 40 and world["arguments"]["render"]["image_size"] == 64
     vocab = world["vocabularies"]
     assert len(vocab["shapes"]) >= 8 and {"circle", "square", "triangle", "star", "cross", "diamond", "heart",

@@ -14,6 +14,7 @@ from .csv_stream import CsvStream
 from .samples import SampleDecoder, SampleFields
 from .shard_stream import BatchStream, ShardStream
 from .sources import is_csv, resolve_webdataset
+from .synth_stream import SynthStream, is_synth_stream, parse_stream_spec
 
 
 @dataclass
@@ -36,6 +37,8 @@ class RunData:
 def _kind(spec: str, dataset_type: str) -> str:
     if dataset_type != "auto":
         return dataset_type
+    if is_synth_stream(spec):
+        return "synth-stream"
     return "csv" if is_csv(spec) else "webdataset"
 
 
@@ -48,9 +51,19 @@ def build_data(spec: str, config: DataConfig, fields: SampleFields, preprocess: 
     workers = config.workers
     rank, world = (env.rank, env.world_size) if train else (0, 1)
     flag = "--train-data" if train else "--val-data"
-    if _kind(spec, config.dataset_type) == "csv":
-        stream: BatchStream = CsvStream(spec, decoder, batch_size, None, config.csv_img_key, config.csv_caption_key,
-                                        config.csv_long_caption_key, config.csv_separator, seed, rank, world)
+    kind = _kind(spec, config.dataset_type)
+    if kind == "synth-stream":
+        if not train:
+            raise ValueError(f"{flag} {spec!r}: a synth stream is endless; validate on a written world's shards "
+                             "(python -m memclip_train.synth --out DIR, then --val-data DIR/val/000000.tar)")
+        if num_samples is None:
+            raise ValueError(f"{flag} {spec!r}: a synth stream is endless; pass --train-num-samples N (samples per "
+                             "epoch)")
+        stream: BatchStream = SynthStream(parse_stream_spec(spec), decoder, batch_size, None, seed, rank, world)
+        total = num_samples
+    elif kind == "csv":
+        stream = CsvStream(spec, decoder, batch_size, None, config.csv_img_key, config.csv_caption_key,
+                           config.csv_long_caption_key, config.csv_separator, seed, rank, world)
         total = num_samples or len(stream)
     else:
         urls, total = resolve_webdataset(spec, num_samples, flag)

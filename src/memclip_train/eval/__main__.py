@@ -30,10 +30,10 @@ from .features import BadImageError
 from .heatmap import draw_heatmaps, similarity_map
 from .models import ModelRef, load_model
 from .retrieval_sets import DATASETS, LayoutError
-from .runner import ModelCache, pairs_table, run_pairs, run_retrieval, run_segmentation
+from .runner import ModelCache, pairs_table, run_pairs, run_retrieval, run_segmentation, run_synth_semantics
 from .segmentation import METHODS
 from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS
-from .tables import retrieval_table, segmentation_table
+from .tables import retrieval_table, segmentation_table, semantics_table
 
 logger = logging.getLogger("memclip_train.eval")
 
@@ -180,14 +180,19 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     segmentation = run_segmentation(refs, ["synth"], [args.world], [args.method], args.out, device, args.precision,
                                     progress=progress, models=models)
     pairs = run_pairs(refs, args.world, args.out, device, args.precision, progress=progress, models=models)
-    tables = ["## Retrieval (R@k, %)", retrieval_table(retrieval, datasets, ks=(1, 5)),
+    semantics = run_synth_semantics(refs, args.world, args.out, device, args.precision, args.batch_size, progress,
+                                    models)
+    tables = ["## Competence (short captions: semantic T2I R@k; zero-shot accuracy of the salient object, %)",
+              semantics_table(semantics),
+              "## Retrieval (R@k, %)", retrieval_table(retrieval, datasets, ks=(1, 5)),
               f"## Segmentation ({args.method}, mIoU %)", segmentation_table(segmentation, ["synth"]),
               "## Blind pairs (image -> text, % of pairs where both images pick their own caption; blind = 0)",
               pairs_table(pairs)]
     text = "\n\n".join(tables)
     (args.out / "synth_tables.md").write_text(text + "\n")
     (args.out / "synth_results.json").write_text(json.dumps(
-        {"retrieval": retrieval, "segmentation": segmentation, "pairs": pairs}, indent=1, default=str) + "\n")
+        {"retrieval": retrieval, "segmentation": segmentation, "pairs": pairs, "semantics": semantics}, indent=1,
+        default=str) + "\n")
     return text
 
 

@@ -9,9 +9,11 @@ import torch
 
 from .models import LoadedModel, ModelRef, autocast_for, load_model
 from .pairs import evaluate_pairs, write_pairs_result
+from .features import encode_images, encode_texts
 from .retrieval import cache_key, cached_result, evaluate_retrieval, result_path, store_result
 from .retrieval_sets import load_retrieval_set
 from .segmentation import ClipSegmenter, SlidingWindow, evaluate_segmentation, load_segmentation_set
+from .synth_semantics import evaluate_synth_semantics, load_scenes
 
 logger = logging.getLogger(__name__)
 
@@ -88,17 +90,51 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
             geometry = SlidingWindow(geometry.window, stride or geometry.stride, short_side or geometry.short_side)
             for method in methods:
                 segmenter = ClipSegmenter(loaded.model, loaded.tokenizer, dataset.class_names, method, geometry,
-                                          device, autocast, logit_scale)
+                                          device, autocast, logit_scale, dataset.templates)
                 folder = Path(out) / "segmentation" / name / method
                 result = evaluate_segmentation(dataset, segmenter, folder / f"{ref.tag}_overlays", num_overlays,
                                                limit, progress)
                 result.update({"model": ref.model, "pretrained": ref.pretrained, "dataset": name, "method": method,
                                "window": geometry.window, "stride": geometry.stride,
                                "short_side": geometry.short_side, "logit_scale": logit_scale,
-                               "templates": "80 OpenAI ImageNet templates", "precision": precision})
+                               "templates": ("80 OpenAI ImageNet templates" if dataset.templates is None else
+                                             f"{len(dataset.templates)} templates of the dataset"),
+                               "precision": precision})
                 store_result(folder / f"{ref.tag}.json", result)
                 logger.info("%s [%s] on %s: mIoU %.1f", ref.label, method, name, result["mIoU"])
                 results.setdefault(f"{ref.label} [{method}]", {})[name] = result
+    return results
+
+
+def run_synth_semantics(refs: Sequence[ModelRef], world: Path, out: Path, device: torch.device, precision: str,
+                        batch_size: int = 64, progress: bool = True, models: Optional[ModelCache] = None
+                        ) -> Dict[str, Dict[str, Any]]:
+    """Semantic short-caption retrieval and zero-shot shape / colour / size on the world's retrieval images;
+    returns results[model label] (see :mod:`.synth_semantics`)."""
+    models = models or ModelCache(device)
+    autocast = autocast_for(precision, device)
+    scenes = load_scenes(world)
+    dataset = load_retrieval_set("synth-short", world, None)
+    first_caption: Dict[int, str] = {}
+    for caption, owner in zip(dataset.captions, dataset.text_to_image):
+        first_caption.setdefault(owner, caption)
+    short = [first_caption[i] for i in range(len(dataset.images))]
+    results = {}
+    for ref in refs:
+        loaded = models.get(ref)
+        images = encode_images(loaded.model, loaded.preprocess, dataset.images, device, autocast, batch_size,
+                               progress=progress, desc="synth images")
+
+        def encode(texts: Sequence[str]) -> torch.Tensor:
+            return encode_texts(loaded.model, loaded.tokenizer, texts, device, autocast, progress=progress)[0]
+
+        result = evaluate_synth_semantics(encode, images.features, short, scenes)
+        result.update({"model": ref.model, "pretrained": ref.pretrained, "world": str(world), "precision": precision})
+        store_result(Path(out) / "synth_semantics" / f"{ref.tag}.json", result)
+        logger.info("%s: semantic short T2I R@1 %.1f, zero-shot shape %.1f colour %.1f size %.1f", ref.label,
+                    *(result["metrics"][k] for k in ("semantic_t2i_R@1", "zeroshot_shape", "zeroshot_colour",
+                                                     "zeroshot_size")))
+        results[ref.label] = result
     return results
 
 

@@ -32,3 +32,18 @@ def segmentation_table(results: Dict[str, Dict[str, Dict]], datasets: Sequence[s
         cells = [f"{per_dataset[d]['mIoU']:.1f}" if d in per_dataset else "-" for d in datasets]
         lines.append("| " + " | ".join([model] + cells) + " |")
     return "\n".join(lines)
+
+
+SEMANTIC_COLUMNS = (("semantic_t2i_R@1", "semantic T2I R@1"), ("semantic_t2i_R@5", "semantic T2I R@5"),
+                    ("zeroshot_shape", "zero-shot shape"), ("zeroshot_colour", "zero-shot colour"),
+                    ("zeroshot_size", "zero-shot size"))
+
+
+def semantics_table(results: Dict[str, Dict]) -> str:
+    """``results[model]`` of the synthetic world's semantic metrics -> one row per model (%)."""
+    header = ["model"] + [title for _, title in SEMANTIC_COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, result in results.items():
+        cells = [f"{result['metrics'][key]:.1f}" for key, _ in SEMANTIC_COLUMNS]
+        lines.append("| " + " | ".join([model] + cells) + " |")
+    return "\n".join(lines)

@@ -214,12 +214,18 @@ def long_caption(scene: Scene, world: WorldConfig, config: CaptionConfig, rng: r
     return " ".join(sentences)
 
 
+def short_phrase(size: str, fill: str, colour: str, shape: str, background: str) -> str:
+    """The short-caption sentence for these attributes: "a large striped red star on a grey background" (a solid
+    fill is not named). Zero-shot prompts are built with it, so they read exactly like the training captions."""
+    fill_word = "" if fill == "solid" else FILL_WORDS[fill] + " "
+    return with_article(f"{SIZE_WORDS.get(size, size)} {fill_word}{colour} {shape} on "
+                        f"{with_article(background + ' background')}")
+
+
 def short_caption(scene: Scene, world: WorldConfig) -> str:
     """The most salient object on its background: "a large red star on a grey background"."""
     obj = salient_object(scene, world)
-    fill = "" if obj.fill == "solid" else FILL_WORDS[obj.fill] + " "
-    background = with_article(f"{scene.background} background")
-    return with_article(f"{SIZE_WORDS.get(obj.size, obj.size)} {fill}{obj.colour} {obj.shape} on {background}")
+    return short_phrase(obj.size, obj.fill, obj.colour, obj.shape, scene.background)
 
 
 def paraphrases(scene: Scene, world: WorldConfig, config: CaptionConfig, rng: random.Random) -> List[str]:

@@ -11,7 +11,7 @@ from .render import RenderConfig
 from .validation import check_int
 from .world import WorldConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: retrieval/scenes.jsonl
 SPLITS = ("train", "val", "retrieval", "segmentation", "pairs")
 
 

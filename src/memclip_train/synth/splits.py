@@ -2,7 +2,7 @@
 
 An item is a plain dict of bytes and strings, ready for the split's writer (see ``writers.py``):
     train/val:     {"key", "jpg", "txt", "json"}         one webdataset sample
-    retrieval:     {"index", "jpg", "long", "short"}      "short" lists the paraphrases, the short caption first
+    retrieval:     {"index", "jpg", "long", "short", "scene"}  "short" lists the paraphrases, the short caption first
     segmentation:  {"id", "jpg", "png"}                   image and palette class mask
     pairs:         {"id", "pattern", "differs", "a", "b"} each side {"jpg", "caption", "short", "scene"}
 """
@@ -16,7 +16,7 @@ from .encoding import encode_jpeg, encode_palette_png
 from .pairs import make_pair
 from .render import Rendering, render_scene
 from .seeding import item_rng
-from .world import Scene, sample_scene
+from .world import Scene, WorldConfig, salient_object, sample_scene
 
 Item = Dict[str, Any]
 
@@ -25,6 +25,11 @@ def scene_record(scene: Scene, rendering: Rendering) -> Dict[str, Any]:
     """The scene as JSON-ready data: background, texture, and objects with their pixel boxes."""
     objects = [dict(obj.to_dict(), bbox=list(box)) for obj, box in zip(scene.objects, rendering.bboxes)]
     return {"background": scene.background, "texture": scene.texture, "objects": objects}
+
+
+def annotated_scene_record(scene: Scene, rendering: Rendering, world: WorldConfig) -> Dict[str, Any]:
+    """:func:`scene_record` plus ``salient``, the index of the object the short caption names."""
+    return dict(scene_record(scene, rendering), salient=scene.objects.index(salient_object(scene, world)))
 
 
 def scene_for(config: SynthConfig, split: str, index: int) -> Scene:
@@ -55,6 +60,7 @@ def retrieval_item(config: SynthConfig, split: str, index: int) -> Item:
         "jpg": encode_jpeg(rendering.image, config.jpeg_quality),
         "long": long_caption(scene, config.world, config.captions, caption_rng),
         "short": paraphrases(scene, config.world, config.captions, caption_rng),
+        "scene": annotated_scene_record(scene, rendering, config.world),
     }
 
 

@@ -2,6 +2,7 @@
 
     train/, val/      webdataset shards + sizes.json (via memclip_train.data.shard_writer.ShardWriter)
     retrieval/        Urban-1k layout (image/N.jpg, caption/N.txt) + captions_short.json (COCO captions format)
+                      + scenes.jsonl (each image's scene graph, for semantic retrieval and zero-shot labels)
     segmentation/     VOC layout (JPEGImages/, SegmentationClass/ palette PNGs, ImageSets/Segmentation/val.txt)
                       + classes.txt
     pairs/            images/ID_a.jpg, ID_b.jpg + pairs.jsonl
@@ -61,7 +62,8 @@ class ShardSplitWriter(SplitWriter):
 
 
 class RetrievalSplitWriter(SplitWriter):
-    """retrieval/: image/N.jpg, caption/N.txt (the long caption on one line) and captions_short.json."""
+    """retrieval/: image/N.jpg, caption/N.txt (the long caption on one line), captions_short.json and scenes.jsonl
+    (``{"index", "background", "texture", "objects": [...], "salient": i}`` per image, in index order)."""
 
     def __init__(self, folder: Path, config: SynthConfig) -> None:
         super().__init__(folder, config)
@@ -69,9 +71,11 @@ class RetrievalSplitWriter(SplitWriter):
         (folder / "caption").mkdir(exist_ok=True)
         self.images: List[Dict[str, Any]] = []
         self.annotations: List[Dict[str, Any]] = []
+        self.scenes: List[str] = []
 
     def add(self, item: Item) -> None:
         index = item["index"]
+        self.scenes.append(json.dumps({"index": index, **item["scene"]}, ensure_ascii=False))
         (self.folder / "image" / f"{index}.jpg").write_bytes(item["jpg"])
         (self.folder / "caption" / f"{index}.txt").write_text(item["long"].replace("\n", " ") + "\n", encoding="utf-8")
         size = self.config.render.image_size
@@ -87,6 +91,7 @@ class RetrievalSplitWriter(SplitWriter):
             "annotations": self.annotations,
         }
         write_json_atomic(self.folder / "captions_short.json", coco, indent=None)
+        write_text_atomic(self.folder / "scenes.jsonl", "".join(line + "\n" for line in self.scenes))
         return {"images": len(self.images), "short_captions": len(self.annotations)}
 
 

@@ -1,14 +1,17 @@
 """Segmentation benchmarks in their official layouts (mmseg's, as SCLIP evaluates them) and the synthetic world."""
 from __future__ import annotations
 
+import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 from ..retrieval_sets.base import LayoutError, require
+from ...synth.captions import short_phrase
 from .classnames import ADE20K, COCO_STUFF, VOC20
 
 IGNORE = 255
@@ -33,7 +36,9 @@ class SegmentationSet:
         items: (image, mask) file pairs.
         class_names: one entry per class, synonyms joined by ', '.
         reduce_zero_label: label 0 is ignored and every other label shifts down by one (VOC20, ADE20K, Stuff10k).
-        short_side_ratio: the protocol's short side over its 224 window: 336/224 = 1.5, or 448/224 = 2 (Stuff164k).
+        short_side_ratio: the protocol's short side over its 224 window: 336/224 = 1.5, or 448/224 = 2 (Stuff164k);
+            1 for the synthetic world, whose images are segmented at the model's own resolution in one window.
+        templates: prompt templates with one ``{}`` for the class name (None: OpenAI's 80 ImageNet templates).
     """
 
     name: str
@@ -41,6 +46,7 @@ class SegmentationSet:
     class_names: Sequence[str]
     reduce_zero_label: bool
     short_side_ratio: float = 1.5
+    templates: Optional[Sequence[str]] = None
 
     def load_mask(self, index: int) -> np.ndarray:
         """The label map (H, W) int64 with 255 for ignored pixels, after the dataset's label reduction."""
@@ -76,6 +82,17 @@ def _voc_like(name: str, root: Path) -> List[Tuple[Path, Path]]:
                   require(name, root / "SegmentationClass", LAYOUTS[name]), ids, ".jpg", ".png")
 
 
+def synth_templates(world: Path) -> Optional[List[str]]:
+    """The world's short-caption prompts with ``{}`` for the shape, over every size, fill, colour and background
+    (None when the world's vocabularies are unknown: no world.json)."""
+    world_json = Path(world) / "world.json"
+    if not world_json.is_file():
+        return None
+    vocab = json.loads(world_json.read_text())["vocabularies"]
+    return [short_phrase(size, fill, colour, "{}", background) for size, fill, colour, background in
+            itertools.product(vocab["sizes"], vocab["fills"], vocab["colours"], vocab["backgrounds"])]
+
+
 def load_segmentation_set(name: str, root: Path) -> SegmentationSet:
     """Load a benchmark by name. Raises ValueError for an unknown name and LayoutError for a wrong layout."""
     root = Path(root)
@@ -96,5 +113,5 @@ def load_segmentation_set(name: str, root: Path) -> SegmentationSet:
         root = root / "segmentation" if (root / "segmentation").is_dir() else root
         classes = require(name, root / "classes.txt", LAYOUTS[name]).read_text().split("\n")
         return SegmentationSet(name, _voc_like(name, root), [c for c in classes if c.strip()],
-                               reduce_zero_label=True)
+                               reduce_zero_label=True, short_side_ratio=1.0, templates=synth_templates(root.parent))
     raise ValueError(f"unknown segmentation dataset {name!r}; choose from {sorted(LAYOUTS)}")

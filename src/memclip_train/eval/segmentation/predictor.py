@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import open_clip
@@ -15,18 +15,25 @@ from .dense import dense_features
 
 
 @torch.no_grad()
-def class_classifier(model: torch.nn.Module, tokenizer: Callable, class_names: Sequence[str], device: torch.device
+def class_classifier(model: torch.nn.Module, tokenizer: Callable, class_names: Sequence[str], device: torch.device,
+                     templates: Optional[Sequence[str]] = None, batch_size: int = 512
                      ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Text embeddings of every synonym, averaged over the 80 OpenAI ImageNet templates.
+    """Text embeddings of every synonym, averaged over ``templates`` (default: the 80 OpenAI ImageNet templates).
 
     Returns:
         (queries (Q, D) normalised, query_to_class (Q,) int64): synonyms of one class share its index.
     """
+    if templates is None:
+        prompts_of = [lambda name, t=t: t(name) for t in open_clip.OPENAI_IMAGENET_TEMPLATES]
+    else:
+        prompts_of = [lambda name, t=t: t.format(name) for t in templates]
     queries, owners = [], []
     for index, entry in enumerate(class_names):
         for synonym in (s.strip() for s in entry.split(",") if s.strip()):
-            tokens = tokenizer([template(synonym) for template in open_clip.OPENAI_IMAGENET_TEMPLATES]).to(device)
-            features = F.normalize(model.encode_text(tokens).float(), dim=-1).mean(0)
+            prompts = [prompt(synonym) for prompt in prompts_of]
+            features = torch.cat([
+                F.normalize(model.encode_text(tokenizer(prompts[i:i + batch_size]).to(device)).float(), dim=-1)
+                for i in range(0, len(prompts), batch_size)]).mean(0)
             queries.append(F.normalize(features, dim=0))
             owners.append(index)
     return torch.stack(queries), torch.tensor(owners, device=device)
@@ -51,7 +58,8 @@ class ClipSegmenter:
     averaged over overlapping windows, resized to the image, logit scale, softmax, max over synonyms, argmax."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, class_names: Sequence[str], method: str,
-                 geometry: SlidingWindow, device: torch.device, autocast: Callable, logit_scale: float = 40.0):
+                 geometry: SlidingWindow, device: torch.device, autocast: Callable, logit_scale: float = 40.0,
+                 templates: Optional[Sequence[str]] = None):
         self.model = model
         self.method = method
         self.geometry = geometry
@@ -63,7 +71,7 @@ class ClipSegmenter:
         self.std = torch.tensor(cfg["std"]).view(3, 1, 1)
         self.num_classes = len(class_names)
         with autocast():
-            self.queries, self.owners = class_classifier(model, tokenizer, class_names, device)
+            self.queries, self.owners = class_classifier(model, tokenizer, class_names, device, templates)
 
     def _windows(self, height: int, width: int) -> List[Tuple[int, int, int, int]]:
         window, stride = self.geometry.window, self.geometry.stride

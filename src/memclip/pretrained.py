@@ -1,0 +1,64 @@
+"""Pretrained weights that ship inside the package, found by (architecture, tag) like open_clip's tags.
+
+Each entry is two files in ``memclip/pretrained/``: ``<model>-<tag>.safetensors`` (the weights, with the model's
+memclip config in the metadata) and ``<model>-<tag>.json``, its record: the sha256 and size of the weights, the
+command and seed that made them, and the metrics measured on them. Today one entry ships:
+``ViT-Tiny-8`` / ``synth``, a tiny CLIP pretrained on the synthetic world's scene stream, so that
+``memclip.create_model("ViT-Tiny-8", pretrained="synth")`` works offline on a fresh clone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+RECORD_FIELDS = ("model", "tag", "weights", "sha256", "bytes")
+
+
+def _records(directory: Path = PRETRAINED_DIR) -> Dict[tuple, Dict[str, Any]]:
+    records = {}
+    for path in sorted(directory.glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if all(key in record for key in RECORD_FIELDS):
+            records[(record["model"], record["tag"])] = dict(record, record_path=str(path))
+    return records
+
+
+def list_shipped_tags(model: str) -> List[str]:
+    """The tags of ``model`` whose weights ship with memclip (e.g. ``["synth"]`` for ViT-Tiny-8)."""
+    return sorted(tag for (name, tag) in _records() if name == model)
+
+
+def shipped_record(model: str, tag: str) -> Optional[Dict[str, Any]]:
+    """The record of a shipped checkpoint (command, seed, metrics, sha256), or None if there is none."""
+    return _records().get((model, tag))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_weights(model: str, tag: str) -> Optional[Path]:
+    """The verified weights file of a shipped checkpoint, or None when ``(model, tag)`` ships nothing.
+
+    Raises:
+        RuntimeError: the file is missing or its sha256 differs from the record (a broken install or checkout;
+            Git LFS pointers are a common cause).
+    """
+    record = shipped_record(model, tag)
+    if record is None:
+        return None
+    path = Path(record["record_path"]).parent / record["weights"]
+    if not path.is_file():
+        raise RuntimeError(f"memclip's pretrained '{tag}' weights for {model} are missing: {path}")
+    digest = file_sha256(path)
+    if digest != record["sha256"]:
+        raise RuntimeError(f"memclip's pretrained '{tag}' weights for {model} are corrupt: sha256 {digest} of {path} "
+                           f"differs from the recorded {record['sha256']}; reinstall memclip or re-create them")
+    return path

@@ -1,0 +1,186 @@
+"""Metrics that fit the synthetic world, read from its scene graphs (``retrieval/scenes.jsonl``).
+
+A short caption names one object ("a large red star on a grey background"), so many images satisfy it and exact-image
+recall is capped by ambiguity. Two measures use the scene graphs instead:
+
+- **semantic retrieval**: a short-caption query is a hit at k when one of the top k images satisfies every attribute
+  the caption states (an object of that size, fill, colour and shape, on that background);
+- **zero-shot classification** of the salient object's shape, colour and size: each class is the mean text embedding
+  of the short-caption prompts that state it, over every value of the other attributes (a prompt ensemble), and an
+  image gets the class whose embedding is nearest.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+
+import torch
+
+from ..synth.captions import short_phrase
+from .retrieval_sets.base import LayoutError, read_jsonl
+
+SCENES_FILE = "scenes.jsonl"
+ZEROSHOT_ATTRIBUTES = ("shape", "colour", "size")
+PROMPT_ATTRIBUTES = ("size", "fill", "colour", "shape", "background")
+SCENES_LAYOUT = """    <world>/world.json (vocabularies), <world>/retrieval/scenes.jsonl (one scene graph per image, in order),
+    written by python -m memclip_train.synth (format version 2 or later)"""
+
+
+@dataclass(frozen=True)
+class SynthScenes:
+    """The retrieval images' scene graphs and the world's vocabularies.
+
+    Attributes:
+        scenes: one dict per retrieval image, in index order: background, texture, objects, salient.
+        vocabularies: the world's attribute values (``shapes``, ``colours``, ``sizes``, ``fills``, ``backgrounds``).
+    """
+
+    scenes: List[Dict[str, Any]]
+    vocabularies: Dict[str, Any]
+
+    def salient(self, index: int) -> Dict[str, Any]:
+        scene = self.scenes[index]
+        return scene["objects"][scene["salient"]]
+
+    def values(self, attribute: str) -> List[str]:
+        """The vocabulary of one prompt attribute, in the world's order."""
+        table = {"size": "sizes", "fill": "fills", "colour": "colours", "shape": "shapes",
+                 "background": "backgrounds"}[attribute]
+        return list(self.vocabularies[table])
+
+
+def load_scenes(world: Path) -> SynthScenes:
+    """Read ``world.json`` and ``retrieval/scenes.jsonl`` of a written world.
+
+    Raises:
+        LayoutError: a file is missing (worlds written before format version 2 lack scenes.jsonl: regenerate).
+    """
+    world = Path(world)
+    root = world.parent if world.name == "retrieval" else world
+    world_json = root / "world.json"
+    if not world_json.is_file():
+        raise LayoutError("synth", world_json, SCENES_LAYOUT)
+    vocabularies = json.loads(world_json.read_text())["vocabularies"]
+    rows = read_jsonl("synth", root / "retrieval" / SCENES_FILE, SCENES_LAYOUT)
+    return SynthScenes(sorted(rows, key=lambda row: row["index"]), vocabularies)
+
+
+def short_claims(scene: Mapping[str, Any]) -> Dict[str, str]:
+    """What a scene's short caption states: the salient object's size, fill, colour and shape, and the background."""
+    obj = scene["objects"][scene["salient"]]
+    return {"size": obj["size"], "fill": obj["fill"], "colour": obj["colour"], "shape": obj["shape"],
+            "background": scene["background"]}
+
+
+def satisfies(scene: Mapping[str, Any], claims: Mapping[str, str]) -> bool:
+    """Whether ``scene`` has ``claims["background"]`` and one object with every other claimed attribute."""
+    if scene["background"] != claims["background"]:
+        return False
+    wanted = {k: v for k, v in claims.items() if k != "background"}
+    return any(all(obj[k] == v for k, v in wanted.items()) for obj in scene["objects"])
+
+
+def semantic_hits(similarity: torch.Tensor, scenes: Sequence[Mapping[str, Any]], ks: Sequence[int] = (1, 5)
+                  ) -> Dict[int, List[bool]]:
+    """For each short-caption query (row i describes image i), whether a top-k image satisfies it.
+
+    Args:
+        similarity: (Q, N) text-image similarities, query i being image i's short caption.
+        scenes: the N images' scene graphs.
+    Returns:
+        {k: [hit of query 0, hit of query 1, ...]}.
+    """
+    top = similarity.topk(max(ks), dim=1).indices.tolist()
+    hits: Dict[int, List[bool]] = {k: [] for k in ks}
+    for query, ranked in enumerate(top):
+        claims = short_claims(scenes[query])
+        good = [satisfies(scenes[j], claims) for j in ranked]
+        for k in ks:
+            hits[k].append(any(good[:k]))
+    return hits
+
+
+def prompt_grid(scenes: SynthScenes) -> Tuple[List[str], List[Dict[str, str]]]:
+    """Every short-caption prompt of the world's vocabularies and the attributes each states."""
+    prompts, attributes = [], []
+    for values in itertools.product(*(scenes.values(a) for a in PROMPT_ATTRIBUTES)):
+        stated = dict(zip(PROMPT_ATTRIBUTES, values))
+        prompts.append(short_phrase(**stated))
+        attributes.append(stated)
+    return prompts, attributes
+
+
+def class_embeddings(text_features: torch.Tensor, attributes: Sequence[Mapping[str, str]], attribute: str,
+                     classes: Sequence[str]) -> torch.Tensor:
+    """(C, D) normalised mean of the prompt features that state each class of ``attribute``.
+
+    Args:
+        text_features: (P, D) normalised features of the prompts.
+        attributes: what each prompt states.
+    """
+    rows = []
+    for name in classes:
+        mask = torch.tensor([stated[attribute] == name for stated in attributes])
+        rows.append(torch.nn.functional.normalize(text_features[mask].mean(0), dim=0))
+    return torch.stack(rows)
+
+
+def zero_shot_accuracy(image_features: torch.Tensor, text_features: torch.Tensor,
+                       attributes: Sequence[Mapping[str, str]], scenes: SynthScenes, attribute: str
+                       ) -> Dict[str, Any]:
+    """Zero-shot classification of the salient object's ``attribute`` (shape, colour or size).
+
+    Args:
+        image_features: (N, D) normalised features of the retrieval images.
+        text_features: (P, D) normalised features of :func:`prompt_grid`'s prompts.
+    Returns:
+        {"accuracy": %, "classes": [...], "per_class": {class: %}, "correct": [bool per image]}.
+    """
+    classes = scenes.values(attribute)
+    predicted = (image_features @ class_embeddings(text_features, attributes, attribute, classes).T).argmax(1)
+    truth = [classes.index(scenes.salient(i)[attribute]) for i in range(len(image_features))]
+    correct = [int(p) == t for p, t in zip(predicted.tolist(), truth)]
+    per_class = {}
+    for index, name in enumerate(classes):
+        members = [c for c, t in zip(correct, truth) if t == index]
+        per_class[name] = 100.0 * sum(members) / len(members) if members else float("nan")
+    return {"accuracy": 100.0 * sum(correct) / len(correct), "classes": classes, "per_class": per_class,
+            "correct": correct}
+
+
+def synth_semantic_results(image_features: torch.Tensor, short_features: torch.Tensor, prompt_features: torch.Tensor,
+                           attributes: Sequence[Mapping[str, str]], scenes: SynthScenes) -> Dict[str, Any]:
+    """Semantic short-caption T2I R@1/5 and zero-shot accuracies, with per-query hits for bootstrap intervals.
+
+    Args:
+        image_features: (N, D) normalised features of the N retrieval images.
+        short_features: (N, D) normalised features of each image's own short caption.
+        prompt_features: (P, D) normalised features of :func:`prompt_grid`'s prompts.
+    """
+    if len(image_features) != len(scenes.scenes):
+        raise ValueError(f"{len(image_features)} image features for {len(scenes.scenes)} scene graphs")
+    hits = semantic_hits(short_features @ image_features.T, scenes.scenes)
+    metrics = {f"semantic_t2i_R@{k}": 100.0 * sum(v) / len(v) for k, v in hits.items()}
+    zero_shot = {a: zero_shot_accuracy(image_features, prompt_features, attributes, scenes, a)
+                 for a in ZEROSHOT_ATTRIBUTES}
+    metrics.update({f"zeroshot_{a}": r["accuracy"] for a, r in zero_shot.items()})
+    return {"metrics": metrics, "num_images": len(scenes.scenes), "num_prompts": len(attributes),
+            "hits": {f"semantic_t2i_R@{k}": v for k, v in hits.items()},
+            "zeroshot": zero_shot}
+
+
+def evaluate_synth_semantics(encode_texts: Callable[[Sequence[str]], torch.Tensor], image_features: torch.Tensor, short_captions: Sequence[str], scenes: SynthScenes
+                             ) -> Dict[str, Any]:
+    """:func:`synth_semantic_results` for a model: encodes the short captions and the prompt grid.
+
+    Args:
+        encode_texts: texts -> (len, D) normalised features.
+        image_features: (N, D) normalised features of the retrieval images, in index order.
+        short_captions: each image's own short caption, in index order.
+    """
+    prompts, attributes = prompt_grid(scenes)
+    return synth_semantic_results(image_features, encode_texts(short_captions), encode_texts(prompts), attributes,
+                                  scenes)

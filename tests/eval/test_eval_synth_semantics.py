@@ -1,0 +1,98 @@
+"""Semantic retrieval and zero-shot labels from the synthetic world's scene graphs."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from memclip_train.eval.retrieval_sets.base import LayoutError
+from memclip_train.eval.synth_semantics import (load_scenes, prompt_grid, satisfies, semantic_hits, short_claims,
+                                                synth_semantic_results)
+from memclip_train.synth import generate_world
+from memclip_train.synth.config import SynthConfig
+
+
+def scene(background, *objects, salient=0):
+    keys = ("shape", "colour", "size", "fill")
+    return {"background": background, "objects": [dict(zip(keys, o)) for o in objects], "salient": salient}
+
+
+RED_STAR = ("star", "red", "large", "solid")
+BLUE_RING = ("ring", "blue", "small", "outline")
+
+
+def test_an_image_satisfies_a_caption_when_one_object_has_every_stated_attribute():
+    claims = short_claims(scene("grey", RED_STAR, BLUE_RING))
+    assert claims == {"shape": "star", "colour": "red", "size": "large", "fill": "solid", "background": "grey"}
+    assert satisfies(scene("grey", BLUE_RING, RED_STAR, salient=0), claims)      # not salient there: still a match
+    assert not satisfies(scene("navy", RED_STAR), claims)                        # other background
+    assert not satisfies(scene("grey", ("star", "red", "small", "solid")), claims)
+    assert not satisfies(scene("grey", ("star", "blue", "large", "solid"), ("square", "red", "large", "solid")),
+                         claims)                                                 # attributes split over objects
+
+
+def test_semantic_hits_count_an_equivalent_image_as_a_hit():
+    scenes = [scene("grey", RED_STAR), scene("grey", RED_STAR, BLUE_RING), scene("navy", BLUE_RING)]
+    similarity = torch.tensor([[0.1, 0.9, 0.0],     # query 0 ranks image 1 first: same red star on grey -> hit
+                               [0.0, 0.2, 0.9],     # query 1 ranks image 2 first: a navy scene -> miss at 1
+                               [0.0, 0.5, 0.4]])    # query 2 (blue ring on navy) ranks image 1 first: grey -> miss
+    hits = semantic_hits(similarity, scenes, ks=(1, 2))
+    assert hits[1] == [True, False, False]
+    assert hits[2] == [True, True, True]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("semantic") / "w"
+    generate_world(SynthConfig(seed=2, train=0, val=0, retrieval=30, segmentation=0, pairs_per_pattern=0), folder,
+                   workers=1, progress=False)
+    return folder
+
+
+def test_scenes_file_follows_the_retrieval_images(world):
+    scenes = load_scenes(world)
+    assert len(scenes.scenes) == 30 == len(list((world / "retrieval" / "image").glob("*.jpg")))
+    captions = json.loads((world / "retrieval" / "captions_short.json").read_text())
+    first = {}
+    for annotation in captions["annotations"]:
+        first.setdefault(annotation["image_id"], annotation["caption"])
+    for index, graph in enumerate(scenes.scenes):
+        obj = scenes.salient(index)
+        assert f"{obj['colour']} {obj['shape']}" in first[index] and graph["background"] in first[index]
+
+
+def test_a_perfect_embedding_scores_full_marks(world):
+    """Features that encode (shape, colour, size) exactly: zero-shot is 100% and semantic R@1 too."""
+    scenes = load_scenes(world)
+    prompts, attributes = prompt_grid(scenes)
+    assert len(prompts) == len(set(prompts)) == 3 * 3 * 11 * 10 * 5
+    vocab = {a: scenes.values(a) for a in ("shape", "colour", "size", "fill", "background")}
+
+    def encode(stated):
+        parts = [F.one_hot(torch.tensor(vocab[a].index(stated[a])), len(vocab[a])).float() for a in vocab]
+        return F.normalize(torch.cat(parts), dim=0)
+
+    prompt_features = torch.stack([encode(a) for a in attributes])
+    short_features = torch.stack([encode(short_claims(s)) for s in scenes.scenes])
+    image_features = short_features.clone()
+    result = synth_semantic_results(image_features, short_features, prompt_features, attributes, scenes)
+    metrics = result["metrics"]
+    assert metrics["zeroshot_shape"] == metrics["zeroshot_colour"] == metrics["zeroshot_size"] == 100.0
+    assert metrics["semantic_t2i_R@1"] == 100.0
+    assert len(result["hits"]["semantic_t2i_R@1"]) == 30
+
+
+def test_a_blind_embedding_scores_near_chance(world):
+    scenes = load_scenes(world)
+    prompts, attributes = prompt_grid(scenes)
+    torch.manual_seed(0)
+    images = F.normalize(torch.randn(30, 16), dim=1)
+    result = synth_semantic_results(images, F.normalize(torch.randn(30, 16), dim=1),
+                                    F.normalize(torch.randn(len(prompts), 16), dim=1), attributes, scenes)
+    assert result["metrics"]["zeroshot_shape"] < 50 and result["metrics"]["semantic_t2i_R@1"] < 50
+
+
+def test_worlds_without_scene_graphs_get_a_clear_error(tmp_path, world):
+    (tmp_path / "world.json").write_text((world / "world.json").read_text())
+    with pytest.raises(LayoutError, match="scenes.jsonl"):
+        load_scenes(tmp_path)

@@ -1,0 +1,56 @@
+"""The parallel memory's gate opens at a fine-tuning lr: it trains at its own fixed lr (MemoryConfig.gate_lr)."""
+import torch
+import torch.nn.functional as F
+
+import memclip
+from memclip.parallel import memory_gates
+
+FINE_TUNE_LR = 1e-5   # the thesis's stage-2 lr
+
+
+def fine_tune(folder, gate_lr: float, steps: int = 30):
+    """Parallel student of a fixed teacher, trained towards other image embeddings; returns (teacher, student)."""
+    torch.manual_seed(0)
+    teacher = memclip.create_model("Test-Micro").eval()
+    memclip.save_pretrained(teacher, folder / "teacher")
+    student = memclip.create_model("Test-Micro-mem", pretrained=str(folder / "teacher"),
+                                   memory={"mode": "parallel", "gate_lr": gate_lr})
+    memclip.freeze_except_memory(student)
+    student.train()
+    optimizer = torch.optim.AdamW(memclip.param_groups(student, lr=FINE_TUNE_LR, weight_decay=0.1), eps=1e-6)
+    images = torch.randn(16, 3, 32, 32)
+    target = F.normalize(torch.randn(16, 32), dim=-1)
+    for _ in range(steps):
+        loss = (1 - F.cosine_similarity(student.encode_image(images, normalize=True), target)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return teacher, student.eval(), images
+
+
+def test_gates_form_their_own_fixed_lr_group():
+    student = memclip.create_model("Test-Micro-mem", memory={"mode": "parallel", "gate_lr": 0.02})
+    memclip.freeze_except_memory(student)
+    groups = {g["name"]: g for g in memclip.param_groups(student, lr=1e-5, weight_decay=0.1)}
+    gates = groups["gates"]
+    assert gates["lr"] == 0.02 and gates["weight_decay"] == 0.0 and gates["fixed_lr"]
+    assert {id(p) for p in gates["params"]} == {id(g) for g in memory_gates(student)}
+    assert groups["values"]["lr"] == 0.01                      # the micro config's value lr, unchanged
+
+
+def test_a_zero_gate_starts_at_the_teacher_and_opens_at_a_fine_tuning_lr(tmp_path):
+    teacher, student, images = fine_tune(tmp_path, gate_lr=memclip.MemoryConfig().gate_lr, steps=0)
+    with torch.no_grad():
+        assert torch.equal(teacher.encode_image(images), student.encode_image(images))
+    teacher, student, images = fine_tune(tmp_path, gate_lr=memclip.MemoryConfig().gate_lr)
+    opened = torch.cat([g.detach().abs() for g in memory_gates(student)]).mean().item()
+    _, shut_student, _ = fine_tune(tmp_path, gate_lr=FINE_TUNE_LR)
+    shut = torch.cat([g.detach().abs() for g in memory_gates(shut_student)]).mean().item()
+    assert shut <= 30 * FINE_TUNE_LR * 1.01, "at the base lr Adam moves the gate by at most ~lr per step"
+    assert opened > 50 * shut
+    with torch.no_grad():
+        change = (student.encode_image(images, normalize=True) - teacher.encode_image(images, normalize=True)).norm(
+            dim=-1).mean().item()
+        shut_change = (shut_student.encode_image(images, normalize=True)
+                       - teacher.encode_image(images, normalize=True)).norm(dim=-1).mean().item()
+    assert change > 10 * shut_change and change > 1e-2, "the open gates carry a read-out that changes the model"
