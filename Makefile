@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= runs/demo
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench clean help
+.PHONY: install demo pretrain test test-fast bench clean help
 
 help:
 	@echo "make demo    install into $(VENV) if needed, then run the whole method on the synthetic world"
+	@echo "             (DEMO_ARGS=--pretrain-teacher re-creates the shipped tiny CLIP first, ~2 h)"
+	@echo "make pretrain re-create the shipped tiny CLIP teacher and install it into the package (~2 h)"
 	@echo "make test    install into $(VENV) if needed, then run the test suite (CPU, < 20 min on 2 cores)"
 	@echo "make bench   print memory-layer timings (python -m memory_layers.bench)"
 	@echo "make install create $(VENV) and install memclip editable with its test and kernel extras"
@@ -22,7 +25,10 @@ $(VENV)/.installed: setup.py requirements.txt
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m memclip_train.demo --out $(DEMO_OUT)
+	$(PY) -m memclip_train.demo --out $(DEMO_OUT) $(DEMO_ARGS)
+
+pretrain: $(VENV)/.installed
+	$(PY) -m memclip_train.pretrain --out runs/pretrain --install
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -26,6 +26,7 @@ from torch import nn
 from memory_layers import MemoryConfig, ProductKeyMemory
 
 from .checkpoint import load_model_state_dict, load_text_tower, read_checkpoint
+from .clip_model import CLIP
 from .position_stretch import stretch_text_positions
 from .registry import ModelSpec, get_model_spec, is_saved_model_dir, list_memclip_models
 from .rope_text import convert_to_rope_text
@@ -89,7 +90,7 @@ def _instantiate(model_cfg: Dict[str, Any], precision: str) -> nn.Module:
     if "multimodal_cfg" in cfg:
         model_class = open_clip.CoCa
     else:
-        model_class = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+        model_class = open_clip.CustomTextCLIP if custom_text else CLIP
     return model_class(**cfg, cast_dtype=open_clip.get_cast_dtype(precision))
 
 

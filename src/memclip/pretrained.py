@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import torch
+from torch import nn
+
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 RECORD_FIELDS = ("model", "tag", "weights", "sha256", "bytes")
 
@@ -62,3 +65,31 @@ def shipped_weights(model: str, tag: str) -> Optional[Path]:
         raise RuntimeError(f"memclip's pretrained '{tag}' weights for {model} are corrupt: sha256 {digest} of {path} "
                            f"differs from the recorded {record['sha256']}; reinstall memclip or re-create them")
     return path
+
+
+def write_shipped(model: nn.Module, directory: Path, model_name: str, tag: str, record: Dict[str, Any],
+                  dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``model``'s weights as ``<model_name>-<tag>.safetensors`` in ``dtype`` (with its memclip config in the
+    metadata) and the record ``<model_name>-<tag>.json`` beside them (``record`` plus the sha256, size and dtype);
+    both atomically. Returns the weights file.
+
+    ``memclip.create_model(model_name, pretrained=tag)`` finds them once they sit in :data:`PRETRAINED_DIR`.
+    """
+    from safetensors.torch import save_file
+
+    from .checkpoint import CONFIG_KEY, atomic_write_bytes, atomic_write_json
+
+    spec = getattr(model, "memclip_spec", None)
+    if spec is None:
+        raise ValueError("write_shipped: the model carries no memclip_spec (build it with memclip.create_model)")
+    directory = Path(directory)
+    stem = f"{model_name}-{tag}"
+    weights = directory / f"{stem}.safetensors"
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    metadata = {CONFIG_KEY: json.dumps(spec.to_config())}
+    atomic_write_bytes(weights, lambda tmp: save_file(state, tmp, metadata=metadata))
+    atomic_write_json(directory / f"{stem}.json", {
+        **record, "model": model_name, "tag": tag, "weights": weights.name, "sha256": file_sha256(weights),
+        "bytes": weights.stat().st_size, "dtype": str(dtype).replace("torch.", ""),
+    })
+    return weights

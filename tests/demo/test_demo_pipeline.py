@@ -13,16 +13,19 @@ from memclip_train.demo.report import COLUMNS, bootstrap, gate_sizes, reading
 def test_stages_are_ordinary_commands_and_the_parallel_student_skips_stage_one(tmp_path):
     pipeline = DemoPipeline(tmp_path, DemoPlan.quick())
     stages = {stage.name: stage for stage in pipeline.stages()}
-    assert list(stages) == ["synthetic world", "teacher", "student-distill", "student-finetune", "control-finetune",
+    assert list(stages) == ["synthetic world", "student-distill", "student-finetune", "control-finetune",
                             "parallel-finetune", "evaluation"]
-    teacher = str(tmp_path / "logs" / "teacher" / "final")
+    teacher = "synth"                                      # the pretrained tiny CLIP that ships with memclip
     distill, parallel = stages["student-distill"].args, stages["parallel-finetune"].args
     assert "--distill" in distill and distill[distill.index("--pretrained") + 1] == teacher
     assert "--distill" not in parallel and parallel[parallel.index("--pretrained") + 1] == teacher
     assert parallel[parallel.index("--memory") + 1] == "mode=parallel"
     assert parallel[parallel.index("--long-short-alpha") + 1] == "0.8"
-    assert list(pipeline.training_runs()) == ["teacher", "student-distill", "student-finetune", "control-finetune",
+    control = stages["control-finetune"].args
+    assert control[control.index("--pretrained") + 1] == teacher
+    assert list(pipeline.training_runs()) == ["student-distill", "student-finetune", "control-finetune",
                                               "parallel-finetune"]
+    assert DemoPipeline(tmp_path, DemoPlan.quick(), teacher="/w/t.safetensors").models()[0].weights == "/w/t.safetensors"
     without = DemoPipeline(tmp_path, DemoPlan.quick(), parallel=False)
     assert "parallel-finetune" not in [stage.name for stage in without.stages()]
 

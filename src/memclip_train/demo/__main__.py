@@ -1,9 +1,10 @@
 """`python -m memclip_train.demo --out runs/demo [--quick] [--seed S]`: the whole method on the synthetic world.
 
-Generates the world, trains the tiny teacher, distils the memory student, fine-tunes it on long + short captions,
-fine-tunes the teacher (the control) and a parallel-memory student (memory beside the MLP) with the same recipe,
-evaluates them all, and writes REPORT.md with pictures. Stages that already finished are reused (``--force`` redoes
-them).
+Starts from the pretrained tiny CLIP that ships with memclip (ViT-Tiny-8, tag ``synth``; ``--pretrain-teacher``
+re-creates it first, about two hours on 2 cores), generates the world, distils the memory student, fine-tunes it on
+long + short captions, fine-tunes the teacher (the control) and a parallel-memory student (memory beside the MLP)
+with the same recipe, evaluates them all, and writes REPORT.md with pictures. Stages that already finished are reused
+(``--force`` redoes them).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .pipeline import OURS, TEACHER, DemoPipeline, first_retrieval_images
+from .. import pretrain
+from .pipeline import OURS, SHIPPED_TEACHER, TEACHER, DemoPipeline, first_retrieval_images
 from .plan import DemoPlan
 from .report import write_report
 
@@ -47,12 +49,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True,
                         help="also fine-tune a parallel-memory student (memory beside the MLP); --no-parallel skips it")
+    teacher = parser.add_mutually_exclusive_group()
+    teacher.add_argument("--teacher", default=SHIPPED_TEACHER,
+                         help="the pretrained ViT-Tiny-8 teacher: a tag, file or saved folder (default: the shipped "
+                              f"'{SHIPPED_TEACHER}' weights)")
+    teacher.add_argument("--pretrain-teacher", action="store_true",
+                         help="first re-create the shipped teacher with python -m memclip_train.pretrain (in "
+                              "OUT/pretrain; about two hours on 2 cores, resumable) and start from it")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.time()
     plan = DemoPlan.quick() if args.quick else DemoPlan()
-    pipeline = DemoPipeline(args.out, plan, args.seed, args.parallel, progress=not args.no_progress)
+    teacher_weights = args.teacher
+    if args.pretrain_teacher:
+        pretrain_args = ["--out", str(args.out / "pretrain"), "--seed", str(args.seed), "--workers", "1"]
+        pretrain_args += (["--quick"] if args.quick else []) + (["--no-progress"] if args.no_progress else [])
+        print("$ python -m memclip_train.pretrain " + " ".join(pretrain_args))
+        pretrain.main(pretrain_args)
+        teacher_weights = str(pretrain.PretrainPipeline(args.out / "pretrain", pretrain.PretrainPlan()).weights)
+    pipeline = DemoPipeline(args.out, plan, args.seed, args.parallel, progress=not args.no_progress,
+                            teacher=teacher_weights)
     print(f"memclip demo -> {args.out} ({'quick' if args.quick else 'full'}; stages that finished are reused)")
     pipeline.run(force=args.force)
     maps = heat_maps(pipeline)

@@ -1,40 +1,13 @@
-"""The demo's stages: each is one of the project's ordinary commands, printed, run in-process, and skipped when its
-output already exists (``--force`` redoes them; an interrupted training stage resumes with ``--resume latest``)."""
+"""The demo's stages: each is one of the project's ordinary commands (see :mod:`memclip_train.stages`)."""
 from __future__ import annotations
 
 import json
-import shlex
-import shutil
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..stages import Stage, run_command, run_stages
 from .plan import DemoPlan
-
-
-@dataclass
-class Stage:
-    """One command of the pipeline.
-
-    Attributes:
-        name: the stage's name in the report.
-        module: the ``python -m`` module that runs it.
-        args: its arguments.
-        done: a file that exists once the stage has finished.
-        outputs: what ``--force`` removes before rerunning.
-        resumable: a training run, continued with ``--resume latest`` when it was interrupted.
-    """
-
-    name: str
-    module: str
-    args: List[str]
-    done: Path
-    outputs: List[Path] = field(default_factory=list)
-    resumable: bool = False
-
-    def command(self) -> str:
-        return "python -m " + self.module + " " + " ".join(shlex.quote(a) for a in self.args)
 
 
 # The table labels of the compared models: the report, its comparisons and the heat maps refer to them by name.
@@ -45,37 +18,35 @@ CONTROL = "control: teacher fine-tuned"
 PARALLEL = "parallel student, fine-tuned"
 
 
+SHIPPED_TEACHER = "synth"
+"""The pretrained tag of the tiny CLIP that ships with memclip (``memclip.create_model("ViT-Tiny-8", "synth")``)."""
+
+
 @dataclass(frozen=True)
 class DemoModel:
-    """A model the report compares: its table label, architecture and weights folder."""
+    """A model the report compares: its table label, architecture and weights (a saved folder, a file or a tag)."""
 
     label: str
     model: str
-    weights: Path
-
-
-def _entry(module: str) -> Callable[[Sequence[str]], int]:
-    if module == "memclip_train.synth":
-        from ..synth.__main__ import main
-    elif module == "memclip_train.main":
-        from ..main import main
-    elif module == "memclip_train.eval":
-        from ..eval.__main__ import main
-    else:
-        raise ValueError(f"no demo entry point for {module}")
-    return main
+    weights: str
 
 
 class DemoPipeline:
-    """Builds the stage list for an output folder and runs it."""
+    """Builds the stage list for an output folder and runs it.
 
-    def __init__(self, out: Path, plan: DemoPlan, seed: int = 0, parallel: bool = True,
-                 progress: bool = True) -> None:
+    Args:
+        teacher: the pretrained teacher's weights: the shipped tag (default) or a file / saved folder, e.g. the one
+            ``python -m memclip_train.pretrain`` exports.
+    """
+
+    def __init__(self, out: Path, plan: DemoPlan, seed: int = 0, parallel: bool = True, progress: bool = True,
+                 teacher: str = SHIPPED_TEACHER) -> None:
         self.out = Path(out)
         self.plan = plan
         self.seed = seed
         self.parallel = parallel
         self.progress = progress
+        self.teacher = str(teacher)
         self.world = self.out / "world"
         self.logs = self.out / "logs"
         self.eval_dir = self.out / "eval"
@@ -90,7 +61,7 @@ class DemoPipeline:
                 "--save-every-n-steps", "50", *recipe_flags, *extra]
         if not self.progress:
             args.append("--no-progress")
-        return Stage(name, "memclip_train.main", args, run / "final" / "memclip_config.json", [run], resumable=True)
+        return Stage(name, "memclip_train.main", args, run / "final" / "memclip_config.json", [run], run_dir=run)
 
     def train_spec(self) -> str:
         """Brace spec of the world's training shards: the shards on disk, or the ones the plan will write."""
@@ -99,15 +70,17 @@ class DemoPipeline:
         return str(self.world / "train" / ("{000000..%06d}.tar" % (max(1, shards) - 1)))
 
     def models(self) -> List[DemoModel]:
+        def final(run: str) -> str:
+            return str(self.logs / run / "final")
+
         models = [
-            DemoModel(TEACHER, "ViT-Tiny-8", self.logs / "teacher" / "final"),
-            DemoModel(DISTILLED, "ViT-Tiny-8-mem", self.logs / "student-distill" / "final"),
-            DemoModel(OURS, "ViT-Tiny-8-mem", self.logs / "student-finetune" / "final"),
-            DemoModel(CONTROL, "ViT-Tiny-8", self.logs / "control-finetune" / "final"),
+            DemoModel(TEACHER, "ViT-Tiny-8", self.teacher),
+            DemoModel(DISTILLED, "ViT-Tiny-8-mem", final("student-distill")),
+            DemoModel(OURS, "ViT-Tiny-8-mem", final("student-finetune")),
+            DemoModel(CONTROL, "ViT-Tiny-8", final("control-finetune")),
         ]
         if self.parallel:
-            models.append(DemoModel(PARALLEL, "ViT-Tiny-8-mem",
-                                    self.logs / "parallel-finetune" / "final"))
+            models.append(DemoModel(PARALLEL, "ViT-Tiny-8-mem", final("parallel-finetune")))
         return models
 
     def stages(self) -> List[Stage]:
@@ -120,10 +93,9 @@ class DemoPipeline:
         long_text = ["--text-context-length", str(plan.long_context), "--text-pos-stretch", "longclip"]
         finetune = ["--long-short-alpha", str(plan.alpha), "--caption-key", "txt", "--long-caption-key", "json.long",
                     *long_text]
-        teacher = str(self.logs / "teacher" / "final")
+        teacher = self.teacher
         stages = [
             Stage("synthetic world", "memclip_train.synth", world_args, self.world / "world.json", [self.world]),
-            self._train("teacher", plan.teacher.flags(), ["--model", "ViT-Tiny-8", "--caption-key", "txt"]),
             self._train("student-distill", plan.distill.flags(),
                         ["--model", "ViT-Tiny-8-mem", "--distill", "--pretrained", teacher]),
             self._train("student-finetune", plan.finetune.flags(),
@@ -158,28 +130,8 @@ class DemoPipeline:
     def run(self, force: bool = False, log: Callable[[str], None] = print) -> Dict[str, float]:
         """Run every stage that has not finished; returns seconds per stage (from ``timings.json`` for skipped)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        timing_file = self.out / "timings.json"
-        timings = json.loads(timing_file.read_text()) if timing_file.exists() and not force else {}
-        for stage in self.stages():
-            if stage.done.exists() and not force:
-                log(f"[skip] {stage.name}: found {stage.done}")
-                continue
-            if force:
-                for path in stage.outputs:
-                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-            args = list(stage.args)
-            if stage.resumable and (self.logs / stage.name).exists():
-                args += ["--resume", "latest"]
-                log(f"[resume] {stage.name}: continuing the interrupted run")
-            log(f"\n$ {Stage(stage.name, stage.module, args, stage.done).command()}")
-            start = time.time()
-            code = _entry(stage.module)(args)
-            if code not in (0, None):
-                raise RuntimeError(f"stage '{stage.name}' failed (exit code {code}); see the output above")
-            timings[stage.name] = round(time.time() - start, 1)
-            timing_file.write_text(json.dumps(timings, indent=2) + "\n")
-        self.timings = timings
-        return timings
+        self.timings = run_stages(self.stages(), self.out / "timings.json", force, log)
+        return self.timings
 
     def heatmap_command(self, model: DemoModel, image: Path, texts: Sequence[str], out: Path) -> List[str]:
         args = ["heatmap", "--model", model.model, "--pretrained", str(model.weights), "--image", str(image),
@@ -189,10 +141,7 @@ class DemoPipeline:
         return args
 
     def run_command(self, module: str, args: List[str], log: Callable[[str], None] = print) -> None:
-        log(f"$ {Stage('', module, args, Path()).command()}")
-        code = _entry(module)(args)
-        if code not in (0, None):
-            raise RuntimeError(f"{module} failed (exit code {code})")
+        run_command(module, args, log)
 
 
 def first_retrieval_images(world: Path, count: int) -> List[Optional[Path]]:

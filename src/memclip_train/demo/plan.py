@@ -23,19 +23,19 @@ class StageRecipe:
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """What the demo generates and trains.
+    """What the demo generates and trains, starting from the pretrained teacher (shipped, or made by
+    ``python -m memclip_train.pretrain``).
 
     Attributes:
         world: arguments of ``python -m memclip_train.synth`` (sizes).
-        teacher, distill, finetune: the three training recipes; the control uses ``finetune`` too.
+        distill, finetune: the two training recipes; the control and the parallel student use ``finetune`` too.
         long_context: context of the fine-tuned text towers (Long-CLIP stretch; the text towers stay frozen).
         alpha: the long/short blend of stage 2.
         heatmap_examples: retrieval images drawn as text -> patch heat maps.
     """
 
     world: Dict[str, int] = field(default_factory=lambda: {
-        "train": 2400, "val": 200, "retrieval": 300, "segmentation": 32, "pairs-per-pattern": 30})
-    teacher: StageRecipe = StageRecipe(epochs=6, lr=1e-3, warmup=50)
+        "train": 4000, "val": 200, "retrieval": 1000, "segmentation": 100, "pairs-per-pattern": 30})
     distill: StageRecipe = StageRecipe(epochs=3, lr=2e-3, wd=0.05, extra=("--value-lr", "5e-3"))
     finetune: StageRecipe = StageRecipe(epochs=2, lr=2e-4, wd=0.05)
     long_context: int = 248
@@ -46,6 +46,6 @@ class DemoPlan:
     def quick(cls) -> "DemoPlan":
         """The same pipeline at a toy size (under 3 minutes on 2 cores)."""
         return cls(world={"train": 512, "val": 64, "retrieval": 64, "segmentation": 8, "pairs-per-pattern": 4},
-                   teacher=StageRecipe(epochs=2, lr=1e-3, warmup=5), distill=StageRecipe(
+                   distill=StageRecipe(
                        epochs=1, lr=2e-3, wd=0.05, warmup=2, extra=("--value-lr", "5e-3")),
                    finetune=StageRecipe(epochs=1, lr=2e-4, wd=0.05, warmup=2), heatmap_examples=1)

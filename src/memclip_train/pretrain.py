@@ -1,0 +1,195 @@
+"""`python -m memclip_train.pretrain --out runs/pretrain [--install]`: pretrain the tiny CLIP teacher that memclip
+ships (``memclip.create_model("ViT-Tiny-8", pretrained="synth")``).
+
+Web-scale CLIP sees each image once, with a short alt-text caption. Here the teacher sees a stream of fresh
+synthetic scenes (``--train-data synth-stream``, never a fixed set) with their short captions only, in families of
+hard negatives. Then its competence is measured on a held-out written world (zero-shot shape, colour and size,
+semantic and exact retrieval, segmentation, blind pairs), and its weights are exported in fp16 with a record of the
+command, seed and metrics. ``--install`` copies them into the package (``memclip/pretrained/``). Every stage is
+resumable: run the same command again after a kill.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import memclip
+from memclip.checkpoint import atomic_write_json
+from memclip.pretrained import PRETRAINED_DIR, write_shipped
+
+from .stages import Stage, run_stages
+
+MODEL = "ViT-Tiny-8"
+TAG = "synth"
+LABEL = "pretrained teacher"
+
+
+@dataclass(frozen=True)
+class PretrainPlan:
+    """The teacher's pretraining recipe and the held-out world it is measured on.
+
+    Attributes:
+        samples_per_epoch, epochs: fresh scenes per epoch and epochs (every epoch draws new scenes).
+        batch_size, lr, warmup, wd: contrastive training settings (AdamW, cosine schedule).
+        family_size: scenes per family of hard negatives in the stream (see ``synth.stream``).
+        world: sizes of the held-out evaluation world (arguments of ``python -m memclip_train.synth``).
+        world_seed: its seed (the stream's scenes come from another random stream, so nothing is shared).
+    """
+
+    samples_per_epoch: int = 100_000
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 500
+    wd: float = 0.1
+    family_size: int = 4
+    world: Dict[str, int] = field(default_factory=lambda: {
+        "train": 0, "val": 500, "retrieval": 1000, "segmentation": 200, "pairs-per-pattern": 30})
+    world_seed: int = 1
+
+    @classmethod
+    def quick(cls) -> "PretrainPlan":
+        """A toy run for tests (seconds)."""
+        return cls(samples_per_epoch=128, epochs=1, batch_size=32, warmup=2,
+                   world={"train": 0, "val": 32, "retrieval": 40, "segmentation": 4, "pairs-per-pattern": 1})
+
+
+class PretrainPipeline:
+    """The stages of teacher pretraining under one output folder."""
+
+    def __init__(self, out: Path, plan: PretrainPlan, seed: int = 0, workers: int = 1, progress: bool = True) -> None:
+        self.out = Path(out)
+        self.plan = plan
+        self.seed = seed
+        self.workers = workers
+        self.progress = progress
+        self.world = self.out / "world"
+        self.run_dir = self.out / "logs" / "teacher"
+        self.export_dir = self.out / "export"
+        self.eval_dir = self.out / "eval"
+
+    @property
+    def weights(self) -> Path:
+        return self.export_dir / f"{MODEL}-{TAG}.safetensors"
+
+    def teacher_args(self) -> List[str]:
+        plan = self.plan
+        args = ["--model", MODEL, "--train-data", f"synth-stream:family_size={plan.family_size}",
+                "--train-num-samples", str(plan.samples_per_epoch), "--epochs", str(plan.epochs),
+                "--batch-size", str(plan.batch_size), "--lr", str(plan.lr), "--warmup", str(plan.warmup),
+                "--wd", str(plan.wd), "--caption-key", "txt", "--val-data", str(self.world / "val" / "000000.tar"),
+                "--precision", "fp32", "--workers", str(self.workers), "--seed", str(self.seed),
+                "--logs", str(self.run_dir.parent), "--name", self.run_dir.name, "--log-every-n-steps", "50",
+                "--save-every-n-steps", "200"]
+        return args + self._quiet()
+
+    def training_stages(self) -> List[Stage]:
+        """The held-out world, then the teacher's training run."""
+        world_args = ["--out", str(self.world), "--seed", str(self.plan.world_seed), "--workers", "2", "--overwrite"]
+        for key, value in self.plan.world.items():
+            world_args += [f"--{key}", str(value)]
+        return [
+            Stage("held-out world", "memclip_train.synth", world_args + self._quiet(), self.world / "world.json",
+                  [self.world]),
+            Stage("teacher", "memclip_train.main", self.teacher_args(), self.run_dir / "final" / "memclip_config.json",
+                  [self.run_dir], run_dir=self.run_dir),
+        ]
+
+    def evaluation_stage(self) -> Stage:
+        """Competence of the exported (fp16) weights on the held-out world."""
+        args = ["synth", "--world", str(self.world), "--out", str(self.eval_dir), "--model", MODEL,
+                "--pretrained", str(self.weights), "--label", LABEL]
+        return Stage("competence", "memclip_train.eval", args + self._quiet(), self.eval_dir / "synth_results.json",
+                     [self.eval_dir])
+
+    def _quiet(self) -> List[str]:
+        return [] if self.progress else ["--no-progress"]
+
+    def export(self, record: Dict[str, Any]) -> Path:
+        """fp16 weights of the trained teacher with their record (metrics are added once measured)."""
+        model = memclip.create_model(str(self.run_dir / "final"))
+        return write_shipped(model, self.export_dir, MODEL, TAG, record)
+
+
+def competence(eval_dir: Path) -> Dict[str, Any]:
+    """The held-out metrics of the pretrained teacher, from ``eval synth``'s results."""
+    results = json.loads((eval_dir / "synth_results.json").read_text())
+    semantics = results["semantics"][LABEL]["metrics"]
+    retrieval = results["retrieval"][LABEL]
+    segmentation = next(v for k, v in results["segmentation"].items() if k.startswith(LABEL))["synth"]
+    pairs = results["pairs"][LABEL]
+    metrics = {key: round(value, 2) for key, value in semantics.items()}
+    for dataset in ("synth-short", "synth-long"):
+        for key in ("t2i_R@1", "i2t_R@1"):
+            metrics[f"{dataset}_{key}"] = round(retrieval[dataset]["metrics"][key], 2)
+    metrics["segmentation_mIoU"] = round(segmentation["mIoU"], 2)
+    metrics["pairs_strict"] = round(pairs["i2t"], 2)
+    return metrics
+
+
+def software() -> Dict[str, str]:
+    import open_clip
+    import torch
+    return {"python": platform.python_version(), "torch": torch.__version__, "open_clip": open_clip.__version__,
+            "memclip": memclip.__version__}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m memclip_train.pretrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/pretrain"), help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the scene stream and of training")
+    parser.add_argument("--samples-per-epoch", type=int, help="fresh scenes per epoch (default: the plan's)")
+    parser.add_argument("--epochs", type=int, help="epochs (default: the plan's)")
+    parser.add_argument("--workers", type=int, default=1, help="processes that draw scenes while the model trains")
+    parser.add_argument("--quick", action="store_true", help="a toy run (for tests)")
+    parser.add_argument("--install", action="store_true",
+                        help=f"copy the weights and their record into the package ({PRETRAINED_DIR})")
+    parser.add_argument("--force", action="store_true", help="redo every stage")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    plan = PretrainPlan.quick() if args.quick else PretrainPlan()
+    changes = {k: v for k, v in (("samples_per_epoch", args.samples_per_epoch), ("epochs", args.epochs)) if v}
+    plan = PretrainPlan(**{**asdict(plan), **changes})
+    pipeline = PretrainPipeline(args.out, plan, args.seed, args.workers, progress=not args.no_progress)
+    start = time.time()
+    training = pipeline.training_stages()
+    timings = run_stages(training, args.out / "timings.json", args.force)
+    record = {
+        "command": "python -m memclip_train.pretrain " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "training_command": training[-1].command(),
+        "seed": args.seed,
+        "plan": asdict(plan),
+        "training_seconds": timings.get("teacher"),
+        "software": software(),
+    }
+    weights = pipeline.weights
+    if args.force or not weights.exists():
+        pipeline.export(record)
+    timings = run_stages([pipeline.evaluation_stage()], args.out / "timings.json", args.force)
+    record = json.loads(weights.with_suffix(".json").read_text())
+    record.update(metrics=competence(pipeline.eval_dir), metrics_world={"seed": plan.world_seed, **plan.world},
+                  evaluation_seconds=timings.get("competence"))
+    atomic_write_json(weights.with_suffix(".json"), record)
+    print(json.dumps(record["metrics"], indent=1))
+    if args.install:
+        PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
+        for path in (weights, weights.with_suffix(".json")):
+            shutil.copy2(path, PRETRAINED_DIR / path.name)
+        print(f"installed {weights.name} and its record in {PRETRAINED_DIR}")
+    print(f"done in {time.time() - start:.0f}s; weights: {weights}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
