@@ -7,7 +7,8 @@ architectures, or one with a long-context text tower) the factory:
 2. gives the vision tower its stem (a convolutional stem where the config asks for one), then loads ``pretrained``
    when it holds teacher weights (an open_clip tag of the teacher, or an open_clip checkpoint);
 3. gives the text tower its context (Long-CLIP stretch) or its RoPE positions;
-4. swaps memory layers into the listed vision blocks;
+4. widens the MLPs of the listed vision blocks (the dense control, :mod:`memclip.wide_mlp`), then swaps memory
+   layers into the listed vision blocks;
 5. loads the finished model's weights when ``pretrained`` is a saved memclip model or a training checkpoint.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .rope_text import convert_to_rope_text
 from .stem import attach_stem
 from .surgery import attach_memory
 from .text_tower import TextTowerConfig
+from .wide_mlp import widen_mlps
 
 logger = logging.getLogger(__name__)
 
@@ -202,14 +204,16 @@ def create_model(
     elif require_pretrained:
         raise RuntimeError(f"require_pretrained=True but no pretrained weights were given for '{model_name}'")
     # How the weights are loaded: "open_clip" (teacher weights in open_clip's layout, before any change),
-    # "teacher" (teacher weights recorded by memclip, after the text change, before the memory), or
+    # "teacher" (teacher weights recorded by memclip, after the text change, before the memory or widening), or
     # "final" (weights of the finished model, recorded config adopted, after every change).
     stage, recorded = None, None
     if checkpoint is not None:
         stage = "open_clip"
         if checkpoint.config is not None:
             recorded = ModelSpec.from_config(spec.name, checkpoint.config)
-            if spec.has_memory and not recorded.has_memory:
+            grows = ((spec.has_memory and not recorded.has_memory)
+                     or (not spec.wide_mlp.is_default and recorded.wide_mlp.is_default))
+            if grows:
                 stage, spec = "teacher", spec.replace(model_cfg=recorded.model_cfg, text=recorded.text,
                                                       stem=recorded.stem)
             else:
@@ -218,8 +222,8 @@ def create_model(
                 stage, spec = "final", recorded
     spec = _resolve_text(_resolve_memory(spec, memory), text_tower)
 
-    is_memclip = (spec.has_memory or not spec.text.is_default or not spec.stem.is_default or saved_dir
-                  or model_name in list_memclip_models())
+    is_memclip = (spec.has_memory or not spec.text.is_default or not spec.stem.is_default
+                  or not spec.wide_mlp.is_default or saved_dir or model_name in list_memclip_models())
     if not is_memclip and stage in (None, "open_clip"):
         model = open_clip.create_model(
             model_name, pretrained=pretrained, precision=precision, device=device, force_quick_gelu=force_quick_gelu,
@@ -258,6 +262,7 @@ def create_model(
         state = _as_model_keys(checkpoint.state_dict, model)
         resize_pos_embed(state, model)
         load_model_state_dict(model, state, source=checkpoint.path)
+    widen_mlps(model, spec.wide_mlp)
     if spec.memory is not None:
         attach_memory(model, spec.memory)
     if stage == "final":

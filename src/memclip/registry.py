@@ -7,7 +7,9 @@ keys that open_clip does not know, and which are removed before the rest reaches
 - ``teacher``: the architecture without memory that the student is distilled from. open_clip pretrained tags
   (``openai``, ``laion2b_s34b_b88k``, ...) are looked up under this name;
 - ``text_tower``: a :class:`memclip.text_tower.TextTowerConfig` as a dict (absent for CLIP's own tower);
-- ``vision_stem``: a :class:`memclip.stem.VisionStemConfig` as a dict (absent for open_clip's patchify stem).
+- ``vision_stem``: a :class:`memclip.stem.VisionStemConfig` as a dict (absent for open_clip's patchify stem);
+- ``wide_mlp``: a :class:`memclip.wide_mlp.WideMLPConfig` as a dict (absent unless some MLPs are widened: the dense
+  control of the capacity study).
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ from memory_layers import MemoryConfig
 
 from .stem import VisionStemConfig
 from .text_tower import TextTowerConfig
+from .wide_mlp import WideMLPConfig
 
-MEMCLIP_KEYS = ("memory", "teacher", "text_tower", "vision_stem")
+MEMCLIP_KEYS = ("memory", "teacher", "text_tower", "vision_stem", "wide_mlp")
 OPEN_CLIP_REQUIRED_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
 SAVED_CONFIG_NAME = "memclip_config.json"
 
@@ -56,6 +59,7 @@ class ModelSpec:
             without memory, its own name.
         text: the text tower and its context length.
         stem: how the vision tower turns images into patch tokens (open_clip's patchify convolution by default).
+        wide_mlp: vision blocks whose MLP is widened beyond the teacher's (none by default).
     """
 
     name: str
@@ -64,6 +68,7 @@ class ModelSpec:
     teacher: Optional[str] = None
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     stem: VisionStemConfig = field(default_factory=VisionStemConfig)
+    wide_mlp: WideMLPConfig = field(default_factory=WideMLPConfig)
 
     @property
     def has_memory(self) -> bool:
@@ -88,7 +93,11 @@ class ModelSpec:
         stem = config.get("vision_stem") or VisionStemConfig()
         if not isinstance(stem, VisionStemConfig):
             stem = VisionStemConfig.from_dict(stem)
-        return cls(name=name, model_cfg=model_cfg, memory=memory, teacher=teacher or name, text=text, stem=stem)
+        wide_mlp = config.get("wide_mlp") or WideMLPConfig()
+        if not isinstance(wide_mlp, WideMLPConfig):
+            wide_mlp = WideMLPConfig.from_dict(wide_mlp)
+        return cls(name=name, model_cfg=model_cfg, memory=memory, teacher=teacher or name, text=text, stem=stem,
+                   wide_mlp=wide_mlp)
 
     @property
     def context_length(self) -> int:
@@ -104,10 +113,12 @@ class ModelSpec:
             config["text_tower"] = self.text.to_dict()
         if not self.stem.is_default:
             config["vision_stem"] = self.stem.to_dict()
+        if not self.wide_mlp.is_default:
+            config["wide_mlp"] = self.wide_mlp.to_dict()
         return config
 
     def replace(self, **changes: Any) -> "ModelSpec":
-        """A copy with ``changes`` applied (name, model_cfg, memory, teacher, text, stem)."""
+        """A copy with ``changes`` applied (name, model_cfg, memory, teacher, text, stem, wide_mlp)."""
         changes.setdefault("model_cfg", copy.deepcopy(self.model_cfg))
         return dataclasses.replace(self, **changes)
 
@@ -115,7 +126,8 @@ class ModelSpec:
         return self.replace(memory=memory)
 
     def teacher_spec(self) -> "ModelSpec":
-        """The teacher: the same architecture without memory and with CLIP's own text tower, named after it."""
+        """The teacher: the same architecture without memory or widened MLPs and with CLIP's own text tower, named
+        after it."""
         name = self.teacher or self.name
         return ModelSpec(name, copy.deepcopy(self.model_cfg), None, name, stem=self.stem)
 

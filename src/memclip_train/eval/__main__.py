@@ -7,6 +7,8 @@ or memclip model.
         --data-root /data/VOCdevkit/VOC2012 --method sclip --out results
     python -m memclip_train.eval synth --world runs/world --model ViT-Tiny-8 --pretrained runs/teacher/final \\
         --model ViT-Tiny-8-mem --pretrained runs/student/final --out results     # short+long retrieval, seg, pairs
+    python -m memclip_train.eval markings --world runs/world-k64 --model ViT-Tiny-8-mem --pretrained runs/s/final \\
+        --text-context-length 248 --text-pos-stretch longclip --out results   # marking R@1 (--markings worlds)
     python -m memclip_train.eval heatmap --model ViT-B-16 --pretrained openai --image cat.jpg --text "a cat" \\
         --out heat.png
 
@@ -30,10 +32,12 @@ from .features import BadImageError
 from .heatmap import draw_heatmaps, similarity_map
 from .models import ModelRef, load_model
 from .retrieval_sets import DATASETS, LayoutError
-from .runner import ModelCache, pairs_table, run_pairs, run_retrieval, run_segmentation, run_synth_semantics
+from .markings import DEFAULT_CANDIDATES
+from .runner import (ModelCache, pairs_table, run_markings, run_pairs, run_retrieval, run_segmentation,
+                     run_synth_semantics)
 from .segmentation import METHODS
 from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS
-from .tables import retrieval_table, segmentation_table, semantics_table
+from .tables import markings_table, retrieval_table, segmentation_table, semantics_table
 
 logger = logging.getLogger("memclip_train.eval")
 
@@ -99,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--world", type=Path, required=True, help="the folder written by memclip_train.synth")
     synth.add_argument("--method", default="sclip", choices=METHODS)
 
+    markings = commands.add_parser("markings", help="marking R@1: which of C names is the marking on the object "
+                                                    "(a world written with --markings K)")
+    _models(markings)
+    _common(markings)
+    markings.add_argument("--world", type=Path, required=True, help="the folder written by memclip_train.synth")
+    markings.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
+                          help="captions per image: the true marking's and C - 1 others (chance 1/C)")
+
     heatmap = commands.add_parser("heatmap", help="text -> patch similarity maps over an image")
     _models(heatmap)
     heatmap.add_argument("--image", type=Path, required=True)
@@ -156,6 +168,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             table = pairs_table(results)
         elif args.command == "synth":
             table = run_synth(refs, args, device)
+        elif args.command == "markings":
+            results = run_markings(refs, args.world, args.out, device, args.precision, args.candidates,
+                                   args.batch_size, not args.no_progress)
+            table = markings_table(results)
+            (args.out / "markings_table.md").write_text(table + "\n")
         else:
             ref = refs[0]
             loaded = load_model(ref, device)

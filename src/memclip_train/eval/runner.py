@@ -1,6 +1,7 @@
 """Running evaluations over several models and datasets, with stored results reused (used by the CLI and demo)."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -10,6 +11,7 @@ import torch
 from .models import LoadedModel, ModelRef, autocast_for, load_model
 from .pairs import evaluate_pairs, write_pairs_result
 from .features import encode_images, encode_texts
+from .markings import evaluate_markings, load_marking_queries
 from .retrieval import cache_key, cached_result, evaluate_retrieval, result_path, store_result
 from .retrieval_sets import load_retrieval_set
 from .segmentation import ClipSegmenter, SlidingWindow, evaluate_segmentation, load_segmentation_set
@@ -29,13 +31,15 @@ class ModelCache:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.loaded: Dict[ModelRef, LoadedModel] = {}
+        self.loaded: Dict[str, LoadedModel] = {}
 
     def get(self, ref: ModelRef) -> LoadedModel:
-        if ref not in self.loaded:
+        # Keyed by the ref's JSON form: a ref with a text-tower dict is not hashable.
+        key = json.dumps([ref.model, ref.pretrained, ref.text_tower, ref.name], sort_keys=True)
+        if key not in self.loaded:
             logger.info("loading %s", ref.label)
-            self.loaded[ref] = load_model(ref, self.device)
-        return self.loaded[ref]
+            self.loaded[key] = load_model(ref, self.device)
+        return self.loaded[key]
 
 
 def run_retrieval(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequence[Path], out: Path,
@@ -134,6 +138,27 @@ def run_synth_semantics(refs: Sequence[ModelRef], world: Path, out: Path, device
         logger.info("%s: semantic short T2I R@1 %.1f, zero-shot shape %.1f colour %.1f size %.1f", ref.label,
                     *(result["metrics"][k] for k in ("semantic_t2i_R@1", "zeroshot_shape", "zeroshot_colour",
                                                      "zeroshot_size")))
+        results[ref.label] = result
+    return results
+
+
+def run_markings(refs: Sequence[ModelRef], world: Path, out: Path, device: torch.device, precision: str,
+                 candidates: int, batch_size: int = 64, progress: bool = True) -> Dict[str, Dict[str, Any]]:
+    """Marking R@1 of every model on a world with markings (see :mod:`.markings`); returns results[model label],
+    each also stored as ``out/markings/<model tag>.json``."""
+    models = ModelCache(device)
+    autocast = autocast_for(precision, device)
+    queries = load_marking_queries(world, candidates)
+    results = {}
+    for ref in refs:
+        result = evaluate_markings(models.get(ref), queries, device, autocast, batch_size, progress,
+                                   cache_dir=Path(out) / "markings" / "text_features")
+        result.update({"model": ref.model, "pretrained": ref.pretrained, "label": ref.label, "world": str(world),
+                       "precision": precision})
+        store_result(Path(out) / "markings" / f"{ref.tag}.json", result)
+        logger.info("%s: marking R@1 %.1f (chance %.1f, %d markings), long T2I R@1 %.1f", ref.label,
+                    result["metrics"]["marking_R@1"], result["metrics"]["chance"], result["markings"],
+                    result["metrics"]["long_t2i_R@1"])
         results[ref.label] = result
     return results
 

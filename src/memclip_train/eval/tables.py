@@ -47,3 +47,13 @@ def semantics_table(results: Dict[str, Dict]) -> str:
         cells = [f"{result['metrics'][key]:.1f}" for key, _ in SEMANTIC_COLUMNS]
         lines.append("| " + " | ".join([model] + cells) + " |")
     return "\n".join(lines)
+
+
+def markings_table(results: Dict[str, Dict]) -> str:
+    """``results[model]`` of the marking evaluation -> marking R@1 (with chance) and long-caption T2I R@1 (%)."""
+    lines = ["| model | marking R@1 | chance | long T2I R@1 |", "|---|---|---|---|"]
+    for model, result in results.items():
+        metrics = result["metrics"]
+        lines.append(f"| {model} | {metrics['marking_R@1']:.1f} | {metrics['chance']:.1f} | "
+                     f"{metrics['long_t2i_R@1']:.1f} |")
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 from .captions import CaptionConfig
 from .config import SynthConfig
 from .generate import generate_world
+from .markings import MarkingConfig
 from .render import RenderConfig
 from .world import WorldConfig
 
@@ -68,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pairwise relation sentences per long caption, at most")
     parser.add_argument("--paraphrases", type=_positive, default=defaults.captions.paraphrases,
                         help="short captions per retrieval image in captions_short.json")
+    parser.add_argument("--markings", type=_count, default=defaults.world.markings.count,
+                        help="K named markings painted on salient objects and named in long captions only "
+                             "(0: none, the world is unchanged)")
+    parser.add_argument("--marking-family", type=_positive, default=defaults.world.markings.family,
+                        help="train/val samples in a row that show one scene with different markings")
     parser.add_argument("--jpeg-quality", type=_positive, default=defaults.jpeg_quality, help="JPEG quality, 1-100")
     parser.add_argument("--supersample", type=_positive, default=defaults.render.supersample,
                         help="anti-aliasing factor (1 = aliased)")
@@ -89,7 +95,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         pairs_per_pattern=args.pairs_per_pattern,
         samples_per_shard=args.samples_per_shard,
         jpeg_quality=args.jpeg_quality,
-        world=WorldConfig(min_objects=args.min_objects, max_objects=args.max_objects),
+        world=WorldConfig(min_objects=args.min_objects, max_objects=args.max_objects,
+                          markings=MarkingConfig(count=args.markings, family=args.marking_family)),
         render=RenderConfig(image_size=args.image_size, supersample=args.supersample),
         captions=CaptionConfig(max_relations=args.max_relations, paraphrases=args.paraphrases),
     )

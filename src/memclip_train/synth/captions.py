@@ -4,6 +4,7 @@
 - ``paraphrases``: several short captions (COCO style), the short caption first.
 - ``long_caption``: every object with all its attributes and position, the counts, the empty rows and columns and
   some pairwise relations, in a varied sentence order. Scenes with two or more objects run past CLIP's 77 tokens.
+  In a world with markings, one more sentence names the salient object's marking; no short caption ever does.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 from .validation import check_int, check_number
-from .world import Scene, SceneObject, WorldConfig, salient_object
+from .world import Scene, SceneObject, WorldConfig, marked_object, salient_object
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SIZE_WORDS = {"small": "small", "medium": "medium-sized", "large": "large"}
@@ -36,6 +37,11 @@ TEXTURE_SENTENCES = {
     "speckled": ("The {bg} background is lightly speckled.", "The background is {bg} with fine speckles."),
     "gradient": ("The {bg} background has a soft gradient.", "The background is {bg}, shading gently across."),
 }
+MARKING_SENTENCES = (
+    "{ref} bears the {name} mark.",
+    "{ref} is marked with the {name} sign.",
+    "The {name} glyph is painted on {ref}.",
+)
 ROW_NAMES = ("top row", "middle row", "bottom row")
 COLUMN_NAMES = ("left column", "middle column", "right column")
 
@@ -183,6 +189,11 @@ def count_sentences(scene: Scene, rng: random.Random) -> List[str]:
     return sentences
 
 
+def marking_sentence(obj: SceneObject, scene: Scene, rng: random.Random) -> str:
+    """The sentence that names ``obj``'s marking ("The large red star bears the vapen mark.")."""
+    return capitalise(rng.choice(MARKING_SENTENCES).format(ref=reference(obj, scene), name=obj.marking))
+
+
 def intro_sentence(scene: Scene, rng: random.Random) -> str:
     count = len(scene.objects)
     what = "a single shape" if count == 1 else f"{NUMBERS[count]} shapes"
@@ -195,7 +206,8 @@ def intro_sentence(scene: Scene, rng: random.Random) -> str:
 
 
 def long_caption(scene: Scene, world: WorldConfig, config: CaptionConfig, rng: random.Random) -> str:
-    """A multi-sentence description of every object (attributes, position), counts, empty regions and relations.
+    """A multi-sentence description of every object (attributes, position), counts, empty regions and relations,
+    and the marking when an object carries one.
 
     The overview sentence opens the caption with probability ``config.intro_first``; the other sentences come in a
     random order.
@@ -204,6 +216,9 @@ def long_caption(scene: Scene, world: WorldConfig, config: CaptionConfig, rng: r
     body += count_sentences(scene, rng)
     body += relation_sentences(scene, rng, config.max_relations)
     body.append(rng.choice(TEXTURE_SENTENCES[scene.texture]).format(bg=scene.background))
+    marked = marked_object(scene)
+    if marked is not None:
+        body.append(marking_sentence(marked, scene, rng))
     rng.shuffle(body)
     intro = intro_sentence(scene, rng)
     if rng.random() < config.intro_first:

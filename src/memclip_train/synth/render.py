@@ -3,7 +3,9 @@
 Each object is drawn ``supersample`` times larger, alone in its grid cell, and box-filtered down. A pixel's colour is
 the background blended with the object colour by the painted coverage; a pixel belongs to an object when at least
 half of it lies inside the object's silhouette. Outlined objects own only their stroke: the hollow inside is marked
-``IGNORE`` (255), as VOC marks ambiguous pixels. Per-object coverages are cached, so a scene costs a few array ops.
+``IGNORE`` (255), as VOC marks ambiguous pixels. A marking (see ``markings.py``) is painted over its object's centre
+and changes no mask: its pixels keep the label they had. Per-object coverages are cached, so a scene costs a few array
+ops.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .markings import INK, PAPER, MarkingConfig, badge_coverage
 from .shapes import erode, silhouette, stripes
 from .validation import check_int, check_number
 from .world import GRID, Scene, WorldConfig
@@ -132,6 +135,16 @@ def background(scene: Scene, world: WorldConfig, config: RenderConfig) -> np.nda
     return np.clip(image, 0, 255, out=image)
 
 
+def paint_marking(region: np.ndarray, name: str, markings: MarkingConfig, config: RenderConfig) -> None:
+    """Paint the badge of the marking called ``name`` over the centre of ``region`` ((side, side, 3) float32, in
+    place)."""
+    glyph = markings.glyphs()[markings.index(name)]
+    ink, paper = badge_coverage(glyph.astype(np.uint8).tobytes(), markings.grid, region.shape[0], markings.badge,
+                                config.supersample)
+    region *= (1.0 - ink - paper)[..., None]
+    region += ink[..., None] * np.asarray(INK, dtype=np.float32) + paper[..., None] * np.asarray(PAPER, np.float32)
+
+
 def render_scene(scene: Scene, world: WorldConfig, config: RenderConfig) -> Rendering:
     """Draw ``scene``: every object centred in its own grid cell, sized by its size's fraction of the cell."""
     image = background(scene, world, config)
@@ -149,6 +162,8 @@ def render_scene(scene: Scene, world: WorldConfig, config: RenderConfig) -> Rend
         alpha = painted[..., None]
         region *= 1.0 - alpha
         region += alpha * colour
+        if obj.marking is not None:
+            paint_marking(region, obj.marking, world.markings, config)
         owned = inside >= 0.5
         labels = instances[top:top + side, left:left + side]
         if obj.fill == "outline":

@@ -5,6 +5,9 @@ An item is a plain dict of bytes and strings, ready for the split's writer (see 
     retrieval:     {"index", "jpg", "long", "short", "scene"}  "short" lists the paraphrases, the short caption first
     segmentation:  {"id", "jpg", "png"}                   image and palette class mask
     pairs:         {"id", "pattern", "differs", "a", "b"} each side {"jpg", "caption", "short", "scene"}
+
+In a world with marking families (``MarkingConfig.family`` > 1), train and val samples come in runs of that many: one
+scene, one caption sentence order, a different marking for each member.
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from .encoding import encode_jpeg, encode_palette_png
 from .pairs import make_pair
 from .render import Rendering, render_scene
 from .seeding import item_rng
-from .world import Scene, WorldConfig, salient_object, sample_scene
+from .world import Scene, WorldConfig, mark_salient, salient_object, sample_scene
 
 Item = Dict[str, Any]
+FAMILY_SPLITS = ("train", "val")
 
 
 def scene_record(scene: Scene, rendering: Rendering) -> Dict[str, Any]:
@@ -32,16 +36,31 @@ def annotated_scene_record(scene: Scene, rendering: Rendering, world: WorldConfi
     return dict(scene_record(scene, rendering), salient=scene.objects.index(salient_object(scene, world)))
 
 
+def scene_index(config: SynthConfig, split: str, index: int) -> int:
+    """The index whose randomness item ``index`` draws its scene and captions from: its family's, in the splits
+    that have marking families, else its own."""
+    family = config.world.markings.family
+    return index // family if split in FAMILY_SPLITS else index
+
+
 def scene_for(config: SynthConfig, split: str, index: int) -> Scene:
     """The scene of item ``index`` of a scene split (train, val, retrieval, segmentation)."""
-    return sample_scene(item_rng(config.seed, split, index, "scene"), config.world)
+    source = scene_index(config, split, index)
+    scene = sample_scene(item_rng(config.seed, split, source, "scene"), config.world)
+    markings = config.world.markings
+    if markings.family == 1 or split not in FAMILY_SPLITS:
+        return scene
+    rng = item_rng(config.seed, split, source, "family")
+    chosen = rng.sample(range(markings.count), markings.family)[index % markings.family]
+    return mark_salient(rng, scene, config.world, markings.names()[chosen])
 
 
 def shard_item(config: SynthConfig, split: str, index: int) -> Item:
     scene = scene_for(config, split, index)
     rendering = render_scene(scene, config.world, config.render)
     short = short_caption(scene, config.world)
-    long = long_caption(scene, config.world, config.captions, item_rng(config.seed, split, index, "caption"))
+    caption_rng = item_rng(config.seed, split, scene_index(config, split, index), "caption")
+    long = long_caption(scene, config.world, config.captions, caption_rng)
     record = scene_record(scene, rendering)
     return {
         "key": f"{index:09d}",

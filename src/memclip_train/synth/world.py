@@ -2,7 +2,8 @@
 
 A scene is a background (a named colour and a light texture) and 1-6 objects, each alone in one cell of a 3x3 grid,
 so objects never overlap and "left of" / "above" are unambiguous. An object has a shape, a colour, a size, a
-position (its cell), an orientation (only for shapes that point somewhere) and a fill.
+position (its cell), an orientation (only for shapes that point somewhere) and a fill. In a world with markings
+(``WorldConfig.markings.count`` > 0) the salient object of every scene is large and carries one named marking.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+from .markings import MarkingConfig
 from .shapes import DRAWABLE_SHAPES, FILL_NAMES, TEXTURE_NAMES
 from .validation import check_int, check_number
 
@@ -78,6 +80,7 @@ class WorldConfig:
         fills: fill names ("solid", "striped", "outline").
         min_objects, max_objects: objects per scene (uniform), at most 9 (one per cell).
         min_contrast: smallest RGB distance between an object's colour and the background's.
+        markings: the named markings painted on salient objects (none by default).
     """
 
     shapes: Tuple[str, ...] = SHAPES
@@ -91,8 +94,11 @@ class WorldConfig:
     min_objects: int = 1
     max_objects: int = 6
     min_contrast: float = 90.0
+    markings: MarkingConfig = field(default_factory=MarkingConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.markings, Mapping):
+            object.__setattr__(self, "markings", MarkingConfig(**self.markings))
         for name in ("shapes", "oriented_shapes", "orientations", "textures", "fills"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             _unique_names(name, getattr(self, name))
@@ -141,8 +147,12 @@ class WorldConfig:
         return tuple(n for n, rgb in self.colours.items() if colour_distance(rgb, bg) >= self.min_contrast)
 
     def vocabularies(self) -> Dict[str, Any]:
-        """Every vocabulary as plain JSON-ready data (for world.json)."""
+        """Every vocabulary as plain JSON-ready data (for world.json); markings only when the world has them, so a
+        world without markings records exactly what it did before they existed."""
         data = dataclasses.asdict(self)
+        del data["markings"]
+        if self.markings.enabled:
+            data["markings"] = self.markings.vocabulary()
         data["colours"] = {k: list(v) for k, v in self.colours.items()}
         data["backgrounds"] = {k: list(v) for k, v in self.backgrounds.items()}
         data["positions"] = [{"name": n, "row": r, "column": c} for n, r, c in POSITIONS]
@@ -151,7 +161,8 @@ class WorldConfig:
 
 @dataclass(frozen=True)
 class SceneObject:
-    """One object; ``position`` is a grid cell name, ``orientation`` is None for shapes that point nowhere."""
+    """One object; ``position`` is a grid cell name, ``orientation`` is None for shapes that point nowhere, and
+    ``marking`` the name of the marking painted on it (None: unmarked)."""
 
     shape: str
     colour: str
@@ -159,6 +170,7 @@ class SceneObject:
     position: str
     orientation: Optional[str]
     fill: str
+    marking: Optional[str] = None
 
     @property
     def cell(self) -> Tuple[int, int]:
@@ -169,7 +181,11 @@ class SceneObject:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The attributes as a dict; ``marking`` only when the object carries one."""
+        data = dataclasses.asdict(self)
+        if self.marking is None:
+            del data["marking"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -230,7 +246,28 @@ def sample_scene(rng: random.Random, world: WorldConfig, num_objects: Optional[i
     texture_seed = rng.getrandbits(32)
     positions = rng.sample([name for name, _, _ in POSITIONS], num_objects)
     objects = [sample_object(rng, world, background, position) for position in positions]
-    return Scene(background=background, texture=texture, texture_seed=texture_seed, objects=tuple(objects))
+    scene = Scene(background=background, texture=texture, texture_seed=texture_seed, objects=tuple(objects))
+    return mark_salient(rng, scene, world) if world.markings.enabled else scene
+
+
+def mark_salient(rng: random.Random, scene: Scene, world: WorldConfig, marking: Optional[str] = None) -> Scene:
+    """``scene`` with its salient object made large and carrying ``marking`` (a random one of the world's if None).
+
+    Growing the salient object keeps it the largest, but another large object may then win the tie-break: the
+    marking goes to whichever object is salient in the end, so a short caption always names the marked object.
+    """
+    largest = tuple(world.sizes)[-1]
+    target = salient_object(scene, world)
+    scene = scene.with_objects([o.replace(size=largest) if o is target else o for o in scene.objects])
+    target = salient_object(scene, world)
+    if marking is None:
+        marking = world.markings.names()[rng.randrange(world.markings.count)]
+    return scene.with_objects([o.replace(marking=marking if o is target else None) for o in scene.objects])
+
+
+def marked_object(scene: Scene) -> Optional[SceneObject]:
+    """The object that carries a marking, or None in a world without markings."""
+    return next((o for o in scene.objects if o.marking is not None), None)
 
 
 def salient_object(scene: Scene, world: WorldConfig) -> SceneObject:
