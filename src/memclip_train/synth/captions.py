@@ -4,7 +4,8 @@
 - ``paraphrases``: several short captions (COCO style), the short caption first.
 - ``long_caption``: every object with all its attributes and position, the counts, the empty rows and columns and
   some pairwise relations, in a varied sentence order. Scenes with two or more objects run past CLIP's 77 tokens.
-  In a world with markings, one more sentence names the salient object's marking; no short caption ever does.
+  In a world with markings, the long caption opens with a sentence naming the salient object's marking (a frozen
+  text tower's embedding of a long caption barely depends on its late words); no short caption ever does.
 """
 from __future__ import annotations
 
@@ -210,15 +211,12 @@ def long_caption(scene: Scene, world: WorldConfig, config: CaptionConfig, rng: r
     and the marking when an object carries one.
 
     The overview sentence opens the caption with probability ``config.intro_first``; the other sentences come in a
-    random order.
+    random order. A marking's sentence comes before them all.
     """
     body = [object_sentence(obj, rng) for obj in scene.objects]
     body += count_sentences(scene, rng)
     body += relation_sentences(scene, rng, config.max_relations)
     body.append(rng.choice(TEXTURE_SENTENCES[scene.texture]).format(bg=scene.background))
-    marked = marked_object(scene)
-    if marked is not None:
-        body.append(marking_sentence(marked, scene, rng))
     rng.shuffle(body)
     intro = intro_sentence(scene, rng)
     if rng.random() < config.intro_first:
@@ -226,6 +224,9 @@ def long_caption(scene: Scene, world: WorldConfig, config: CaptionConfig, rng: r
     else:
         sentences = body[:]
         sentences.insert(rng.randrange(1, len(body) + 1), intro)
+    marked = marked_object(scene)
+    if marked is not None:
+        sentences.insert(0, marking_sentence(marked, scene, rng))
     return " ".join(sentences)
 
 

@@ -95,7 +95,7 @@ def make_pair(rng: random.Random, world: WorldConfig, pattern: str) -> BlindPair
         differs = {"attribute": pattern, "a": old, "b": new, "object": target.to_dict()}
     elif pattern == "count":
         count = sum(o.shape == target.shape for o in objects)
-        added = target.replace(position=rng.choice(scene.free_positions()))
+        added = target.replace(position=rng.choice(scene.free_positions()), marking=None)  # a marking is one object's
         first, second = scene, scene.with_objects(objects + [added])
         differs = {"attribute": "count", "a": count, "b": count + 1, "object": added.to_dict()}
     else:
