@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import memclip
-from conftest import MICRO, MICRO_MEMORY
 from memclip.cost import model_cost
 from memclip.wide_mlp import WideMLPConfig, equal_parameter_hidden, mlp_parameters, widen_mlps
 
@@ -21,7 +20,9 @@ def dense_micro(tmp_path_factory, micro_configs):
     """``Test-Micro-dense``: Test-Micro with the MLPs of Test-Micro-mem's memory blocks widened from 128 to 200
     hidden units (the micro memory is smaller than its MLPs, so here the width is not the equal-parameter one)."""
     folder = tmp_path_factory.mktemp("dense_configs")
-    config = {"teacher": "Test-Micro", **MICRO, "wide_mlp": {"layers": MICRO_MEMORY["layers"], "hidden": DENSE_HIDDEN}}
+    config = {**memclip.get_model_config("Test-Micro"), "teacher": "Test-Micro",
+              "wide_mlp": {"layers": list(memclip.get_model_spec("Test-Micro-mem").memory.layers),
+                           "hidden": DENSE_HIDDEN}}
     (folder / "Test-Micro-dense.json").write_text(json.dumps(config))
     memclip.add_model_config(folder)
     return DENSE_HIDDEN
@@ -96,10 +97,10 @@ def test_forward_flops_match_a_count_by_hand(dense_micro):
     assert teacher.vision_flops == patchify + 3 * (attention + mlp) + projection
     assert teacher.memory_parameters == 0 and teacher.memory_bag_flops == 0
 
-    m = MICRO_MEMORY   # 2 heads, k_dim 16, n_keys 8, knn 4, v_dim 24
-    bag = 2 * tokens * m["heads"] * m["knn"] * m["v_dim"]
-    memory = (2 * tokens * width * m["heads"] * m["k_dim"] + 2 * tokens * m["heads"] * m["n_keys"] * m["k_dim"]
-              + 2 * 2 * tokens * width * m["v_dim"] + bag)
+    m = memclip.get_model_spec("Test-Micro-mem").memory   # 2 heads, k_dim 16, n_keys 8, knn 4, v_dim 24
+    bag = 2 * tokens * m.heads * m.knn * m.v_dim
+    memory = (2 * tokens * width * m.heads * m.k_dim + 2 * tokens * m.heads * m.n_keys * m.k_dim
+              + 2 * 2 * tokens * width * m.v_dim + bag)
     student = model_cost(memclip.create_model("Test-Micro-mem"))
     assert student.vision_flops == teacher.vision_flops + 2 * (memory - mlp)
     assert student.memory_bag_flops == 2 * bag

@@ -57,7 +57,8 @@ def plot(summary: Dict[str, Any], out: Path) -> Path:
         axis.set_xticks(markings)
         axis.set_xticklabels([str(k) for k in markings])
         axis.set_xlabel("K (named markings in the world)")
-        axis.legend(fontsize=7, frameon=False)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7, frameon=False)
     figure.tight_layout()
     figure.savefig(out, dpi=110)
     plt.close(figure)
