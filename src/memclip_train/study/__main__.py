@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -97,14 +97,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           "points; finished points are skipped)")
     results = pipeline.run()
     costs_file = args.out / "costs.json"
-    costs = json.loads(costs_file.read_text()) if costs_file.exists() else {}
-    if not set(plan.models) <= set(costs):
-        costs = model_costs(list(MODELS))
-        write_json_atomic(costs_file, costs)
-    summary = summarise(results, costs)
+    if not costs_file.exists():
+        write_json_atomic(costs_file, model_costs(list(MODELS)))
+    summary = summarise(results, json.loads(costs_file.read_text()))
     text = tables(summary)
     (args.out / "study_table.md").write_text(text + "\n")
-    write_json_atomic(args.out / "study_results.json", {"summary": summary, "plan": repr(plan),
+    write_json_atomic(args.out / "study_results.json", {"summary": summary, "plan": asdict(plan),
                                                        "teacher": args.teacher})
     plot(summary, args.out / "study.png")
     print("\n" + text)

@@ -16,6 +16,9 @@ from .pipeline import TEACHER  # noqa: E402
 from .plan import COMPARISONS, MODELS  # noqa: E402
 
 
+_SPREAD = 2 ** 0.03   # on the log-K axis, models drawn a few percent apart, so equal results stay visible
+
+
 def _colour(model: str) -> str:
     """One colour per model in both panels (the teacher grey)."""
     return "0.45" if model == TEACHER else COLOURS[list(MODELS).index(model) % len(COLOURS)]
@@ -25,12 +28,13 @@ def plot(summary: Dict[str, Any], out: Path) -> Path:
     """Write the two-panel PNG to ``out`` and return it."""
     markings = summary["markings"]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for model in summary["models"]:
+    count = len(summary["models"])
+    for index, model in enumerate(summary["models"]):
         cells = [summary["recall"]["marking"][k].get(model) for k in markings]
         points = [(k, c) for k, c in zip(markings, cells) if c is not None]
         if not points:
             continue
-        ks = [k for k, _ in points]
+        ks = [k * _SPREAD ** (index - (count - 1) / 2) for k, _ in points]   # side by side, not on top
         colour = _colour(model)
         style = "--" if model == TEACHER else "-"
         left.plot(ks, [c["value"] for _, c in points], style, marker="o", color=colour, label=label(model))

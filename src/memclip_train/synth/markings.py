@@ -1,7 +1,7 @@
 """Named markings: the world's knowledge-heavy axis (off unless ``MarkingConfig.count`` > 0).
 
 A marking is a small black-and-white glyph (a ``grid`` x ``grid`` bit pattern in a white frame) painted on the
-salient object of a scene, and it has a made-up name ("vorbel", "skatun", ...) that appears in long captions only.
+salient object of a scene, and it has a made-up name ("vapen", "mebrolu", ...) that appears in long captions only.
 Nothing about a glyph tells its name: the K glyph -> name associations are facts to memorise, not to compose.
 
 Both the glyph and the name of marking ``i`` are pure functions of ``i``: the vocabulary of a world with K markings
@@ -92,9 +92,9 @@ def _name(rng: random.Random) -> str:
 
 
 @lru_cache(maxsize=None)
-def _name_sequence(count: int) -> Tuple[str, ...]:
+def _name_sequence() -> Tuple[str, ...]:
     names, taken = [], set()
-    for index in range(count):
+    for index in range(MAX_MARKINGS):
         rng = random.Random(f"memclip-synth-marking-name/{index}")
         name = _name(rng)
         while name in taken or len(name) < 5:
@@ -106,7 +106,7 @@ def _name_sequence(count: int) -> Tuple[str, ...]:
 
 def marking_names(count: int) -> Tuple[str, ...]:
     """The first ``count`` marking names: made-up words of 5 letters or more, unique, and the same for every K."""
-    return _name_sequence(MAX_MARKINGS)[:count]
+    return _name_sequence()[:count]
 
 
 @lru_cache(maxsize=None)

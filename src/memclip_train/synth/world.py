@@ -97,8 +97,6 @@ class WorldConfig:
     markings: MarkingConfig = field(default_factory=MarkingConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.markings, Mapping):
-            object.__setattr__(self, "markings", MarkingConfig(**self.markings))
         for name in ("shapes", "oriented_shapes", "orientations", "textures", "fills"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             _unique_names(name, getattr(self, name))
