@@ -34,6 +34,7 @@ from .preemption import PREEMPTED_EXIT_CODE, Preempted
 from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
 from .trainer import NonFiniteLoss, Trainer
+from .training_zeroshot import TrainingZeroShot
 from .values_sharding import shard_values
 
 logger = logging.getLogger("memclip_train")
@@ -118,6 +119,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
         val = build_data(config.data.val_data, config.data, task.val_fields, task.preprocess_val, task.tokenizer,
                          config.optim.batch_size, env, config.seed, train=False,
                          num_samples=config.data.val_num_samples)
+    zeroshot = TrainingZeroShot.from_config(config)
     optimizer = create_optimizer(config, task.model)
     scaler = create_scaler(config, env)
     state = TrainState()
@@ -138,7 +140,8 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
         model = DistributedDataParallel(task.model, device_ids=[env.device.index] if env.device.type == "cuda"
                                         else None)
     run_logger = RunLogger(run_dir, config, env.is_master)
-    trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state)
+    trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
+                      zeroshot=zeroshot)
     trainer.last_good = checkpoint_path
     try:
         trainer.fit()

@@ -49,6 +49,8 @@ class DataConfig:
     csv_long_caption_key: Optional[str] = None
     csv_separator: str = "\t"
     shuffle_buffer: int = 1000
+    imagenet_val: Optional[str] = None
+    imagenet_v2: Optional[str] = None
 
     def __post_init__(self) -> None:
         _check(self.dataset_type in DATASET_TYPES, f"--dataset-type {self.dataset_type!r}: one of {DATASET_TYPES}")
@@ -178,6 +180,7 @@ class LoggingConfig:
     val_frequency: int = 1
     resume: Optional[str] = None
     progress: bool = True
+    zeroshot_frequency: int = 2
 
     def __post_init__(self) -> None:
         bad = [r for r in self.report_to if r not in REPORT_TO]
@@ -185,6 +188,7 @@ class LoggingConfig:
         _check(self.log_every_n_steps >= 1, "--log-every-n-steps must be >= 1")
         _check(self.save_frequency >= 0 and self.save_every_n_steps >= 0, "save frequencies must be >= 0")
         _check(self.val_frequency >= 0, "--val-frequency must be >= 0")
+        _check(self.zeroshot_frequency >= 0, f"--zeroshot-frequency {self.zeroshot_frequency}: must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -259,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--csv-long-caption-key", default=d.csv_long_caption_key)
     g.add_argument("--csv-separator", default=d.csv_separator)
     g.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer, help="samples in the shuffle buffer")
+    g.add_argument("--imagenet-val", help="ImageNet val in ImageFolder layout, for zero-shot top-1/top-5 during "
+                                          "training (see --zeroshot-frequency)")
+    g.add_argument("--imagenet-v2", help="ImageNet-V2 (matched-frequency) for zero-shot evaluation during training")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=m.model)
     g.add_argument("--pretrained", help="open_clip tag of the teacher, a checkpoint file, or a saved memclip folder")
@@ -307,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-every-n-steps", type=int, default=lg.save_every_n_steps,
                    help="also refresh epoch_latest.pt every N steps (mid-epoch resume)")
     g.add_argument("--val-frequency", type=int, default=lg.val_frequency, help="validate every N epochs")
+    g.add_argument("--zeroshot-frequency", type=int, default=lg.zeroshot_frequency,
+                   help="zero-shot ImageNet every N epochs and after the last (0: never)")
     g.add_argument("--resume", help="a checkpoint path, or 'latest' for the newest in this run's folder")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seed", type=int, default=0)
@@ -320,7 +329,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data=DataConfig(args.train_data, args.val_data, args.dataset_type, args.dataset_resampled,
                         args.train_num_samples, args.val_num_samples, args.workers, args.caption_key,
                         args.long_caption_key, args.csv_img_key, args.csv_caption_key, args.csv_long_caption_key,
-                        args.csv_separator, args.shuffle_buffer),
+                        args.csv_separator, args.shuffle_buffer, imagenet_val=args.imagenet_val,
+                        imagenet_v2=args.imagenet_v2),
         model=ModelConfig(args.model, args.pretrained, args.precision, args.grad_checkpointing, args.lock_text,
                           args.trainable, args.value_lr, args.text_tower, args.text_context_length,
                           args.text_pos_stretch, args.rope_ntk_factor, tuple(args.memory)),
@@ -330,7 +340,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                         args.distill_layer_weight, args.distill_text, args.long_short_alpha, args.local_loss,
                         args.gather_with_grad),
         logging=LoggingConfig(args.logs, args.name, report_to, args.log_every_n_steps, args.save_frequency,
-                              args.save_every_n_steps, args.val_frequency, args.resume, not args.no_progress),
+                              args.save_every_n_steps, args.val_frequency, args.resume, not args.no_progress,
+                              zeroshot_frequency=args.zeroshot_frequency),
         seed=args.seed,
         device=args.device,
     )

@@ -26,6 +26,7 @@ from .preemption import Preempted, PreemptionFlag
 from .run_logger import RunLogger
 from .schedule import LearningRateSchedule
 from .tasks.base import Task
+from .training_zeroshot import TrainingZeroShot
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +82,13 @@ class Trainer:
         run_dir: the run folder.
         run_logger: metrics.jsonl and friends.
         state: where the run starts.
+        zeroshot: zero-shot ImageNet sets and their frequency (--imagenet-val/--imagenet-v2), or None.
     """
 
     def __init__(self, config: TrainConfig, env: DistributedEnv, task: Task, model: nn.Module,
                  optimizer: torch.optim.Optimizer, scaler: Optional[Any], train: RunData, val: Optional[RunData],
-                 run_dir: Path, run_logger: RunLogger, state: TrainState) -> None:
+                 run_dir: Path, run_logger: RunLogger, state: TrainState,
+                 zeroshot: Optional[TrainingZeroShot] = None) -> None:
         self.config = config
         self.env = env
         self.task = task
@@ -98,6 +101,7 @@ class Trainer:
         self.checkpoint_dir = run_dir / "checkpoints"
         self.run_logger = run_logger
         self.state = state
+        self.zeroshot = zeroshot
         self.accum = config.optim.accum_freq
         self.steps_per_epoch = train.batches_per_epoch // self.accum
         if self.steps_per_epoch < 1:
@@ -132,6 +136,8 @@ class Trainer:
             frequency = self.config.logging.val_frequency
             if self.val is not None and frequency and (completed % frequency == 0 or completed == epochs):
                 self.validate(completed)
+            if self.zeroshot is not None and self.zeroshot.due(completed):
+                self.zero_shot(completed)
             self.save_epoch(completed)
             if self.stop and completed < epochs:
                 self._raise_preempted()
@@ -309,6 +315,21 @@ class Trainer:
         logger.info("validation after epoch %d: %s", epoch,
                     " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
         self.task.model.train()
+        return metrics
+
+    def zero_shot(self, epoch: int) -> Optional[Dict[str, float]]:
+        """Zero-shot top-1/top-5 on the --imagenet-val/--imagenet-v2 sets, on rank 0, logged as kind 'zeroshot'."""
+        metrics = None
+        with full_value_tables(self.task.model):
+            if self.env.is_master:
+                start = time.time()
+                metrics = self.zeroshot.evaluate(self.task.model, self.task.preprocess_val, self.task.tokenizer,
+                                                 self.env.device, self.autocast, self.config.optim.batch_size,
+                                                 self.config.data.workers, self.config.logging.progress)
+                metrics["seconds"] = time.time() - start
+                self.run_logger.log("zeroshot", self.state.step, epoch, metrics)
+                logger.info("zero-shot after epoch %d: %s", epoch, " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        barrier(self.env)
         return metrics
 
     def _save(self, path: Path) -> None:
