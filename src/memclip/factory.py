@@ -62,11 +62,14 @@ def _resolve_text(spec: ModelSpec, text_tower: Union[None, str, TextTowerConfig,
 
 
 def _force(model_cfg: Dict[str, Any], quick_gelu: bool, patch_dropout: Optional[float],
-           image_size: Optional[Union[int, Tuple[int, int]]], context_length: Optional[int]) -> Dict[str, Any]:
+           image_size: Optional[Union[int, Tuple[int, int]]], context_length: Optional[int],
+           custom_text: bool = False) -> Dict[str, Any]:
     """Apply open_clip's ``force_*`` overrides to a copy of the config."""
     model_cfg = copy.deepcopy(model_cfg)
     if quick_gelu:
         model_cfg["quick_gelu"] = True
+    if custom_text:
+        model_cfg["custom_text"] = True
     if patch_dropout is not None:
         model_cfg["vision_cfg"]["patch_dropout"] = patch_dropout
     if image_size is not None:
@@ -155,6 +158,7 @@ def create_model(
     force_patch_dropout: Optional[float] = None,
     force_image_size: Optional[Union[int, Tuple[int, int]]] = None,
     force_context_length: Optional[int] = None,
+    force_custom_text: bool = False,
     force_preprocess_cfg: Optional[Dict[str, Any]] = None,
     cache_dir: Optional[str] = None,
     output_dict: Optional[bool] = None,
@@ -219,17 +223,18 @@ def create_model(
         model = open_clip.create_model(
             model_name, pretrained=pretrained, precision=precision, device=device, force_quick_gelu=force_quick_gelu,
             force_patch_dropout=force_patch_dropout, force_image_size=force_image_size,
-            force_context_length=force_context_length, force_preprocess_cfg=force_preprocess_cfg,
-            cache_dir=cache_dir, output_dict=output_dict, require_pretrained=require_pretrained,
-            weights_only=weights_only, **open_clip_kwargs,
+            force_context_length=force_context_length, force_custom_text=force_custom_text,
+            force_preprocess_cfg=force_preprocess_cfg, cache_dir=cache_dir, output_dict=output_dict,
+            require_pretrained=require_pretrained, weights_only=weights_only, **open_clip_kwargs,
         )
-        model.memclip_spec = spec
+        model.memclip_spec = spec.replace(model_cfg=_force(spec.model_cfg, force_quick_gelu, force_patch_dropout,
+                                                           force_image_size, force_context_length, force_custom_text))
         return model
     if open_clip_kwargs:
         raise TypeError(f"create_model got arguments only open_clip models take: {sorted(open_clip_kwargs)}")
 
     spec = spec.replace(model_cfg=_force(spec.model_cfg, force_quick_gelu, force_patch_dropout, force_image_size,
-                                         force_context_length))
+                                         force_context_length, force_custom_text))
     # The text tower the weights were saved with: load them in that form, then change it to the one asked for.
     loaded_text = recorded.text if stage in ("teacher", "final") else TextTowerConfig()
     native = spec.model_cfg["text_cfg"].get("context_length", 77)

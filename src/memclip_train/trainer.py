@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections import Counter
@@ -11,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
+from open_clip_train.precision import get_autocast
 from tqdm import tqdm
 
 import memclip
@@ -106,12 +106,12 @@ class Trainer:
         self.steps_per_epoch = train.batches_per_epoch // self.accum
         if self.steps_per_epoch < 1:
             raise ValueError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
-        self.schedule = LearningRateSchedule(optimizer, config.optim.warmup,
-                                             self.steps_per_epoch * config.optim.epochs, config.optim.lr_scheduler)
-        precision = config.model.precision
-        dtype = torch.bfloat16 if precision == "amp_bf16" else torch.float16
-        self.autocast: Callable = functools.partial(torch.autocast, device_type=env.device.type, dtype=dtype,
-                                                    enabled=precision != "fp32")
+        o = config.optim
+        self.schedule = LearningRateSchedule(optimizer, o.warmup, self.steps_per_epoch * o.epochs,
+                                             "none" if o.skip_scheduler else o.lr_scheduler,
+                                             self.steps_per_epoch * (o.epochs_cooldown or 0), o.lr_cooldown_power,
+                                             o.lr_cooldown_end)
+        self.autocast: Callable = get_autocast(config.model.precision, env.device.type)
         self.watch = NonFiniteWatch(env.device)
         self.preemption = PreemptionFlag()
         self.stop = False
@@ -350,4 +350,7 @@ class Trainer:
         if frequency and (completed % frequency == 0 or completed == self.config.optim.epochs):
             self._save(self.checkpoint_dir / f"epoch_{completed}.pt")
         self._save(self.checkpoint_dir / LATEST)
+        previous = self.checkpoint_dir / f"epoch_{completed - 1}.pt"
+        if self.config.logging.delete_previous_checkpoint and self.env.is_master and previous.exists():
+            previous.unlink()
 

@@ -19,6 +19,15 @@ def expand_urls(spec: str) -> List[str]:
     return [u for u in urls if u]
 
 
+def shard_weights(spec: str, factors: str) -> List[float]:
+    """Each shard's sampling weight: the ``::``-separated factor of its source (open_clip's
+    ``--train-data-upsampling-factors``), so a source's share is its factor times its shard count."""
+    weights: List[float] = []
+    for part, factor in zip(spec.split("::"), factors.split("::")):
+        weights.extend(float(factor) for url in braceexpand.braceexpand(part.strip()) if url)
+    return weights
+
+
 def is_csv(spec: str) -> bool:
     return spec.endswith((".csv", ".tsv")) and os.path.isfile(spec)
 
