@@ -32,9 +32,11 @@ SAMPLES = {
     "--image-interpolation": ["bilinear"], "--image-resize-mode": ["squash"], "--force-patch-dropout": ["0.25"],
 }
 # Flags that only make sense with another one (open_clip_train's pairings, checked by memclip's config).
-COMPANIONS = {"--train-data-upsampling-factors": ["--dataset-resampled", "--train-data", "a.tar::b.tar"], "--distill-model": ["--distill-pretrained",
-              "openai"], "--distill-pretrained": ["--distill-model", "ViT-B-32"], "--lr-scheduler": [
-              "--epochs-cooldown", "3"]}
+COMPANIONS = {
+    "--train-data-upsampling-factors": ["--dataset-resampled", "--train-data", "a.tar::b.tar"],
+    "--distill-model": ["--distill-pretrained", "openai"], "--distill-pretrained": ["--distill-model", "ViT-B-32"],
+    "--lr-scheduler": ["--epochs-cooldown", "3"],
+}
 
 
 def open_clip_parser() -> argparse.ArgumentParser:

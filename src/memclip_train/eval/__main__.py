@@ -1,16 +1,16 @@
 """`python -m memclip_train.eval`: retrieval, zero-shot classification and segmentation, blind pairs and heat maps,
 for any open_clip or memclip model.
 
-    python -m memclip_train.eval retrieval --model ViT-B-16 --pretrained openai \\
+    python -m memclip_train.eval retrieval --model ViT-B-16-quickgelu --pretrained openai \\
         --model ViT-B-16-mem --pretrained runs/stage2/final --dataset urban1k --data-root /data/Urban1k --out results
     python -m memclip_train.eval zeroshot --model ViT-B-16-quickgelu --pretrained openai --dataset imagenet \\
         --data-root /data/imagenet/val --dataset imagenet-v2 --data-root /data/imagenetv2 --out results
-    python -m memclip_train.eval segmentation --model ViT-B-16 --pretrained openai --dataset voc20 \\
+    python -m memclip_train.eval segmentation --model ViT-B-16-quickgelu --pretrained openai --dataset voc20 \\
         --data-root /data/VOCdevkit/VOC2012 --method sclip --out results
     python -m memclip_train.eval synth --world runs/world --model ViT-Tiny-8 --pretrained runs/teacher/final \\
         --model ViT-Tiny-8-mem --pretrained runs/student/final --out results     # short+long retrieval, seg, pairs
-    python -m memclip_train.eval heatmap --model ViT-B-16 --pretrained openai --image cat.jpg --text "a cat" \\
-        --out heat.png
+    python -m memclip_train.eval heatmap --model ViT-B-16-quickgelu --pretrained openai --image cat.jpg \\
+        --text "a cat" --out heat.png
 
 A dataset may carry a variant after '@': coco@val2017, flickr30k@full, iiw@dci:sentence, sharegpt4v-1k@sam10k.
 Results are written per model and dataset and reused when the model's weights, the data and the precision are

@@ -14,10 +14,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 """torchvision's ImageFolder extensions (any case)."""
 
 OPENAI_TEMPLATES_NAME = f"{len(OPENAI_IMAGENET_TEMPLATES)} OpenAI ImageNet templates"
-IMAGENET_LAYOUT = """    <root>/<wnid>/<image>.JPEG   (or <root>/val/<wnid>/...): the 50,000 val images in 1,000 class folders
-                                 n01440764 ... n15075141, sorted = open_clip's IMAGENET_CLASSNAMES order"""
+IMAGENET_LAYOUT = """    <root>/<wnid>/<image>.JPEG   (or <root>/val/<wnid>/...): the 50,000 val images in 1,000
+      class folders n01440764 ... n15075141, sorted = open_clip's IMAGENET_CLASSNAMES order"""
 IMAGENET_V2_VARIANTS = ("matched-frequency", "threshold0.7", "top-images")
-IMAGENET_V2_LAYOUT = """    <root>/imagenetv2-<variant>-format-val/<label>/<image>.jpeg   (or <root> = that folder itself)
+IMAGENET_V2_LAYOUT = """    <root>/imagenetv2-<variant>-format-val/<label>/<image>.jpeg   (or <root> = that folder)
       1,000 folders named 0 ... 999 by ImageNet class index (the release tarballs, extracted)"""
 IMAGE_FOLDER_LAYOUT = """    <root>/<class folder>/<image>   one folder per class; labels follow the sorted folder names
       class names: --class-names FILE (one per line, in that order), else the folder names ('_' -> ' ')"""
