@@ -4,7 +4,8 @@ Models without memory that open_clip knows pass straight to open_clip. For a mem
 architectures, or one with a long-context text tower) the factory:
 
 1. builds the teacher architecture with open_clip's model classes;
-2. loads ``pretrained`` when it holds teacher weights (an open_clip tag of the teacher, or an open_clip checkpoint);
+2. loads ``pretrained`` when it holds teacher weights (an open_clip tag of the teacher, an open_clip checkpoint, or a
+   Long-CLIP checkpoint, whose 248-token context the model then takes);
 3. gives the text tower its context (Long-CLIP stretch) or its RoPE positions;
 4. swaps memory layers into the listed vision blocks;
 5. loads the finished model's weights when ``pretrained`` is a saved memclip model or a training checkpoint.
@@ -25,6 +26,7 @@ from torch import nn
 from memory_layers import MemoryConfig, ProductKeyMemory
 
 from .checkpoint import load_model_state_dict, load_text_tower, read_checkpoint
+from .longclip_weights import from_longclip_state_dict, is_longclip_state_dict
 from .position_stretch import stretch_text_positions
 from .registry import ModelSpec, get_model_spec, is_saved_model_dir, list_memclip_models
 from .rope_text import convert_to_rope_text
@@ -202,6 +204,15 @@ def create_model(
         checkpoint = read_checkpoint(pretrained, spec.teacher, cache_dir=cache_dir, weights_only=weights_only)
     elif require_pretrained:
         raise RuntimeError(f"require_pretrained=True but no pretrained weights were given for '{model_name}'")
+    longclip = checkpoint is not None and is_longclip_state_dict(checkpoint.state_dict)
+    if longclip:
+        checkpoint.state_dict, length = from_longclip_state_dict(checkpoint.state_dict)
+        logger.info("%s holds Long-CLIP weights: one %d-row position table (Long-CLIP's masks), a %d-token "
+                    "context", checkpoint.path, length, length)
+        if not spec.model_cfg.get("quick_gelu", False):
+            logger.warning("Long-CLIP's weights are OpenAI CLIP's, trained with QuickGELU, but %s builds GELU: use "
+                           "the -quickgelu config (ViT-B-16-quickgelu, ViT-L-14-quickgelu)", spec.name)
+        spec = spec.replace(model_cfg=_force(spec.model_cfg, False, None, None, length))
     # How the weights are loaded: "open_clip" (teacher weights in open_clip's layout, before any change),
     # "teacher" (teacher weights recorded by memclip, after the text change, before the memory), or
     # "final" (weights of the finished model, recorded config adopted, after every change).
@@ -218,7 +229,8 @@ def create_model(
                 stage, spec = "final", recorded
     spec = _resolve_text(_resolve_memory(spec, memory), text_tower)
 
-    is_memclip = spec.has_memory or not spec.text.is_default or saved_dir or model_name in list_memclip_models()
+    is_memclip = (spec.has_memory or not spec.text.is_default or saved_dir or model_name in list_memclip_models()
+                  or longclip)
     if not is_memclip and stage in (None, "open_clip"):
         model = open_clip.create_model(
             model_name, pretrained=pretrained, precision=precision, device=device, force_quick_gelu=force_quick_gelu,
@@ -247,7 +259,10 @@ def create_model(
         preprocess_cfg = merge_preprocess_dict(preprocess_cfg, checkpoint.preprocess)
         if stage == "open_clip" and checkpoint.has_keys_beyond(model):
             stage = "final"
-        if stage == "open_clip":
+        if stage == "open_clip" and longclip:
+            logger.info("loading Long-CLIP weights for %s from %s", spec.name, checkpoint.path)
+            load_model_state_dict(model, _as_model_keys(checkpoint.state_dict, model), source=checkpoint.path)
+        elif stage == "open_clip":
             logger.info("loading teacher weights for %s from %s", spec.name, checkpoint.path)
             open_clip.load_checkpoint(model, checkpoint.path, strict=True, weights_only=weights_only)
 
