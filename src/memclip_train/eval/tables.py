@@ -34,6 +34,19 @@ def segmentation_table(results: Dict[str, Dict[str, Dict]], datasets: Sequence[s
     return "\n".join(lines)
 
 
+def zeroshot_table(results: Dict[str, Dict[str, Dict]], datasets: Sequence[str]) -> str:
+    """``results[model][dataset]`` -> top-1 and top-5 accuracy per dataset (%)."""
+    header = ["model"] + [f"{d} {k}" for d in datasets for k in ("top-1", "top-5")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, per_dataset in results.items():
+        cells = []
+        for dataset in datasets:
+            metrics = per_dataset.get(dataset, {}).get("metrics", {})
+            cells.extend("-" if metrics.get(k) is None else f"{metrics[k]:.1f}" for k in ("top1", "top5"))
+        lines.append("| " + " | ".join([model] + cells) + " |")
+    return "\n".join(lines)
+
+
 SEMANTIC_COLUMNS = (("semantic_t2i_R@1", "semantic T2I R@1"), ("semantic_t2i_R@5", "semantic T2I R@5"),
                     ("zeroshot_shape", "zero-shot shape"), ("zeroshot_colour", "zero-shot colour"),
                     ("zeroshot_size", "zero-shot size"))
