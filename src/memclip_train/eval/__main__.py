@@ -36,8 +36,8 @@ from .runner import (ModelCache, pairs_table, run_pairs, run_retrieval, run_segm
                      run_zeroshot)
 from .segmentation import METHODS
 from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS
-from .tables import retrieval_table, segmentation_table, semantics_table, zeroshot_table
-from .zeroshot_sets import TEMPLATE_SETS, ZEROSHOT_DATASETS, ZeroShotOptions
+from .tables import competence_table, retrieval_table, segmentation_table, zeroshot_table
+from .zeroshot_sets import SYNTH_ATTRIBUTES, TEMPLATE_SETS, ZEROSHOT_DATASETS, ZeroShotOptions
 
 logger = logging.getLogger("memclip_train.eval")
 
@@ -198,8 +198,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+SYNTH_ZEROSHOT = list(SYNTH_ATTRIBUTES)
+
+
 def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.device) -> str:
-    """Short- and long-caption retrieval, segmentation and blind pairs on the synthetic world, one table each."""
+    """Competence (semantic retrieval, zero-shot attributes), short- and long-caption retrieval, segmentation and
+    blind pairs on the synthetic world, one table each."""
     models = ModelCache(device)
     progress = not args.no_progress
     datasets = ["synth-short", "synth-long"]
@@ -210,8 +214,10 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     pairs = run_pairs(refs, args.world, args.out, device, args.precision, progress=progress, models=models)
     semantics = run_synth_semantics(refs, args.world, args.out, device, args.precision, args.batch_size, progress,
                                     models)
-    tables = ["## Competence (short captions: semantic T2I R@k; zero-shot accuracy of the salient object, %)",
-              semantics_table(semantics),
+    zeroshot = run_zeroshot(refs, SYNTH_ZEROSHOT, [args.world] * len(SYNTH_ZEROSHOT), args.out, device,
+                            args.precision, args.batch_size, args.workers, progress=progress, models=models)
+    tables = ["## Competence (semantic short-caption T2I R@k; zero-shot top-1 of the salient object's attributes, %)",
+              competence_table(semantics, zeroshot),
               "## Retrieval (R@k, %)", retrieval_table(retrieval, datasets, ks=(1, 5)),
               f"## Segmentation ({args.method}, mIoU %)", segmentation_table(segmentation, ["synth"]),
               "## Blind pairs (image -> text, % of pairs where both images pick their own caption; blind = 0)",
@@ -219,8 +225,8 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     text = "\n\n".join(tables)
     (args.out / "synth_tables.md").write_text(text + "\n")
     (args.out / "synth_results.json").write_text(json.dumps(
-        {"retrieval": retrieval, "segmentation": segmentation, "pairs": pairs, "semantics": semantics}, indent=1,
-        default=str) + "\n")
+        {"retrieval": retrieval, "segmentation": segmentation, "pairs": pairs, "semantics": semantics,
+         "zeroshot": zeroshot}, indent=1, default=str) + "\n")
     return text
 
 

@@ -47,16 +47,18 @@ def zeroshot_table(results: Dict[str, Dict[str, Dict]], datasets: Sequence[str])
     return "\n".join(lines)
 
 
-SEMANTIC_COLUMNS = (("semantic_t2i_R@1", "semantic T2I R@1"), ("semantic_t2i_R@5", "semantic T2I R@5"),
-                    ("zeroshot_shape", "zero-shot shape"), ("zeroshot_colour", "zero-shot colour"),
-                    ("zeroshot_size", "zero-shot size"))
+COMPETENCE_COLUMNS = (("semantic_t2i_R@1", "semantic T2I R@1"), ("semantic_t2i_R@5", "semantic T2I R@5"),
+                      ("synth-shapes", "zero-shot shape"), ("synth-colours", "zero-shot colour"),
+                      ("synth-sizes", "zero-shot size"))
 
 
-def semantics_table(results: Dict[str, Dict]) -> str:
-    """``results[model]`` of the synthetic world's semantic metrics -> one row per model (%)."""
-    header = ["model"] + [title for _, title in SEMANTIC_COLUMNS]
+def competence_table(semantics: Dict[str, Dict], zeroshot: Dict[str, Dict[str, Dict]]) -> str:
+    """One row per model: semantic short-caption recall (``semantics[model]``) and the synthetic world's zero-shot
+    top-1 (``zeroshot[model][dataset]``), in %."""
+    header = ["model"] + [title for _, title in COMPETENCE_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model, result in results.items():
-        cells = [f"{result['metrics'][key]:.1f}" for key, _ in SEMANTIC_COLUMNS]
+    for model, result in semantics.items():
+        cells = [f"{result['metrics'][key]:.1f}" if key in result["metrics"]
+                 else f"{zeroshot[model][key]['metrics']['top1']:.1f}" for key, _ in COMPETENCE_COLUMNS]
         lines.append("| " + " | ".join([model] + cells) + " |")
     return "\n".join(lines)

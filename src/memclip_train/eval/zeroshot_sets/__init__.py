@@ -17,6 +17,8 @@ from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 from .base import ImageSource, Template, ZeroShotSet
 from .image_folders import (IMAGENET_V2_VARIANTS, OPENAI_TEMPLATES_NAME, load_image_folder, load_imagenet,
                             load_imagenet_v2)
+from .synth import ATTRIBUTE_OF as SYNTH_ATTRIBUTES
+from .synth import loader as synth_loader
 
 Loader = Callable[[Path, Optional[str]], ZeroShotSet]
 TEMPLATE_SETS: Dict[str, Tuple[Sequence[Template], str]] = {
@@ -63,6 +65,8 @@ def register_zeroshot_dataset(name: str, load: Loader, variants: Sequence[str] =
 register_zeroshot_dataset("imagenet", load_imagenet)
 register_zeroshot_dataset("imagenet-v2", load_imagenet_v2, IMAGENET_V2_VARIANTS, IMAGENET_V2_VARIANTS[0])
 register_zeroshot_dataset("imagefolder", load_image_folder)
+for _name in SYNTH_ATTRIBUTES:
+    register_zeroshot_dataset(_name, synth_loader(_name))
 
 
 def read_lines(path: Path, what: str) -> List[str]:
@@ -142,5 +146,5 @@ def load_zeroshot_set(name: str, root: Path, variant: Optional[str] = None,
     return dataset
 
 
-__all__ = ["ImageSource", "TEMPLATE_SETS", "Template", "ZEROSHOT_DATASETS", "ZeroShotDataset", "ZeroShotOptions",
+__all__ = ["ImageSource", "SYNTH_ATTRIBUTES", "TEMPLATE_SETS", "Template", "ZEROSHOT_DATASETS", "ZeroShotDataset", "ZeroShotOptions",
            "ZeroShotSet", "load_zeroshot_set", "options_identity", "register_zeroshot_dataset"]
