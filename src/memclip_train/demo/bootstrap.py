@@ -19,7 +19,8 @@ def recall_interval(ranks: Sequence[int], k: int = 1, resamples: int = 1000, see
 def paired_difference(ranks_a: Sequence[int], ranks_b: Sequence[int], k: int = 1, resamples: int = 1000,
                       seed: int = 0, level: float = 0.95) -> Dict[str, float]:
     """R@k(a) - R@k(b) on the same queries, with a paired bootstrap interval; ``significant`` when it excludes 0,
-    ``identical`` when both models hit and miss on exactly the same queries."""
+    ``identical`` when both models hit and miss on exactly the same queries, and ``half_width`` half the interval's
+    width: about the smallest difference this many queries could have told apart from noise."""
     a = (np.asarray(ranks_a) <= k).astype(np.float64)
     b = (np.asarray(ranks_b) <= k).astype(np.float64)
     if a.shape != b.shape:
@@ -30,4 +31,5 @@ def paired_difference(ranks_a: Sequence[int], ranks_b: Sequence[int], k: int = 1
     tail = (1 - level) / 2 * 100
     low, high = float(np.percentile(samples, tail)), float(np.percentile(samples, 100 - tail))
     return {"difference": float((a.mean() - b.mean()) * 100), "low": low, "high": high,
-            "significant": bool(low > 0 or high < 0), "identical": bool(np.array_equal(a, b))}
+            "half_width": (high - low) / 2, "significant": bool(low > 0 or high < 0),
+            "identical": bool(np.array_equal(a, b))}
