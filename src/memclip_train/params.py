@@ -20,19 +20,19 @@ REPORT_TO = ("tensorboard", "wandb", "none")
 LR_SCHEDULERS = ("cosine", "const", "const-cooldown")
 SIGLIP_DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
 
-INAPPLICABLE_FLAGS: Dict[str, Tuple[Optional[str], str]] = {
-    # open_clip_train flag: (nargs of its value, or None for a switch; why memclip refuses it)
-    "--horovod": (None, "memclip runs under torchrun or SLURM's srun (DDP), not Horovod"),
-    "--coca-caption-loss-weight": ("1", "memclip trains CLIP towers; CoCa's captioning loss does not apply"),
-    "--coca-contrastive-loss-weight": ("1", "memclip trains CLIP towers; CoCa's captioning loss does not apply"),
-    "--remote-sync": ("1", "no remote sync: write --logs to storage every node sees (checkpoints are atomic)"),
-    "--remote-sync-frequency": ("1", "no remote sync: write --logs to storage every node sees"),
-    "--remote-sync-protocol": ("1", "no remote sync: write --logs to storage every node sees"),
-    "--copy-codebase": (None, "memclip is an installed package; params.txt and each checkpoint record its config"),
-    "--torchscript": (None, "memory layers (custom autograd ops, Triton kernels) cannot be TorchScript-compiled; "
-                            "use --torchcompile"),
-    "--trace": (None, "open_clip traces models for inference only; memclip trains (use --torchcompile)"),
-    "--use-bnb-linear": ("1", "bitsandbytes int8 layers are not supported with memory layers"),
+INAPPLICABLE_FLAGS: Dict[str, Tuple[bool, str]] = {
+    # open_clip_train flag: (whether it takes a value, why memclip refuses it)
+    "--horovod": (False, "memclip runs under torchrun or SLURM's srun (DDP), not Horovod"),
+    "--coca-caption-loss-weight": (True, "memclip trains CLIP towers; CoCa's captioning loss does not apply"),
+    "--coca-contrastive-loss-weight": (True, "memclip trains CLIP towers; CoCa's captioning loss does not apply"),
+    "--remote-sync": (True, "no remote sync: write --logs to storage every node sees (checkpoints are atomic)"),
+    "--remote-sync-frequency": (True, "no remote sync: write --logs to storage every node sees"),
+    "--remote-sync-protocol": (True, "no remote sync: write --logs to storage every node sees"),
+    "--copy-codebase": (False, "memclip is an installed package; params.txt and each checkpoint record its config"),
+    "--torchscript": (False, "memory layers (custom autograd ops, Triton kernels) cannot be TorchScript-compiled; "
+                             "use --torchcompile"),
+    "--trace": (False, "open_clip traces models for inference only; memclip trains (use --torchcompile)"),
+    "--use-bnb-linear": (True, "bitsandbytes int8 layers are not supported with memory layers"),
 }
 """open_clip_train 3.3 flags that cannot apply to memclip: passing one stops with its reason."""
 
@@ -397,8 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d, m, o, t, lg = DataConfig(), ModelConfig(), OptimConfig(), TaskConfig(), LoggingConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--train-data", help="webdataset shards (brace expansion, '::' joins sources), a CSV file, or "
-                   "'synth-stream[:family_size=4,max_objects=6]' (fresh synthetic scenes; needs --train-num-samples)")
+    g.add_argument("--train-data", help="webdataset shards (brace expansion, '::' joins sources; a folder stands for "
+                   "the shards its sizes.json lists), a CSV file, or 'synth-stream[:family_size=4,max_objects=6]' "
+                   "(fresh synthetic scenes; needs --train-num-samples)")
     g.add_argument("--val-data", help="validation shards or CSV (retrieval R@1/5 and the distillation cosine)")
     g.add_argument("--dataset-type", default=d.dataset_type, choices=DATASET_TYPES + ("synthetic",),
                    help="'synthetic' (open_clip's random data) is refused: see python -m memclip_train.synth")
@@ -525,8 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use cuda:0 in every process (one visible GPU per process)")
     g.add_argument("--use-bn-sync", action="store_true", help="synchronise BatchNorm statistics across processes")
     g = p.add_argument_group("open_clip_train flags that do not apply to memclip (each stops with its reason)")
-    for flag, (nargs, reason) in INAPPLICABLE_FLAGS.items():
-        g.add_argument(flag, action=_Refused, reason=reason, nargs=0 if nargs is None else None)
+    for flag, (takes_value, reason) in INAPPLICABLE_FLAGS.items():
+        g.add_argument(flag, action=_Refused, reason=reason, nargs=None if takes_value else 0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
     return p

@@ -12,8 +12,9 @@ Each point distils a student from the teacher with one memory setting (``--memor
 fine-tunes it on long + short captions, and evaluates retrieval on the --eval datasets (default: the synthetic
 world's long and short captions). Points that finished are skipped when the sweep runs again. Results go to
 sweep_results.csv/.json and sweep.png. Without --train-data, --world defaults to a synthetic world generated first
-(the demo's first stage) and --teacher to the pretrained tiny CLIP that ships with memclip (tag 'synth'). Flags the sweep does not know (or those after ``--``) are
-training flags of ``python -m memclip_train.main``, given to both stages after the preset's own.
+(the demo's first stage) and --teacher to the pretrained tiny CLIP that ships with memclip (tag 'synth'). Flags the
+sweep does not know (or those after ``--``) are training flags of ``python -m memclip_train.main``, given to both
+stages after the preset's own.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ import memclip  # noqa: E402
 
 from .demo.pipeline import SHIPPED_TEACHER, DemoPipeline  # noqa: E402
 from .demo.plan import DemoPlan, StageRecipe  # noqa: E402
+from .eval.retrieval import result_path  # noqa: E402
 from .eval.retrieval_sets import DATASETS as RETRIEVAL_DATASETS  # noqa: E402
+from .eval.runner import split_variant  # noqa: E402
 from .params import build_parser as training_parser  # noqa: E402
 
 logger = logging.getLogger("memclip_train.sweep")
@@ -220,9 +223,8 @@ class Sweep:
                   "memory_parameters": _memory_parameters(self.model, point.memory),
                   "seconds": round(time.time() - start, 1)}
         for spec, _ in d.evaluation:
-            name, _, variant = spec.partition("@")
-            folder = name if not variant else f"{name}__{variant.replace(':', '-')}"
-            metrics = json.loads(next((eval_out / "retrieval" / folder).glob("*.json")).read_text())["metrics"]
+            folder = result_path(eval_out, *split_variant(spec), point.key).parent
+            metrics = json.loads(next(folder.glob("*.json")).read_text())["metrics"]
             for key in ("t2i_R@1", "t2i_R@5", "i2t_R@1", "i2t_R@5"):
                 result[f"{result_prefix(spec)}_{key}"] = metrics[key]
         metrics_file = logs / "distill" / "metrics.jsonl"
@@ -319,7 +321,7 @@ def _evaluation(args: argparse.Namespace, world: Path, parser: argparse.Argument
         if args.eval_root:
             parser.error("--eval-root without --eval")
         return tuple((spec, str(world)) for spec in SYNTH_EVAL)
-    unknown = [spec for spec in args.eval if spec.partition("@")[0] not in RETRIEVAL_DATASETS]
+    unknown = [spec for spec in args.eval if split_variant(spec)[0] not in RETRIEVAL_DATASETS]
     if unknown:
         parser.error(f"--eval {unknown[0]}: not a retrieval dataset of the eval program {sorted(RETRIEVAL_DATASETS)}")
     roots = args.eval_root if len(args.eval_root) != 1 else args.eval_root * len(args.eval)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
-from torch import nn
 from open_clip_train.precision import get_autocast
+from torch import nn
 from tqdm import tqdm
 
 import memclip
@@ -328,7 +328,8 @@ class Trainer:
                                                  self.config.data.workers, self.config.logging.progress)
                 metrics["seconds"] = time.time() - start
                 self.run_logger.log("zeroshot", self.state.step, epoch, metrics)
-                logger.info("zero-shot after epoch %d: %s", epoch, " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+                logger.info("zero-shot after epoch %d: %s", epoch,
+                            " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         barrier(self.env)
         return metrics
 

@@ -61,7 +61,8 @@ def test_sharegpt4v_sets_say_when_they_share_images_with_training(long_roots, tm
                for i in range(1000)]
     (root / "share4v_sam_10k.json").write_text(json.dumps(entries))
     sam = load_retrieval_set("sharegpt4v-1k", root, "sam10k")  # entries 1000 and 1001 of the 1.2M json: 1.jpg, 2.jpg
-    assert sam.meta["train_overlap_images"] == 2 and "--exclude-images share4v_sam_10k.json" in sam.meta["train_overlap"]
+    assert sam.meta["train_overlap_images"] == 2
+    assert "--exclude-images share4v_sam_10k.json" in sam.meta["train_overlap"]
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / "share4v_sam_10k.json").write_text(json.dumps(entries))

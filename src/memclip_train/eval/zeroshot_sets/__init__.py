@@ -146,5 +146,5 @@ def load_zeroshot_set(name: str, root: Path, variant: Optional[str] = None,
     return dataset
 
 
-__all__ = ["ImageSource", "SYNTH_ATTRIBUTES", "TEMPLATE_SETS", "Template", "ZEROSHOT_DATASETS", "ZeroShotDataset", "ZeroShotOptions",
-           "ZeroShotSet", "load_zeroshot_set", "options_identity", "register_zeroshot_dataset"]
+__all__ = ["ImageSource", "SYNTH_ATTRIBUTES", "TEMPLATE_SETS", "Template", "ZEROSHOT_DATASETS", "ZeroShotDataset",
+           "ZeroShotOptions", "ZeroShotSet", "load_zeroshot_set", "options_identity", "register_zeroshot_dataset"]
