@@ -7,6 +7,7 @@ import webdataset as wds
 from PIL import Image
 
 from memclip_train.convert.__main__ import main as convert_main
+from memclip_train.data.sources import count_samples, expand_urls
 
 
 def make_image(path, size=(40, 24), colour=(200, 30, 30), fmt="JPEG"):
@@ -141,3 +142,27 @@ def test_bad_inputs_are_reported(tmp_path, capsys):
     with pytest.raises(SystemExit):
         convert_main(["csv", "--csv", str(table), "--out", str(tmp_path / "o")])
     assert "missing columns ['filepath', 'caption']" in capsys.readouterr().err
+
+
+def test_an_evaluation_sets_images_are_kept_out_of_train(sharegpt4v, tmp_path):
+    json_path, root = sharegpt4v
+    sam10k = tmp_path / "share4v_sam_10k.json"
+    sam10k.write_text(json.dumps([{"image": "./sam/images/b.png", "conversations": []}]))
+    out = tmp_path / "shards"
+    assert convert_main(["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--out", str(out),
+                         "--exclude-images", str(sam10k), "--no-progress"]) == 0
+    assert {int(s["__key__"]) for s in read_split(out / "train")} == {1005, 1007}  # 1000, 1004, 1006: sam image
+    assert len(read_split(out / "val-1k")) == 999  # the held-out split is not touched
+    summary = json.loads((out / "conversion.json").read_text())
+    assert summary["excluded_from_train"]["entries"] == 3 and summary["excluded_from_train"]["images"] == 1
+    listed = tmp_path / "images.txt"
+    listed.write_text("coco/train2017/a.jpg\n")
+    out = tmp_path / "shards2"
+    assert convert_main(["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--out", str(out),
+                         "--exclude-images", str(listed), "--no-progress"]) == 0
+    assert {int(s["__key__"]) for s in read_split(out / "train")} == {1000, 1004, 1006}
+    assert expand_urls(str(out / "train")) == [str(out / "train" / "000000.tar")]  # the trainer reads the folder
+    assert count_samples(expand_urls(str(out / "train"))) == 3
+    with pytest.raises(SystemExit):
+        convert_main(["sharegpt4v", "--json", str(json_path), "--out", str(out), "--exclude-images",
+                      str(tmp_path / "nowhere.json")])

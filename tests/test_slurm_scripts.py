@@ -11,7 +11,8 @@ SCRIPTS = ["distill.sbatch", "finetune.sbatch", "eval.sbatch"]
 REQUIRED = {
     "distill.sbatch": {"TRAIN_DATA": "/d/{000000..000009}.tar", "LOGS": "/runs"},
     "finetune.sbatch": {"TRAIN_DATA": "/d/{000000..000009}.tar", "LOGS": "/runs", "STUDENT": "/runs/d/final"},
-    "eval.sbatch": {"EVAL_ROOT": "/data/eval", "OUT": "/results", "MODELS": "ViT-B-16:openai ViT-B-16-mem:/r/final"},
+    "eval.sbatch": {"EVAL_ROOT": "/data/eval", "OUT": "/results",
+                    "MODELS": "ViT-B-16-quickgelu:openai ViT-B-16-mem:/r/final"},
 }
 
 
@@ -59,12 +60,29 @@ def test_inside_a_job_the_geometry_comes_from_the_allocation():
     (launch,) = [line for line in out.splitlines() if line.startswith("+ ")]
     assert "--nnodes 2 --nproc_per_node 8" in launch and "--rdzv_endpoint node01:24242" in launch
     assert "SIGUSR1" in launch
-    for flag in ("--long-short-alpha 0.8", "--pretrained /runs/d/final", "--trainable memory,visual",
-                 "--lr 1e-5", "--batch-size 32", "--epochs 10", "--text-context-length 248",
-                 "--text-pos-stretch longclip"):
+    # the thesis's recipe by default: 77 tokens (no stretch), text frozen, warmup 1000 (Table 4.1)
+    for flag in ("--long-short-alpha 0.8", "--pretrained /runs/d/final", "--trainable memory,visual ",
+                 "--lr 1e-5", "--batch-size 32", "--epochs 10", "--warmup 1000", "--name finetune-vit-b-16-mem "):
         assert flag in launch, flag
-    code, out, _ = dry_run("finetune.sbatch", **dict(env, TEXT_CONTEXT="77"))
-    assert "--text-context-length" not in out
+    assert "--text-context-length" not in launch and "--text-pos-stretch" not in launch
+    code, out, _ = dry_run("finetune.sbatch", **dict(env, RECIPE="longclip248"))
+    for flag in ("--trainable memory,visual,text", "--text-context-length 248 --text-pos-stretch longclip",
+                 "--name finetune-vit-b-16-mem-longclip248"):
+        assert flag in out, flag
+    code, _, err = dry_run("finetune.sbatch", **dict(env, RECIPE="248"))
+    assert code == 2 and "RECIPE=248: thesis" in err
+
+
+def test_shards_come_from_the_converter_output(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val-1k").mkdir()
+    (tmp_path / "val-1k" / "sizes.json").write_text("{}")
+    (tmp_path / "conversion.json").write_text("{}")
+    env = dict(ACCOUNT="acct", LOGS="/runs", SHARDS=str(tmp_path))
+    code, out, _ = dry_run("distill.sbatch", **env)
+    assert code == 0 and f"--train-data {tmp_path}/train " in out and f"--val-data {tmp_path}/val-1k" in out
+    code, _, err = dry_run("distill.sbatch", **dict(env, SHARDS=str(tmp_path / "train")))
+    assert code == 2 and "has no conversion.json" in err
 
 
 def test_eval_runs_retrieval_then_segmentation():
@@ -72,7 +90,7 @@ def test_eval_runs_retrieval_then_segmentation():
     assert code == 0
     submit, retrieval, segmentation = [line for line in out.splitlines() if line.startswith("+ ")]
     assert "--gpus-per-node 1" in submit
-    assert "--model ViT-B-16 --pretrained openai --model ViT-B-16-mem --pretrained /r/final" in retrieval
+    assert "--model ViT-B-16-quickgelu --pretrained openai --model ViT-B-16-mem --pretrained /r/final" in retrieval
     assert "--dataset urban1k --data-root /data/eval/urban1k" in retrieval
     assert "--dataset sharegpt4v-10k --data-root /data/eval/sharegpt4v" in retrieval
     assert "--dataset voc20 --data-root /data/eval/VOC2012" in segmentation and "--method sclip" in segmentation

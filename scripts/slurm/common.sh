@@ -18,6 +18,14 @@ run() {  # print the command; run it unless DRY_RUN=1
   [ "${DRY_RUN:-0}" = 1 ] || "$@"
 }
 
+use_converter_output() {  # SHARDS=<the converter's --out>: TRAIN_DATA and VAL_DATA from its split folders
+  [ -n "${SHARDS:-}" ] || return 0
+  [ -f "$SHARDS/conversion.json" ] || die "SHARDS=$SHARDS has no conversion.json: give the converter's --out folder"
+  TRAIN_DATA=${TRAIN_DATA:-$SHARDS/train}   # the trainer reads the shard list from its sizes.json
+  if [ -z "${VAL_DATA:-}" ] && [ -f "$SHARDS/val-1k/sizes.json" ]; then VAL_DATA=$SHARDS/val-1k; fi
+  export TRAIN_DATA VAL_DATA
+}
+
 submit_self() {  # submit this script with the account and geometry from the environment
   local script=$1; shift
   require ACCOUNT "the SLURM account to charge (sbatch --account)"

@@ -5,7 +5,8 @@ architectures, or one with a long-context text tower) the factory:
 
 1. builds the teacher architecture with open_clip's model classes;
 2. gives the vision tower its stem (a convolutional stem where the config asks for one), then loads ``pretrained``
-   when it holds teacher weights (an open_clip tag of the teacher, or an open_clip checkpoint);
+   when it holds teacher weights (an open_clip tag of the teacher, an open_clip checkpoint, or a Long-CLIP
+   checkpoint, whose 248-token context the model then takes);
 3. gives the text tower its context (Long-CLIP stretch) or its RoPE positions;
 4. widens the MLPs of the listed vision blocks (the dense control, :mod:`memclip.wide_mlp`), then swaps memory
    layers into the listed vision blocks;
@@ -28,6 +29,7 @@ from memory_layers import MemoryConfig, ProductKeyMemory
 
 from .checkpoint import load_model_state_dict, load_text_tower, read_checkpoint
 from .clip_model import CLIP
+from .longclip_weights import from_longclip_state_dict, is_longclip_state_dict
 from .position_stretch import stretch_text_positions
 from .registry import ModelSpec, get_model_spec, is_saved_model_dir, list_memclip_models
 from .rope_text import convert_to_rope_text
@@ -67,11 +69,14 @@ def _resolve_text(spec: ModelSpec, text_tower: Union[None, str, TextTowerConfig,
 
 
 def _force(model_cfg: Dict[str, Any], quick_gelu: bool, patch_dropout: Optional[float],
-           image_size: Optional[Union[int, Tuple[int, int]]], context_length: Optional[int]) -> Dict[str, Any]:
+           image_size: Optional[Union[int, Tuple[int, int]]], context_length: Optional[int],
+           custom_text: bool = False) -> Dict[str, Any]:
     """Apply open_clip's ``force_*`` overrides to a copy of the config."""
     model_cfg = copy.deepcopy(model_cfg)
     if quick_gelu:
         model_cfg["quick_gelu"] = True
+    if custom_text:
+        model_cfg["custom_text"] = True
     if patch_dropout is not None:
         model_cfg["vision_cfg"]["patch_dropout"] = patch_dropout
     if image_size is not None:
@@ -160,6 +165,7 @@ def create_model(
     force_patch_dropout: Optional[float] = None,
     force_image_size: Optional[Union[int, Tuple[int, int]]] = None,
     force_context_length: Optional[int] = None,
+    force_custom_text: bool = False,
     force_preprocess_cfg: Optional[Dict[str, Any]] = None,
     cache_dir: Optional[str] = None,
     output_dict: Optional[bool] = None,
@@ -203,6 +209,15 @@ def create_model(
         checkpoint = read_checkpoint(pretrained, spec.teacher, cache_dir=cache_dir, weights_only=weights_only)
     elif require_pretrained:
         raise RuntimeError(f"require_pretrained=True but no pretrained weights were given for '{model_name}'")
+    longclip = checkpoint is not None and is_longclip_state_dict(checkpoint.state_dict)
+    if longclip:
+        checkpoint.state_dict, length = from_longclip_state_dict(checkpoint.state_dict)
+        logger.info("%s holds Long-CLIP weights: one %d-row position table (Long-CLIP's masks), a %d-token "
+                    "context", checkpoint.path, length, length)
+        if not spec.model_cfg.get("quick_gelu", False):
+            logger.warning("Long-CLIP's weights are OpenAI CLIP's, trained with QuickGELU, but %s builds GELU: use "
+                           "the -quickgelu config (ViT-B-16-quickgelu, ViT-L-14-quickgelu)", spec.name)
+        spec = spec.replace(model_cfg=_force(spec.model_cfg, False, None, None, length))
     # How the weights are loaded: "open_clip" (teacher weights in open_clip's layout, before any change),
     # "teacher" (teacher weights recorded by memclip, after the text change, before the memory or widening), or
     # "final" (weights of the finished model, recorded config adopted, after every change).
@@ -223,22 +238,23 @@ def create_model(
     spec = _resolve_text(_resolve_memory(spec, memory), text_tower)
 
     is_memclip = (spec.has_memory or not spec.text.is_default or not spec.stem.is_default
-                  or not spec.wide_mlp.is_default or saved_dir or model_name in list_memclip_models())
+                  or not spec.wide_mlp.is_default or saved_dir or model_name in list_memclip_models() or longclip)
     if not is_memclip and stage in (None, "open_clip"):
         model = open_clip.create_model(
             model_name, pretrained=pretrained, precision=precision, device=device, force_quick_gelu=force_quick_gelu,
             force_patch_dropout=force_patch_dropout, force_image_size=force_image_size,
-            force_context_length=force_context_length, force_preprocess_cfg=force_preprocess_cfg,
-            cache_dir=cache_dir, output_dict=output_dict, require_pretrained=require_pretrained,
-            weights_only=weights_only, **open_clip_kwargs,
+            force_context_length=force_context_length, force_custom_text=force_custom_text,
+            force_preprocess_cfg=force_preprocess_cfg, cache_dir=cache_dir, output_dict=output_dict,
+            require_pretrained=require_pretrained, weights_only=weights_only, **open_clip_kwargs,
         )
-        model.memclip_spec = spec
+        model.memclip_spec = spec.replace(model_cfg=_force(spec.model_cfg, force_quick_gelu, force_patch_dropout,
+                                                           force_image_size, force_context_length, force_custom_text))
         return model
     if open_clip_kwargs:
         raise TypeError(f"create_model got arguments only open_clip models take: {sorted(open_clip_kwargs)}")
 
     spec = spec.replace(model_cfg=_force(spec.model_cfg, force_quick_gelu, force_patch_dropout, force_image_size,
-                                         force_context_length))
+                                         force_context_length, force_custom_text))
     # The text tower the weights were saved with: load them in that form, then change it to the one asked for.
     loaded_text = recorded.text if stage in ("teacher", "final") else TextTowerConfig()
     native = spec.model_cfg["text_cfg"].get("context_length", 77)
@@ -252,7 +268,10 @@ def create_model(
         preprocess_cfg = merge_preprocess_dict(preprocess_cfg, checkpoint.preprocess)
         if stage == "open_clip" and checkpoint.has_keys_beyond(model):
             stage = "final"
-        if stage == "open_clip":
+        if stage == "open_clip" and longclip:
+            logger.info("loading Long-CLIP weights for %s from %s", spec.name, checkpoint.path)
+            load_model_state_dict(model, _as_model_keys(checkpoint.state_dict, model), source=checkpoint.path)
+        elif stage == "open_clip":
             logger.info("loading teacher weights for %s from %s", spec.name, checkpoint.path)
             open_clip.load_checkpoint(model, checkpoint.path, strict=True, weights_only=weights_only)
 

@@ -46,8 +46,15 @@ def ranks_from_env(environ: Mapping[str, str]) -> Optional[tuple]:
     return None
 
 
-def init_distributed(device: Optional[str] = None) -> DistributedEnv:
-    """Join the process group if the environment describes one, and pick this process's device."""
+def init_distributed(device: Optional[str] = None, dist_url: Optional[str] = None, backend: Optional[str] = None,
+                     set_device_rank: bool = True) -> DistributedEnv:
+    """Join the process group if the environment describes one, and pick this process's device.
+
+    Args:
+        dist_url: the process group's ``init_method`` (default ``env://``: MASTER_ADDR/MASTER_PORT).
+        backend: the process group's backend (default nccl on CUDA, gloo on the CPU).
+        set_device_rank: use ``cuda:LOCAL_RANK``; False uses ``cuda:0`` (one visible GPU per process).
+    """
     use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
     ranks = ranks_from_env(os.environ)
     if ranks is None:
@@ -58,12 +65,13 @@ def init_distributed(device: Optional[str] = None) -> DistributedEnv:
     os.environ.setdefault("LOCAL_RANK", str(local_rank))
     os.environ.setdefault("WORLD_SIZE", str(world_size))
     if use_cuda:
-        chosen = torch.device(f"cuda:{local_rank}")
+        chosen = torch.device(f"cuda:{local_rank if set_device_rank else 0}")
         torch.cuda.set_device(chosen)
     else:
         chosen = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"), init_method=dist_url,
+                                rank=rank, world_size=world_size)
     logger.info("process %d of %d (local rank %d) on %s", rank, world_size, local_rank, chosen)
     return DistributedEnv(rank, local_rank, world_size, chosen)
 

@@ -34,6 +34,7 @@ from .preemption import PREEMPTED_EXIT_CODE, Preempted
 from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
 from .trainer import NonFiniteLoss, Trainer
+from .training_zeroshot import TrainingZeroShot
 from .values_sharding import shard_values
 
 logger = logging.getLogger("memclip_train")
@@ -77,8 +78,14 @@ def create_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim
     for group in groups:
         logger.info("optimizer group %-8s lr %-8g wd %-6g fixed_lr %-5s %.3fM params", group["name"], group["lr"],
                     group["weight_decay"], group["fixed_lr"], sum(p.numel() for p in group["params"]) / 1e6)
-    return torch.optim.AdamW(groups, lr=config.optim.lr, betas=(config.optim.beta1, config.optim.beta2),
-                             eps=config.optim.eps)
+    o = config.optim
+    if o.opt.startswith("timm/"):
+        from timm.optim import create_optimizer_v2
+
+        extra = {"momentum": o.momentum} if o.momentum is not None else {}
+        return create_optimizer_v2(groups, o.opt[len("timm/"):], lr=o.lr, weight_decay=o.wd, eps=o.eps,
+                                   betas=(o.beta1, o.beta2), **extra)
+    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
 
 
 def create_scaler(config: TrainConfig, env: DistributedEnv):
@@ -89,11 +96,28 @@ def create_scaler(config: TrainConfig, env: DistributedEnv):
     return torch.amp.GradScaler("cuda")
 
 
+def wrap_for_training(config: TrainConfig, env: DistributedEnv, model: torch.nn.Module) -> torch.nn.Module:
+    """DDP (``--use-bn-sync``, ``--ddp-static-graph``) and ``--torchcompile`` around the task's model, in open_clip's
+    order; checkpoints keep saving the unwrapped model."""
+    if env.distributed:
+        if config.distributed.use_bn_sync:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+                                        static_graph=config.distributed.ddp_static_graph)
+    if config.model.torchcompile:
+        logger.info("compiling the model (torch.compile)")
+        model = torch.compile(model)
+    return model
+
+
 def run(config: TrainConfig) -> Path:
     """Train as ``config`` says; returns the run folder. Also the entry point for tests and the demo."""
-    env = init_distributed(config.device)
+    d = config.distributed
+    env = init_distributed(config.device, d.dist_url, d.dist_backend, set_device_rank=not d.no_set_device_rank)
     run_dir = prepare_run_dir(config, env)
-    log_file = setup_logging(run_dir / "out.log", env.is_master)
+    local = config.logging.log_local
+    log_file = setup_logging(run_dir / (f"out-{env.rank}.log" if local else "out.log"),
+                             env.local_rank == 0 if local else env.is_master, debug=config.logging.debug)
     try:
         return _train(config, env, run_dir)
     finally:
@@ -109,6 +133,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
         config.data.val_data, config.data.dataset_type, config.data.csv_caption_key, config.data.csv_separator)
     task = build_task(config, env, has_val_captions=val_captions)
     shard_values(task.model, env)
+    logger.debug("model:\n%s", task.model)
     seed_everything(config.seed + env.rank)
     train = build_data(config.data.train_data, config.data, task.fields, task.preprocess_train, task.tokenizer,
                        config.optim.batch_size, env, config.seed, train=True,
@@ -118,6 +143,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
         val = build_data(config.data.val_data, config.data, task.val_fields, task.preprocess_val, task.tokenizer,
                          config.optim.batch_size, env, config.seed, train=False,
                          num_samples=config.data.val_num_samples)
+    zeroshot = TrainingZeroShot.from_config(config)
     optimizer = create_optimizer(config, task.model)
     scaler = create_scaler(config, env)
     state = TrainState()
@@ -133,12 +159,10 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
                            checkpoint.get("stream_position", {}))
         logger.info("resumed from %s: epoch %d, batch %d, step %d", checkpoint_path, state.epoch,
                     state.batch_in_epoch, state.step)
-    model = task.model
-    if env.distributed:
-        model = DistributedDataParallel(task.model, device_ids=[env.device.index] if env.device.type == "cuda"
-                                        else None)
+    model = wrap_for_training(config, env, task.model)
     run_logger = RunLogger(run_dir, config, env.is_master)
-    trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state)
+    trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
+                      zeroshot=zeroshot)
     trainer.last_good = checkpoint_path
     try:
         trainer.fit()

@@ -6,16 +6,35 @@ lands in ``params.txt`` and in each checkpoint.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-PRECISIONS = ("fp32", "amp", "amp_bf16")
+PRECISIONS = ("fp32", "amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "pure_bf16", "pure_fp16")
 DATASET_TYPES = ("webdataset", "csv", "synth-stream", "auto")
 DISTILL_LOSSES = ("cosine", "mse", "l2")
 TRAINABLE_PARTS = ("memory", "visual", "text", "logit_scale", "all")
 REPORT_TO = ("tensorboard", "wandb", "none")
+LR_SCHEDULERS = ("cosine", "const", "const-cooldown")
+SIGLIP_DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
+
+INAPPLICABLE_FLAGS: Dict[str, Tuple[bool, str]] = {
+    # open_clip_train flag: (whether it takes a value, why memclip refuses it)
+    "--horovod": (False, "memclip runs under torchrun or SLURM's srun (DDP), not Horovod"),
+    "--coca-caption-loss-weight": (True, "memclip trains CLIP towers; CoCa's captioning loss does not apply"),
+    "--coca-contrastive-loss-weight": (True, "memclip trains CLIP towers; CoCa's captioning loss does not apply"),
+    "--remote-sync": (True, "no remote sync: write --logs to storage every node sees (checkpoints are atomic)"),
+    "--remote-sync-frequency": (True, "no remote sync: write --logs to storage every node sees"),
+    "--remote-sync-protocol": (True, "no remote sync: write --logs to storage every node sees"),
+    "--copy-codebase": (False, "memclip is an installed package; params.txt and each checkpoint record its config"),
+    "--torchscript": (False, "memory layers (custom autograd ops, Triton kernels) cannot be TorchScript-compiled; "
+                             "use --torchcompile"),
+    "--trace": (False, "open_clip traces models for inference only; memclip trains (use --torchcompile)"),
+    "--use-bnb-linear": (True, "bitsandbytes int8 layers are not supported with memory layers"),
+}
+"""open_clip_train 3.3 flags that cannot apply to memclip: passing one stops with its reason."""
 
 
 class ConfigError(ValueError):
@@ -25,6 +44,13 @@ class ConfigError(ValueError):
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _is_non_negative_number(text: str) -> bool:
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -49,9 +75,23 @@ class DataConfig:
     csv_long_caption_key: Optional[str] = None
     csv_separator: str = "\t"
     shuffle_buffer: int = 1000
+    imagenet_val: Optional[str] = None
+    imagenet_v2: Optional[str] = None
+    train_data_upsampling_factors: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _check(self.dataset_type in DATASET_TYPES, f"--dataset-type {self.dataset_type!r}: one of {DATASET_TYPES}")
+        _check(self.dataset_type in DATASET_TYPES, f"--dataset-type {self.dataset_type!r}: one of {DATASET_TYPES}"
+               + (" (memclip's synthetic data is a world of its own: python -m memclip_train.synth)"
+                  if self.dataset_type == "synthetic" else ""))
+        if self.train_data_upsampling_factors is not None:
+            factors = self.train_data_upsampling_factors.split("::")
+            sources = (self.train_data or "").split("::")
+            _check(self.dataset_resampled, "--train-data-upsampling-factors needs --dataset-resampled (sampling with "
+                                           "replacement), as in open_clip_train")
+            _check(len(factors) == len(sources), f"--train-data-upsampling-factors: {len(factors)} factors for "
+                                                 f"{len(sources)} '::'-separated --train-data sources")
+            _check(all(_is_non_negative_number(f) for f in factors),
+                   f"--train-data-upsampling-factors {self.train_data_upsampling_factors!r}: numbers >= 0")
         _check(self.workers >= 0, f"--workers {self.workers}: must be >= 0")
         for name in ("train_num_samples", "val_num_samples"):
             value = getattr(self, name)
@@ -75,9 +115,31 @@ class ModelConfig:
     text_pos_stretch: Optional[str] = None
     rope_ntk_factor: Optional[float] = None
     memory: Tuple[Tuple[str, Any], ...] = ()
+    cache_dir: Optional[str] = None
+    pretrained_image: bool = False
+    lock_image: bool = False
+    lock_image_unlocked_groups: int = 0
+    lock_image_freeze_bn_stats: bool = False
+    lock_text_unlocked_layers: int = 0
+    lock_text_freeze_layer_norm: bool = False
+    force_context_length: Optional[int] = None
+    force_image_size: Optional[Union[int, Tuple[int, ...]]] = None
+    force_quick_gelu: bool = False
+    force_patch_dropout: Optional[float] = None
+    force_custom_text: bool = False
+    image_mean: Optional[Tuple[float, ...]] = None
+    image_std: Optional[Tuple[float, ...]] = None
+    image_interpolation: Optional[str] = None
+    image_resize_mode: Optional[str] = None
+    aug_cfg: Tuple[Tuple[str, Any], ...] = ()
+    torchcompile: bool = False
 
     def __post_init__(self) -> None:
         _check(self.precision in PRECISIONS, f"--precision {self.precision!r}: one of {PRECISIONS}")
+        _check(self.lock_image_unlocked_groups >= 0 and self.lock_text_unlocked_layers >= 0,
+               "--lock-image-unlocked-groups and --lock-text-unlocked-layers must be >= 0")
+        _check(self.force_patch_dropout is None or 0 <= self.force_patch_dropout < 1,
+               f"--force-patch-dropout {self.force_patch_dropout}: must be in [0, 1)")
         if self.trainable is not None:
             bad = [p for p in self.trainable if p not in TRAINABLE_PARTS]
             _check(not bad and bool(self.trainable), f"--trainable {','.join(self.trainable)}: parts are "
@@ -88,6 +150,27 @@ class ModelConfig:
                    f"--text-tower {self.text_tower!r}: clip, rope or rope:PATH")
         _check(self.text_pos_stretch is None or self.text_context_length is not None,
                "--text-pos-stretch needs --text-context-length")
+
+    @property
+    def create_kwargs(self) -> Dict[str, Any]:
+        """open_clip's model-creation overrides (``--force-*``, ``--cache-dir``, ``--pretrained-image``, precision)
+        as keyword arguments of ``memclip.create_model``."""
+        kwargs: Dict[str, Any] = {"precision": self.precision, "cache_dir": self.cache_dir,
+                                  "force_quick_gelu": self.force_quick_gelu,
+                                  "force_patch_dropout": self.force_patch_dropout,
+                                  "force_image_size": self.force_image_size,
+                                  "force_context_length": self.force_context_length,
+                                  "force_custom_text": self.force_custom_text}
+        if self.pretrained_image:
+            kwargs["pretrained_image"] = True
+        return kwargs
+
+    @property
+    def preprocess_overrides(self) -> Dict[str, Any]:
+        """``--image-mean/-std/-interpolation/-resize-mode`` as open_clip preprocess-config keys."""
+        values = {"mean": self.image_mean, "std": self.image_std, "interpolation": self.image_interpolation,
+                  "resize_mode": self.image_resize_mode}
+        return {k: v for k, v in values.items() if v is not None}
 
     @property
     def memory_overrides(self) -> Optional[Dict[str, Any]]:
@@ -118,13 +201,25 @@ class OptimConfig:
     lr_scheduler: str = "cosine"
     accum_freq: int = 1
     grad_clip_norm: Optional[float] = None
+    opt: str = "adamw"
+    momentum: Optional[float] = None
+    skip_scheduler: bool = False
+    epochs_cooldown: Optional[int] = None
+    lr_cooldown_end: float = 0.0
+    lr_cooldown_power: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, f"--batch-size {self.batch_size}: must be >= 1")
         _check(self.epochs >= 1, f"--epochs {self.epochs}: must be >= 1")
         _check(self.lr >= 0 and self.wd >= 0, "--lr and --wd must be >= 0")
         _check(self.warmup >= 0, f"--warmup {self.warmup}: must be >= 0")
-        _check(self.lr_scheduler in ("cosine", "const"), f"--lr-scheduler {self.lr_scheduler!r}: cosine or const")
+        _check(self.lr_scheduler in LR_SCHEDULERS, f"--lr-scheduler {self.lr_scheduler!r}: one of {LR_SCHEDULERS}")
+        _check(self.lr_scheduler != "const-cooldown" or self.epochs_cooldown is not None,
+               "--lr-scheduler const-cooldown needs --epochs-cooldown N (the last N epochs decay)")
+        _check(self.epochs_cooldown is None or 0 < self.epochs_cooldown <= self.epochs,
+               f"--epochs-cooldown {self.epochs_cooldown}: must be in [1, --epochs]")
+        _check(self.opt == "adamw" or (self.opt.startswith("timm/") and len(self.opt) > 5),
+               f"--opt {self.opt!r}: 'adamw' or a timm optimizer 'timm/NAME' (e.g. timm/sgd, timm/lamb)")
         _check(self.accum_freq >= 1, f"--accum-freq {self.accum_freq}: must be >= 1")
         _check(self.grad_clip_norm is None or self.grad_clip_norm > 0, "--grad-clip-norm must be > 0")
 
@@ -142,8 +237,21 @@ class TaskConfig:
     long_short_alpha: Optional[float] = None
     local_loss: bool = False
     gather_with_grad: bool = False
+    siglip: bool = False
+    loss_dist_impl: Optional[str] = None
+    distill_model: Optional[str] = None
+    distill_pretrained: Optional[str] = None
 
     def __post_init__(self) -> None:
+        _check(self.loss_dist_impl is None or self.loss_dist_impl in SIGLIP_DIST_IMPLS,
+               f"--loss-dist-impl {self.loss_dist_impl!r}: one of {SIGLIP_DIST_IMPLS}")
+        _check((self.distill_model is None) == (self.distill_pretrained is None),
+               "--distill-model and --distill-pretrained go together (open_clip_train's logit distillation)")
+        _check(self.distill_model is None or self.kind == "contrastive",
+               "--distill-model distils contrastive training from another CLIP; it cannot be combined with "
+               "--distill, --distill-text or --long-short-alpha")
+        _check(not (self.siglip and self.distill_model), "--siglip and --distill-model cannot be combined (as in "
+                                                        "open_clip_train, logit distillation is CLIP's softmax loss)")
         _check(self.distill_loss in DISTILL_LOSSES, f"--distill-loss {self.distill_loss!r}: one of {DISTILL_LOSSES}")
         _check(self.distill_layer_weight >= 0, f"--distill-layer-weight {self.distill_layer_weight}: must be >= 0")
         bad = [p for p in self.distill_trainable if p not in TRAINABLE_PARTS]
@@ -178,6 +286,13 @@ class LoggingConfig:
     val_frequency: int = 1
     resume: Optional[str] = None
     progress: bool = True
+    zeroshot_frequency: int = 2
+    log_local: bool = False
+    debug: bool = False
+    wandb_project_name: str = "memclip"
+    wandb_notes: str = ""
+    save_most_recent: bool = False
+    delete_previous_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         bad = [r for r in self.report_to if r not in REPORT_TO]
@@ -185,6 +300,18 @@ class LoggingConfig:
         _check(self.log_every_n_steps >= 1, "--log-every-n-steps must be >= 1")
         _check(self.save_frequency >= 0 and self.save_every_n_steps >= 0, "save frequencies must be >= 0")
         _check(self.val_frequency >= 0, "--val-frequency must be >= 0")
+        _check(self.zeroshot_frequency >= 0, f"--zeroshot-frequency {self.zeroshot_frequency}: must be >= 0")
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """How processes join and synchronise (open_clip_train's distributed flags)."""
+
+    dist_url: Optional[str] = None
+    dist_backend: Optional[str] = None
+    ddp_static_graph: bool = False
+    no_set_device_rank: bool = False
+    use_bn_sync: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,9 +325,12 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     seed: int = 0
     device: Optional[str] = None
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         _check(self.data.train_data is not None, "--train-data is required (webdataset shards or a CSV file)")
+        _check(not (self.task.distill_model and self.optim.accum_freq > 1),
+               "--distill-model with --accum-freq > 1 is not supported (nor in open_clip_train)")
         if self.task.kind == "distill_text":
             _check(self.model.text_tower_kind == "rope", "--distill-text trains a RoPE tower: add --text-tower rope")
         if self.task.distill:
@@ -236,6 +366,28 @@ def _parts(text: str) -> Tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
+def _keyword(text: str) -> Tuple[str, Any]:
+    """``KEY=VALUE`` of ``--aug-cfg``, the value read as a Python literal or kept as a string (open_clip's rule)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--aug-cfg {text!r}: expected KEY=VALUE, e.g. scale='(0.9, 1.0)'")
+    try:
+        return key, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return key, raw
+
+
+class _Refused(argparse.Action):
+    """An open_clip_train flag that cannot apply here: parsing it stops with the reason."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, reason: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=f"not supported: {reason}", **kwargs)
+        self.reason = reason
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} is an open_clip_train flag that memclip does not support: {self.reason}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m memclip_train.main",
@@ -245,10 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d, m, o, t, lg = DataConfig(), ModelConfig(), OptimConfig(), TaskConfig(), LoggingConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--train-data", help="webdataset shards (brace expansion, '::' joins sources), a CSV file, or "
-                   "'synth-stream[:family_size=4,max_objects=6]' (fresh synthetic scenes; needs --train-num-samples)")
+    g.add_argument("--train-data", help="webdataset shards (brace expansion, '::' joins sources; a folder stands for "
+                   "the shards its sizes.json lists), a CSV file, or 'synth-stream[:family_size=4,max_objects=6]' "
+                   "(fresh synthetic scenes; needs --train-num-samples)")
     g.add_argument("--val-data", help="validation shards or CSV (retrieval R@1/5 and the distillation cosine)")
-    g.add_argument("--dataset-type", default=d.dataset_type, choices=DATASET_TYPES)
+    g.add_argument("--dataset-type", default=d.dataset_type, choices=DATASET_TYPES + ("synthetic",),
+                   help="'synthetic' (open_clip's random data) is refused: see python -m memclip_train.synth")
+    g.add_argument("--train-data-upsampling-factors",
+                   help="with --dataset-resampled and '::'-joined --train-data sources: one sampling weight per "
+                        "source, e.g. 1::2::0.5 (default: shards drawn uniformly)")
     g.add_argument("--dataset-resampled", action="store_true", help="sample shards with replacement")
     g.add_argument("--train-num-samples", type=int, help="samples per epoch (default: from sizes.json)")
     g.add_argument("--val-num-samples", type=int)
@@ -260,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--csv-long-caption-key", default=d.csv_long_caption_key)
     g.add_argument("--csv-separator", default=d.csv_separator)
     g.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer, help="samples in the shuffle buffer")
+    g.add_argument("--imagenet-val", help="ImageNet val in ImageFolder layout, for zero-shot top-1/top-5 during "
+                                          "training (see --zeroshot-frequency)")
+    g.add_argument("--imagenet-v2", help="ImageNet-V2 (matched-frequency) for zero-shot evaluation during training")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=m.model)
     g.add_argument("--pretrained", help="open_clip tag of the teacher, a checkpoint file, or a saved memclip folder")
@@ -274,6 +434,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--text-context-length", type=int, help="text tokens read (e.g. 248)")
     g.add_argument("--text-pos-stretch", choices=("longclip", "interpolate"), help="how a CLIP tower reaches it")
     g.add_argument("--rope-ntk-factor", type=float, help="NTK-aware RoPE context extension factor")
+    g.add_argument("--cache-dir", help="where --pretrained tags download (default: the hub's cache)")
+    g.add_argument("--pretrained-image", action="store_true",
+                   help="ImageNet weights for a timm image tower (open_clip models without memory only)")
+    g.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT), memory included")
+    g.add_argument("--lock-image-unlocked-groups", type=int, default=m.lock_image_unlocked_groups,
+                   help="with --lock-image: leave the last N layer groups of the image tower trainable")
+    g.add_argument("--lock-image-freeze-bn-stats", action="store_true",
+                   help="with --lock-image: freeze BatchNorm statistics of locked layers")
+    g.add_argument("--lock-text-unlocked-layers", type=int, default=m.lock_text_unlocked_layers,
+                   help="with --lock-text: leave the last N text layers trainable")
+    g.add_argument("--lock-text-freeze-layer-norm", action="store_true",
+                   help="with --lock-text: accepted as in open_clip, whose LayerNorms lock like other weights")
+    g.add_argument("--force-context-length", type=int, help="override the text context length of the config")
+    g.add_argument("--force-image-size", type=int, nargs="+", help="override the image size of the config")
+    g.add_argument("--force-quick-gelu", action="store_true", help="QuickGELU activations (OpenAI weights)")
+    g.add_argument("--force-patch-dropout", type=float, help="override the image tower's patch dropout")
+    g.add_argument("--force-custom-text", action="store_true", help="build a separate text tower (CustomTextCLIP)")
+    g.add_argument("--image-mean", type=float, nargs="+", metavar="MEAN", help="override the image mean")
+    g.add_argument("--image-std", type=float, nargs="+", metavar="STD", help="override the image std")
+    g.add_argument("--image-interpolation", choices=("bicubic", "bilinear", "random"),
+                   help="override the resize interpolation")
+    g.add_argument("--image-resize-mode", choices=("shortest", "longest", "squash"),
+                   help="override the resize (and crop) mode of the evaluation transform")
+    g.add_argument("--aug-cfg", type=_keyword, nargs="*", default=[], metavar="KEY=VALUE",
+                   help="training augmentation (open_clip's AugmentationCfg), e.g. scale='(0.9, 1.0)'")
+    g.add_argument("--torchcompile", action="store_true", help="torch.compile the model for training")
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch-size", type=int, default=o.batch_size, help="per-GPU batch size")
     g.add_argument("--epochs", type=int, default=o.epochs)
@@ -283,7 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--beta2", type=float, default=o.beta2)
     g.add_argument("--eps", type=float, default=o.eps)
     g.add_argument("--warmup", type=int, default=o.warmup, help="warmup steps")
-    g.add_argument("--lr-scheduler", default=o.lr_scheduler, choices=("cosine", "const"))
+    g.add_argument("--lr-scheduler", default=o.lr_scheduler, choices=LR_SCHEDULERS,
+                   help="const-cooldown: constant, then the last --epochs-cooldown epochs decay")
+    g.add_argument("--epochs-cooldown", type=int, help="const-cooldown: epochs of decay at the end")
+    g.add_argument("--lr-cooldown-end", type=float, default=o.lr_cooldown_end, help="lr at the end of the cooldown")
+    g.add_argument("--lr-cooldown-power", type=float, default=o.lr_cooldown_power,
+                   help="cooldown shape: 1 = linear, otherwise polynomial")
+    g.add_argument("--skip-scheduler", action="store_true", help="no warmup and no decay: the lr stays at --lr")
+    g.add_argument("--opt", default=o.opt, help="adamw, or a timm optimizer as timm/NAME (timm/sgd, timm/lamb, ...)")
+    g.add_argument("--momentum", type=float, help="momentum of timm optimizers that take one")
     g.add_argument("--accum-freq", type=int, default=o.accum_freq, help="micro-batches per optimizer step")
     g.add_argument("--grad-clip-norm", type=float)
     g = p.add_argument_group("task")
@@ -297,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--long-short-alpha", type=float, help="stage 2: alpha * L_long + (1 - alpha) * L_short")
     g.add_argument("--local-loss", action="store_true", help="contrastive logits only against local samples")
     g.add_argument("--gather-with-grad", action="store_true", help="all-gather features with gradients")
+    g.add_argument("--siglip", action="store_true", help="SigLIP's sigmoid loss instead of InfoNCE (adds a bias)")
+    g.add_argument("--loss-dist-impl", choices=SIGLIP_DIST_IMPLS, help="SigLIP's exchange of features across ranks")
+    g.add_argument("--distill-model", help="contrastive training distilled from this CLIP's logits (open_clip_train)")
+    g.add_argument("--distill-pretrained", help="weights of --distill-model")
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--logs", "--logs-dir", dest="logs", default=lg.logs,
                    help="folder of run folders (under torchrun write --logs-dir: torchrun takes --logs for its own "
@@ -308,11 +506,38 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-every-n-steps", type=int, default=lg.save_every_n_steps,
                    help="also refresh epoch_latest.pt every N steps (mid-epoch resume)")
     g.add_argument("--val-frequency", type=int, default=lg.val_frequency, help="validate every N epochs")
+    g.add_argument("--zeroshot-frequency", type=int, default=lg.zeroshot_frequency,
+                   help="zero-shot ImageNet every N epochs and after the last (0: never)")
     g.add_argument("--resume", help="a checkpoint path, or 'latest' for the newest in this run's folder")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--log-local", action="store_true", help="every node's first process writes out-RANK.log")
+    g.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    g.add_argument("--wandb-project-name", default=lg.wandb_project_name, help="W&B project")
+    g.add_argument("--wandb-notes", default=lg.wandb_notes, help="W&B notes")
+    g.add_argument("--save-most-recent", action="store_true",
+                   help="accepted as in open_clip_train: memclip always keeps checkpoints/epoch_latest.pt")
+    g.add_argument("--delete-previous-checkpoint", action="store_true",
+                   help="delete epoch_{N-1}.pt after writing epoch_N.pt")
+    g = p.add_argument_group("distributed")
+    g.add_argument("--dist-url", help="init_method of the process group (default: env://, from torchrun or SLURM)")
+    g.add_argument("--dist-backend", help="nccl (CUDA), gloo (CPU) or another torch.distributed backend")
+    g.add_argument("--ddp-static-graph", action="store_true", help="DistributedDataParallel(static_graph=True)")
+    g.add_argument("--no-set-device-rank", action="store_true",
+                   help="use cuda:0 in every process (one visible GPU per process)")
+    g.add_argument("--use-bn-sync", action="store_true", help="synchronise BatchNorm statistics across processes")
+    g = p.add_argument_group("open_clip_train flags that do not apply to memclip (each stops with its reason)")
+    for flag, (takes_value, reason) in INAPPLICABLE_FLAGS.items():
+        g.add_argument(flag, action=_Refused, reason=reason, nargs=None if takes_value else 0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
     return p
+
+
+def _image_size(values: Optional[List[int]]) -> Optional[Union[int, Tuple[int, ...]]]:
+    """``--force-image-size 224`` -> 224, ``--force-image-size 224 336`` -> (224, 336) (open_clip's rule)."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -321,19 +546,44 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data=DataConfig(args.train_data, args.val_data, args.dataset_type, args.dataset_resampled,
                         args.train_num_samples, args.val_num_samples, args.workers, args.caption_key,
                         args.long_caption_key, args.csv_img_key, args.csv_caption_key, args.csv_long_caption_key,
-                        args.csv_separator, args.shuffle_buffer),
+                        args.csv_separator, args.shuffle_buffer, imagenet_val=args.imagenet_val,
+                        imagenet_v2=args.imagenet_v2,
+                        train_data_upsampling_factors=args.train_data_upsampling_factors),
         model=ModelConfig(args.model, args.pretrained, args.precision, args.grad_checkpointing, args.lock_text,
                           args.trainable, args.value_lr, args.text_tower, args.text_context_length,
-                          args.text_pos_stretch, args.rope_ntk_factor, tuple(args.memory)),
+                          args.text_pos_stretch, args.rope_ntk_factor, tuple(args.memory),
+                          cache_dir=args.cache_dir, pretrained_image=args.pretrained_image,
+                          lock_image=args.lock_image, lock_image_unlocked_groups=args.lock_image_unlocked_groups,
+                          lock_image_freeze_bn_stats=args.lock_image_freeze_bn_stats,
+                          lock_text_unlocked_layers=args.lock_text_unlocked_layers,
+                          lock_text_freeze_layer_norm=args.lock_text_freeze_layer_norm,
+                          force_context_length=args.force_context_length,
+                          force_image_size=_image_size(args.force_image_size),
+                          force_quick_gelu=args.force_quick_gelu, force_patch_dropout=args.force_patch_dropout,
+                          force_custom_text=args.force_custom_text,
+                          image_mean=tuple(args.image_mean) if args.image_mean else None,
+                          image_std=tuple(args.image_std) if args.image_std else None,
+                          image_interpolation=args.image_interpolation, image_resize_mode=args.image_resize_mode,
+                          aug_cfg=tuple(args.aug_cfg or ()), torchcompile=args.torchcompile),
         optim=OptimConfig(args.batch_size, args.epochs, args.lr, args.wd, args.beta1, args.beta2, args.eps,
-                          args.warmup, args.lr_scheduler, args.accum_freq, args.grad_clip_norm),
+                          args.warmup, args.lr_scheduler, args.accum_freq, args.grad_clip_norm, opt=args.opt,
+                          momentum=args.momentum, skip_scheduler=args.skip_scheduler,
+                          epochs_cooldown=args.epochs_cooldown, lr_cooldown_end=args.lr_cooldown_end,
+                          lr_cooldown_power=args.lr_cooldown_power),
         task=TaskConfig(args.distill, args.distill_teacher, args.distill_trainable, args.distill_loss,
                         args.distill_layer_weight, args.distill_text, args.long_short_alpha, args.local_loss,
-                        args.gather_with_grad),
+                        args.gather_with_grad, siglip=args.siglip, loss_dist_impl=args.loss_dist_impl,
+                        distill_model=args.distill_model, distill_pretrained=args.distill_pretrained),
         logging=LoggingConfig(args.logs, args.name, report_to, args.log_every_n_steps, args.save_frequency,
-                              args.save_every_n_steps, args.val_frequency, args.resume, not args.no_progress),
+                              args.save_every_n_steps, args.val_frequency, args.resume, not args.no_progress,
+                              zeroshot_frequency=args.zeroshot_frequency, log_local=args.log_local,
+                              debug=args.debug, wandb_project_name=args.wandb_project_name,
+                              wandb_notes=args.wandb_notes, save_most_recent=args.save_most_recent,
+                              delete_previous_checkpoint=args.delete_previous_checkpoint),
         seed=args.seed,
         device=args.device,
+        distributed=DistributedConfig(args.dist_url, args.dist_backend, args.ddp_static_graph,
+                                      args.no_set_device_rank, args.use_bn_sync),
     )
 
 

@@ -14,13 +14,14 @@ logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
 
 
-def setup_logging(path: Optional[Path], is_master: bool) -> Optional[logging.Handler]:
-    """Log to the console (INFO on rank 0, WARNING elsewhere) and, on rank 0, to ``path``.
+def setup_logging(path: Optional[Path], is_master: bool, debug: bool = False) -> Optional[logging.Handler]:
+    """Log to the console (INFO, or DEBUG with ``debug``, on the logging process; WARNING elsewhere) and, on the
+    logging process, to ``path``.
 
     Returns the file handler (remove it from the root logger when the run ends), or None.
     """
     root = logging.getLogger()
-    root.setLevel(logging.INFO if is_master else logging.WARNING)
+    root.setLevel((logging.DEBUG if debug else logging.INFO) if is_master else logging.WARNING)
     formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d,%H:%M:%S")
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
                for h in root.handlers):
@@ -29,6 +30,7 @@ def setup_logging(path: Optional[Path], is_master: bool) -> Optional[logging.Han
         root.addHandler(console)
     if path is None or not is_master:
         return None
+    path.parent.mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(path, mode="a")
     file_handler.setFormatter(formatter)
     root.addHandler(file_handler)
@@ -68,7 +70,8 @@ class RunLogger:
                 import wandb
 
                 self.wandb = wandb
-                wandb.init(project="memclip", name=run_dir.name, config=config.to_dict(), resume="allow")
+                wandb.init(project=config.logging.wandb_project_name, notes=config.logging.wandb_notes,
+                           name=run_dir.name, config=config.to_dict(), resume="allow")
             except ImportError:
                 logger.warning("--report-to wandb: the wandb package is not installed; skipping it (pip install "
                                "wandb)")

@@ -1,9 +1,12 @@
-"""Learning-rate schedules: linear warmup, then cosine decay or constant. Groups with ``fixed_lr`` are left alone."""
+"""Learning-rate schedules: linear warmup, then cosine decay, constant, or constant with a cooldown (open_clip_train's
+``cosine``, ``const`` and ``const-cooldown``). Groups with ``fixed_lr`` are left alone."""
 from __future__ import annotations
 
 import math
 
 import torch
+
+SCHEDULES = ("cosine", "const", "const-cooldown", "none")
 
 
 class LearningRateSchedule:
@@ -13,29 +16,43 @@ class LearningRateSchedule:
         optimizer: its groups' initial ``lr`` is each group's base lr.
         warmup: warmup steps (lr rises linearly from base / warmup to base).
         total_steps: steps of the whole run.
-        kind: ``cosine`` (to 0 at the end) or ``const``.
+        kind: ``cosine`` (to 0 at the end), ``const``, ``const-cooldown`` (constant, then the last
+            ``cooldown_steps`` decay as ``(1 - t) ** cooldown_power`` from base to ``cooldown_end``), or ``none``
+            (``--skip-scheduler``: no warmup, no decay).
+        cooldown_steps, cooldown_power, cooldown_end: the cooldown of ``const-cooldown``.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup: int, total_steps: int, kind: str = "cosine"):
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup: int, total_steps: int, kind: str = "cosine",
+                 cooldown_steps: int = 0, cooldown_power: float = 1.0, cooldown_end: float = 0.0):
+        if kind not in SCHEDULES:
+            raise ValueError(f"unknown lr schedule {kind!r}; choose from {SCHEDULES}")
         self.optimizer = optimizer
         self.warmup = warmup
         self.total_steps = max(1, total_steps)
         self.kind = kind
+        self.cooldown_start = self.total_steps - cooldown_steps
+        self.cooldown_power = cooldown_power
+        self.cooldown_end = cooldown_end
         for group in optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
 
-    def factor(self, step: int) -> float:
+    def lr(self, base: float, step: int) -> float:
+        """The lr at ``step`` of a group whose base lr is ``base``."""
+        if self.kind == "none":
+            return base
         if step < self.warmup:
-            return (step + 1) / self.warmup
-        if self.kind == "const":
-            return 1.0
+            return base * (step + 1) / self.warmup
+        if self.kind == "const" or (self.kind == "const-cooldown" and step < self.cooldown_start):
+            return base
+        if self.kind == "const-cooldown":
+            progress = (step - self.cooldown_start) / max(1, self.total_steps - self.cooldown_start)
+            decay = (1 - min(1.0, progress)) ** self.cooldown_power
+            return decay * (base - self.cooldown_end) + self.cooldown_end
         progress = (step - self.warmup) / max(1, self.total_steps - self.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * base
 
-    def __call__(self, step: int) -> float:
-        """Set the lrs for ``step``; returns the factor applied to the scheduled groups."""
-        factor = self.factor(step)
+    def __call__(self, step: int) -> None:
+        """Set the lrs of the scheduled groups for ``step``."""
         for group in self.optimizer.param_groups:
             if not group.get("fixed_lr", False):
-                group["lr"] = group["base_lr"] * factor
-        return factor
+                group["lr"] = self.lr(group["base_lr"], step)

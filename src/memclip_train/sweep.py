@@ -1,25 +1,35 @@
 """`python -m memclip_train.sweep`: ablations over the memory knobs, like the thesis's Fig. 5.4.
 
     python -m memclip_train.sweep --out runs/sweep --grid placement --grid knn
-    python -m memclip_train.sweep --out runs/sweep --grid nkeys-vdim --world runs/demo/world \\
-        --teacher runs/demo/logs/teacher/final
+    python -m memclip_train.sweep --out runs/sweep --grid nkeys-vdim --world runs/demo/world
+    # the thesis's ablation on real data (one 10k-sample ShareGPT4V shard, Table 4.1's settings) on a 4-GPU node
+    python -m memclip_train.sweep --preset thesis --model ViT-B-16-mem --teacher openai \\
+        --train-data '/data/shards/sharegpt4v/train/{000000..000009}.tar' --val-data /data/shards/sharegpt4v/val-1k \\
+        --eval urban1k --eval-root /data/Urban1k --eval sharegpt4v-1k --eval-root /data/sharegpt4v \\
+        --launcher "torchrun --nproc_per_node 4" --out runs/ablation -- --workers 8
 
 Each point distils a student from the teacher with one memory setting (``--memory KEY=VALUE`` of the trainer),
-fine-tunes it on long + short captions, and evaluates long- and short-caption retrieval. Points that finished are
-skipped when the sweep runs again. Results go to sweep_results.csv/.json and sweep.png. Without --world/--teacher,
-the synthetic world is generated and a teacher trained first (the demo's first two stages).
+fine-tunes it on long + short captions, and evaluates retrieval on the --eval datasets (default: the synthetic
+world's long and short captions). Points that finished are skipped when the sweep runs again. Results go to
+sweep_results.csv/.json and sweep.png. Without --train-data, --world defaults to a synthetic world generated first
+(the demo's first stage) and --teacher to the pretrained tiny CLIP that ships with memclip (tag 'synth'). Flags the
+sweep does not know (or those after ``--``) are training flags of ``python -m memclip_train.main``, given to both
+stages after the preset's own.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
+import shlex
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -28,11 +38,61 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import memclip  # noqa: E402
 
-from .demo.pipeline import DemoPipeline  # noqa: E402
+from .demo.pipeline import SHIPPED_TEACHER, DemoPipeline  # noqa: E402
 from .demo.plan import DemoPlan, StageRecipe  # noqa: E402
+from .eval.retrieval import result_path  # noqa: E402
+from .eval.retrieval_sets import DATASETS as RETRIEVAL_DATASETS  # noqa: E402
+from .eval.runner import split_variant  # noqa: E402
+from .params import build_parser as training_parser  # noqa: E402
 
 logger = logging.getLogger("memclip_train.sweep")
 GRIDS = ("nkeys-vdim", "knn", "placement")
+SYNTH_EVAL = ("synth-long", "synth-short")
+
+
+@dataclass(frozen=True)
+class SweepPreset:
+    """A named sweep: the grid values and each stage's recipe.
+
+    Attributes:
+        n_keys, v_dims, knns: values of the nkeys-vdim and knn grids.
+        distill, finetune: the stage recipes (flags of ``python -m memclip_train.main``).
+        flags: training flags of both stages (precision, loaders).
+        finetune_text: the text side of stage 2 (empty: CLIP's 77 tokens, as the thesis).
+        description: what the preset reproduces.
+        model, teacher: the default memory model and its teacher's weights.
+    """
+
+    n_keys: Tuple[int, ...]
+    v_dims: Tuple[int, ...]
+    knns: Tuple[int, ...]
+    distill: StageRecipe
+    finetune: StageRecipe
+    flags: Tuple[str, ...]
+    finetune_text: Tuple[str, ...]
+    description: str
+    model: str = "ViT-Tiny-8-mem"
+    teacher: str = SHIPPED_TEACHER
+
+
+PRESETS: Dict[str, SweepPreset] = {
+    "synthetic": SweepPreset(
+        (16, 32), (128, 256), (4, 8, 16, 32),
+        StageRecipe(epochs=2, lr=2e-3, wd=0.05, warmup=5, extra=("--value-lr", "5e-3")),
+        StageRecipe(epochs=1, lr=2e-4, wd=0.05, warmup=5), ("--precision", "fp32", "--workers", "1"),
+        ("--text-context-length", "248", "--text-pos-stretch", "longclip"),
+        "the demo world's scale: ViT-Tiny-8-mem on CPU, the demo's 248-token stage 2"),
+    "thesis": SweepPreset(
+        (64, 128, 256), (256, 512, 1024), (8, 16, 32, 64),
+        StageRecipe(epochs=10, lr=5e-4, batch_size=20, warmup=1000, wd=0.1,
+                    extra=("--accum-freq", "4", "--distill-loss", "cosine", "--grad-checkpointing")),
+        StageRecipe(epochs=10, lr=1e-5, batch_size=32, warmup=1000, wd=0.1, extra=("--trainable", "memory,visual")),
+        ("--precision", "amp_bf16"), (),
+        "thesis section 5.3 / Fig. 5.4: 10 epochs on one 10k-sample ShareGPT4V shard with Table 4.1's settings, "
+        "stage 2 as section 4.4 (77 tokens, text frozen); n_keys 64 x v_dim 1024, knn 64 and the four placements "
+        "are the thesis's, the other n_keys/v_dim values our reading of Fig. 5.4 (its axes are not in the text)",
+        model="ViT-B-16-mem", teacher="openai"),
+}
 
 
 @dataclass(frozen=True)
@@ -88,17 +148,52 @@ def grid_points(grid: str, model: str, n_keys: Sequence[int], v_dims: Sequence[i
     raise ValueError(f"unknown grid {grid!r}; choose from {GRIDS}")
 
 
+def result_prefix(dataset: str) -> str:
+    """Column prefix of an eval dataset's metrics: ``long``/``short`` for the synthetic world, else its name."""
+    return dataset.split("-", 1)[1] if dataset in SYNTH_EVAL else dataset
+
+
+@dataclass(frozen=True)
+class SweepData:
+    """What every point trains and evaluates on.
+
+    Attributes:
+        train, val: ``--train-data`` and ``--val-data`` of both stages (val may be None).
+        evaluation: (retrieval dataset spec, its root) pairs, e.g. ("urban1k", "/data/Urban1k").
+        flags: training flags of both stages after the preset's (the pass-through flags).
+        distill_flags, finetune_flags: training flags of one stage, last.
+        launcher: a command that runs ``-m memclip_train.main`` in its place (``torchrun --nproc_per_node 4``);
+            empty: in this process.
+    """
+
+    train: str
+    val: Optional[str]
+    evaluation: Tuple[Tuple[str, str], ...]
+    flags: Tuple[str, ...] = ()
+    distill_flags: Tuple[str, ...] = ()
+    finetune_flags: Tuple[str, ...] = ()
+    launcher: str = ""
+
+
 class Sweep:
     """Runs the points of the chosen grids into ``out`` (one folder per point)."""
 
-    def __init__(self, out: Path, pipeline: DemoPipeline, model: str, teacher: Path,
-                 distill: StageRecipe, finetune: StageRecipe) -> None:
+    def __init__(self, out: Path, pipeline: DemoPipeline, model: str, teacher: str, preset: SweepPreset,
+                 data: SweepData) -> None:
         self.out = Path(out)
         self.pipeline = pipeline
         self.model = model
         self.teacher = teacher
-        self.distill = distill
-        self.finetune = finetune
+        self.preset = preset
+        self.data = data
+
+    def _train(self, args: List[str]) -> None:
+        if not self.data.launcher:
+            self.pipeline.run_command("memclip_train.main", args)
+            return
+        command = [*shlex.split(self.data.launcher), "-m", "memclip_train.main", *args]
+        print("$ " + " ".join(shlex.quote(part) for part in command), flush=True)
+        subprocess.run(command, check=True)
 
     def _result_file(self, point: SweepPoint) -> Path:
         return self.out / "points" / f"{point.key}.json"
@@ -111,33 +206,30 @@ class Sweep:
         logs = self.out / "runs" / point.key
         shutil.rmtree(logs, ignore_errors=True)
         start = time.time()
-        world = self.pipeline.world
-        data = ["--train-data", self.pipeline.train_spec(),
-                "--val-data", str(world / "val" / "000000.tar"), "--precision", "fp32", "--workers", "1",
-                "--logs", str(logs), "--log-every-n-steps", "10", "--no-progress"]
-        self.pipeline.run_command("memclip_train.main", [
-            *data, "--name", "distill", "--model", self.model, "--distill", "--pretrained", str(self.teacher),
-            *self.distill.flags(), *point.flags()])
-        self.pipeline.run_command("memclip_train.main", [
-            *data, "--name", "finetune", "--model", self.model, "--pretrained", str(logs / "distill" / "final"),
-            "--long-short-alpha", "0.8", "--text-context-length", "248", "--text-pos-stretch", "longclip",
-            *self.finetune.flags()])
+        d, p = self.data, self.preset
+        data = ["--train-data", d.train, *(["--val-data", d.val] if d.val else []), "--logs-dir", str(logs),
+                "--log-every-n-steps", "10", "--no-progress", *p.flags]
+        self._train([*data, "--name", "distill", "--model", self.model, "--distill", "--pretrained", self.teacher,
+                     *p.distill.flags(), *point.flags(), *d.flags, *d.distill_flags])
+        self._train([*data, "--name", "finetune", "--model", self.model, "--pretrained",
+                     str(logs / "distill" / "final"), "--long-short-alpha", "0.8", *p.finetune_text,
+                     *p.finetune.flags(), *d.flags, *d.finetune_flags])
         eval_out = logs / "eval"
+        evaluation = [arg for spec, root in d.evaluation for arg in ("--dataset", spec, "--data-root", root)]
         self.pipeline.run_command("memclip_train.eval", [
             "retrieval", "--model", self.model, "--pretrained", str(logs / "finetune" / "final"), "--label",
-            point.key, "--dataset", "synth-long", "--dataset", "synth-short", "--data-root", str(world),
-            "--out", str(eval_out), "--no-progress"])
+            point.key, *evaluation, "--out", str(eval_out), "--no-progress"])
         result = {"grid": point.grid, "point": point.label, "memory": point.memory,
                   "memory_parameters": _memory_parameters(self.model, point.memory),
                   "seconds": round(time.time() - start, 1)}
-        for dataset in ("synth-long", "synth-short"):
-            stored = next((eval_out / "retrieval" / dataset).glob("*.json"))
-            metrics = json.loads(stored.read_text())["metrics"]
-            short = dataset.split("-")[1]
+        for spec, _ in d.evaluation:
+            folder = result_path(eval_out, *split_variant(spec), point.key).parent
+            metrics = json.loads(next(folder.glob("*.json")).read_text())["metrics"]
             for key in ("t2i_R@1", "t2i_R@5", "i2t_R@1", "i2t_R@5"):
-                result[f"{short}_{key}"] = metrics[key]
-        distill_val = [json.loads(line) for line in (logs / "distill" / "metrics.jsonl").read_text().splitlines()
-                       if '"kind": "val"' in line]
+                result[f"{result_prefix(spec)}_{key}"] = metrics[key]
+        metrics_file = logs / "distill" / "metrics.jsonl"
+        distill_val = [json.loads(line) for line in metrics_file.read_text().splitlines()
+                       if '"kind": "val"' in line] if metrics_file.exists() else []
         result["distill_val_cosine"] = distill_val[-1]["val_distill_cosine"] if distill_val else None
         result_file.parent.mkdir(parents=True, exist_ok=True)
         result_file.write_text(json.dumps(result, indent=2) + "\n")
@@ -145,8 +237,9 @@ class Sweep:
 
     def run(self, points: Sequence[SweepPoint]) -> List[Dict[str, Any]]:
         results = [self.run_point(point) for point in points]
-        write_tables(self.out, results)
-        plot(self.out / "sweep.png", results)
+        prefixes = [result_prefix(spec) for spec, _ in self.data.evaluation]
+        write_tables(self.out, results, prefixes)
+        plot(self.out / "sweep.png", results, prefixes)
         return results
 
 
@@ -155,25 +248,27 @@ def _memory_parameters(model: str, memory: Dict[str, Any]) -> int:
     return sum(p.numel() for p in memclip.memory_parameters(built))
 
 
-def write_tables(out: Path, results: List[Dict[str, Any]]) -> None:
+def write_tables(out: Path, results: List[Dict[str, Any]], prefixes: Sequence[str] = ("long", "short")) -> None:
+    """sweep_results.json and .csv: one row per point, T2I R@1/5 and I2T R@1 per eval dataset (``prefixes``)."""
     (out / "sweep_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    columns = ["grid", "point", "memory_parameters", "long_t2i_R@1", "long_t2i_R@5", "long_i2t_R@1",
-               "short_t2i_R@1", "short_i2t_R@1", "distill_val_cosine", "seconds"]
+    columns = ["grid", "point", "memory_parameters",
+               *[f"{p}_{k}" for p in prefixes for k in ("t2i_R@1", "t2i_R@5", "i2t_R@1")],
+               "distill_val_cosine", "seconds"]
     with open(out / "sweep_results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results)
 
 
-def plot(path: Path, results: List[Dict[str, Any]]) -> Path:
-    """One panel per grid: long- and short-caption T2I R@1 per point (thesis Fig. 5.4 style)."""
+def plot(path: Path, results: List[Dict[str, Any]], prefixes: Sequence[str] = ("long", "short")) -> Path:
+    """One panel per grid: T2I R@1 per point on each eval dataset (thesis Fig. 5.4 style)."""
     grids = [g for g in GRIDS if any(r["grid"] == g for r in results)]
     figure, axes = plt.subplots(1, len(grids), figsize=(4.5 * len(grids), 3.4), squeeze=False)
     for axis, grid in zip(axes[0], grids):
         rows = [r for r in results if r["grid"] == grid]
         x = range(len(rows))
-        axis.plot(x, [r["long_t2i_R@1"] for r in rows], "o-", label="long T2I R@1")
-        axis.plot(x, [r["short_t2i_R@1"] for r in rows], "s--", label="short T2I R@1")
+        for prefix, style in zip(prefixes, ("o-", "s--", "^-.", "d:", "v-", "x--")):
+            axis.plot(x, [r[f"{prefix}_t2i_R@1"] for r in rows], style, label=f"{prefix} T2I R@1")
         axis.set_xticks(list(x))
         axis.set_xticklabels([r["point"] for r in rows], rotation=30, fontsize=8)
         axis.set_title(grid, fontsize=10)
@@ -189,48 +284,99 @@ def _ints(text: str) -> List[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m memclip_train.sweep", description=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m memclip_train.sweep", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
     parser.add_argument("--grid", action="append", choices=GRIDS, help="grids to run (repeat; default: all)")
-    parser.add_argument("--model", default="ViT-Tiny-8-mem", help="the memory model whose knobs vary")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="synthetic",
+                        help="grid values and stage recipes: " + "; ".join(f"{k}: {v.description}"
+                                                                            for k, v in PRESETS.items()))
+    parser.add_argument("--model", help="the memory model whose knobs vary (default: the preset's)")
     parser.add_argument("--world", type=Path, help="a synthetic world (default: generate one under --out)")
-    parser.add_argument("--teacher", type=Path, help="teacher weights (default: train one under --out)")
-    parser.add_argument("--n-keys", type=_ints, default=[16, 32], help="n_keys values of the nkeys-vdim grid")
-    parser.add_argument("--v-dims", type=_ints, default=[128, 256], help="v_dim values of the nkeys-vdim grid")
-    parser.add_argument("--knn", type=_ints, default=[4, 8, 16, 32], help="knn values of the knn grid")
-    parser.add_argument("--distill-epochs", type=int, default=2)
-    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--teacher", help="teacher weights: a tag (openai), checkpoint or folder (default: the "
+                                          f"preset's; the synthetic preset's is the shipped '{SHIPPED_TEACHER}')")
+    parser.add_argument("--train-data", help="real training shards for every point (instead of a synthetic world)")
+    parser.add_argument("--val-data", help="validation shards (the distillation cosine per point)")
+    parser.add_argument("--eval", action="append", default=[], metavar="DATASET",
+                        help=f"retrieval dataset of the eval program, NAME[@VARIANT] (repeat; one of "
+                             f"{sorted(RETRIEVAL_DATASETS)}; default: synth-long and synth-short on the world)")
+    parser.add_argument("--eval-root", action="append", default=[], metavar="DIR",
+                        help="its folder: one for all --eval datasets, or one per --eval in order")
+    parser.add_argument("--n-keys", type=_ints, help="n_keys values of the nkeys-vdim grid (default: the preset's)")
+    parser.add_argument("--v-dims", type=_ints, help="v_dim values of the nkeys-vdim grid (default: the preset's)")
+    parser.add_argument("--knn", type=_ints, help="knn values of the knn grid (default: the preset's)")
+    parser.add_argument("--distill-epochs", type=int, help="stage 1 epochs (default: the preset's)")
+    parser.add_argument("--finetune-epochs", type=int, help="stage 2 epochs (default: the preset's)")
+    parser.add_argument("--distill-args", default="", help="more training flags for stage 1 only, quoted")
+    parser.add_argument("--finetune-args", default="", help="more training flags for stage 2 only, quoted")
+    parser.add_argument("--launcher", default="", help="run training as LAUNCHER -m memclip_train.main, e.g. "
+                                                       "'torchrun --nproc_per_node 4' (default: in this process)")
     parser.add_argument("--quick", action="store_true", help="a toy world and one epoch per stage")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _evaluation(args: argparse.Namespace, world: Path, parser: argparse.ArgumentParser) -> Tuple[Tuple[str, str], ...]:
+    if not args.eval:
+        if args.eval_root:
+            parser.error("--eval-root without --eval")
+        return tuple((spec, str(world)) for spec in SYNTH_EVAL)
+    unknown = [spec for spec in args.eval if split_variant(spec)[0] not in RETRIEVAL_DATASETS]
+    if unknown:
+        parser.error(f"--eval {unknown[0]}: not a retrieval dataset of the eval program {sorted(RETRIEVAL_DATASETS)}")
+    roots = args.eval_root if len(args.eval_root) != 1 else args.eval_root * len(args.eval)
+    if len(roots) != len(args.eval):
+        parser.error(f"give one --eval-root, or one per --eval ({len(args.eval)}); got {len(args.eval_root)}")
+    return tuple(zip(args.eval, roots))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args, passthrough = parser.parse_known_args(argv)
+    passthrough = [arg for arg in passthrough if arg != "--"]
+    preset = PRESETS[args.preset]
+    stage_flags = (shlex.split(args.distill_args), shlex.split(args.finetune_args))
+    for flags in stage_flags:  # fail now, not after the first point: main's parser checks every flag
+        training_parser().parse_args(["--train-data", "x", *passthrough, *flags])
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model = args.model or preset.model
     plan = DemoPlan.quick() if args.quick else DemoPlan()
     pipeline = DemoPipeline(args.out / "base", plan, progress=False)
-    if args.world is not None:
-        pipeline.world = args.world
-    if args.world is None or args.teacher is None:
-        stages = [s for s in pipeline.stages() if s.name in ("synthetic world", "teacher")]
-        stages = [s for s in stages if not (s.name == "synthetic world" and args.world is not None)]
-        for stage in stages:
-            if not stage.done.exists():
-                pipeline.run_command(stage.module, stage.args + (["--resume", "latest"] if stage.resumable and (
-                    pipeline.logs / stage.name).exists() else []))
-    teacher = args.teacher or pipeline.logs / "teacher" / "final"
+    teacher = args.teacher or preset.teacher
+    if args.train_data:
+        if args.world is not None:
+            parser.error("--train-data and --world exclude each other: real shards or a synthetic world")
+        if not args.eval:
+            parser.error("--train-data: name the retrieval datasets to evaluate with --eval NAME --eval-root DIR")
+        if args.teacher is None and args.preset == "synthetic":
+            parser.error("--train-data needs --teacher: an open_clip tag of the model's teacher (openai) or weights")
+        train, val = args.train_data, args.val_data
+    else:
+        if args.world is not None:
+            pipeline.world = args.world
+        else:
+            world = next(stage for stage in pipeline.stages() if stage.name == "synthetic world")
+            if not world.done.exists():
+                pipeline.run_command(world.module, world.args)
+        train, val = pipeline.train_spec(), args.val_data or str(pipeline.world / "val" / "000000.tar")
     try:
         points = [p for grid in (args.grid or GRIDS)
-                  for p in grid_points(grid, args.model, args.n_keys, args.v_dims, args.knn)]
+                  for p in grid_points(grid, model, args.n_keys or preset.n_keys, args.v_dims or preset.v_dims,
+                                       args.knn or preset.knns)]
     except ValueError as error:
         parser.error(str(error))
-    distill = StageRecipe(epochs=args.distill_epochs if not args.quick else 1, lr=2e-3, wd=0.05, warmup=5,
-                          extra=("--value-lr", "5e-3"))
-    finetune = StageRecipe(epochs=args.finetune_epochs, lr=2e-4, wd=0.05, warmup=5)
-    sweep = Sweep(args.out, pipeline, args.model, teacher, distill, finetune)
-    results = sweep.run(points)
+    distill_epochs = args.distill_epochs or (1 if args.quick else preset.distill.epochs)
+    recipes = dataclasses.replace(preset, distill=dataclasses.replace(preset.distill, epochs=distill_epochs),
+                                  finetune=dataclasses.replace(preset.finetune,
+                                                               epochs=args.finetune_epochs or preset.finetune.epochs))
+    data = SweepData(train, val, _evaluation(args, pipeline.world, parser), tuple(passthrough),
+                     tuple(stage_flags[0]), tuple(stage_flags[1]), args.launcher)
+    results = Sweep(args.out, pipeline, model, teacher, recipes, data).run(points)
     print(f"{len(results)} points -> {args.out / 'sweep_results.csv'}, {args.out / 'sweep.png'}")
+    prefixes = [result_prefix(spec) for spec, _ in data.evaluation][:2]
     for row in results:
-        print(f"  {row['grid']:<11} {row['point']:<12} long T2I R@1 {row['long_t2i_R@1']:5.1f}  "
-              f"short T2I R@1 {row['short_t2i_R@1']:5.1f}  {row['seconds']:.0f}s")
+        print(f"  {row['grid']:<11} {row['point']:<12} " + "  ".join(
+            f"{prefix} T2I R@1 {row[f'{prefix}_t2i_R@1']:5.1f}" for prefix in prefixes) + f"  {row['seconds']:.0f}s")
     return 0
 
 

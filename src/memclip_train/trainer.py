@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections import Counter
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
+from open_clip_train.precision import get_autocast
 from torch import nn
 from tqdm import tqdm
 
@@ -26,6 +26,7 @@ from .preemption import Preempted, PreemptionFlag
 from .run_logger import RunLogger
 from .schedule import LearningRateSchedule
 from .tasks.base import Task
+from .training_zeroshot import TrainingZeroShot
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +82,13 @@ class Trainer:
         run_dir: the run folder.
         run_logger: metrics.jsonl and friends.
         state: where the run starts.
+        zeroshot: zero-shot ImageNet sets and their frequency (--imagenet-val/--imagenet-v2), or None.
     """
 
     def __init__(self, config: TrainConfig, env: DistributedEnv, task: Task, model: nn.Module,
                  optimizer: torch.optim.Optimizer, scaler: Optional[Any], train: RunData, val: Optional[RunData],
-                 run_dir: Path, run_logger: RunLogger, state: TrainState) -> None:
+                 run_dir: Path, run_logger: RunLogger, state: TrainState,
+                 zeroshot: Optional[TrainingZeroShot] = None) -> None:
         self.config = config
         self.env = env
         self.task = task
@@ -98,16 +101,17 @@ class Trainer:
         self.checkpoint_dir = run_dir / "checkpoints"
         self.run_logger = run_logger
         self.state = state
+        self.zeroshot = zeroshot
         self.accum = config.optim.accum_freq
         self.steps_per_epoch = train.batches_per_epoch // self.accum
         if self.steps_per_epoch < 1:
             raise ValueError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
-        self.schedule = LearningRateSchedule(optimizer, config.optim.warmup,
-                                             self.steps_per_epoch * config.optim.epochs, config.optim.lr_scheduler)
-        precision = config.model.precision
-        dtype = torch.bfloat16 if precision == "amp_bf16" else torch.float16
-        self.autocast: Callable = functools.partial(torch.autocast, device_type=env.device.type, dtype=dtype,
-                                                    enabled=precision != "fp32")
+        o = config.optim
+        self.schedule = LearningRateSchedule(optimizer, o.warmup, self.steps_per_epoch * o.epochs,
+                                             "none" if o.skip_scheduler else o.lr_scheduler,
+                                             self.steps_per_epoch * (o.epochs_cooldown or 0), o.lr_cooldown_power,
+                                             o.lr_cooldown_end)
+        self.autocast: Callable = get_autocast(config.model.precision, env.device.type)
         self.watch = NonFiniteWatch(env.device)
         self.preemption = PreemptionFlag()
         self.stop = False
@@ -132,6 +136,8 @@ class Trainer:
             frequency = self.config.logging.val_frequency
             if self.val is not None and frequency and (completed % frequency == 0 or completed == epochs):
                 self.validate(completed)
+            if self.zeroshot is not None and self.zeroshot.due(completed):
+                self.zero_shot(completed)
             self.save_epoch(completed)
             if self.stop and completed < epochs:
                 self._raise_preempted()
@@ -311,6 +317,22 @@ class Trainer:
         self.task.model.train()
         return metrics
 
+    def zero_shot(self, epoch: int) -> Optional[Dict[str, float]]:
+        """Zero-shot top-1/top-5 on the --imagenet-val/--imagenet-v2 sets, on rank 0, logged as kind 'zeroshot'."""
+        metrics = None
+        with full_value_tables(self.task.model):
+            if self.env.is_master:
+                start = time.time()
+                metrics = self.zeroshot.evaluate(self.task.model, self.task.preprocess_val, self.task.tokenizer,
+                                                 self.env.device, self.autocast, self.config.optim.batch_size,
+                                                 self.config.data.workers, self.config.logging.progress)
+                metrics["seconds"] = time.time() - start
+                self.run_logger.log("zeroshot", self.state.step, epoch, metrics)
+                logger.info("zero-shot after epoch %d: %s", epoch,
+                            " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        barrier(self.env)
+        return metrics
+
     def _save(self, path: Path) -> None:
         self.watch.check(self.env, self.last_good)
         optimizer_state = gather_full_optimizer_state_dict(self.optimizer, self.task.model)
@@ -329,4 +351,7 @@ class Trainer:
         if frequency and (completed % frequency == 0 or completed == self.config.optim.epochs):
             self._save(self.checkpoint_dir / f"epoch_{completed}.pt")
         self._save(self.checkpoint_dir / LATEST)
+        previous = self.checkpoint_dir / f"epoch_{completed - 1}.pt"
+        if self.config.logging.delete_previous_checkpoint and self.env.is_master and previous.exists():
+            previous.unlink()
 

@@ -7,7 +7,7 @@ import memclip
 from memclip.parallel import memory_gates
 from memclip_train.demo.pipeline import DemoPipeline
 from memclip_train.demo.plan import DemoPlan
-from memclip_train.demo.report import COLUMNS, bootstrap, gate_sizes, reading
+from memclip_train.demo.report import COLUMNS, PAIRED_METRICS, bootstrap, gate_sizes, reading
 
 
 def test_stages_are_ordinary_commands_and_the_parallel_student_skips_stage_one(tmp_path):
@@ -31,12 +31,11 @@ def test_stages_are_ordinary_commands_and_the_parallel_student_skips_stage_one(t
 
 
 def fake_model(long_t2i_hits, rng):
-    ranks = {source: {direction: np.where(rng.random(200) < 0.1, 1, 5).tolist() for direction in ("t2i", "i2t")}
-             for source in ("synth-short", "synth-long")}
-    ranks["synth-long"]["t2i"] = [1 if i < long_t2i_hits else 5 for i in range(200)]
+    hits = {metric: (rng.random(200) < 0.1).tolist() for metric in PAIRED_METRICS}
+    hits["long T2I R@1"] = [i < long_t2i_hits for i in range(200)]
     table = {header: 0.0 for header, _, _ in COLUMNS}
     table["long T2I R@1"] = long_t2i_hits / 2
-    return {"table": table, "ranks": ranks, "gates": {}}
+    return {"table": table, "hits": hits, "gates": {}}
 
 
 def test_reading_names_the_parallel_student_only_when_it_ran():
@@ -46,12 +45,18 @@ def test_reading_names_the_parallel_student_only_when_it_ran():
     lines = reading(collected, bootstrap(collected, seed=0))
     assert not any("Parallel memory" in line for line in lines)
     assert any("the memory helped beyond what fine-tuning alone gives" in line for line in lines)
+    memory = next(line for line in lines if line.startswith("**Memory or fine-tuning?**"))
+    assert "+10.0 points" in memory and "this run could detect a difference of about ±" in memory
 
     collected["parallel student, fine-tuned"] = dict(fake_model(20, rng), gates={"2": {"mean": 0.001, "max": 0.004}})
     lines = reading(collected, bootstrap(collected, seed=0))
     parallel = next(line for line in lines if line.startswith("**Parallel memory.**"))
     assert "10.0 against the control's 10.0" in parallel and "exactly the same queries" in parallel
-    assert "mean |gate| of 0.0010 (largest 0.0040)" in parallel and "barely switched on" in parallel
+    assert "mean |gate| of 0.001 (largest 0.004)" in parallel and "barely switched on" in parallel
+    collected["parallel student, fine-tuned"]["gates"] = {"2": {"mean": 0.2, "max": 0.6}}
+    parallel = next(line for line in reading(collected, bootstrap(collected, seed=0))
+                    if line.startswith("**Parallel memory.**"))
+    assert "mean |gate| of 0.200 (largest 0.600)" in parallel and "takes part in every memory block" in parallel
 
 
 def test_gate_sizes_reads_the_parallel_gates_of_a_saved_model(tmp_path):

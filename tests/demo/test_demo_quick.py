@@ -5,7 +5,7 @@ import re
 import pytest
 
 from memclip_train.demo.__main__ import main
-from memclip_train.demo.report import COLUMNS
+from memclip_train.demo.report import COMPETENCE_COLUMNS, RETRIEVAL_COLUMNS
 
 
 @pytest.mark.slow
@@ -22,23 +22,26 @@ def test_quick_demo_writes_a_consistent_report(tmp_path, capsys):
     assert len(images) >= 8
     for image in images:
         assert (out / image).is_file() and (out / image).stat().st_size > 1000, image
-    for figure in ("training_curves.png", "recall.png", "pairs.png", "memory_usage.png"):
+    for figure in ("training_curves.png", "competence.png", "recall.png", "pairs.png", "memory_usage.png"):
         assert f"figures/{figure}" in images
 
     results = json.loads((out / "results.json").read_text())
-    headers = [h for h, _, _ in COLUMNS]
-    table_rows = [line for line in report.splitlines() if line.startswith("| ") and line.count("|") == len(headers) + 2]
-    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table_rows)}
-    assert set(results["models"]) <= set(rows)
-    for label, data in results["models"].items():
-        for header, cell in zip(headers, rows[label]):
-            assert cell == f"{data['table'][header]:.1f}", (label, header)
+    for columns in (COMPETENCE_COLUMNS, RETRIEVAL_COLUMNS):
+        headers = [h for h, _, _ in columns]
+        header_line = "| " + " | ".join(["model"] + headers) + " |"
+        table = report.split(header_line)[1].split("\n\n")[0]
+        rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                                  for line in table.splitlines() if line.startswith("| "))}
+        assert set(results["models"]) == set(rows)
+        for label, data in results["models"].items():
+            for header, cell in zip(headers, rows[label]):
+                assert cell == f"{data['table'][header]:.1f}", (label, header)
     assert "parallel student, fine-tuned" in results["models"] and "--memory mode=parallel" in printed
-    for stage in ("synthetic world", "teacher", "student-distill", "student-finetune", "control-finetune",
-                  "parallel-finetune", "evaluation"):
+    for stage in ("synthetic world", "student-distill", "student-finetune", "control-finetune", "parallel-finetune",
+                  "evaluation"):
         assert stage in results["timings_seconds"] and f"| {stage} |" in report
 
     # A second run reuses every stage.
     assert main(["--out", str(out), "--quick", "--no-progress"]) == 0
     again = capsys.readouterr().out
-    assert again.count("[skip]") == 7 and "python -m memclip_train.main" not in again
+    assert again.count("[skip]") == 6 and "python -m memclip_train.main" not in again

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from memclip_train.eval import LayoutError, load_retrieval_set
-from memclip_train.eval.retrieval_sets.long_caption_sets import split_sentences
+from memclip_train.eval.retrieval_sets.long_caption_sets import split_sentences, training_overlap
 
 
 def test_coco_karpathy_and_val2017(coco_root):
@@ -38,6 +38,9 @@ def test_urban1k_both_layouts(urban_root, tmp_path):
 def test_long_caption_sets(long_roots):
     docci = load_retrieval_set("docci", long_roots["docci"])
     assert len(docci.images) == 3 and docci.captions[0] == "Docci description 0. More text."
+    per_sentence = load_retrieval_set("docci", long_roots["docci"], "sentence")
+    assert per_sentence.captions[:2] == ["Docci description 0.", "More text."]
+    assert per_sentence.text_to_image == [0, 0, 1, 1, 2, 2] and per_sentence.meta["variant"] == "sentence"
     full = load_retrieval_set("iiw", long_roots["iiw"], "docci:full")
     assert len(full.captions) == 2 and full.meta["subset"] == "DOCCI_Test"
     sentences = load_retrieval_set("iiw", long_roots["iiw"], "docci:sentence")
@@ -49,6 +52,24 @@ def test_long_caption_sets(long_roots):
     assert len(share.captions) == 1000 and share.meta["definition"].startswith("longclip: first 1000")
     assert len(share.images) == 3, "an image listed several times keeps all its captions"
     assert share.text_to_image[:4] == [0, 0, 0, 0] and share.captions[1] == "ShareGPT4V caption 3."
+
+
+def test_sharegpt4v_sets_say_when_they_share_images_with_training(long_roots, tmp_path):
+    root = long_roots["sharegpt4v"]
+    assert load_retrieval_set("sharegpt4v-1k", root).meta["train_overlap_images"] == 0  # held out by construction
+    entries = [{"image": f"./coco/train2017/{i % 5}.jpg", "conversations": [{"from": "gpt", "value": f"sam {i}."}]}
+               for i in range(1000)]
+    (root / "share4v_sam_10k.json").write_text(json.dumps(entries))
+    sam = load_retrieval_set("sharegpt4v-1k", root, "sam10k")  # entries 1000 and 1001 of the 1.2M json: 1.jpg, 2.jpg
+    assert sam.meta["train_overlap_images"] == 2
+    assert "--exclude-images share4v_sam_10k.json" in sam.meta["train_overlap"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "share4v_sam_10k.json").write_text(json.dumps(entries))
+    unknown = load_retrieval_set("sharegpt4v-1k", alone, "sam10k").meta
+    assert unknown["train_overlap_images"] is None and "may also be in" in unknown["train_overlap"]
+    note, count = training_overlap(root, "longclip", 10000, [])
+    assert count == 9000 and "entries 1000-9999" in note
 
 
 def test_split_sentences():

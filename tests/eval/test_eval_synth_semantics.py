@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from memclip_train.eval.retrieval_sets.base import LayoutError
 from memclip_train.eval.synth_semantics import (load_scenes, prompt_grid, satisfies, semantic_hits, short_claims,
                                                 synth_semantic_results)
+from memclip_train.eval.zeroshot_sets import load_zeroshot_set
 from memclip_train.synth import generate_world
 from memclip_train.synth.config import SynthConfig
 
@@ -61,35 +62,40 @@ def test_scenes_file_follows_the_retrieval_images(world):
         assert f"{obj['colour']} {obj['shape']}" in first[index] and graph["background"] in first[index]
 
 
-def test_a_perfect_embedding_scores_full_marks(world):
-    """Features that encode (shape, colour, size) exactly: zero-shot is 100% and semantic R@1 too."""
+def test_a_perfect_embedding_scores_full_semantic_recall(world):
+    """Features that encode every stated attribute exactly: semantic R@1 is 100%."""
     scenes = load_scenes(world)
-    prompts, attributes = prompt_grid(scenes)
-    assert len(prompts) == len(set(prompts)) == 3 * 3 * 11 * 10 * 5
     vocab = {a: scenes.values(a) for a in ("shape", "colour", "size", "fill", "background")}
 
     def encode(stated):
         parts = [F.one_hot(torch.tensor(vocab[a].index(stated[a])), len(vocab[a])).float() for a in vocab]
         return F.normalize(torch.cat(parts), dim=0)
 
-    prompt_features = torch.stack([encode(a) for a in attributes])
-    short_features = torch.stack([encode(short_claims(s)) for s in scenes.scenes])
-    image_features = short_features.clone()
-    result = synth_semantic_results(image_features, short_features, prompt_features, attributes, scenes)
-    metrics = result["metrics"]
-    assert metrics["zeroshot_shape"] == metrics["zeroshot_colour"] == metrics["zeroshot_size"] == 100.0
-    assert metrics["semantic_t2i_R@1"] == 100.0
+    features = torch.stack([encode(short_claims(s)) for s in scenes.scenes])
+    result = synth_semantic_results(features, features.clone(), scenes)
+    assert result["metrics"]["semantic_t2i_R@1"] == 100.0
     assert len(result["hits"]["semantic_t2i_R@1"]) == 30
-
-
-def test_a_blind_embedding_scores_near_chance(world):
-    scenes = load_scenes(world)
-    prompts, attributes = prompt_grid(scenes)
     torch.manual_seed(0)
-    images = F.normalize(torch.randn(30, 16), dim=1)
-    result = synth_semantic_results(images, F.normalize(torch.randn(30, 16), dim=1),
-                                    F.normalize(torch.randn(len(prompts), 16), dim=1), attributes, scenes)
-    assert result["metrics"]["zeroshot_shape"] < 50 and result["metrics"]["semantic_t2i_R@1"] < 50
+    blind = synth_semantic_results(F.normalize(torch.randn(30, 16), dim=1), F.normalize(torch.randn(30, 16), dim=1),
+                                   scenes)
+    assert blind["metrics"]["semantic_t2i_R@1"] < 50
+
+
+@pytest.mark.parametrize("name, attribute, classes", [("synth-shapes", "shape", 10), ("synth-colours", "colour", 11),
+                                                      ("synth-sizes", "size", 3)])
+def test_zero_shot_datasets_label_the_salient_object(world, name, attribute, classes):
+    dataset = load_zeroshot_set(name, world)
+    scenes = load_scenes(world)
+    prompts, _ = prompt_grid(scenes)
+    assert len(prompts) == len(set(prompts)) == 3 * 3 * 11 * 10 * 5
+    assert dataset.num_classes == classes and len(dataset.images) == 30
+    for index, label in enumerate(dataset.labels):
+        assert dataset.class_names[label] == scenes.salient(index)[attribute]
+        assert dataset.images[index].name == f"{index}.jpg"
+    for value, prompts_of_class in zip(dataset.class_names, dataset.class_prompts):
+        assert len(prompts_of_class) == len(prompts) // classes
+        if attribute != "size":
+            assert all(f" {value} " in f" {p} " for p in prompts_of_class)
 
 
 def test_worlds_without_scene_graphs_get_a_clear_error(tmp_path, world):

@@ -2,8 +2,12 @@
 import csv
 import json
 
+import pytest
+
 import memclip
-from memclip_train.sweep import grid_points, main, placements
+from memclip_train import sweep
+from memclip_train.main import main as train_main
+from memclip_train.sweep import PRESETS, grid_points, main, placements
 from memclip_train.synth import SynthConfig, generate_world
 from memclip_train.synth.render import RenderConfig
 
@@ -39,3 +43,55 @@ def test_small_sweep_writes_results_and_skips_finished_points(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert capsys.readouterr().out.count("python -m memclip_train.main") == 0
+
+
+def test_thesis_preset_holds_the_thesis_values():
+    preset = PRESETS["thesis"]
+    assert preset.model == "ViT-B-16-mem" and preset.teacher == "openai"
+    assert 64 in preset.n_keys and 1024 in preset.v_dims and 64 in preset.knns
+    distill, finetune = " ".join(preset.distill.flags()), " ".join(preset.finetune.flags())
+    for flag in ("--epochs 10", "--lr 0.0005", "--batch-size 20", "--warmup 1000", "--wd 0.1", "--accum-freq 4"):
+        assert flag in distill, flag
+    for flag in ("--epochs 10", "--lr 1e-05", "--batch-size 32", "--warmup 1000", "--trainable memory,visual"):
+        assert flag in finetune, flag
+    assert preset.finetune_text == () and "amp_bf16" in preset.flags  # 77 tokens, text frozen; bf16
+    points = {p.label: p.memory for p in grid_points("nkeys-vdim", "ViT-B-16-mem", preset.n_keys, preset.v_dims,
+                                                     preset.knns)}
+    assert points["n64-v1024"] == {"n_keys": 64, "v_dim": 1024, "knn": 64}
+    placement = {p.label: p.memory["layers"] for p in grid_points("placement", "ViT-B-16-mem", (), (), ())}
+    assert placement["late-sparse"] == [4, 6, 8, 10, 11]
+
+
+def test_sweep_on_shards_with_training_flags_and_any_eval_dataset(tmp_path, monkeypatch, capsys):
+    world = tmp_path / "world"
+    generate_world(SynthConfig(seed=4, train=32, val=16, retrieval=8, segmentation=0, pairs_per_pattern=0,
+                               render=RenderConfig(image_size=32, supersample=2)), world, workers=1, progress=False)
+    teacher = memclip.save_pretrained(memclip.create_model("Test-Micro"), tmp_path / "teacher")
+    launched = []
+
+    def launch(command, check):  # the launcher's command, run here in-process
+        launched.append(command)
+        assert command[:3] == ["python3", "-m", "memclip_train.main"] and check
+        assert train_main(command[3:]) == 0
+
+    monkeypatch.setattr(sweep.subprocess, "run", launch)
+    args = ["--out", str(tmp_path / "sweep"), "--grid", "knn", "--knn", "2", "--model", "Test-Micro-mem",
+            "--train-data", str(world / "train"), "--val-data", str(world / "val"), "--teacher", str(teacher),
+            "--eval", "urban1k", "--eval-root", str(world / "retrieval"), "--distill-epochs", "1",
+            "--finetune-epochs", "1", "--distill-args", "--distill-loss mse", "--launcher", "python3",
+            "--", "--batch-size", "8", "--precision", "fp32", "--workers", "0"]
+    assert sweep.main(args) == 0
+    assert len(launched) == 2
+    distill = (tmp_path / "sweep" / "runs" / "knn__knn2" / "distill" / "params.txt").read_text()
+    finetune = (tmp_path / "sweep" / "runs" / "knn__knn2" / "finetune" / "params.txt").read_text()
+    assert "optim.batch_size: 8" in distill and "task.distill_loss: mse" in distill
+    assert "optim.batch_size: 8" in finetune and "task.distill_loss: cosine" in finetune
+    assert "model.text_context_length: 248" in finetune  # the synthetic preset's stage 2
+    row = next(csv.DictReader(open(tmp_path / "sweep" / "sweep_results.csv")))
+    assert 0 <= float(row["urban1k_t2i_R@1"]) <= 100 and row["distill_val_cosine"]
+    assert "urban1k T2I R@1" in capsys.readouterr().out
+    for bad, message in ((["--eval", "nope"], "not a retrieval dataset"), ([], "name the retrieval datasets"),
+                         (["--eval", "urban1k", "--", "--no-such-flag"], "unrecognized arguments")):
+        with pytest.raises(SystemExit):
+            sweep.main(["--train-data", "x", "--teacher", "t", *bad])
+        assert message in capsys.readouterr().err

@@ -7,6 +7,7 @@
 Both write OUT/train/{000000..}.tar with sizes.json (samples: jpg, txt = short caption, json = {long, short,
 source, ...}) and, unless --val-size 0, the held-out first entries under OUT/<val-name>/. A killed run resumes:
 finished shards are kept, missing ones are written. OUT/conversion.json summarises what was written and skipped.
+--exclude-images FILE (repeat) keeps an evaluation set's images out of train/, e.g. share4v_sam_10k.json.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import List, Optional, Sequence
 
 from ..data.shard_writer import write_json_atomic
 from .csv_table import read_csv_table
+from .exclusion import exclude_images, read_image_list
 from .records import ImageOptions, Record
 from .sharding import write_split
 from .sharegpt4v import read_sharegpt4v
@@ -52,6 +54,9 @@ def _common(parser: argparse.ArgumentParser, val_name: str, val_size: int) -> No
     parser.add_argument("--workers", type=_positive, default=1, help="processes writing shards")
     parser.add_argument("--max-side", type=_positive, default=None, help="resize so the longer side is at most this")
     parser.add_argument("--jpeg-quality", type=_positive, default=95)
+    parser.add_argument("--exclude-images", type=Path, action="append", default=[], metavar="FILE",
+                        help="keep these images out of train/: an evaluation set's json (ShareGPT4V layout, e.g. "
+                             "share4v_sam_10k.json) or a file with one image path per line (repeat)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -91,13 +96,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         options = ImageOptions(max_side=args.max_side, jpeg_quality=args.jpeg_quality)
         records = read_records(args)
+        excluded = set().union(*(read_image_list(path) for path in args.exclude_images))
     except ValueError as error:
         parser.error(str(error))
     start = time.time()
-    splits = {args.val_name: records[:args.val_size], "train": records[args.val_size:]}
+    train, dropped = exclude_images(records[args.val_size:], excluded)
+    splits = {args.val_name: records[:args.val_size], "train": train}
     summary = {"source": str(source_file), "format": args.source, "entries": len(records),
                "held_out": f"the first {min(args.val_size, len(records))} entries -> {args.val_name}/",
                "max_side": args.max_side, "splits": {}}
+    if args.exclude_images:
+        summary["excluded_from_train"] = {"files": [str(p) for p in args.exclude_images], "images": len(excluded),
+                                          "entries": dropped}
+        logger.info("excluded %d train entries whose images are in %s", dropped,
+                    ", ".join(p.name for p in args.exclude_images))
     for name, split in splits.items():
         if not split:
             continue

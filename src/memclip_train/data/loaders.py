@@ -13,7 +13,7 @@ from ..params import DataConfig
 from .csv_stream import CsvStream
 from .samples import SampleDecoder, SampleFields
 from .shard_stream import BatchStream, ShardStream
-from .sources import is_csv, resolve_webdataset
+from .sources import is_csv, resolve_webdataset, shard_weights
 from .synth_stream import SynthStream, is_synth_stream, parse_stream_spec
 
 
@@ -67,8 +67,9 @@ def build_data(spec: str, config: DataConfig, fields: SampleFields, preprocess: 
         total = num_samples or len(stream)
     else:
         urls, total = resolve_webdataset(spec, num_samples, flag)
+        factors = config.train_data_upsampling_factors if train else None
         stream = ShardStream(urls, decoder, batch_size, None, seed, config.dataset_resampled and train,
-                             config.shuffle_buffer, rank, world)
+                             config.shuffle_buffer, rank, world, shard_weights(spec, factors) if factors else None)
     batches = None
     if train:
         global_batch = batch_size * world

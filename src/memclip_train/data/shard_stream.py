@@ -150,21 +150,28 @@ class ShardStream(BatchStream):
     """Batches from webdataset shards (local paths, ``pipe:`` or URLs that webdataset can open).
 
     Shards are permuted per (seed, epoch, cycle) and split over the (rank, worker) slots; with fewer shards than
-    slots every slot reads all shards and keeps every slots-th sample. ``resampled`` draws shards with replacement.
+    slots every slot reads all shards and keeps every slots-th sample. ``resampled`` draws shards with replacement,
+    in proportion to ``weights`` when given (one per shard).
     """
 
     def __init__(self, urls: List[str], decoder: Callable[[Mapping[str, Any]], Dict[str, Any]], batch_size: int,
                  batches_per_worker: Optional[int], seed: int = 0, resampled: bool = False,
-                 shuffle_buffer: int = 1000, rank: int = 0, world_size: int = 1) -> None:
+                 shuffle_buffer: int = 1000, rank: int = 0, world_size: int = 1,
+                 weights: Optional[List[float]] = None) -> None:
         super().__init__(decoder, batch_size, batches_per_worker, seed, shuffle_buffer, rank, world_size)
         if not urls:
             raise ValueError("no shards to read")
+        if weights is not None and (len(weights) != len(urls) or not sum(weights) > 0):
+            raise ValueError(f"{len(weights)} shard weights for {len(urls)} shards, or all zero")
         self.urls = list(urls)
         self.resampled = resampled
+        self.weights = weights
 
     def _shard_order(self, cycle: int, slot: int, slots: int) -> List[str]:
         if self.resampled:
             rng = random.Random(f"{self.seed}:{self.epoch}:{cycle}:{slot}")
+            if self.weights is not None:
+                return rng.choices(self.urls, weights=self.weights, k=len(self.urls))
             return [rng.choice(self.urls) for _ in range(len(self.urls))]
         order = list(self.urls)
         if self.training:

@@ -1,4 +1,5 @@
-"""Resolving ``--train-data`` into shard lists and sample counts (brace expansion, ``::`` for several sources)."""
+"""Resolving ``--train-data`` into shard lists and sample counts (brace expansion, ``::`` for several sources, and
+shard folders whose ``sizes.json`` lists their shards)."""
 from __future__ import annotations
 
 import json
@@ -11,12 +12,40 @@ import braceexpand
 SIZES_FILE = "sizes.json"
 
 
+def folder_shards(folder: str) -> List[str]:
+    """The shards a folder's ``sizes.json`` lists (what the converter and the synthetic world write), sorted.
+
+    Raises:
+        FileNotFoundError: the folder has no sizes.json.
+    """
+    path = Path(folder) / SIZES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is a folder without {SIZES_FILE}: give its shards as a brace pattern, e.g. "
+                                f"'{folder.rstrip('/')}/{{000000..000009}}.tar'")
+    return [os.path.join(folder, name) for name in sorted(json.loads(path.read_text()))]
+
+
+def _expand_part(part: str) -> List[str]:
+    part = part.strip()
+    return folder_shards(part) if part and os.path.isdir(part) else list(braceexpand.braceexpand(part))
+
+
 def expand_urls(spec: str) -> List[str]:
-    """``a/{000..009}.tar::b/{000..003}.tar`` -> the 14 shard paths, in order."""
+    """``a/{000..009}.tar::b/{000..003}.tar`` -> the 14 shard paths, in order; a folder stands for the shards its
+    sizes.json lists (``/data/shards/sharegpt4v/train``)."""
     urls: List[str] = []
     for part in spec.split("::"):
-        urls.extend(braceexpand.braceexpand(part.strip()))
+        urls.extend(_expand_part(part))
     return [u for u in urls if u]
+
+
+def shard_weights(spec: str, factors: str) -> List[float]:
+    """Each shard's sampling weight: the ``::``-separated factor of its source (open_clip's
+    ``--train-data-upsampling-factors``), so a source's share is its factor times its shard count."""
+    weights: List[float] = []
+    for part, factor in zip(spec.split("::"), factors.split("::")):
+        weights.extend(float(factor) for url in _expand_part(part) if url)
+    return weights
 
 
 def is_csv(spec: str) -> bool:

@@ -57,16 +57,19 @@ def paired_difference_samples(ranks_a: Sequence, ranks_b: Sequence, k: int = 1, 
 
 
 def difference_summary(difference: float, samples: np.ndarray, level: float = 0.95) -> Dict[str, float]:
-    """``{"difference", "low", "high", "significant"}`` for a difference and its bootstrap samples; significant when
-    the interval excludes 0."""
+    """``{"difference", "low", "high", "half_width", "significant"}`` for a difference and its bootstrap samples:
+    ``half_width`` is half the interval's width, about the smallest difference this many queries could have told
+    apart from noise; significant when the interval excludes 0."""
     low, high = percentile_interval(samples, level)
-    return {"difference": float(difference), "low": low, "high": high, "significant": bool(low > 0 or high < 0)}
+    return {"difference": float(difference), "low": low, "high": high, "half_width": (high - low) / 2,
+            "significant": bool(low > 0 or high < 0)}
 
 
 def paired_difference(ranks_a: Sequence, ranks_b: Sequence, k: int = 1, resamples: int = 1000,
                       seed: int = 0, level: float = 0.95) -> Dict[str, float]:
-    """R@k(a) - R@k(b) on the same queries, with a paired bootstrap interval (runs pooled); ``significant`` when it
-    excludes 0, ``identical`` when both models hit and miss on exactly the same queries."""
+    """R@k(a) - R@k(b) on the same queries, with a paired bootstrap interval (runs pooled) and its half width (see
+    :func:`difference_summary`); ``significant`` when it excludes 0, ``identical`` when both models hit and miss on
+    exactly the same queries."""
     a, b = _hits(ranks_a, k), _hits(ranks_b, k)
     samples = paired_difference_samples(ranks_a, ranks_b, k, resamples, seed)
     return {**difference_summary((a.mean() - b.mean()) * 100, samples, level),

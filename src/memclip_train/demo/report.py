@@ -5,23 +5,31 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from safetensors import safe_open
+
+from memclip.pretrained import shipped_record
 
 from .bootstrap import paired_difference, recall_interval
 from .figures import grouped_bars, training_curves
 from .pipeline import CONTROL, DISTILLED, OURS, PARALLEL, TEACHER, DemoModel, DemoPipeline
 
-COLUMNS: List[Tuple[str, str, str]] = [
+COMPETENCE_COLUMNS: List[Tuple[str, str, str]] = [
     # (header, source, key)
-    ("short T2I R@1", "synth-short", "t2i_R@1"), ("short T2I R@5", "synth-short", "t2i_R@5"),
-    ("short I2T R@1", "synth-short", "i2t_R@1"), ("short I2T R@5", "synth-short", "i2t_R@5"),
-    ("long T2I R@1", "synth-long", "t2i_R@1"), ("long T2I R@5", "synth-long", "t2i_R@5"),
-    ("long I2T R@1", "synth-long", "i2t_R@1"), ("long I2T R@5", "synth-long", "i2t_R@5"),
-    ("pairs, strict", "pairs", "i2t"), ("pairs, per image", "pairs", "i2t_single"),
-    ("seg mIoU", "segmentation", "mIoU"),
+    ("semantic T2I R@1", "semantics", "semantic_t2i_R@1"), ("zero-shot shape", "zeroshot", "synth-shapes"),
+    ("zero-shot colour", "zeroshot", "synth-colours"), ("zero-shot size", "zeroshot", "synth-sizes"),
+    ("seg mIoU", "segmentation", "mIoU"), ("pairs, strict", "pairs", "i2t"), ("pairs, per image", "pairs", "i2t_single"),
 ]
+RETRIEVAL_COLUMNS: List[Tuple[str, str, str]] = [
+    ("short T2I R@1", "synth-short", "t2i_R@1"), ("short T2I R@5", "synth-short", "t2i_R@5"),
+    ("short I2T R@1", "synth-short", "i2t_R@1"), ("long T2I R@1", "synth-long", "t2i_R@1"),
+    ("long T2I R@5", "synth-long", "t2i_R@5"), ("long I2T R@1", "synth-long", "i2t_R@1"),
+    ("long I2T R@5", "synth-long", "i2t_R@5"),
+]
+COLUMNS = COMPETENCE_COLUMNS + RETRIEVAL_COLUMNS
+# Metrics with per-query hits, so they get bootstrap intervals; the first is the primary comparison's.
+PAIRED_METRICS = ("long T2I R@1", "long I2T R@1", "semantic T2I R@1", "short I2T R@1", "zero-shot shape")
 COMPARISONS = [(OURS, CONTROL), (OURS, TEACHER), (DISTILLED, TEACHER), (CONTROL, TEACHER), (PARALLEL, CONTROL),
                (PARALLEL, OURS)]
 
@@ -29,7 +37,9 @@ COMPARISONS = [(OURS, CONTROL), (OURS, TEACHER), (DISTILLED, TEACHER), (CONTROL,
 def gate_sizes(weights: Path) -> Dict[str, Dict[str, float]]:
     """Mean and largest |gate| of each parallel-memory block in a saved model folder: ``{block: {"mean", "max"}}``
     (empty for a model whose memory replaces the MLP)."""
-    sizes = {}
+    sizes: Dict[str, Dict[str, float]] = {}
+    if not Path(weights).is_dir():
+        return sizes
     for path in sorted(Path(weights).glob("*.safetensors")):
         with safe_open(str(path), "pt") as tensors:
             for key in tensors.keys():
@@ -40,49 +50,69 @@ def gate_sizes(weights: Path) -> Dict[str, Dict[str, float]]:
     return sizes
 
 
+def _value(eval_results: Dict[str, Any], label: str, source: str, key: str) -> float:
+    if source in ("synth-short", "synth-long"):
+        return eval_results["retrieval"][label][source]["metrics"][key]
+    if source == "semantics":
+        return eval_results["semantics"][label]["metrics"][key]
+    if source == "zeroshot":
+        return eval_results["zeroshot"][label][key]["metrics"]["top1"]
+    if source == "pairs":
+        return eval_results["pairs"][label][key]
+    return _segmentation(eval_results, label)[key]
+
+
+def _segmentation(eval_results: Dict[str, Any], label: str) -> Dict[str, Any]:
+    return next(v for k, v in eval_results["segmentation"].items() if k.startswith(label))["synth"]
+
+
+def query_hits(eval_results: Dict[str, Any], label: str) -> Dict[str, List[bool]]:
+    """Per metric with queries, whether each query was a hit (the input of the bootstrap)."""
+    retrieval = eval_results["retrieval"][label]
+    hits = {f"{source.split('-')[1]} {direction.upper()} R@1": [r <= 1 for r in retrieval[source]["ranks"][direction]]
+            for source in ("synth-short", "synth-long") for direction in ("t2i", "i2t")}
+    hits["semantic T2I R@1"] = list(eval_results["semantics"][label]["hits"]["semantic_t2i_R@1"])
+    for header, source, key in COMPETENCE_COLUMNS:
+        if source == "zeroshot":
+            hits[header] = [rank == 0 for rank in eval_results["zeroshot"][label][key]["ranks"]]
+    return hits
+
+
 def collect(eval_results: Dict[str, Any], models: List[DemoModel]) -> Dict[str, Dict[str, Any]]:
-    """Per model: the table values, per-query ranks, blind pairs per pattern and memory usage."""
+    """Per model: the table values, per-query hits, blind pairs per pattern and memory usage."""
     collected = {}
     for model in models:
         label = model.label
         retrieval = eval_results["retrieval"][label]
-        pairs = eval_results["pairs"][label]
-        segmentation = next(v for k, v in eval_results["segmentation"].items() if k.startswith(label))["synth"]
-        row = {}
-        for header, source, key in COLUMNS:
-            if source in ("synth-short", "synth-long"):
-                row[header] = retrieval[source]["metrics"][key]
-            elif source == "pairs":
-                row[header] = pairs[key]
-            else:
-                row[header] = segmentation[key]
         collected[label] = {
-            "table": row,
-            "ranks": {source: retrieval[source]["ranks"] for source in ("synth-short", "synth-long")},
+            "table": {header: _value(eval_results, label, source, key) for header, source, key in COLUMNS},
+            "hits": query_hits(eval_results, label),
             "captions_cut": {source: retrieval[source]["captions_cut"] for source in ("synth-short", "synth-long")},
             "context_length": retrieval["synth-long"]["context_length"],
-            "pairs_per_pattern": pairs["per_pattern"],
+            "pairs_per_pattern": eval_results["pairs"][label]["per_pattern"],
             "memory_usage": retrieval["synth-long"]["memory_usage"],
             "gates": gate_sizes(model.weights),
-            "overlays": segmentation["overlays"],
+            "overlays": _segmentation(eval_results, label)["overlays"],
         }
     return collected
 
 
+def _as_ranks(hits: List[bool]) -> List[int]:
+    return [1 if hit else 2 for hit in hits]
+
+
 def bootstrap(collected: Dict[str, Dict[str, Any]], seed: int) -> Dict[str, Any]:
-    intervals = {label: {f"{source.split('-')[1]} {direction.upper()} R@1": dict(zip(
-        ("value", "low", "high"), recall_interval(data["ranks"][source][direction], seed=seed)))
-        for source in ("synth-short", "synth-long") for direction in ("t2i", "i2t")}
-        for label, data in collected.items()}
+    """95% intervals of every metric with queries, and paired differences for :data:`COMPARISONS`."""
+    intervals = {label: {metric: dict(zip(("value", "low", "high"), recall_interval(_as_ranks(hits), seed=seed)))
+                         for metric, hits in data["hits"].items()}
+                 for label, data in collected.items()}
     differences = []
     for a, b in COMPARISONS:
         if a in collected and b in collected:
-            for source in ("synth-long", "synth-short"):
-                for direction in ("t2i", "i2t"):
-                    result = paired_difference(collected[a]["ranks"][source][direction],
-                                               collected[b]["ranks"][source][direction], seed=seed)
-                    differences.append({"a": a, "b": b, "captions": source.split("-")[1], "direction": direction,
-                                        **result})
+            for metric in PAIRED_METRICS:
+                result = paired_difference(_as_ranks(collected[a]["hits"][metric]),
+                                           _as_ranks(collected[b]["hits"][metric]), seed=seed)
+                differences.append({"a": a, "b": b, "metric": metric, **result})
     return {"intervals": intervals, "differences": differences}
 
 
@@ -90,11 +120,11 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}"
 
 
-def results_table(collected: Dict[str, Dict[str, Any]]) -> str:
-    headers = ["model"] + [h for h, _, _ in COLUMNS]
+def results_table(collected: Dict[str, Dict[str, Any]], columns: List[Tuple[str, str, str]]) -> str:
+    headers = ["model"] + [h for h, _, _ in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for label, data in collected.items():
-        lines.append("| " + " | ".join([label] + [_fmt(data["table"][h]) for h, _, _ in COLUMNS]) + " |")
+        lines.append("| " + " | ".join([label] + [_fmt(data["table"][h]) for h, _, _ in columns]) + " |")
     return "\n".join(lines)
 
 
@@ -107,11 +137,11 @@ def _gate_sentence(gates: Dict[str, Dict[str, float]]) -> str:
         return ""
     largest = max(gate["max"] for gate in gates.values())
     mean = sum(gate["mean"] for gate in gates.values()) / len(gates)
-    sentence = f" Its gates opened to a mean |gate| of {mean:.4f} (largest {largest:.4f})"
+    sentence = f" Its gates opened to a mean |gate| of {mean:.3f} (largest {largest:.3f})"
     if largest < 0.05:
-        return sentence + (", so each block adds under 5% of the memory's read-out to its MLP output: at this learning "
-                           "rate and budget the memory has barely switched on.")
-    return sentence + "."
+        return sentence + (", so each block adds under 5% of the memory's read-out to its MLP output: the memory has "
+                           "barely switched on.")
+    return sentence + ", so the memory's read-out takes part in every memory block."
 
 
 def verdict(difference: Dict[str, Any]) -> str:
@@ -124,61 +154,69 @@ def verdict(difference: Dict[str, Any]) -> str:
 
 
 def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List[str]:
-    """Plain-language sentences, each backed by a number and, for retrieval, a paired bootstrap interval."""
-    def diff(a: str, b: str, captions: str, direction: str = "t2i") -> Dict[str, Any]:
-        return next(d for d in stats["differences"]
-                    if (d["a"], d["b"], d["captions"], d["direction"]) == (a, b, captions, direction))
+    """Plain-language sentences, each backed by a number and, where there are queries, a paired bootstrap interval
+    and the smallest difference the run could detect."""
+    def diff(a: str, b: str, metric: str = "long T2I R@1") -> Dict[str, Any]:
+        return next(d for d in stats["differences"] if (d["a"], d["b"], d["metric"]) == (a, b, metric))
 
-    lines = []
-    d = diff(DISTILLED, TEACHER, "long")
+    def value(label: str, metric: str) -> str:
+        return _fmt(collected[label]["table"][metric])
+
+    teacher = collected[TEACHER]["table"]
+    lines = [f"**The teacher is competent.** The pretrained tiny CLIP names the salient object's shape "
+             f"{value(TEACHER, 'zero-shot shape')}% and its colour {value(TEACHER, 'zero-shot colour')}% of the time "
+             f"zero-shot (chance {100 / 10:.0f}% and {100 / 11:.0f}%), retrieves an image that fits a short caption "
+             f"{value(TEACHER, 'semantic T2I R@1')}% of the time at rank 1, and segments shapes at "
+             f"{_fmt(teacher['seg mIoU'])} mIoU."]
+    d = diff(DISTILLED, TEACHER)
+    shape = diff(DISTILLED, TEACHER, "zero-shot shape")
     lines.append(f"**Distillation.** The distilled student retrieves long captions at T2I R@1 "
-                 f"{_fmt(collected[DISTILLED]['table']['long T2I R@1'])} against the teacher's "
-                 f"{_fmt(collected[TEACHER]['table']['long T2I R@1'])} ({d['difference']:+.1f} points, 95% interval "
-                 f"{_interval(d)}: {verdict(d)}). Stage 1 is meant to copy the teacher, so a "
-                 "difference within noise is the expected outcome.")
-    d = diff(OURS, TEACHER, "long")
+                 f"{value(DISTILLED, 'long T2I R@1')} against the teacher's {value(TEACHER, 'long T2I R@1')} "
+                 f"({d['difference']:+.1f} points, 95% interval {_interval(d)}: {verdict(d)}), and names shapes "
+                 f"{value(DISTILLED, 'zero-shot shape')}% of the time ({shape['difference']:+.1f}, {_interval(shape)}). "
+                 "Stage 1 is meant to copy the teacher with memory in place of two MLPs, so small differences are "
+                 "the expected outcome.")
+    d = diff(OURS, TEACHER)
     lines.append(f"**Long captions.** Fine-tuning the student on long and short captions moves long-caption T2I R@1 "
-                 f"from {_fmt(collected[TEACHER]['table']['long T2I R@1'])} (teacher) to "
-                 f"{_fmt(collected[OURS]['table']['long T2I R@1'])} ({d['difference']:+.1f}, "
-                 f"{_interval(d)}: {verdict(d)}).")
-    d = diff(OURS, CONTROL, "long")
+                 f"from {value(TEACHER, 'long T2I R@1')} (teacher) to {value(OURS, 'long T2I R@1')} "
+                 f"({d['difference']:+.1f}, {_interval(d)}: {verdict(d)}).")
+    d = diff(OURS, CONTROL)
     helped = ("the memory helped beyond what fine-tuning alone gives" if d["significant"] and d["difference"] > 0
               else "the control did better: here the gain comes from fine-tuning, not from the memory"
               if d["significant"] else "this run cannot tell the memory apart from fine-tuning alone")
     lines.append(f"**Memory or fine-tuning?** With the same recipe, data and budget, the fine-tuned student reaches "
-                 f"{_fmt(collected[OURS]['table']['long T2I R@1'])} and the fine-tuned teacher (the control, no "
-                 f"memory) {_fmt(collected[CONTROL]['table']['long T2I R@1'])}: {d['difference']:+.1f} points, "
-                 f"{_interval(d)}. So {helped}.")
-    t2i, i2t = diff(OURS, CONTROL, "short"), diff(OURS, CONTROL, "short", "i2t")
-    lost = diff(OURS, TEACHER, "short", "i2t")
-    lines.append(f"**Short captions.** Student vs control on short captions: T2I R@1 {t2i['difference']:+.1f} points "
-                 f"({_interval(t2i)}, {verdict(t2i)}), I2T R@1 {i2t['difference']:+.1f} ({_interval(i2t)}, "
-                 f"{verdict(i2t)}). Against the teacher, the student's short-caption I2T R@1 moves from "
-                 f"{_fmt(collected[TEACHER]['table']['short I2T R@1'])} to "
-                 f"{_fmt(collected[OURS]['table']['short I2T R@1'])} ({lost['difference']:+.1f}, {_interval(lost)}: "
-                 f"{verdict(lost)}); the thesis saw a small loss on short captions on real data.")
+                 f"long-caption T2I R@1 {value(OURS, 'long T2I R@1')} and the fine-tuned teacher (the control, no "
+                 f"memory) {value(CONTROL, 'long T2I R@1')}: {d['difference']:+.1f} points, {_interval(d)}. With "
+                 f"{len(collected[OURS]['hits']['long T2I R@1'])} queries this run could detect a difference of about "
+                 f"±{d['half_width']:.1f} points. So {helped}.")
+    semantic, i2t = diff(OURS, CONTROL, "semantic T2I R@1"), diff(OURS, CONTROL, "short I2T R@1")
+    lost = diff(OURS, TEACHER, "short I2T R@1")
+    lines.append(f"**Short captions.** Student vs control on short captions: semantic T2I R@1 "
+                 f"{semantic['difference']:+.1f} points ({_interval(semantic)}, {verdict(semantic)}), I2T R@1 "
+                 f"{i2t['difference']:+.1f} ({_interval(i2t)}, {verdict(i2t)}). Against the teacher, the student's "
+                 f"short-caption I2T R@1 moves from {value(TEACHER, 'short I2T R@1')} to {value(OURS, 'short I2T R@1')} "
+                 f"({lost['difference']:+.1f}, {_interval(lost)}: {verdict(lost)}); the thesis saw a small loss on "
+                 "short captions on real data.")
     if PARALLEL in collected:
-        d = diff(PARALLEL, CONTROL, "long")
+        d = diff(PARALLEL, CONTROL)
         lines.append(f"**Parallel memory.** The student with the memory beside each MLP instead of in its place "
                      f"(zero-initialised gate, so it starts as the teacher and skips stage 1), fine-tuned with the "
-                     f"same recipe, reaches long-caption T2I R@1 "
-                     f"{_fmt(collected[PARALLEL]['table']['long T2I R@1'])} against the control's "
-                     f"{_fmt(collected[CONTROL]['table']['long T2I R@1'])}: {d['difference']:+.1f} points, "
-                     f"{_interval(d)} ({verdict(d)}).{_gate_sentence(collected[PARALLEL]['gates'])}")
+                     f"same recipe, reaches long-caption T2I R@1 {value(PARALLEL, 'long T2I R@1')} against the "
+                     f"control's {value(CONTROL, 'long T2I R@1')}: {d['difference']:+.1f} points, {_interval(d)} "
+                     f"({verdict(d)}).{_gate_sentence(collected[PARALLEL]['gates'])}")
     lines.append(f"**Fine-grained pairs and segmentation** carry no interval: the strict pair score is "
-                 f"{_fmt(collected[OURS]['table']['pairs, strict'])} for the student and "
-                 f"{_fmt(collected[CONTROL]['table']['pairs, strict'])} for the control (a model blind to the "
-                 f"difference scores 0), and mIoU is {_fmt(collected[OURS]['table']['seg mIoU'])} vs "
-                 f"{_fmt(collected[CONTROL]['table']['seg mIoU'])}. Read small differences there as noise.")
+                 f"{value(OURS, 'pairs, strict')} for the student and {value(CONTROL, 'pairs, strict')} for the "
+                 f"control (a model blind to the difference scores 0), and mIoU is {value(OURS, 'seg mIoU')} vs "
+                 f"{value(CONTROL, 'seg mIoU')}. Read small differences there as noise.")
     return lines
 
 
 def _intervals_table(stats: Dict[str, Any]) -> str:
-    lines = ["| comparison | captions | direction | difference in R@1 | 95% interval | beyond noise? |",
+    lines = ["| comparison | metric | difference (points) | 95% interval | detectable (±) | beyond noise? |",
              "|---|---|---|---|---|---|"]
     for d in stats["differences"]:
-        lines.append(f"| {d['a']} vs {d['b']} | {d['captions']} | {d['direction'].upper()} | {d['difference']:+.1f} | "
-                     f"{_interval(d)} | {'yes' if d['significant'] else 'no'} |")
+        lines.append(f"| {d['a']} vs {d['b']} | {d['metric']} | {d['difference']:+.1f} | {_interval(d)} | "
+                     f"{d['half_width']:.1f} | {'yes' if d['significant'] else 'no'} |")
     return "\n".join(lines)
 
 
@@ -194,6 +232,47 @@ def _memory_table(collected: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines) if len(lines) > 2 else "(no model with memory)"
 
 
+def teacher_record(weights: str) -> Optional[Dict[str, Any]]:
+    """The record of the teacher's weights (command, seed, metrics): the shipped tag's, or the JSON beside an
+    exported file; None for weights without one."""
+    if Path(weights).is_file():
+        record = Path(weights).with_suffix(".json")
+        return json.loads(record.read_text()) if record.is_file() else None
+    return shipped_record("ViT-Tiny-8", weights)
+
+
+def _teacher_paragraph(record: Optional[Dict[str, Any]]) -> str:
+    if record is None:
+        return "The teacher's weights carry no pretraining record."
+    metrics = record.get("metrics", {})
+    plan = record.get("plan", {})
+    held_out = ", ".join(f"{name} {metrics[key]:.1f}" for key, name in (
+        ("zeroshot_shape", "zero-shot shape"), ("zeroshot_colour", "zero-shot colour"),
+        ("semantic_t2i_R@1", "semantic short T2I R@1"), ("segmentation_mIoU", "segmentation mIoU"))
+        if key in metrics)
+    scenes = plan.get("samples_per_epoch", 0) * plan.get("epochs", 0)
+    return (f"The teacher was pretrained on {scenes:,} fresh synthetic scenes with short captions only "
+            f"(`{record.get('command', '?')}`, seed {record.get('seed', '?')}); on its own held-out world it scored "
+            f"{held_out or 'no recorded metrics'}.")
+
+
+def _overlays(collected: Dict[str, Dict[str, Any]], eval_results: Dict[str, Any], figures: Path,
+              count: int = 2) -> List[Tuple[str, Path, float]]:
+    """The teacher's and the student's overlays of the same images: those the teacher segments best among the
+    drawn ones, each with its pixel accuracy."""
+    accuracy = {label: _segmentation(eval_results, label).get("image_accuracy", []) for label in (TEACHER, OURS)}
+    drawn = range(len(collected[TEACHER]["overlays"]))
+    ranked = sorted(drawn, key=lambda i: -(accuracy[TEACHER][i] or 0) if i < len(accuracy[TEACHER]) else 0)
+    links = []
+    for label, key in ((TEACHER, "teacher"), (OURS, "student")):
+        for index in ranked[:count]:
+            target = figures / f"overlay_{key}_{index}.png"
+            shutil.copyfile(collected[label]["overlays"][index], target)
+            score = accuracy[label][index] if index < len(accuracy[label]) else None
+            links.append((label, target, score))
+    return links
+
+
 def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -> Path:
     """Write REPORT.md, results.json and the figures under the demo folder; returns the report's path."""
     out = pipeline.out
@@ -204,12 +283,17 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
     collected = collect(eval_results, models)
     stats = bootstrap(collected, pipeline.seed)
 
+    def bars(metrics: List[str], path: Path, title: str, ylabel: str) -> None:
+        grouped_bars({label: {m: data["table"][m] for m in metrics} for label, data in collected.items()}, path,
+                     title, ylabel, errors={label: {m: (stats["intervals"][label][m]["low"],
+                                                        stats["intervals"][label][m]["high"]) for m in metrics}
+                                            for label in collected})
+
     training_curves(pipeline.training_runs(), figures / "training_curves.png")
-    recall_metrics = ["short T2I R@1", "short I2T R@1", "long T2I R@1", "long I2T R@1"]
-    grouped_bars({label: {m: data["table"][m] for m in recall_metrics} for label, data in collected.items()},
-                 figures / "recall.png", "Retrieval on the synthetic world (error bars: 95% bootstrap)", "R@1 (%)",
-                 errors={label: {m: (stats["intervals"][label][m]["low"], stats["intervals"][label][m]["high"])
-                                 for m in recall_metrics} for label in collected})
+    bars(["semantic T2I R@1", "zero-shot shape", "zero-shot colour", "zero-shot size"], figures / "competence.png",
+         "Competence on the held-out images (error bars: 95% bootstrap)", "%")
+    bars(["short T2I R@1", "short I2T R@1", "long T2I R@1", "long I2T R@1"], figures / "recall.png",
+         "Exact-image retrieval on the synthetic world (error bars: 95% bootstrap)", "R@1 (%)")
     patterns = sorted(next(iter(collected.values()))["pairs_per_pattern"])
     grouped_bars({label: {p: data["pairs_per_pattern"][p]["i2t_single"] for p in patterns}
                   for label, data in collected.items()}, figures / "pairs.png",
@@ -221,16 +305,13 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
         grouped_bars({label: {f"block {b}": 100 * data["memory_usage"][b]["fraction_read"] for b in blocks}
                       for label, data in memory_models.items()}, figures / "memory_usage.png",
                      "Memory slots read at least once on the long-caption retrieval set", "% of slots")
-    overlay_links = []
-    for label in (TEACHER, OURS):
-        for index, source in enumerate(collected[label]["overlays"][:2]):
-            target = figures / f"overlay_{'teacher' if label == TEACHER else 'student'}_{index}.png"
-            shutil.copyfile(source, target)
-            overlay_links.append((label, target))
+    overlay_links = _overlays(collected, eval_results, figures)
+    record = teacher_record(pipeline.teacher)
 
-    summary = {"models": {label: {k: v for k, v in data.items() if k not in ("ranks", "overlays")}
+    summary = {"models": {label: {k: v for k, v in data.items() if k not in ("hits", "overlays")}
                           for label, data in collected.items()},
                "bootstrap": stats, "timings_seconds": pipeline.timings, "total_seconds": round(elapsed, 1),
+               "teacher": {"weights": pipeline.teacher, "record": record},
                "plan": {"world": pipeline.plan.world, "long_context": pipeline.plan.long_context,
                         "alpha": pipeline.plan.alpha}, "seed": pipeline.seed}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -238,37 +319,45 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
     parallel_arm = (", and a student with the memory beside each MLP (parallel mode) fine-tuned the same way"
                     if pipeline.parallel else "")
     cut = collected[TEACHER]["captions_cut"]["synth-long"]
-    total = len(collected[TEACHER]["ranks"]["synth-long"]["t2i"])
+    total = len(collected[TEACHER]["hits"]["long T2I R@1"])
     lines = [
         "# memclip demo report",
         "",
-        f"The whole method on the synthetic world (seed {pipeline.seed}): a ViT-Tiny-8 CLIP teacher trained on short "
-        "captions, a ViT-Tiny-8-mem student distilled from it (memory only), the student fine-tuned on long + short "
-        f"captions (alpha {pipeline.plan.alpha}), and the control the thesis lacks: the teacher fine-tuned with the "
-        "same recipe, data and budget" + parallel_arm + ". World: "
-        + ", ".join(f"{k} {v}" for k, v in pipeline.plan.world.items()) + ".",
+        f"The whole method on the synthetic world (seed {pipeline.seed}): a pretrained ViT-Tiny-8 CLIP teacher "
+        f"(weights: `{pipeline.teacher}`), a ViT-Tiny-8-mem student distilled from it (memory only), the student "
+        f"fine-tuned on long + short captions (alpha {pipeline.plan.alpha}), and the control the thesis lacks: the "
+        "teacher fine-tuned with the same recipe, data and budget" + parallel_arm + ". World: "
+        + ", ".join(f"{k} {v}" for k, v in pipeline.plan.world.items()) + ". " + _teacher_paragraph(record),
         "",
         "## Results",
         "",
-        f"Recall in %, R@k over the held-out retrieval split: short = several paraphrases per image, long = one long "
-        f"caption per image. The teacher and the distilled student read 77 tokens ({cut} of {total} long captions are "
-        f"cut); the fine-tuned models read {pipeline.plan.long_context} tokens (Long-CLIP stretch, text tower frozen). "
-        "Pairs: blind pairs solved (strict: both images pick their own caption) and images that prefer their own "
-        "caption (per image). Segmentation: SCLIP protocol, mIoU over the shape classes.",
+        f"All on {total} held-out images. Competence: semantic T2I R@1 counts a short-caption query as a hit when the "
+        "top image fits every attribute the caption states; zero-shot top-1 names the salient object's shape, colour "
+        "and size with short-caption prompts over the other attributes (chance 10%, 9%, 33%); segmentation is SCLIP's "
+        "protocol at the model's own resolution, mIoU over the shape classes; blind pairs: pairs solved (strict: both "
+        "images pick their own caption) and images that prefer their own caption (per image).",
         "",
-        results_table(collected),
+        results_table(collected, COMPETENCE_COLUMNS),
+        "",
+        f"Exact-image retrieval in %: short = several paraphrases per image, long = one long caption per image. The "
+        f"teacher and the distilled student read 77 tokens ({cut} of {total} long captions are cut); the fine-tuned "
+        f"models read {pipeline.plan.long_context} tokens (Long-CLIP stretch, text tower frozen).",
+        "",
+        results_table(collected, RETRIEVAL_COLUMNS),
         "",
         "## What the numbers say",
         "",
         *[f"- {line}" for line in reading(collected, stats)],
         "",
-        "### Bootstrap intervals (1,000 resamples of the queries, paired across models)",
+        "### Paired bootstrap intervals (1,000 resamples of the queries; detectable = half the interval's width)",
         "",
         _intervals_table(stats),
         "",
         "## Pictures",
         "",
         "![training curves](figures/training_curves.png)",
+        "",
+        "![competence](figures/competence.png)",
         "",
         "![recall](figures/recall.png)",
         "",
@@ -277,9 +366,10 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
     ]
     if memory_models:
         lines += ["![memory usage](figures/memory_usage.png)", ""]
-    lines += ["### Segmentation overlays (image | ground truth | prediction)", ""]
-    lines += [f"{label}: ![overlay]({path.relative_to(out)})" + "  " for label, path in overlay_links]
-    lines += ["", "### Text-to-patch heat maps (teacher, then fine-tuned student)", ""]
+    lines += ["### Segmentation overlays (image | ground truth | prediction; pixel accuracy of the prediction)", ""]
+    lines += [f"{label} ({'-' if score is None else f'{score:.0f}%'}): ![overlay]({path.relative_to(out)})  "
+              for label, path, score in overlay_links]
+    lines += ["", "### Text-to-patch heat maps (teacher, then fine-tuned student; colour = cosine similarity)", ""]
     lines += [f"![heat map]({path.relative_to(out)})" for path in heatmaps]
     lines += ["", "## Memory usage", "", _memory_table(collected), "", "## Run time", "",
               "| stage | seconds |", "|---|---|"]

@@ -1,16 +1,18 @@
-"""`python -m memclip_train.eval`: retrieval, zero-shot segmentation, blind pairs and heat maps, for any open_clip
-or memclip model.
+"""`python -m memclip_train.eval`: retrieval, zero-shot classification and segmentation, blind pairs and heat maps,
+for any open_clip or memclip model.
 
-    python -m memclip_train.eval retrieval --model ViT-B-16 --pretrained openai \\
+    python -m memclip_train.eval retrieval --model ViT-B-16-quickgelu --pretrained openai \\
         --model ViT-B-16-mem --pretrained runs/stage2/final --dataset urban1k --data-root /data/Urban1k --out results
-    python -m memclip_train.eval segmentation --model ViT-B-16 --pretrained openai --dataset voc20 \\
+    python -m memclip_train.eval zeroshot --model ViT-B-16-quickgelu --pretrained openai --dataset imagenet \\
+        --data-root /data/imagenet/val --dataset imagenet-v2 --data-root /data/imagenetv2 --out results
+    python -m memclip_train.eval segmentation --model ViT-B-16-quickgelu --pretrained openai --dataset voc20 \\
         --data-root /data/VOCdevkit/VOC2012 --method sclip --out results
     python -m memclip_train.eval synth --world runs/world --model ViT-Tiny-8 --pretrained runs/teacher/final \\
         --model ViT-Tiny-8-mem --pretrained runs/student/final --out results     # short+long retrieval, seg, pairs
     python -m memclip_train.eval markings --world runs/world-k64 --model ViT-Tiny-8-mem --pretrained runs/s/final \\
         --text-context-length 248 --text-pos-stretch longclip --out results   # marking R@1 (--markings worlds)
-    python -m memclip_train.eval heatmap --model ViT-B-16 --pretrained openai --image cat.jpg --text "a cat" \\
-        --out heat.png
+    python -m memclip_train.eval heatmap --model ViT-B-16-quickgelu --pretrained openai --image cat.jpg \\
+        --text "a cat" --out heat.png
 
 A dataset may carry a variant after '@': coco@val2017, flickr30k@full, iiw@dci:sentence, sharegpt4v-1k@sam10k.
 Results are written per model and dataset and reused when the model's weights, the data and the precision are
@@ -34,10 +36,11 @@ from .models import ModelRef, load_model
 from .retrieval_sets import DATASETS, LayoutError
 from .markings import DEFAULT_CANDIDATES
 from .runner import (ModelCache, pairs_table, run_markings, run_pairs, run_retrieval, run_segmentation,
-                     run_synth_semantics)
+                     run_synth_semantics, run_zeroshot)
 from .segmentation import METHODS
 from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS
-from .tables import markings_table, retrieval_table, segmentation_table, semantics_table
+from .tables import competence_table, markings_table, retrieval_table, segmentation_table, zeroshot_table
+from .zeroshot_sets import SYNTH_ATTRIBUTES, TEMPLATE_SETS, ZEROSHOT_DATASETS, ZeroShotOptions
 
 logger = logging.getLogger("memclip_train.eval")
 
@@ -75,6 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
                            help="dataset folder: one for all datasets, or one per --dataset in order")
     retrieval.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images")
     retrieval.add_argument("--no-cache", action="store_true", help="recompute even when a result exists")
+
+    zeroshot = commands.add_parser("zeroshot", help="zero-shot classification top-1/top-5 (ImageNet, ImageNet-V2, "
+                                                    "any ImageFolder)")
+    _models(zeroshot)
+    _common(zeroshot)
+    zeroshot.add_argument("--dataset", action="append", required=True,
+                          help=f"one of {sorted(ZEROSHOT_DATASETS)}, optionally NAME@VARIANT "
+                               "(imagenet-v2@threshold0.7) (repeat)")
+    zeroshot.add_argument("--data-root", action="append", type=Path, required=True,
+                          help="dataset folder: one for all datasets, or one per --dataset in order")
+    zeroshot.add_argument("--class-names", type=Path,
+                          help="a file with one class name per line, in label order (sorted class folders)")
+    zeroshot.add_argument("--templates", help=f"{' or '.join(sorted(TEMPLATE_SETS))} (open_clip's ImageNet sets), or "
+                                              "a file with one template per line, '{}' for the class name "
+                                              "(default: the dataset's, OpenAI's 80 for ImageNet)")
+    zeroshot.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images")
+    zeroshot.add_argument("--no-cache", action="store_true", help="recompute even when a result exists")
 
     segmentation = commands.add_parser("segmentation", help="zero-shot semantic segmentation mIoU")
     _models(segmentation)
@@ -155,6 +175,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                     args.workers, args.skip_bad, not args.no_cache, not args.no_progress)
             table = retrieval_table(results, args.dataset)
             (args.out / "retrieval_table.md").write_text(table + "\n")
+        elif args.command == "zeroshot":
+            roots = paired_roots(args.dataset, args.data_root, parser)
+            results = run_zeroshot(refs, args.dataset, roots, args.out, device, args.precision, args.batch_size,
+                                   args.workers, args.skip_bad, not args.no_cache, not args.no_progress,
+                                   options=ZeroShotOptions(args.class_names, args.templates))
+            table = zeroshot_table(results, args.dataset)
+            (args.out / "zeroshot_table.md").write_text(table + "\n")
         elif args.command == "segmentation":
             roots = paired_roots(args.dataset, args.data_root, parser)
             results = run_segmentation(refs, args.dataset, roots, args.method or ["sclip"], args.out, device,
@@ -187,8 +214,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+SYNTH_ZEROSHOT = list(SYNTH_ATTRIBUTES)
+
+
 def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.device) -> str:
-    """Short- and long-caption retrieval, segmentation and blind pairs on the synthetic world, one table each."""
+    """Competence (semantic retrieval, zero-shot attributes), short- and long-caption retrieval, segmentation and
+    blind pairs on the synthetic world, one table each."""
     models = ModelCache(device)
     progress = not args.no_progress
     datasets = ["synth-short", "synth-long"]
@@ -199,8 +230,10 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     pairs = run_pairs(refs, args.world, args.out, device, args.precision, progress=progress, models=models)
     semantics = run_synth_semantics(refs, args.world, args.out, device, args.precision, args.batch_size, progress,
                                     models)
-    tables = ["## Competence (short captions: semantic T2I R@k; zero-shot accuracy of the salient object, %)",
-              semantics_table(semantics),
+    zeroshot = run_zeroshot(refs, SYNTH_ZEROSHOT, [args.world] * len(SYNTH_ZEROSHOT), args.out, device,
+                            args.precision, args.batch_size, args.workers, progress=progress, models=models)
+    tables = ["## Competence (semantic short-caption T2I R@k; zero-shot top-1 of the salient object's attributes, %)",
+              competence_table(semantics, zeroshot),
               "## Retrieval (R@k, %)", retrieval_table(retrieval, datasets, ks=(1, 5)),
               f"## Segmentation ({args.method}, mIoU %)", segmentation_table(segmentation, ["synth"]),
               "## Blind pairs (image -> text, % of pairs where both images pick their own caption; blind = 0)",
@@ -208,8 +241,8 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     text = "\n\n".join(tables)
     (args.out / "synth_tables.md").write_text(text + "\n")
     (args.out / "synth_results.json").write_text(json.dumps(
-        {"retrieval": retrieval, "segmentation": segmentation, "pairs": pairs, "semantics": semantics}, indent=1,
-        default=str) + "\n")
+        {"retrieval": retrieval, "segmentation": segmentation, "pairs": pairs, "semantics": semantics,
+         "zeroshot": zeroshot}, indent=1, default=str) + "\n")
     return text
 
 

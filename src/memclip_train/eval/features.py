@@ -1,6 +1,7 @@
 """Batched, normalised features under a model's own transforms and tokenizer, with progress and throughput."""
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,14 @@ class BadImageError(RuntimeError):
     """An image that is missing or does not decode (the message names the file)."""
 
 
+def describe_image(source, index: int) -> str:
+    """How an image source is named in messages: its path, or its position when it is encoded bytes."""
+    return f"#{index} ({len(source)} encoded bytes)" if isinstance(source, bytes) else str(source)
+
+
 class _ImageFiles(Dataset):
+    """Image files, or encoded image bytes, under a transform."""
+
     def __init__(self, paths: Sequence[Path], preprocess: Callable) -> None:
         self.paths = list(paths)
         self.preprocess = preprocess
@@ -28,7 +36,8 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            with Image.open(self.paths[index]) as image:
+            source = self.paths[index]
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
                 return index, self.preprocess(image.convert("RGB")), ""
         except Exception as error:  # missing files and undecodable bytes: reported by the caller
             return index, None, f"{type(error).__name__}: {error}"
@@ -56,7 +65,7 @@ class ImageFeatures:
 def encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[Path], device: torch.device,
                   autocast: Callable, batch_size: int = 64, workers: int = 0, skip_bad: bool = False,
                   progress: bool = True, desc: str = "images") -> ImageFeatures:
-    """L2-normalised image features (N, D) in float32 on the CPU.
+    """L2-normalised image features (N, D) in float32 on the CPU; ``paths`` are image files or encoded image bytes.
 
     Raises:
         BadImageError: an image is missing or undecodable and ``skip_bad`` is off (the message names it).
@@ -68,7 +77,8 @@ def encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[
     for indices, images, failures in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
         for index, message in failures:
             if not skip_bad:
-                raise BadImageError(f"cannot read image {paths[index]} ({message}); fix the file or pass --skip-bad")
+                raise BadImageError(f"cannot read image {describe_image(paths[index], index)} ({message}); fix the "
+                                    "file or pass --skip-bad")
             bad.append((paths[index], message))
         if images is None:
             continue

@@ -27,17 +27,22 @@ def similarity_map(model: torch.nn.Module, preprocess: Callable, tokenizer: Call
 
 
 def draw_heatmaps(path: Path, image: Image.Image, maps: Sequence[np.ndarray], titles: Sequence[str]) -> Path:
-    """Write a PNG: the image, then each map upsampled over it (jet colour map, min-max scaled per map)."""
+    """Write a PNG: the image, then each map upsampled over it, coloured by cosine similarity with a labelled colour
+    bar (the scale spans that map's own range, so maps of different models can be compared by their bars)."""
     image = image.convert("RGB")
-    figure, axes = plt.subplots(1, len(maps) + 1, figsize=(3.2 * (len(maps) + 1), 3.4))
+    figure, axes = plt.subplots(1, len(maps) + 1, figsize=(3.4 * (len(maps) + 1), 3.6))
     axes = np.atleast_1d(axes)
     axes[0].imshow(image)
     axes[0].set_title("image", fontsize=9)
     for axis, similarity, title in zip(axes[1:], maps, titles):
-        scaled = (similarity - similarity.min()) / (np.ptp(similarity) + 1e-8)
-        upsampled = np.asarray(Image.fromarray((scaled * 255).astype(np.uint8)).resize(image.size, Image.BILINEAR))
+        low, high = float(similarity.min()), float(similarity.max())
+        upsampled = F.interpolate(torch.as_tensor(similarity, dtype=torch.float32)[None, None],
+                                  size=(image.size[1], image.size[0]), mode="bilinear", align_corners=False)[0, 0]
         axis.imshow(image)
-        axis.imshow(upsampled, cmap="jet", alpha=0.5)
+        shown = axis.imshow(upsampled.numpy(), cmap="jet", alpha=0.5, vmin=low, vmax=high)
+        bar = figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+        bar.set_label("cosine similarity (text, patch)", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
         axis.set_title(title, fontsize=8, wrap=True)
     for axis in axes:
         axis.axis("off")

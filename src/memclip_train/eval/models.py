@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
+import open_clip
 import torch
 
 import memclip
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,24 @@ class ModelRef:
             tag += "-" + hashlib.sha1("|".join(os.path.abspath(p) for p in paths).encode()).hexdigest()[:8]
         return tag
 
+    @property
+    def needs_quick_gelu(self) -> bool:
+        """True when ``pretrained`` is a tag whose weights were trained with QuickGELU (OpenAI's) and the model's
+        config builds GELU (``ViT-B-16`` + ``openai``): open_clip only warns and computes with the wrong activation."""
+        if not self.pretrained or os.path.exists(self.pretrained) or os.path.isdir(self.model):
+            return False
+        try:
+            spec = memclip.get_model_spec(self.model)
+        except RuntimeError:
+            return False
+        tag = open_clip.get_pretrained_cfg(spec.teacher or spec.name, self.pretrained)
+        return bool(tag.get("quick_gelu")) and not spec.model_cfg.get("quick_gelu", False)
+
     def identity(self) -> Dict[str, Any]:
         """What makes results reusable: the names, and the checkpoint file's size and time when it is a path."""
         ident: Dict[str, Any] = {"model": self.model, "pretrained": self.pretrained, "text_tower": self.text_tower}
+        if self.needs_quick_gelu:
+            ident["force_quick_gelu"] = True
         for key in ("model", "pretrained"):
             path = getattr(self, key)
             if path and os.path.exists(path):
@@ -75,9 +94,16 @@ class LoadedModel:
 
 
 def load_model(ref: ModelRef, device: torch.device) -> LoadedModel:
+    """Build the model with its weights, eval mode. An OpenAI tag on a GELU config is built with QuickGELU, the
+    activation those weights were trained with, and a warning says so."""
     pretrained = None if ref.pretrained in (None, "", "none", "random") else ref.pretrained
+    quick_gelu = ref.needs_quick_gelu
+    if quick_gelu:
+        logger.warning("%s: the '%s' weights were trained with QuickGELU but the %s config builds GELU; evaluating "
+                       "with QuickGELU (name the model %s-quickgelu to say so yourself)", ref.label, ref.pretrained,
+                       ref.model, ref.model)
     model, _, preprocess = memclip.create_model_and_transforms(ref.model, pretrained=pretrained, device=device,
-                                                               text_tower=ref.text_tower)
+                                                               text_tower=ref.text_tower, force_quick_gelu=quick_gelu)
     model.eval()
     return LoadedModel(ref, model, preprocess, memclip.get_tokenizer(model.memclip_spec))
 

@@ -76,9 +76,10 @@ def cache_key(identity: Dict[str, Any], dataset: str, variant: Optional[str], da
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def result_path(out: Path, dataset: str, variant: Optional[str], model_tag: str) -> Path:
+def result_path(out: Path, dataset: str, variant: Optional[str], model_tag: str, task: str = "retrieval") -> Path:
+    """``out/<task>/<dataset>[__<variant>]/<model tag>.json``."""
     folder = dataset if not variant else f"{dataset}__{variant.replace(':', '-')}"
-    return Path(out) / "retrieval" / folder / f"{model_tag}.json"
+    return Path(out) / task / folder / f"{model_tag}.json"
 
 
 def cached_result(path: Path, key: str) -> Optional[Dict[str, Any]]:

@@ -1,13 +1,10 @@
 """Metrics that fit the synthetic world, read from its scene graphs (``retrieval/scenes.jsonl``).
 
 A short caption names one object ("a large red star on a grey background"), so many images satisfy it and exact-image
-recall is capped by ambiguity. Two measures use the scene graphs instead:
-
-- **semantic retrieval**: a short-caption query is a hit at k when one of the top k images satisfies every attribute
-  the caption states (an object of that size, fill, colour and shape, on that background);
-- **zero-shot classification** of the salient object's shape, colour and size: each class is the mean text embedding
-  of the short-caption prompts that state it, over every value of the other attributes (a prompt ensemble), and an
-  image gets the class whose embedding is nearest.
+recall is capped by ambiguity. **Semantic retrieval** counts a short-caption query as a hit at k when one of the top
+k images satisfies every attribute the caption states (an object of that size, fill, colour and shape, on that
+background). The scene graphs also give the labels of the zero-shot datasets ``synth-shapes``, ``synth-colours``
+and ``synth-sizes`` (:mod:`.zeroshot_sets.synth`), whose prompts come from :func:`prompt_grid`.
 """
 from __future__ import annotations
 
@@ -23,7 +20,6 @@ from ..synth.captions import short_phrase
 from .retrieval_sets.base import LayoutError, read_jsonl
 
 SCENES_FILE = "scenes.jsonl"
-ZEROSHOT_ATTRIBUTES = ("shape", "colour", "size")
 PROMPT_ATTRIBUTES = ("size", "fill", "colour", "shape", "background")
 SCENES_LAYOUT = """    <world>/world.json (vocabularies), <world>/retrieval/scenes.jsonl (one scene graph per image, in order),
     written by python -m memclip_train.synth (format version 2 or later)"""
@@ -113,74 +109,27 @@ def prompt_grid(scenes: SynthScenes) -> Tuple[List[str], List[Dict[str, str]]]:
     return prompts, attributes
 
 
-def class_embeddings(text_features: torch.Tensor, attributes: Sequence[Mapping[str, str]], attribute: str,
-                     classes: Sequence[str]) -> torch.Tensor:
-    """(C, D) normalised mean of the prompt features that state each class of ``attribute``.
-
-    Args:
-        text_features: (P, D) normalised features of the prompts.
-        attributes: what each prompt states.
-    """
-    rows = []
-    for name in classes:
-        mask = torch.tensor([stated[attribute] == name for stated in attributes])
-        rows.append(torch.nn.functional.normalize(text_features[mask].mean(0), dim=0))
-    return torch.stack(rows)
-
-
-def zero_shot_accuracy(image_features: torch.Tensor, text_features: torch.Tensor,
-                       attributes: Sequence[Mapping[str, str]], scenes: SynthScenes, attribute: str
-                       ) -> Dict[str, Any]:
-    """Zero-shot classification of the salient object's ``attribute`` (shape, colour or size).
-
-    Args:
-        image_features: (N, D) normalised features of the retrieval images.
-        text_features: (P, D) normalised features of :func:`prompt_grid`'s prompts.
-    Returns:
-        {"accuracy": %, "classes": [...], "per_class": {class: %}, "correct": [bool per image]}.
-    """
-    classes = scenes.values(attribute)
-    predicted = (image_features @ class_embeddings(text_features, attributes, attribute, classes).T).argmax(1)
-    truth = [classes.index(scenes.salient(i)[attribute]) for i in range(len(image_features))]
-    correct = [int(p) == t for p, t in zip(predicted.tolist(), truth)]
-    per_class = {}
-    for index, name in enumerate(classes):
-        members = [c for c, t in zip(correct, truth) if t == index]
-        per_class[name] = 100.0 * sum(members) / len(members) if members else float("nan")
-    return {"accuracy": 100.0 * sum(correct) / len(correct), "classes": classes, "per_class": per_class,
-            "correct": correct}
-
-
-def synth_semantic_results(image_features: torch.Tensor, short_features: torch.Tensor, prompt_features: torch.Tensor,
-                           attributes: Sequence[Mapping[str, str]], scenes: SynthScenes) -> Dict[str, Any]:
-    """Semantic short-caption T2I R@1/5 and zero-shot accuracies, with per-query hits for bootstrap intervals.
+def synth_semantic_results(image_features: torch.Tensor, short_features: torch.Tensor, scenes: SynthScenes
+                           ) -> Dict[str, Any]:
+    """Semantic short-caption T2I R@1/5, with per-query hits for bootstrap intervals.
 
     Args:
         image_features: (N, D) normalised features of the N retrieval images.
         short_features: (N, D) normalised features of each image's own short caption.
-        prompt_features: (P, D) normalised features of :func:`prompt_grid`'s prompts.
     """
     if len(image_features) != len(scenes.scenes):
         raise ValueError(f"{len(image_features)} image features for {len(scenes.scenes)} scene graphs")
     hits = semantic_hits(short_features @ image_features.T, scenes.scenes)
-    metrics = {f"semantic_t2i_R@{k}": 100.0 * sum(v) / len(v) for k, v in hits.items()}
-    zero_shot = {a: zero_shot_accuracy(image_features, prompt_features, attributes, scenes, a)
-                 for a in ZEROSHOT_ATTRIBUTES}
-    metrics.update({f"zeroshot_{a}": r["accuracy"] for a, r in zero_shot.items()})
-    return {"metrics": metrics, "num_images": len(scenes.scenes), "num_prompts": len(attributes),
-            "hits": {f"semantic_t2i_R@{k}": v for k, v in hits.items()},
-            "zeroshot": zero_shot}
+    return {"metrics": {f"semantic_t2i_R@{k}": 100.0 * sum(v) / len(v) for k, v in hits.items()},
+            "num_images": len(scenes.scenes), "hits": {f"semantic_t2i_R@{k}": v for k, v in hits.items()}}
 
 
-def evaluate_synth_semantics(encode_texts: Callable[[Sequence[str]], torch.Tensor], image_features: torch.Tensor, short_captions: Sequence[str], scenes: SynthScenes
-                             ) -> Dict[str, Any]:
-    """:func:`synth_semantic_results` for a model: encodes the short captions and the prompt grid.
+def evaluate_synth_semantics(encode_texts: Callable[[Sequence[str]], torch.Tensor], image_features: torch.Tensor,
+                             short_captions: Sequence[str], scenes: SynthScenes) -> Dict[str, Any]:
+    """:func:`synth_semantic_results` for a model whose ``encode_texts`` maps texts to (len, D) normalised features.
 
     Args:
-        encode_texts: texts -> (len, D) normalised features.
         image_features: (N, D) normalised features of the retrieval images, in index order.
         short_captions: each image's own short caption, in index order.
     """
-    prompts, attributes = prompt_grid(scenes)
-    return synth_semantic_results(image_features, encode_texts(short_captions), encode_texts(prompts), attributes,
-                                  scenes)
+    return synth_semantic_results(image_features, encode_texts(short_captions), scenes)

@@ -34,17 +34,32 @@ def segmentation_table(results: Dict[str, Dict[str, Dict]], datasets: Sequence[s
     return "\n".join(lines)
 
 
-SEMANTIC_COLUMNS = (("semantic_t2i_R@1", "semantic T2I R@1"), ("semantic_t2i_R@5", "semantic T2I R@5"),
-                    ("zeroshot_shape", "zero-shot shape"), ("zeroshot_colour", "zero-shot colour"),
-                    ("zeroshot_size", "zero-shot size"))
-
-
-def semantics_table(results: Dict[str, Dict]) -> str:
-    """``results[model]`` of the synthetic world's semantic metrics -> one row per model (%)."""
-    header = ["model"] + [title for _, title in SEMANTIC_COLUMNS]
+def zeroshot_table(results: Dict[str, Dict[str, Dict]], datasets: Sequence[str]) -> str:
+    """``results[model][dataset]`` -> top-1 and top-5 accuracy per dataset (%)."""
+    header = ["model"] + [f"{d} {k}" for d in datasets for k in ("top-1", "top-5")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model, result in results.items():
-        cells = [f"{result['metrics'][key]:.1f}" for key, _ in SEMANTIC_COLUMNS]
+    for model, per_dataset in results.items():
+        cells = []
+        for dataset in datasets:
+            metrics = per_dataset.get(dataset, {}).get("metrics", {})
+            cells.extend("-" if metrics.get(k) is None else f"{metrics[k]:.1f}" for k in ("top1", "top5"))
+        lines.append("| " + " | ".join([model] + cells) + " |")
+    return "\n".join(lines)
+
+
+COMPETENCE_COLUMNS = (("semantic_t2i_R@1", "semantic T2I R@1"), ("semantic_t2i_R@5", "semantic T2I R@5"),
+                      ("synth-shapes", "zero-shot shape"), ("synth-colours", "zero-shot colour"),
+                      ("synth-sizes", "zero-shot size"))
+
+
+def competence_table(semantics: Dict[str, Dict], zeroshot: Dict[str, Dict[str, Dict]]) -> str:
+    """One row per model: semantic short-caption recall (``semantics[model]``) and the synthetic world's zero-shot
+    top-1 (``zeroshot[model][dataset]``), in %."""
+    header = ["model"] + [title for _, title in COMPETENCE_COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, result in semantics.items():
+        cells = [f"{result['metrics'][key]:.1f}" if key in result["metrics"]
+                 else f"{zeroshot[model][key]['metrics']['top1']:.1f}" for key, _ in COMPETENCE_COLUMNS]
         lines.append("| " + " | ".join([model] + cells) + " |")
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ DATASETS: Dict[str, tuple] = {
     "coco": (lambda root, v: load_coco(root, v), "karpathy", ("karpathy", "val2017")),
     "flickr30k": (lambda root, v: load_flickr30k(root, v), "karpathy", ("karpathy", "full")),
     "urban1k": (lambda root, v: load_urban1k(root), None, ()),
-    "docci": (lambda root, v: load_docci(root), None, ()),
+    "docci": (lambda root, v: load_docci(root, granularity=v), "full", ("full", "sentence")),
     "iiw": (lambda root, v: load_iiw(root, *(v or "iiw400:full").split(":")), "iiw400:full",
             ("iiw400:full", "iiw400:sentence", "dci:full", "dci:sentence", "docci:full", "docci:sentence")),
     "dci": (lambda root, v: load_dci(root), None, ()),

@@ -1,11 +1,13 @@
 """Long-caption benchmarks: Urban-1k, DOCCI, IIW, DCI and ShareGPT4V-1k/10k (one long caption per image)."""
 from __future__ import annotations
 
+import logging
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
+from ...convert.exclusion import normalise_image_path
 from ...data.captions import first_sentence
 from .base import LayoutError, RetrievalSet, add_captions, grouped, read_json, read_jsonl, require
 
@@ -24,6 +26,9 @@ DCI_LAYOUT = """    <root>/densely_captioned_images/splits.json          {"train
 SHAREGPT4V_LAYOUT = """    <root>/share-captioner_coco_lcs_sam_1246k_1107.json   definition 'longclip' (Long-CLIP, TULIP)
     <root>/share4v_sam_10k.json                           definition 'sam10k' (LoTLIP, FLAIR)
     images under <root>/ by each entry's 'image' path (coco/..., sam/..., llava/...)"""
+logger = logging.getLogger(__name__)
+LONGCLIP_HELD_OUT = 1000
+"""Entries at the head of the Share-Captioner json that Long-CLIP (and memclip's converter) keep out of training."""
 IIW_SUBSETS = {"iiw400": ("IIW-400", "image/key"), "dci": ("DCI_Test", "image"), "docci": ("DOCCI_Test", "image")}
 SHAREGPT4V_FILES = {"longclip": "share-captioner_coco_lcs_sam_1246k_1107.json", "sam10k": "share4v_sam_10k.json"}
 
@@ -73,15 +78,23 @@ def load_urban1k(root: Path) -> RetrievalSet:
                                          "caption_preprocessing": "first line of each caption file, stripped"})
 
 
-def load_docci(root: Path, split: str = "test") -> RetrievalSet:
+def load_docci(root: Path, split: str = "test", granularity: str = "full") -> RetrievalSet:
+    """DOCCI's test split; ``granularity`` ``sentence`` makes each sentence of a description a caption of its image
+    (as ``iiw:sentence``), so image-to-text retrieval hits when any sentence ranks in the top k."""
+    if granularity not in ("full", "sentence"):
+        raise ValueError(f"docci granularity {granularity!r}: full or sentence")
     rows = read_jsonl("docci", root / "docci_descriptions.jsonlines", DOCCI_LAYOUT)
     by_image: Dict[Path, List[str]] = OrderedDict()
     for row in rows:
         if row.get("split") == split:
-            add_captions(by_image, root / "images" / row["image_file"], [row["description"].strip()])
+            text = row["description"].strip()
+            add_captions(by_image, root / "images" / row["image_file"],
+                         split_sentences(text) if granularity == "sentence" else [text])
     if not by_image:
         raise LayoutError("docci", root / "docci_descriptions.jsonlines", DOCCI_LAYOUT, f"no '{split}' rows in")
-    return grouped("docci", by_image, {"split": split, "caption_preprocessing": "full description, stripped"})
+    preprocessing = "one caption per sentence" if granularity == "sentence" else "full description, stripped"
+    return grouped("docci", by_image, {"split": split, "granularity": granularity,
+                                       "caption_preprocessing": preprocessing})
 
 
 def load_iiw(root: Path, subset: str = "iiw400", granularity: str = "full") -> RetrievalSet:
@@ -135,6 +148,38 @@ def load_sharegpt4v(root: Path, size: int, definition: str) -> RetrievalSet:
             raise LayoutError("sharegpt4v", path, SHAREGPT4V_LAYOUT, f"entry for {entry.get('image')} has no gpt "
                                                                      "turn in")
         add_captions(by_image, root / entry["image"], [gpt[0].strip()])
+    overlap, count = training_overlap(root, definition, size, [e["image"] for e in entries[:size]])
+    if overlap:
+        logger.warning("sharegpt4v-%dk@%s: %s", size // 1000, definition, overlap)
     return grouped(f"sharegpt4v-{size // 1000}k", by_image,
                    {"definition": f"{definition}: first {size} entries of {path.name}",
-                    "caption_preprocessing": "first gpt turn, stripped"})
+                    "caption_preprocessing": "first gpt turn, stripped", "train_overlap": overlap,
+                    "train_overlap_images": count})
+
+
+def training_overlap(root: Path, definition: str, size: int, images: List[str]) -> Tuple[str, object]:
+    """Whether this evaluation set shares images with the usual training set (the Share-Captioner json without its
+    first 1,000 entries), as (a sentence for the results, the count of shared images or None when unknown).
+
+    ``longclip`` beyond 1,000 entries takes its extra entries from the training part itself; ``sam10k``'s SAM images
+    can also be in the Share-Captioner json's ``sam/`` part, counted when that json lies beside it.
+    """
+    train_file = root / SHAREGPT4V_FILES["longclip"]
+    if definition == "longclip":
+        if size <= LONGCLIP_HELD_OUT:
+            return "", 0
+        shared = size - LONGCLIP_HELD_OUT
+        return (f"entries {LONGCLIP_HELD_OUT}-{size - 1} of {train_file.name} are training samples unless the "
+                f"converter held them out (--val-size {size}) or excluded them (--exclude-images)"), shared
+    if not train_file.is_file():
+        return (f"its SAM images may also be in {train_file.name} (put that json beside it to count them); keep them "
+                f"out of training with python -m memclip_train.convert ... --exclude-images "
+                f"{SHAREGPT4V_FILES[definition]}"), None
+    logger.info("counting the images %s shares with %s ...", SHAREGPT4V_FILES[definition], train_file.name)
+    training = {normalise_image_path(e["image"]) for e in read_json("sharegpt4v", train_file, SHAREGPT4V_LAYOUT)
+                [LONGCLIP_HELD_OUT:] if isinstance(e, dict) and "image" in e}
+    shared = len({normalise_image_path(image) for image in images} & training)
+    if not shared:
+        return "", 0
+    return (f"{shared} of its images are in the training part of {train_file.name}; keep them out of training with "
+            f"python -m memclip_train.convert ... --exclude-images {SHAREGPT4V_FILES[definition]}"), shared

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import SegmentationSet
+from .datasets import IGNORE, SegmentationSet
 from .metrics import ConfusionMatrix
 from .overlays import save_overlay
 
@@ -20,10 +20,11 @@ def evaluate_segmentation(dataset: SegmentationSet, predict: Callable[[Image.Ima
     """mIoU of ``predict`` (image -> (H, W) labels) over the dataset; overlay PNGs for the first ``num_overlays``.
 
     Returns:
-        {"mIoU", "aAcc", "per_class_iou", "num_images", "seconds", "overlays": [paths]}
+        {"mIoU", "aAcc", "per_class_iou", "num_images", "seconds", "overlays": [paths],
+         "image_accuracy": [per image, % of its labelled pixels predicted right (None when it has none)]}
     """
     matrix = ConfusionMatrix(len(dataset.class_names))
-    written = []
+    written, accuracy = [], []
     count = len(dataset.items) if limit is None else min(limit, len(dataset.items))
     start = time.time()
     for index in tqdm(range(count), desc=f"{dataset.name} segmentation", unit="image", disable=not progress,
@@ -32,10 +33,13 @@ def evaluate_segmentation(dataset: SegmentationSet, predict: Callable[[Image.Ima
         target = dataset.load_mask(index)
         prediction = predict(image)
         matrix.update(prediction, target)
+        labelled = target != IGNORE
+        accuracy.append(100.0 * float((prediction[labelled] == target[labelled]).mean()) if labelled.any() else None)
         if overlays is not None and index < num_overlays:
             path = Path(overlays) / f"{dataset.items[index][0].stem}.png"
             save_overlay(path, image, target, prediction, len(dataset.class_names))
             written.append(str(path))
     result = matrix.summary(dataset.class_names)
-    result.update({"num_images": count, "seconds": time.time() - start, "overlays": written})
+    result.update({"num_images": count, "seconds": time.time() - start, "overlays": written,
+                   "image_accuracy": accuracy})
     return result

@@ -1,0 +1,79 @@
+"""Zero-shot ImageNet during training: open_clip_train's ``--zeroshot-frequency``, ``--imagenet-val`` and
+``--imagenet-v2``, through the eval program's zero-shot code."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from .eval.zeroshot import build_classifier, evaluate_zeroshot
+from .eval.zeroshot_sets import ZeroShotSet, load_zeroshot_set
+from .params import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+METRIC_PREFIXES = {"imagenet": "imagenet-zeroshot-val", "imagenet-v2": "imagenetv2-zeroshot-val"}
+"""open_clip_train's metric names: ``<prefix>-top1`` and ``<prefix>-top5``, as fractions."""
+
+
+@dataclass
+class TrainingZeroShot:
+    """The zero-shot sets of a run and when to evaluate them.
+
+    Attributes:
+        sets: metric prefix -> dataset (loaded once, when the run starts, so a bad path fails at once).
+        frequency: every N completed epochs (0 = never); the last epoch always.
+        epochs: the run's epoch count.
+    """
+
+    sets: Dict[str, ZeroShotSet]
+    frequency: int
+    epochs: int
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> Optional["TrainingZeroShot"]:
+        """None when the run gives neither --imagenet-val nor --imagenet-v2.
+
+        Raises:
+            LayoutError: a folder without the dataset's layout (the message shows it).
+        """
+        paths = {"imagenet": config.data.imagenet_val, "imagenet-v2": config.data.imagenet_v2}
+        sets = {METRIC_PREFIXES[name]: load_zeroshot_set(name, path) for name, path in paths.items() if path}
+        if not sets:
+            return None
+        for prefix, dataset in sets.items():
+            logger.info("zero-shot %s: %d images of %d classes, %s, every %d epochs", prefix, len(dataset.images),
+                        dataset.num_classes, dataset.prompts_name, config.logging.zeroshot_frequency)
+        return cls(sets, config.logging.zeroshot_frequency, config.optim.epochs)
+
+    def due(self, completed_epoch: int) -> bool:
+        """open_clip_train's rule: every ``frequency`` epochs and after the last one, never when it is 0."""
+        return self.frequency > 0 and (completed_epoch % self.frequency == 0 or completed_epoch == self.epochs)
+
+    def evaluate(self, model: nn.Module, preprocess: Callable, tokenizer: Callable, device: torch.device,
+                 autocast: Callable, batch_size: int, workers: int, progress: bool) -> Dict[str, float]:
+        """``{prefix}-top1``/``-top5`` (fractions, as open_clip_train logs them) and ``-skipped`` images per set.
+
+        The class embeddings are built once and reused by sets with the same classes and prompts (ImageNet and
+        ImageNet-V2). Unreadable images are skipped and counted rather than ending the run.
+        """
+        metrics: Dict[str, float] = {}
+        classifier, built_for = None, None
+        was_training = model.training
+        model.eval()
+        try:
+            for prefix, dataset in self.sets.items():
+                if built_for is None or (dataset.class_names, dataset.prompts_name) != built_for:
+                    classifier = build_classifier(model, tokenizer, dataset, device, autocast, progress)
+                    built_for = (dataset.class_names, dataset.prompts_name)
+                result = evaluate_zeroshot(model, preprocess, tokenizer, dataset, device, autocast, batch_size,
+                                           workers, skip_bad=True, progress=progress, classifier=classifier)
+                metrics[f"{prefix}-top1"] = result["metrics"]["top1"] / 100
+                metrics[f"{prefix}-top5"] = result["metrics"]["top5"] / 100
+                metrics[f"{prefix}-skipped"] = len(result["skipped_images"])
+        finally:
+            model.train(was_training)
+        return metrics

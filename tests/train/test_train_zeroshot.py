@@ -1,0 +1,61 @@
+"""Zero-shot ImageNet during training (--zeroshot-frequency, --imagenet-val, --imagenet-v2), as open_clip_train."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+from train_helpers import train_args
+
+import memclip
+from memclip_train.eval import autocast_for, load_zeroshot_set
+from memclip_train.eval.zeroshot import evaluate_zeroshot
+from memclip_train.eval.zeroshot_sets import image_folders
+from memclip_train.main import main
+
+
+@pytest.fixture
+def one_template(monkeypatch):
+    """One template instead of OpenAI's 80: 80,000 prompts take minutes on a CPU, 1,000 take a second."""
+    monkeypatch.setattr(image_folders, "OPENAI_IMAGENET_TEMPLATES", ("a photo of a {}.",))
+
+
+def imagenet_like(root, folder_name):
+    """1,000 class folders, images in a few of them."""
+    for label in range(1000):
+        (root / folder_name(label)).mkdir(parents=True)
+    for label in (0, 3, 500, 999):
+        for j in range(2):
+            Image.new("RGB", (32, 32), (label % 256, (37 * j) % 256, 90)).save(root / folder_name(label) / f"{j}.jpg")
+    return root
+
+
+def test_zero_shot_runs_at_the_frequency_and_after_the_last_epoch(micro_world, tmp_path, one_template):
+    val = imagenet_like(tmp_path / "imagenet", lambda label: f"n{label:08d}")
+    v2 = imagenet_like(tmp_path / "v2" / "imagenetv2-matched-frequency-format-val", str)
+    args = train_args(micro_world, tmp_path, "zs", "--imagenet-val", str(val), "--imagenet-v2", str(v2.parent),
+                      "--zeroshot-frequency", "2", "--epochs", "3")
+    assert main(args) == 0
+    records = [json.loads(line) for line in (tmp_path / "zs" / "metrics.jsonl").read_text().splitlines()]
+    zeroshot = [r for r in records if r["kind"] == "zeroshot"]
+    assert [r["epoch"] for r in zeroshot] == [2, 3]
+    for prefix in ("imagenet-zeroshot-val", "imagenetv2-zeroshot-val"):
+        assert 0 <= zeroshot[-1][f"{prefix}-top1"] <= zeroshot[-1][f"{prefix}-top5"] <= 1
+        assert zeroshot[-1][f"{prefix}-skipped"] == 0
+    final = memclip.create_model(str(tmp_path / "zs" / "final"))
+    final_preprocess = memclip.create_model_and_transforms(str(tmp_path / "zs" / "final"))[2]
+    cpu = torch.device("cpu")
+    direct = evaluate_zeroshot(final, final_preprocess, memclip.get_tokenizer(final.memclip_spec),
+                               load_zeroshot_set("imagenet", val), cpu, autocast_for("fp32", cpu), progress=False)
+    assert zeroshot[-1]["imagenet-zeroshot-val-top1"] == pytest.approx(direct["metrics"]["top1"] / 100)
+    assert zeroshot[-1]["imagenet-zeroshot-val-top5"] == pytest.approx(direct["metrics"]["top5"] / 100)
+
+
+def test_zero_shot_frequency_zero_and_bad_folders(micro_world, tmp_path, caplog, one_template):
+    val = imagenet_like(tmp_path / "imagenet", lambda label: f"n{label:08d}")
+    assert main(train_args(micro_world, tmp_path, "never", "--imagenet-val", str(val), "--zeroshot-frequency", "0",
+                           "--epochs", "1")) == 0
+    assert '"kind": "zeroshot"' not in (tmp_path / "never" / "metrics.jsonl").read_text()
+    assert main(train_args(micro_world, tmp_path, "bad", "--imagenet-val", str(tmp_path / "nowhere"))) == 1
+    assert "imagenet: missing" in caplog.text and "expected layout" in caplog.text
+    with pytest.raises(SystemExit):
+        main(train_args(micro_world, tmp_path, "negative", "--zeroshot-frequency", "-1"))
