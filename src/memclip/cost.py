@@ -2,10 +2,10 @@
 
 FLOPs count 2 per multiply-add of every matrix product and convolution, as ``torch.utils.flop_counter`` does
 (projections, attention scores and their weighted sums, MLPs, stems, the memory's query projection and its sub-key
-scores; the CPU's fused attention kernel is counted like the GPU's), plus the memory's embedding bag, which that counter does not see: each token gathers ``heads * knn`` value
-rows of ``v_dim`` and sums them with weights, 2 FLOPs per element. Top-k selection, softmax, norms and activations
-are not counted, for any model, so the figures compare the matrix work of towers that differ only in their MLPs and
-memories.
+scores; the CPU's fused attention kernel is counted like the GPU's), plus the memory's embedding bag, which that
+counter does not see: each token gathers ``heads * knn`` value rows of ``v_dim`` and sums them with weights, 2 FLOPs
+per element. Top-k selection, softmax, norms and activations are not counted, for any model, so the figures compare
+the matrix work of towers that differ only in their MLPs and memories.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from memory_layers import ProductKeyMemory
+
+from .surgery import memory_parameters
 
 
 def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -60,8 +62,6 @@ def _unique_count(parameters) -> int:
 @torch.no_grad()
 def model_cost(model: nn.Module) -> ModelCost:
     """Parameters and forward FLOPs per image of ``model`` (an open_clip or memclip CLIP with a ViT image tower)."""
-    from .surgery import memory_parameters
-
     visual = model.visual
     size = visual.image_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)

@@ -30,8 +30,8 @@ from .retrieval_sets.base import LayoutError, read_jsonl
 from .retrieval_sets.long_caption_sets import load_urban1k
 
 DEFAULT_CANDIDATES = 8
-MARKINGS_LAYOUT = """    <world>/world.json (vocabularies.markings.names), <world>/retrieval/scenes.jsonl and caption/N.txt,
-    written by python -m memclip_train.synth --markings K (K >= 2)"""
+MARKINGS_LAYOUT = """    <world>/world.json (vocabularies.markings.names), <world>/retrieval/scenes.jsonl and
+    <world>/retrieval/caption/N.txt, written by python -m memclip_train.synth --markings K (K >= 2)"""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`StudyPlan`: the grid, the worlds and the recipes of the capacity study (full and --quick), and the compared models."""
+"""`StudyPlan`: the grid, worlds and recipes of the capacity study (full and --quick), and the compared models."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
