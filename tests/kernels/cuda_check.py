@@ -90,7 +90,7 @@ def check_memory_layer(device: str) -> None:
 
 
 def check_auto_bag_path(device: str) -> None:
-    ops.clear_bag_path_cache()
+    ops.clear_path_caches()
     values = torch.randn(4096, 64, device=device, requires_grad=True)
     indices = torch.randint(0, 4096, (256, 32), device=device)
     weights = torch.rand(256, 32, device=device)

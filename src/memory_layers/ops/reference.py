@@ -8,7 +8,8 @@ Shapes (T = tokens, H = heads, K = k_dim, N = n_keys, B = bag size = H * knn, V 
 """
 from __future__ import annotations
 
-from typing import Tuple
+import functools
+from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,33 +27,98 @@ def _check_topk_shapes(query: torch.Tensor, keys: torch.Tensor, knn: int) -> Non
         raise ValueError(f"knn={knn} must satisfy 1 <= knn <= n_keys ({n_keys})")
 
 
+def score_dtype(query: torch.Tensor, keys: torch.Tensor) -> torch.dtype:
+    """The dtype slot scores are computed in: float64 when either input is float64, else float32 (also for bf16
+    and fp16 inputs and under autocast, so that every backend ranks slots alike)."""
+    return torch.float64 if torch.float64 in (query.dtype, keys.dtype) else torch.float32
+
+
 def half_scores(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """Scores of each query half against its sub-keys: (T, H, K) x (H, 2, N, K/2) -> (T, H, 2, N)."""
+    """Scores of each query half against its sub-keys: (T, H, K) x (H, 2, N, K/2) -> (T, H, 2, N).
+
+    Computed as a batched GEMM in :func:`score_dtype` with autocast off, whatever the input dtypes.
+    """
     tokens, heads, k_dim = query.shape
-    halves = query.view(tokens, heads, 2, k_dim // 2)
-    return torch.einsum("thpd,hpnd->thpn", halves, keys.to(query.dtype))
+    dtype = score_dtype(query, keys)
+    with torch.autocast(query.device.type, enabled=False):
+        halves = query.to(dtype).view(tokens, heads, 2, k_dim // 2)
+        return torch.einsum("thpd,hpnd->thpn", halves, keys.to(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def candidate_pairs(knn: int, device: str = "cpu") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Rank pairs (a, b) with ``(a + 1) * (b + 1) <= knn``: two int64 tensors of length P on ``device`` (cached).
+
+    P is 280 for knn = 64, against knn * knn = 4,096 pairs. A pair outside the set can never be needed: every
+    (a', b') with a' <= a and b' <= b scores at least as high, and there are (a + 1) * (b + 1) - 1 >= knn of them
+    besides (a, b) itself.
+    """
+    pairs = [(a, b) for a in range(knn) for b in range(knn // (a + 1))]
+    pair_a = torch.tensor([a for a, _ in pairs], dtype=torch.int64, device=device)
+    pair_b = torch.tensor([b for _, b in pairs], dtype=torch.int64, device=device)
+    return pair_a, pair_b
+
+
+def select_slots_torch(halves: torch.Tensor, knn: int) -> torch.Tensor:
+    """The knn best slots per (token, head) from the half scores, best first (no gradient).
+
+    Top-knn of each half, then the top-knn of the sums over only the :func:`candidate_pairs` of their ranks.
+
+    Args:
+        halves: (T, H, 2, N) half scores (:func:`half_scores`).
+        knn: slots per (token, head), 1 <= knn <= N.
+    Returns:
+        (T, H, knn) int64 slot ids ``i * N + j``, sorted by descending score.
+    """
+    n_keys = halves.shape[-1]
+    top, ids = halves.topk(knn, dim=-1)
+    pair_a, pair_b = candidate_pairs(knn, str(halves.device))
+    sums = top[:, :, 0].index_select(-1, pair_a) + top[:, :, 1].index_select(-1, pair_b)
+    best = sums.topk(knn, dim=-1).indices
+    return ids[:, :, 0].gather(-1, pair_a[best]) * n_keys + ids[:, :, 1].gather(-1, pair_b[best])
+
+
+def slot_scores(halves: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Scores of the given slots, differentiable in ``halves``: (T, H, 2, N), (T, H, k) -> (T, H, k).
+
+    The same fp32 (or fp64) sums the selection ranked, so scores of slots chosen best first come out sorted.
+    """
+    n_keys = halves.shape[-1]
+    return halves[:, :, 0].gather(-1, slots // n_keys) + halves[:, :, 1].gather(-1, slots % n_keys)
+
+
+SlotSelector = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def product_key_topk_with(
+    select: SlotSelector, query: torch.Tensor, keys: torch.Tensor, knn: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact product-key search with the slot selector ``select`` (halves (T, H, 2, N), knn -> slots).
+
+    Half scores come from one GEMM (:func:`half_scores`), ``select`` picks the slots without gradient, and the
+    returned scores are gathered from the half scores, so every backend shares the forward values and the backward
+    (a scatter into (T, H, 2, N), then the GEMM's backward).
+    """
+    _check_topk_shapes(query, keys, knn)
+    halves = half_scores(query, keys)
+    with torch.no_grad():
+        slots = select(halves.detach(), knn)
+    return slot_scores(halves, slots), slots
 
 
 def product_key_topk_torch(query: torch.Tensor, keys: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Exact product-key search: top-knn per half, then top-knn over the knn x knn candidate sums.
+    """Exact product-key search in plain torch (:func:`select_slots_torch`).
 
     Args:
-        query: (T, H, K) queries.
+        query: (T, H, K) queries, any float dtype.
         keys: (H, 2, N, K // 2) sub-keys of the two halves.
         knn: slots to return per (token, head).
     Returns:
-        scores (T, H, knn) sorted descending, and indices (T, H, knn) int64 slot ids in [0, N * N) where
-        slot = i * N + j for sub-key i of the first half and j of the second.
+        scores (T, H, knn) in :func:`score_dtype` (fp32, or fp64 for fp64 inputs), sorted descending, and indices
+        (T, H, knn) int64 slot ids in [0, N * N) where slot = i * N + j for sub-key i of the first half and j of
+        the second. Differentiable in query and keys.
     """
-    _check_topk_shapes(query, keys, knn)
-    n_keys = keys.shape[2]
-    scores = half_scores(query, keys)
-    scores_1, index_1 = scores[:, :, 0].topk(knn, dim=-1)
-    scores_2, index_2 = scores[:, :, 1].topk(knn, dim=-1)
-    candidates = (scores_1.unsqueeze(-1) + scores_2.unsqueeze(-2)).flatten(-2)
-    candidate_ids = (index_1.unsqueeze(-1) * n_keys + index_2.unsqueeze(-2)).flatten(-2)
-    best_scores, best = candidates.topk(knn, dim=-1)
-    return best_scores, candidate_ids.gather(-1, best)
+    return product_key_topk_with(select_slots_torch, query, keys, knn)
 
 
 def product_key_topk_bruteforce(
