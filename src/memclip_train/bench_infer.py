@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ from torch import nn
 
 import memclip
 from memclip.surgery import vision_blocks
+from memory_layers.bench import load_average
 
 PRECISIONS = ("fp32", "amp_bf16")
 
@@ -77,15 +77,6 @@ def time_pair(first: Callable[[], object], second: Callable[[], object], device:
             _synchronize(device)
             bucket.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times[0]), statistics.median(times[1])
-
-
-def load_average() -> str:
-    """The 1-minute load average and the core count, e.g. ``load 1.32 on 2 cores``."""
-    try:
-        load = f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        load = "unknown"
-    return f"load {load} on {os.cpu_count()} cores"
 
 
 def build_pair(model: str, device: torch.device) -> Tuple[nn.Module, nn.Module, int]:
