@@ -9,10 +9,15 @@ Shapes (T = tokens, H = heads, K = k_dim, N = n_keys, B = bag size = H * knn, V 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+# CPU read-out in column blocks: bytes of one (S, block) slice of the table (the size of a core's L2 cache), and the
+# narrowest block worth a call of its own
+CPU_BLOCK_BYTES = 1 << 20
+CPU_MIN_BLOCK = 16
 
 
 def _check_topk_shapes(query: torch.Tensor, keys: torch.Tensor, knn: int) -> None:
@@ -59,23 +64,41 @@ def candidate_pairs(knn: int, device: str = "cpu") -> Tuple[torch.Tensor, torch.
     return pair_a, pair_b
 
 
+def order_keys(scores: torch.Tensor) -> torch.Tensor:
+    """fp32 or fp64 scores -> int32 or int64 keys whose integer order is the float order (for non-NaN values).
+
+    Sorting and top-k run faster on integers than on floats (whose comparisons must place NaNs).
+    """
+    bits = scores.view(torch.int32 if scores.dtype == torch.float32 else torch.int64)
+    return bits ^ ((bits >> (bits.element_size() * 8 - 1)) & torch.iinfo(bits.dtype).max)
+
+
 def select_slots_torch(halves: torch.Tensor, knn: int) -> torch.Tensor:
     """The knn best slots per (token, head) from the half scores, best first (no gradient).
 
-    Top-knn of each half, then the top-knn of the sums over only the :func:`candidate_pairs` of their ranks.
+    Top-knn of each half, then the top-knn of the sums over only the :func:`candidate_pairs` of their ranks. The
+    ranking uses integer keys of the fp32 (or fp64) scores, and a full sort of each half when knn = N.
 
     Args:
-        halves: (T, H, 2, N) half scores (:func:`half_scores`).
+        halves: (T, H, 2, N) fp32 or fp64 half scores (:func:`half_scores`).
         knn: slots per (token, head), 1 <= knn <= N.
     Returns:
         (T, H, knn) int64 slot ids ``i * N + j``, sorted by descending score.
     """
-    n_keys = halves.shape[-1]
-    top, ids = halves.topk(knn, dim=-1)
+    tokens, heads, _, n_keys = halves.shape
+    keys = order_keys(halves)
+    if knn == n_keys:
+        ids = keys.sort(dim=-1, descending=True).indices
+    else:
+        ids = keys.topk(knn, dim=-1).indices
+    rows = tokens * heads
+    top = halves.gather(-1, ids).reshape(rows, 2, knn)
     pair_a, pair_b = candidate_pairs(knn, str(halves.device))
-    sums = top[:, :, 0].index_select(-1, pair_a) + top[:, :, 1].index_select(-1, pair_b)
-    best = sums.topk(knn, dim=-1).indices
-    return ids[:, :, 0].gather(-1, pair_a[best]) * n_keys + ids[:, :, 1].gather(-1, pair_b[best])
+    sums = top[:, 0].index_select(-1, pair_a) + top[:, 1].index_select(-1, pair_b)
+    best = order_keys(sums).topk(knn, dim=-1).indices
+    ids = ids.reshape(rows, 2, knn)
+    slots = ids[:, 0].gather(-1, pair_a[best]) * n_keys + ids[:, 1].gather(-1, pair_b[best])
+    return slots.view(tokens, heads, knn)
 
 
 def slot_scores(halves: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -140,8 +163,24 @@ def _check_bag_shapes(values: torch.Tensor, indices: torch.Tensor, weights: torc
         )
 
 
+def column_block(values: torch.Tensor) -> Optional[int]:
+    """Columns per block for a CPU read-out in column blocks, or None to read whole rows.
+
+    A bag reads rows scattered over the whole table; on the CPU a table bigger than the core's cache is then read
+    from main memory or the shared cache for every row. Reading :data:`CPU_BLOCK_BYTES`-sized column slices of the
+    table one after the other keeps each slice in the core's cache (2x faster for a 4,096 x 1,024 fp32 table).
+    """
+    slots, v_dim = values.shape
+    if values.device.type != "cpu":
+        return None
+    block = 1 << max(0, (CPU_BLOCK_BYTES // max(1, slots * values.element_size())).bit_length() - 1)
+    return block if CPU_MIN_BLOCK <= block < v_dim else None
+
+
 def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted sum of value rows per token with torch's fused ``embedding_bag`` (no (T, B, V) tensor).
+
+    Without gradient on the CPU, the table is read in column blocks (:func:`column_block`); the sums are the same.
 
     Args:
         values: (S, V) value table.
@@ -151,7 +190,12 @@ def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: to
         (T, V) in the table's dtype.
     """
     _check_bag_shapes(values, indices, weights)
-    return F.embedding_bag(indices, values, per_sample_weights=weights.to(values.dtype), mode="sum")
+    weights = weights.to(values.dtype)
+    block = column_block(values)
+    if block is None or (torch.is_grad_enabled() and (values.requires_grad or weights.requires_grad)):
+        return F.embedding_bag(indices, values, per_sample_weights=weights, mode="sum")
+    return torch.cat([F.embedding_bag(indices, values[:, start:start + block], per_sample_weights=weights, mode="sum")
+                      for start in range(0, values.shape[1], block)], dim=1)
 
 
 def embedding_bag_naive(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
