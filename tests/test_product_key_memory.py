@@ -5,6 +5,7 @@ import torch
 
 from memory_layers import MemoryConfig, ProductKeyMemory, ValueTable, param_groups, track_usage
 from memory_layers.ops import (
+    candidate_blocks,
     candidate_pairs,
     embedding_bag_naive,
     embedding_bag_torch,
@@ -38,6 +39,10 @@ def test_candidate_pairs_are_exactly_the_rank_pairs_that_can_win():
     assert pairs == {(a, b) for a in range(64) for b in range(64) if (a + 1) * (b + 1) <= 64}
     assert candidate_pairs(1)[0].tolist() == [0] and candidate_pairs(1)[1].tolist() == [0]
     assert candidate_pairs(64) is candidate_pairs(64), "the table is built once per (knn, device)"
+    for knn in (1, 2, 5, 17, 64, 100):
+        blocks = [(a, b) for start, stop, width in candidate_blocks(knn) for a in range(start, stop)
+                  for b in range(width)]
+        assert blocks == list(zip(*(t.tolist() for t in candidate_pairs(knn)))), knn
 
 
 @pytest.mark.parametrize("n_keys, knn", [(16, 16), (16, 5), (64, 64), (64, 32), (13, 1), (100, 17)])
@@ -154,6 +159,29 @@ def test_lookup_weights_are_a_softmax_per_head():
     assert indices.shape == weights.shape == (9, 2 * 4)
     assert weights.dtype == torch.float32
     torch.testing.assert_close(weights.view(9, 2, 4).sum(-1), torch.ones(9, 2))
+
+
+def test_folded_query_projection_equals_the_plain_one():
+    """Long fp32 batches fold the query projection into the sub-keys: the same slots, scores up to rounding."""
+    memory = ProductKeyMemory(32, 32, small_config(n_keys=8, k_dim=32, heads=2, knn=4))
+    x = torch.randn(80, 32, requires_grad=True)
+    assert memory._folds_query(x) and not memory._folds_query(x[:8]), "80 tokens fold, 8 do not"
+    folded = memory.half_scores(x)
+    query = memory.query_proj(x).view(80, 2, 32)
+    plain = half_scores(query, memory.keys)
+    torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(folded.square().sum(), (x, memory.keys, memory.query_proj.weight,
+                                                        memory.query_proj.bias))
+    plain_grads = torch.autograd.grad(plain.square().sum(), (x, memory.keys, memory.query_proj.weight,
+                                                             memory.query_proj.bias))
+    for got, want in zip(grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not memory._folds_query(x), "under autocast the query GEMM runs in bf16, unfolded"
+    assert not ProductKeyMemory(32, 32, small_config(n_keys=8, k_dim=32, query_batchnorm=True))._folds_query(x)
+    assert not ProductKeyMemory(32, 32, small_config(n_keys=16, k_dim=32))._folds_query(x), "2 * n_keys >= k_dim"
+    assert not memory._folds_query(x[:20])
+    torch.testing.assert_close(memory(x.detach()[:20]), memory(x.detach())[:20], rtol=1e-5, atol=1e-5)
 
 
 def test_forward_matches_manual_readout():

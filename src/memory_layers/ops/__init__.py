@@ -19,10 +19,12 @@ from .dispatch import (
     resolve_backend,
     resolve_bag_path,
     select_slots_triton,
+    topk_from_half_scores,
     topk_path_cache,
     triton_available,
 )
 from .reference import (
+    candidate_blocks,
     candidate_pairs,
     embedding_bag_naive,
     embedding_bag_torch,
@@ -40,6 +42,7 @@ __all__ = [
     "BAG_PATH_ENV",
     "DENSE_MAX_SLOTS",
     "bag_path_cache",
+    "candidate_blocks",
     "candidate_pairs",
     "clear_path_caches",
     "embedding_bag",
@@ -60,6 +63,7 @@ __all__ = [
     "select_slots_torch",
     "select_slots_triton",
     "slot_scores",
+    "topk_from_half_scores",
     "topk_path_cache",
     "triton_available",
 ]

@@ -35,9 +35,12 @@ import torch
 from .dense_bag import embedding_bag_dense
 from .reference import (
     _check_bag_shapes,
+    _check_topk_shapes,
     embedding_bag_torch,
+    half_scores,
     product_key_topk_with,
     select_slots_torch,
+    topk_with,
 )
 
 logger = logging.getLogger(__name__)
@@ -358,21 +361,34 @@ def product_key_topk_triton(query: torch.Tensor, keys: torch.Tensor, knn: int) -
     return product_key_topk_with(select_slots_triton, query, keys, knn)
 
 
-def _select_slots(halves: torch.Tensor, knn: int, backend: Optional[str]) -> torch.Tensor:
+def _select_slots(halves: torch.Tensor, knn: int, backend: Optional[str], sorted: bool) -> torch.Tensor:
     """Slot selection on the chosen backend; ``auto`` on the triton backend times triton against torch once."""
     resolved = resolve_backend(halves.device, backend)
     if resolved == "triton" and backend_choice(backend) == "auto":
-        if halves.dtype != torch.float32:
-            resolved = "torch"
-        else:
-            resolved = _measured_select(halves, knn)
+        resolved = _measured_select(halves, knn) if halves.dtype == torch.float32 else "torch"
     if resolved == "triton":
         return select_slots_triton(halves, knn)
-    return select_slots_torch(halves, knn)
+    return select_slots_torch(halves, knn, sorted)
+
+
+def topk_from_half_scores(
+    halves: torch.Tensor, knn: int, backend: Optional[str] = None, sorted: bool = True
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-knn slots from half scores on the chosen backend (the second step of :func:`product_key_topk`).
+
+    Args:
+        halves: (T, H, 2, N) fp32 (or fp64) half scores; knn: slots per (token, head).
+        backend: ``auto``, ``torch`` or ``triton``; None reads ``MEMORY_LAYERS_BACKEND``.
+        sorted: best first; False lets the torch backend skip ordering the knn winners (the same set).
+    Returns:
+        scores (T, H, knn) in the half scores' dtype, differentiable in ``halves``, and indices (T, H, knn) int64
+        slot ids ``i * N + j``.
+    """
+    return topk_with(lambda h, k: _select_slots(h, k, backend, sorted), halves, knn)
 
 
 def product_key_topk(
-    query: torch.Tensor, keys: torch.Tensor, knn: int, backend: Optional[str] = None
+    query: torch.Tensor, keys: torch.Tensor, knn: int, backend: Optional[str] = None, sorted: bool = True
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Exact product-key search on the chosen backend.
 
@@ -383,11 +399,13 @@ def product_key_topk(
     Args:
         query: (T, H, K) queries; keys: (H, 2, N, K // 2) sub-keys; knn: slots per (token, head).
         backend: ``auto``, ``torch`` or ``triton``; None reads ``MEMORY_LAYERS_BACKEND``.
+        sorted: best first (the default); see :func:`topk_from_half_scores`.
     Returns:
-        scores (T, H, knn) fp32 (fp64 for fp64 inputs) sorted descending, indices (T, H, knn) int64 slot ids
-        ``i * N + j``. Differentiable in query and keys.
+        scores (T, H, knn) fp32 (fp64 for fp64 inputs), indices (T, H, knn) int64 slot ids ``i * N + j``.
+        Differentiable in query and keys.
     """
-    return product_key_topk_with(lambda halves, k: _select_slots(halves, k, backend), query, keys, knn)
+    _check_topk_shapes(query, keys, knn)
+    return topk_from_half_scores(half_scores(query, keys), knn, backend, sorted)
 
 
 _BAG_IMPLEMENTATIONS: Dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {

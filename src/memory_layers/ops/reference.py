@@ -64,6 +64,21 @@ def candidate_pairs(knn: int, device: str = "cpu") -> Tuple[torch.Tensor, torch.
     return pair_a, pair_b
 
 
+@functools.lru_cache(maxsize=None)
+def candidate_blocks(knn: int) -> Tuple[Tuple[int, int, int], ...]:
+    """:func:`candidate_pairs` as rectangles (a_start, a_stop, width): ranks a in [a_start, a_stop) pair with b in
+    [0, width). Concatenated row by row they list the pairs in :func:`candidate_pairs`'s order (15 blocks for
+    knn = 64), so the candidate sums are a few broadcast additions of slices, not gathers."""
+    blocks = []
+    start = 0
+    while start < knn:
+        width = knn // (start + 1)
+        stop = knn // width  # the last rank a with knn // (a + 1) == width, plus one
+        blocks.append((start, stop, width))
+        start = stop
+    return tuple(blocks)
+
+
 def order_keys(scores: torch.Tensor) -> torch.Tensor:
     """fp32 or fp64 scores -> int32 or int64 keys whose integer order is the float order (for non-NaN values).
 
@@ -73,17 +88,18 @@ def order_keys(scores: torch.Tensor) -> torch.Tensor:
     return bits ^ ((bits >> (bits.element_size() * 8 - 1)) & torch.iinfo(bits.dtype).max)
 
 
-def select_slots_torch(halves: torch.Tensor, knn: int) -> torch.Tensor:
-    """The knn best slots per (token, head) from the half scores, best first (no gradient).
+def select_slots_torch(halves: torch.Tensor, knn: int, sorted: bool = True) -> torch.Tensor:
+    """The knn best slots per (token, head) from the half scores (no gradient).
 
-    Top-knn of each half, then the top-knn of the sums over only the :func:`candidate_pairs` of their ranks. The
-    ranking uses integer keys of the fp32 (or fp64) scores, and a full sort of each half when knn = N.
+    Top-knn of each half (a full sort of integer keys of the scores when knn = N), then the top-knn of the sums
+    over only the :func:`candidate_pairs` of their ranks, built as broadcast sums of :func:`candidate_blocks`.
 
     Args:
         halves: (T, H, 2, N) fp32 or fp64 half scores (:func:`half_scores`).
         knn: slots per (token, head), 1 <= knn <= N.
+        sorted: best first (True), or in no particular order (faster on the CPU; the same set).
     Returns:
-        (T, H, knn) int64 slot ids ``i * N + j``, sorted by descending score.
+        (T, H, knn) int64 slot ids ``i * N + j``.
     """
     tokens, heads, _, n_keys = halves.shape
     keys = order_keys(halves)
@@ -93,11 +109,14 @@ def select_slots_torch(halves: torch.Tensor, knn: int) -> torch.Tensor:
         ids = keys.topk(knn, dim=-1).indices
     rows = tokens * heads
     top = halves.gather(-1, ids).reshape(rows, 2, knn)
+    first, second = top[:, 0], top[:, 1]
+    sums = torch.cat([(first[:, start:stop, None] + second[:, None, :width]).flatten(1)
+                      for start, stop, width in candidate_blocks(knn)], dim=1)
+    best = sums.topk(knn, dim=-1, sorted=sorted).indices.view(-1)
     pair_a, pair_b = candidate_pairs(knn, str(halves.device))
-    sums = top[:, 0].index_select(-1, pair_a) + top[:, 1].index_select(-1, pair_b)
-    best = order_keys(sums).topk(knn, dim=-1).indices
     ids = ids.reshape(rows, 2, knn)
-    slots = ids[:, 0].gather(-1, pair_a[best]) * n_keys + ids[:, 1].gather(-1, pair_b[best])
+    slots = (ids[:, 0].gather(-1, pair_a.index_select(0, best).view(rows, knn)) * n_keys
+             + ids[:, 1].gather(-1, pair_b.index_select(0, best).view(rows, knn)))
     return slots.view(tokens, heads, knn)
 
 
@@ -113,20 +132,31 @@ def slot_scores(halves: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
 SlotSelector = Callable[[torch.Tensor, int], torch.Tensor]
 
 
-def product_key_topk_with(
-    select: SlotSelector, query: torch.Tensor, keys: torch.Tensor, knn: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Exact product-key search with the slot selector ``select`` (halves (T, H, 2, N), knn -> slots).
+def _check_halves(halves: torch.Tensor, knn: int) -> None:
+    if halves.dim() != 4 or halves.shape[2] != 2:
+        raise ValueError(f"half scores must be (tokens, heads, 2, n_keys), got shape {tuple(halves.shape)}")
+    if not 1 <= knn <= halves.shape[3]:
+        raise ValueError(f"knn={knn} must satisfy 1 <= knn <= n_keys ({halves.shape[3]})")
 
-    Half scores come from one GEMM (:func:`half_scores`), ``select`` picks the slots without gradient, and the
-    returned scores are gathered from the half scores, so every backend shares the forward values and the backward
-    (a scatter into (T, H, 2, N), then the GEMM's backward).
+
+def topk_with(select: SlotSelector, halves: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-knn from half scores (T, H, 2, N) with the slot selector ``select`` (halves, knn -> slots).
+
+    ``select`` picks the slots without gradient; the returned scores are gathered from the half scores, so every
+    backend shares the forward values and the backward (a scatter into (T, H, 2, N)).
     """
-    _check_topk_shapes(query, keys, knn)
-    halves = half_scores(query, keys)
+    _check_halves(halves, knn)
     with torch.no_grad():
         slots = select(halves.detach(), knn)
     return slot_scores(halves, slots), slots
+
+
+def product_key_topk_with(
+    select: SlotSelector, query: torch.Tensor, keys: torch.Tensor, knn: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact product-key search: half scores from one GEMM (:func:`half_scores`), then :func:`topk_with`."""
+    _check_topk_shapes(query, keys, knn)
+    return topk_with(select, half_scores(query, keys), knn)
 
 
 def product_key_topk_torch(query: torch.Tensor, keys: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
