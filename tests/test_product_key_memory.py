@@ -5,7 +5,6 @@ import torch
 
 from memory_layers import MemoryConfig, ProductKeyMemory, ValueTable, param_groups, track_usage
 from memory_layers.ops import (
-    candidate_blocks,
     candidate_pairs,
     embedding_bag_naive,
     embedding_bag_torch,
@@ -39,10 +38,6 @@ def test_candidate_pairs_are_exactly_the_rank_pairs_that_can_win():
     assert pairs == {(a, b) for a in range(64) for b in range(64) if (a + 1) * (b + 1) <= 64}
     assert candidate_pairs(1)[0].tolist() == [0] and candidate_pairs(1)[1].tolist() == [0]
     assert candidate_pairs(64) is candidate_pairs(64), "the table is built once per (knn, device)"
-    for knn in (1, 2, 5, 17, 64, 100):
-        blocks = [(a, b) for start, stop, width in candidate_blocks(knn) for a in range(start, stop)
-                  for b in range(width)]
-        assert blocks == list(zip(*(t.tolist() for t in candidate_pairs(knn)))), knn
 
 
 @pytest.mark.parametrize("n_keys, knn", [(16, 16), (16, 5), (64, 64), (64, 32), (13, 1), (100, 17)])
@@ -109,6 +104,7 @@ def test_embedding_bag_matches_naive_gather_forward_and_backward():
 
 
 def test_cpu_readout_in_column_blocks_gives_the_same_sums(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # blocks are read on one thread only
     values = torch.randn(64, 40)
     indices = torch.randint(0, 64, (9, 12))
     weights = torch.rand(9, 12)

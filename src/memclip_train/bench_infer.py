@@ -156,8 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("memclip").setLevel(logging.ERROR)  # "randomly initialised" is the point here
+    logging.basicConfig(level=logging.ERROR)  # open_clip and memclip warn of random weights: here they are the point
     try:
         threads = _thread_counts(args.threads)
     except ValueError as error:

@@ -24,7 +24,6 @@ from .dispatch import (
     triton_available,
 )
 from .reference import (
-    candidate_blocks,
     candidate_pairs,
     embedding_bag_naive,
     embedding_bag_torch,
@@ -42,7 +41,6 @@ __all__ = [
     "BAG_PATH_ENV",
     "DENSE_MAX_SLOTS",
     "bag_path_cache",
-    "candidate_blocks",
     "candidate_pairs",
     "clear_path_caches",
     "embedding_bag",

@@ -64,21 +64,6 @@ def candidate_pairs(knn: int, device: str = "cpu") -> Tuple[torch.Tensor, torch.
     return pair_a, pair_b
 
 
-@functools.lru_cache(maxsize=None)
-def candidate_blocks(knn: int) -> Tuple[Tuple[int, int, int], ...]:
-    """:func:`candidate_pairs` as rectangles (a_start, a_stop, width): ranks a in [a_start, a_stop) pair with b in
-    [0, width). Concatenated row by row they list the pairs in :func:`candidate_pairs`'s order (15 blocks for
-    knn = 64), so the candidate sums are a few broadcast additions of slices, not gathers."""
-    blocks = []
-    start = 0
-    while start < knn:
-        width = knn // (start + 1)
-        stop = knn // width  # the last rank a with knn // (a + 1) == width, plus one
-        blocks.append((start, stop, width))
-        start = stop
-    return tuple(blocks)
-
-
 def order_keys(scores: torch.Tensor) -> torch.Tensor:
     """fp32 or fp64 scores -> int32 or int64 keys whose integer order is the float order (for non-NaN values).
 
@@ -92,7 +77,8 @@ def select_slots_torch(halves: torch.Tensor, knn: int, sorted: bool = True) -> t
     """The knn best slots per (token, head) from the half scores (no gradient).
 
     Top-knn of each half (a full sort of integer keys of the scores when knn = N), then the top-knn of the sums
-    over only the :func:`candidate_pairs` of their ranks, built as broadcast sums of :func:`candidate_blocks`.
+    over only the :func:`candidate_pairs` of their ranks. Few, large tensor ops: on a shared machine every op that
+    runs on several threads can wait for a descheduled one.
 
     Args:
         halves: (T, H, 2, N) fp32 or fp64 half scores (:func:`half_scores`).
@@ -109,11 +95,9 @@ def select_slots_torch(halves: torch.Tensor, knn: int, sorted: bool = True) -> t
         ids = keys.topk(knn, dim=-1).indices
     rows = tokens * heads
     top = halves.gather(-1, ids).reshape(rows, 2, knn)
-    first, second = top[:, 0], top[:, 1]
-    sums = torch.cat([(first[:, start:stop, None] + second[:, None, :width]).flatten(1)
-                      for start, stop, width in candidate_blocks(knn)], dim=1)
-    best = sums.topk(knn, dim=-1, sorted=sorted).indices.view(-1)
     pair_a, pair_b = candidate_pairs(knn, str(halves.device))
+    sums = top[:, 0].index_select(-1, pair_a) + top[:, 1].index_select(-1, pair_b)
+    best = sums.topk(knn, dim=-1, sorted=sorted).indices.view(-1)
     ids = ids.reshape(rows, 2, knn)
     slots = (ids[:, 0].gather(-1, pair_a.index_select(0, best).view(rows, knn)) * n_keys
              + ids[:, 1].gather(-1, pair_b.index_select(0, best).view(rows, knn)))
@@ -210,7 +194,9 @@ def column_block(values: torch.Tensor) -> Optional[int]:
 def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted sum of value rows per token with torch's fused ``embedding_bag`` (no (T, B, V) tensor).
 
-    Without gradient on the CPU, the table is read in column blocks (:func:`column_block`); the sums are the same.
+    Without gradient on one CPU thread, the table is read in column blocks (:func:`column_block`); the sums are the
+    same. With several threads each block would be a parallel region of its own, which on a shared machine costs
+    more than the cache saves (every region waits for the slowest thread), so the table is read whole.
 
     Args:
         values: (S, V) value table.
@@ -222,7 +208,8 @@ def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: to
     _check_bag_shapes(values, indices, weights)
     weights = weights.to(values.dtype)
     block = column_block(values)
-    if block is None or (torch.is_grad_enabled() and (values.requires_grad or weights.requires_grad)):
+    grad = torch.is_grad_enabled() and (values.requires_grad or weights.requires_grad)
+    if block is None or grad or torch.get_num_threads() > 1:
         return F.embedding_bag(indices, values, per_sample_weights=weights, mode="sum")
     return torch.cat([F.embedding_bag(indices, values[:, start:start + block], per_sample_weights=weights, mode="sum")
                       for start in range(0, values.shape[1], block)], dim=1)
