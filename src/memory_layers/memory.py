@@ -126,9 +126,9 @@ class ProductKeyMemory(nn.Module):
 
     def _folds_query(self, x: torch.Tensor) -> bool:
         plain = self.query_norm is None and not (self.training and self.config.query_dropout > 0)
-        narrower = 2 * self.n_keys < self.k_dim
-        # building the folded matrix costs about n_keys * k_dim / (k_dim - 2 * n_keys) tokens' worth of GEMM
-        long_enough = narrower and x.shape[0] * (self.k_dim - 2 * self.n_keys) > FOLD_MARGIN * self.n_keys * self.k_dim
+        # the fold saves k_dim - 2 * n_keys columns per token and head (nothing unless 2 * n_keys < k_dim); building
+        # the folded matrix costs about n_keys * k_dim / (k_dim - 2 * n_keys) tokens' worth of that
+        long_enough = x.shape[0] * (self.k_dim - 2 * self.n_keys) > FOLD_MARGIN * self.n_keys * self.k_dim
         return plain and long_enough and x.dtype == torch.float32 and not _autocast_enabled(x.device.type)
 
     def _folded_half_scores(self, x: torch.Tensor) -> torch.Tensor:
