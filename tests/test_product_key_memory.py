@@ -11,7 +11,7 @@ from memory_layers.ops import (
     half_scores,
     product_key_topk_bruteforce,
     product_key_topk_torch,
-    select_slots_torch,
+    select_topk_torch,
     slot_scores,
 )
 from memory_layers.ops import reference
@@ -49,6 +49,8 @@ def test_pruned_fp32_search_returns_the_bruteforce_scores_exactly(n_keys, knn):
     brute_scores, brute_indices = product_key_topk_bruteforce(query, keys, knn)
     assert scores.dtype == torch.float32
     assert torch.equal(scores, brute_scores)
+    with torch.no_grad():  # without gradient the scores come from the selection itself: the same sums
+        assert torch.equal(product_key_topk_torch(query, keys, knn)[0], scores)
     halves = half_scores(query, keys)
     full = (halves[:, :, 0].unsqueeze(-1) + halves[:, :, 1].unsqueeze(-2)).flatten(-2)
     assert torch.equal(full.gather(-1, indices), scores)
@@ -73,9 +75,10 @@ def test_pruned_search_with_ties_returns_the_bruteforce_tie_scores():
 
 def test_selection_on_float64_half_scores_and_order_keys():
     halves = torch.randn(7, 2, 2, 10, dtype=torch.float64)
-    slots = select_slots_torch(halves, 4)
+    scores, slots = select_topk_torch(halves, 4)
     full = (halves[:, :, 0].unsqueeze(-1) + halves[:, :, 1].unsqueeze(-2)).flatten(-2)
     assert torch.equal(slot_scores(halves, slots), full.topk(4, dim=-1).values)
+    assert torch.equal(scores, full.topk(4, dim=-1).values)
     values = torch.tensor([3.0, -0.5, float("-inf"), 0.0, -7.25, 1e-30, -1e-30, float("inf")])
     for dtype in (torch.float32, torch.float64):
         keys = reference.order_keys(values.to(dtype))

@@ -196,8 +196,8 @@ def check_topk(shape: Shape, device: torch.device, plan: Plan) -> str:
         _assert_close(f"{precision} query gradient", got_grad, want_grad, 1e-5)
         figures.append(f"{precision} {differing.sum().item()} tied rows")
     halves = ops.half_scores(query, keys)
-    triton_ms = time_ms(lambda: ops.select_slots_triton(halves, shape.knn), device, plan.warmup, plan.repeats)
-    torch_ms = time_ms(lambda: ops.select_slots_torch(halves, shape.knn), device, plan.warmup, plan.repeats)
+    triton_ms = time_ms(lambda: ops.select_topk_triton(halves, shape.knn), device, plan.warmup, plan.repeats)
+    torch_ms = time_ms(lambda: ops.select_topk_torch(halves, shape.knn), device, plan.warmup, plan.repeats)
     half_ms = time_ms(lambda: ops.half_scores(query, keys), device, plan.warmup, plan.repeats)
     return (f"{shape.tokens:,} tokens, n_keys {shape.n_keys}, knn {shape.knn}: {', '.join(figures)}; half-score "
             f"GEMM {half_ms:.2f} ms, selection triton {triton_ms:.2f} ms, torch {torch_ms:.2f} ms")

@@ -29,7 +29,8 @@ def test_a_wrong_kernel_result_is_a_fail_line(triton_interpreter, monkeypatch, c
     from memory_layers.ops import triton_topk
 
     shape = gpu_check.TINY.shapes[0]
-    monkeypatch.setattr(triton_topk, "select_slots_triton", lambda halves, knn: halves[..., 0, :knn].argsort(-1))
+    monkeypatch.setattr(triton_topk, "select_topk_triton",
+                        lambda halves, knn: (halves[..., 0, :knn], halves[..., 0, :knn].argsort(-1)))
     report = gpu_check.Report()
     report.run("top-k tiny", lambda: gpu_check.check_topk(shape, torch.device("cpu"), gpu_check.TINY))
     line = capsys.readouterr().out

@@ -13,8 +13,9 @@ from memory_layers.ops import (  # noqa: E402
     product_key_topk_bruteforce,
     product_key_topk_torch,
     product_key_topk_triton,
-    select_slots_torch,
-    select_slots_triton,
+    select_topk_torch,
+    select_topk_triton,
+    slot_scores,
     topk_path_cache,
 )
 from memory_layers.ops import dispatch  # noqa: E402
@@ -63,9 +64,16 @@ def test_topk_matches_torch_reference_and_bruteforce(n_keys, knn, heads, k_dim):
 
 
 def test_selection_kernel_equals_torch_selection_on_half_scores():
+    """The kernel returns the fp32 sums the torch selection returns (and that gathering from the halves gives)."""
     halves = torch.randn(5, 3, 2, 24)
-    assert torch.equal(select_slots_triton(halves, 9), select_slots_torch(halves, 9))
-    assert select_slots_triton(halves[:0], 9).shape == (0, 3, 9)
+    scores, slots = select_topk_triton(halves, 9)
+    want_scores, want_slots = select_topk_torch(halves, 9)
+    assert scores.dtype == torch.float32 and torch.equal(slots, want_slots) and torch.equal(scores, want_scores)
+    assert torch.equal(scores, slot_scores(halves, slots))
+    unsorted_scores, unsorted_slots = select_topk_torch(halves, 9, sorted=False)
+    assert torch.equal(unsorted_scores, slot_scores(halves, unsorted_slots))
+    assert torch.equal(unsorted_slots.sort(-1).values, slots.sort(-1).values), "the same set, in any order"
+    assert select_topk_triton(halves[:0], 9)[1].shape == (0, 3, 9)
 
 
 def test_topk_with_ties_returns_an_exact_top_set():
@@ -122,8 +130,8 @@ def test_dispatching_topk_on_the_triton_backend_uses_the_kernel(monkeypatch):
     from memory_layers.ops import triton_topk
 
     calls = []
-    kernel = triton_topk.select_slots_triton
-    monkeypatch.setattr(triton_topk, "select_slots_triton", lambda halves, knn: calls.append(knn) or kernel(halves,
+    kernel = triton_topk.select_topk_triton
+    monkeypatch.setattr(triton_topk, "select_topk_triton", lambda halves, knn: calls.append(knn) or kernel(halves,
                                                                                                              knn))
     query = torch.randn(2, 1, 6, requires_grad=True)
     keys = torch.randn(1, 2, 9, 3)
@@ -140,7 +148,7 @@ def test_auto_on_the_triton_backend_times_the_selection_once_per_key(monkeypatch
 
     def fake_time(fn, halves, knn):
         calls.append(fn.__name__)
-        return {"select_slots_triton": 2.0, "select_slots_torch": 1.0}[fn.__name__]
+        return {"select_topk_triton": 2.0, "select_topk_torch": 1.0}[fn.__name__]
 
     monkeypatch.setattr(dispatch, "resolve_backend", lambda device, backend=None: "triton")
     monkeypatch.setattr(dispatch, "_time_select", fake_time)
@@ -149,7 +157,7 @@ def test_auto_on_the_triton_backend_times_the_selection_once_per_key(monkeypatch
         first = product_key_topk(query, keys, 3)  # 10 token-heads: bucket 16
         second = product_key_topk(query[:4], keys, 3)  # 8 token-heads: bucket 8
         product_key_topk(query[:3], keys, 3)  # 6 token-heads: bucket 8 again, cached
-    assert sorted(calls) == ["select_slots_torch", "select_slots_torch", "select_slots_triton", "select_slots_triton"]
+    assert sorted(calls) == ["select_topk_torch", "select_topk_torch", "select_topk_triton", "select_topk_triton"]
     assert topk_path_cache() == {("cpu", 6, 3, 16): "torch", ("cpu", 6, 3, 8): "torch"}
     assert len([r for r in caplog.records if "top-k selection" in r.getMessage()]) == 2
     for scores, slots in (first, second):

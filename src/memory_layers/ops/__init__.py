@@ -18,7 +18,7 @@ from .dispatch import (
     product_key_topk_triton,
     resolve_backend,
     resolve_bag_path,
-    select_slots_triton,
+    select_topk_triton,
     topk_from_half_scores,
     topk_path_cache,
     triton_available,
@@ -32,7 +32,7 @@ from .reference import (
     product_key_topk_torch,
     product_key_topk_with,
     score_dtype,
-    select_slots_torch,
+    select_topk_torch,
     slot_scores,
 )
 
@@ -58,8 +58,8 @@ __all__ = [
     "resolve_backend",
     "resolve_bag_path",
     "score_dtype",
-    "select_slots_torch",
-    "select_slots_triton",
+    "select_topk_torch",
+    "select_topk_triton",
     "slot_scores",
     "topk_from_half_scores",
     "topk_path_cache",

@@ -39,7 +39,7 @@ from .reference import (
     embedding_bag_torch,
     half_scores,
     product_key_topk_with,
-    select_slots_torch,
+    select_topk_torch,
     topk_with,
 )
 
@@ -275,8 +275,8 @@ def _measured_select(halves: torch.Tensor, knn: int) -> str:
     """``triton`` or ``torch``: the slot selection that ran faster on the first call for this key (cached)."""
     key = _topk_key(halves, knn)
     winner, times = _measured_choice(_TOPK_PATH_CACHE, key, halves.device, "triton", lambda: {
-        "triton": _time_select(select_slots_triton, halves, knn),
-        "torch": _time_select(select_slots_torch, halves, knn),
+        "triton": _time_select(select_topk_triton, halves, knn),
+        "torch": _time_select(select_topk_torch, halves, knn),
     })
     if times is not None:
         logger.info("top-k selection on %s, n_keys %d, knn %d, ~%d token-heads: %s (triton %.3f ms, torch %.3f ms)",
@@ -336,10 +336,10 @@ def _require_triton(device: torch.device) -> None:
     check_triton_launch(device)
 
 
-def select_slots_triton(halves: torch.Tensor, knn: int) -> torch.Tensor:
-    """The Triton slot selection; see :func:`memory_layers.ops.triton_topk.select_slots_triton`."""
+def select_topk_triton(halves: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The Triton top-k selection (scores, slots); see :func:`memory_layers.ops.triton_topk.select_topk_triton`."""
     _require_triton(halves.device)
-    from .triton_topk import select_slots_triton as implementation
+    from .triton_topk import select_topk_triton as implementation
 
     return implementation(halves, knn)
 
@@ -358,17 +358,20 @@ def product_key_topk_triton(query: torch.Tensor, keys: torch.Tensor, knn: int) -
     Half scores are one fp32 GEMM; the kernel sorts and prunes (see :mod:`memory_layers.ops.triton_topk`).
     Raises TypeError for float64 inputs (their fp64 half scores are selected on the torch backend).
     """
-    return product_key_topk_with(select_slots_triton, query, keys, knn)
+    return product_key_topk_with(select_topk_triton, query, keys, knn)
 
 
-def _select_slots(halves: torch.Tensor, knn: int, backend: Optional[str], sorted: bool) -> torch.Tensor:
-    """Slot selection on the chosen backend; ``auto`` on the triton backend times triton against torch once."""
+def _select_topk(
+    halves: torch.Tensor, knn: int, backend: Optional[str], sorted: bool
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Top-k selection (scores, slots) on the chosen backend; ``auto`` on the triton backend times triton against
+    torch once per key."""
     resolved = resolve_backend(halves.device, backend)
     if resolved == "triton" and backend_choice(backend) == "auto":
         resolved = _measured_select(halves, knn) if halves.dtype == torch.float32 else "torch"
     if resolved == "triton":
-        return select_slots_triton(halves, knn)
-    return select_slots_torch(halves, knn, sorted)
+        return select_topk_triton(halves, knn)
+    return select_topk_torch(halves, knn, sorted)
 
 
 def topk_from_half_scores(
@@ -384,7 +387,7 @@ def topk_from_half_scores(
         scores (T, H, knn) in the half scores' dtype, differentiable in ``halves``, and indices (T, H, knn) int64
         slot ids ``i * N + j``.
     """
-    return topk_with(lambda h, k: _select_slots(h, k, backend, sorted), halves, knn)
+    return topk_with(lambda h, k: _select_topk(h, k, backend, sorted), halves, knn)
 
 
 def product_key_topk(

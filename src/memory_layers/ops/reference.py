@@ -73,8 +73,8 @@ def order_keys(scores: torch.Tensor) -> torch.Tensor:
     return bits ^ ((bits >> (bits.element_size() * 8 - 1)) & torch.iinfo(bits.dtype).max)
 
 
-def select_slots_torch(halves: torch.Tensor, knn: int, sorted: bool = True) -> torch.Tensor:
-    """The knn best slots per (token, head) from the half scores (no gradient).
+def select_topk_torch(halves: torch.Tensor, knn: int, sorted: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The knn best slots per (token, head) from the half scores, and their scores (no gradient).
 
     Top-knn of each half (a full sort of integer keys of the scores when knn = N), then the top-knn of the sums
     over only the :func:`candidate_pairs` of their ranks. Few, large tensor ops: on a shared machine every op that
@@ -85,7 +85,8 @@ def select_slots_torch(halves: torch.Tensor, knn: int, sorted: bool = True) -> t
         knn: slots per (token, head), 1 <= knn <= N.
         sorted: best first (True), or in no particular order (faster on the CPU; the same set).
     Returns:
-        (T, H, knn) int64 slot ids ``i * N + j``.
+        scores (T, H, knn) in the half scores' dtype (the sums ``halves[i] + halves[j]``) and slots (T, H, knn)
+        int64 ids ``i * N + j``.
     """
     tokens, heads, _, n_keys = halves.shape
     keys = order_keys(halves)
@@ -97,11 +98,12 @@ def select_slots_torch(halves: torch.Tensor, knn: int, sorted: bool = True) -> t
     top = halves.gather(-1, ids).reshape(rows, 2, knn)
     pair_a, pair_b = candidate_pairs(knn, str(halves.device))
     sums = top[:, 0].index_select(-1, pair_a) + top[:, 1].index_select(-1, pair_b)
-    best = sums.topk(knn, dim=-1, sorted=sorted).indices.view(-1)
+    scores, best = sums.topk(knn, dim=-1, sorted=sorted)
+    best = best.view(-1)
     ids = ids.reshape(rows, 2, knn)
     slots = (ids[:, 0].gather(-1, pair_a.index_select(0, best).view(rows, knn)) * n_keys
              + ids[:, 1].gather(-1, pair_b.index_select(0, best).view(rows, knn)))
-    return slots.view(tokens, heads, knn)
+    return scores.view(tokens, heads, knn), slots.view(tokens, heads, knn)
 
 
 def slot_scores(halves: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -113,7 +115,7 @@ def slot_scores(halves: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     return halves[:, :, 0].gather(-1, slots // n_keys) + halves[:, :, 1].gather(-1, slots % n_keys)
 
 
-SlotSelector = Callable[[torch.Tensor, int], torch.Tensor]
+TopkSelector = Callable[[torch.Tensor, int], Tuple[torch.Tensor, torch.Tensor]]
 
 
 def _check_halves(halves: torch.Tensor, knn: int) -> None:
@@ -123,20 +125,22 @@ def _check_halves(halves: torch.Tensor, knn: int) -> None:
         raise ValueError(f"knn={knn} must satisfy 1 <= knn <= n_keys ({halves.shape[3]})")
 
 
-def topk_with(select: SlotSelector, halves: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-knn from half scores (T, H, 2, N) with the slot selector ``select`` (halves, knn -> slots).
+def topk_with(select: TopkSelector, halves: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-knn from half scores (T, H, 2, N) with ``select`` (halves, knn -> scores, slots).
 
-    ``select`` picks the slots without gradient; the returned scores are gathered from the half scores, so every
-    backend shares the forward values and the backward (a scatter into (T, H, 2, N)).
+    ``select`` runs without gradient. When the half scores need one, the scores are gathered from them instead
+    (:func:`slot_scores`: the same sums), so every backend shares the backward (a scatter into (T, H, 2, N)).
     """
     _check_halves(halves, knn)
     with torch.no_grad():
-        slots = select(halves.detach(), knn)
-    return slot_scores(halves, slots), slots
+        scores, slots = select(halves.detach(), knn)
+    if torch.is_grad_enabled() and halves.requires_grad:
+        scores = slot_scores(halves, slots)
+    return scores, slots
 
 
 def product_key_topk_with(
-    select: SlotSelector, query: torch.Tensor, keys: torch.Tensor, knn: int
+    select: TopkSelector, query: torch.Tensor, keys: torch.Tensor, knn: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Exact product-key search: half scores from one GEMM (:func:`half_scores`), then :func:`topk_with`."""
     _check_topk_shapes(query, keys, knn)
@@ -144,7 +148,7 @@ def product_key_topk_with(
 
 
 def product_key_topk_torch(query: torch.Tensor, keys: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Exact product-key search in plain torch (:func:`select_slots_torch`).
+    """Exact product-key search in plain torch (:func:`select_topk_torch`).
 
     Args:
         query: (T, H, K) queries, any float dtype.
@@ -155,7 +159,7 @@ def product_key_topk_torch(query: torch.Tensor, keys: torch.Tensor, knn: int) ->
         (T, H, knn) int64 slot ids in [0, N * N) where slot = i * N + j for sub-key i of the first half and j of
         the second. Differentiable in query and keys.
     """
-    return product_key_topk_with(select_slots_torch, query, keys, knn)
+    return product_key_topk_with(select_topk_torch, query, keys, knn)
 
 
 def product_key_topk_bruteforce(

@@ -6,16 +6,17 @@ kernel never reads the keys. Each program
     2. sorts both halves at once and keeps the top-knn of each (sub-key ids and scores) in a small scratch buffer,
     3. reads back only the candidate pairs (a, b) of ranks with ``(a + 1) * (b + 1) <= knn`` (280 of them for
        knn = 64 instead of 4096; see :func:`memory_layers.ops.reference.candidate_pairs`),
-    4. sorts the candidate sums and writes the first knn slot ids ``i * N + j``.
+    4. sorts the candidate sums and writes the first knn, fp32 scores and slot ids ``i * N + j``.
 
 Sorting with a payload uses one int64 sort: the fp32 score is mapped to an int32 whose signed order is the float
 order, shifted into the high 32 bits, and the element's position is put in the low 32 bits. The candidate sums
-are the same fp32 additions the torch selection does, so the scores gathered for these slots come out sorted.
+are the same fp32 additions the torch selection does (and that gathering the slots' scores from the half scores
+does), so both backends return the same scores.
 
 Importing this module needs triton, and decorates the kernel: set ``TRITON_INTERPRET=1`` before the first import
 to run it on CPU tensors. :mod:`memory_layers.ops` imports it lazily, only when the triton backend is used.
 
-Shapes: halves (T, H, 2, N) fp32 -> slots (T, H, knn) int64.
+Shapes: halves (T, H, 2, N) fp32 -> scores (T, H, knn) fp32, slots (T, H, knn) int64.
 """
 from __future__ import annotations
 
@@ -52,12 +53,13 @@ def _unpack(packed):
 
 
 @triton.jit
-def _select_slots_kernel(
+def _select_topk_kernel(
     halves_ptr,
     pair_a_ptr,
     pair_b_ptr,
     scratch_scores_ptr,
     scratch_ids_ptr,
+    out_scores_ptr,
     out_slots_ptr,
     n_keys,
     knn,
@@ -91,14 +93,15 @@ def _select_slots_kernel(
     rank_b = tl.load(pair_b_ptr + offs_p, mask=p_valid, other=0)
     score_a = tl.load(scratch_scores_ptr + scratch_base + rank_a, mask=p_valid, other=0.0)
     score_b = tl.load(scratch_scores_ptr + scratch_base + knn + rank_b, mask=p_valid, other=0.0)
-    _, pair = _unpack(tl.sort(_pack_descending(score_a + score_b, offs_p, p_valid), descending=True))
+    best, pair = _unpack(tl.sort(_pack_descending(score_a + score_b, offs_p, p_valid), descending=True))
 
-    # 4. the first knn, as slot ids i * N + j.
+    # 4. the first knn: their fp32 scores and slot ids i * N + j.
     out_valid = offs_p < knn
     rank_a = tl.load(pair_a_ptr + pair, mask=out_valid, other=0)
     rank_b = tl.load(pair_b_ptr + pair, mask=out_valid, other=0)
     id_a = tl.load(scratch_ids_ptr + scratch_base + rank_a, mask=out_valid, other=0)
     id_b = tl.load(scratch_ids_ptr + scratch_base + knn + rank_b, mask=out_valid, other=0)
+    tl.store(out_scores_ptr + program * knn + offs_p, best, mask=out_valid)
     tl.store(out_slots_ptr + program * knn + offs_p, id_a.to(tl.int64) * n_keys + id_b.to(tl.int64), mask=out_valid)
 
 
@@ -112,15 +115,15 @@ def _padded_pairs(knn: int, device: str) -> Tuple[torch.Tensor, torch.Tensor, in
             torch.nn.functional.pad(pair_b, (0, pad)).to(device, torch.int32), n_pairs)
 
 
-def select_slots_triton(halves: torch.Tensor, knn: int) -> torch.Tensor:
+def select_topk_triton(halves: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The knn best slots per (token, head), best first, with the Triton kernel (same contract as
-    :func:`memory_layers.ops.reference.select_slots_torch`).
+    :func:`memory_layers.ops.reference.select_topk_torch`).
 
     Args:
         halves: (T, H, 2, N) fp32 half scores.
         knn: slots per (token, head), 1 <= knn <= N.
     Returns:
-        (T, H, knn) int64 slot ids ``i * N + j``, sorted by descending score.
+        scores (T, H, knn) fp32, sorted descending, and slots (T, H, knn) int64 ids ``i * N + j``.
     """
     if halves.dtype != torch.float32:
         raise TypeError(f"triton top-k selects from fp32 half scores, got {halves.dtype} (float64 queries or keys "
@@ -128,10 +131,11 @@ def select_slots_triton(halves: torch.Tensor, knn: int) -> torch.Tensor:
     tokens, heads, _, n_keys = halves.shape
     if not 1 <= knn <= n_keys:
         raise ValueError(f"knn={knn} must satisfy 1 <= knn <= n_keys ({n_keys})")
-    check_triton_launch(halves.device, _select_slots_kernel)
+    check_triton_launch(halves.device, _select_topk_kernel)
+    scores = torch.empty(tokens, heads, knn, dtype=torch.float32, device=halves.device)
     slots = torch.empty(tokens, heads, knn, dtype=torch.int64, device=halves.device)
     if tokens == 0 or heads == 0:
-        return slots
+        return scores, slots
     rows = tokens * heads
     scratch_scores = torch.empty(rows, 2, knn, dtype=torch.float32, device=halves.device)
     scratch_ids = torch.empty(rows, 2, knn, dtype=torch.int32, device=halves.device)
@@ -139,8 +143,8 @@ def select_slots_triton(halves: torch.Tensor, knn: int) -> torch.Tensor:
     block_n = triton.next_power_of_2(n_keys)
     block_p = pair_a.numel()
     num_warps = 8 if max(block_n, block_p) >= 2048 else 4
-    _select_slots_kernel[(rows,)](
-        halves.contiguous(), pair_a, pair_b, scratch_scores, scratch_ids, slots, n_keys, knn, n_pairs,
+    _select_topk_kernel[(rows,)](
+        halves.contiguous(), pair_a, pair_b, scratch_scores, scratch_ids, scores, slots, n_keys, knn, n_pairs,
         BLOCK_N=block_n, BLOCK_P=block_p, num_warps=num_warps,
     )
-    return slots
+    return scores, slots
