@@ -21,8 +21,9 @@ under bf16 autocast; ``bf16`` casts the layer itself; ``fp32`` is the CPU defaul
 (``--skew``: a direction shared by every token, as trained models have hot slots) and the share of reads that
 go to the hottest 1% of slots is printed.
 
-Memory is the peak CUDA allocation above what the weights and the input already hold; on the CPU, where torch
-keeps no allocator statistics, it is the size of the tensors autograd saves for the backward pass. The fused Triton
+The paths are timed in turn within each round (interleaved), so the ratios hold up on a machine whose load
+changes. Memory is the peak CUDA allocation above what the weights and the input already hold; on the CPU, where
+torch keeps no allocator statistics, it is the size of the tensors autograd saves for the backward pass. The fused Triton
 path needs CUDA (under ``TRITON_INTERPRET=1`` it runs on the CPU, far too slowly to time, so it is skipped there).
 Model configs are read as JSON (memclip's ``model_configs/`` by name, or a path); nothing imports open_clip.
 """
@@ -165,18 +166,13 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_ms(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall time of ``fn`` in milliseconds, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        fn()
-        _synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def _elapsed_ms(fn: Callable[[], None], device: torch.device) -> float:
+    """Wall time of one call of ``fn`` in milliseconds (synchronised on CUDA)."""
+    _synchronize(device)
+    start = time.perf_counter()
+    fn()
+    _synchronize(device)
+    return (time.perf_counter() - start) * 1e3
 
 
 def _saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
@@ -204,8 +200,20 @@ def _peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def measure(module: nn.Module, x: torch.Tensor, warmup: int, repeats: int, precision: str = "fp32") -> Measurement:
-    """Forward ms, forward+backward ms and memory of ``module`` on ``x`` (T, width) at ``precision``."""
+@dataclass
+class _Case:
+    """One variant under measurement: its module, environment, timed calls and the times so far."""
+
+    variant: str
+    module: nn.Module
+    environment: Callable[[], contextlib.AbstractContextManager]
+    calls: Dict[str, Callable[[], None]]
+    times: Dict[str, List[float]]
+    note: str = ""
+
+
+def _case(variant: str, module: nn.Module, x: torch.Tensor, precision: str) -> _Case:
+    """The forward (no grad) and forward+backward calls of ``module`` on ``x`` (T, width) at ``precision``."""
     device = x.device
     inputs = x.detach().requires_grad_(True)
     grad = torch.randn_like(x)
@@ -221,14 +229,41 @@ def measure(module: nn.Module, x: torch.Tensor, warmup: int, repeats: int, preci
         module.zero_grad(set_to_none=True)
         inputs.grad = None
 
-    forward_ms = _time_ms(forward, device, warmup, repeats)
-    train_ms = _time_ms(train, device, warmup, repeats)
-    with precision_context(precision, device):
-        if device.type == "cuda":
-            memory = _peak_bytes(train, device)
+    environment = VARIANT_ENV.get(variant)
+    return _Case(variant, module,
+                 (lambda: backend_environment(*environment)) if environment else contextlib.nullcontext,
+                 {"forward": forward, "train": train}, {"forward": [], "train": []})
+
+
+def _memory_mb(case: _Case, x: torch.Tensor, precision: str) -> float:
+    """Peak CUDA MB of a forward+backward, or on the CPU the MB of the tensors saved for the backward."""
+    inputs = x.detach().requires_grad_(True)
+    with case.environment(), precision_context(precision, x.device):
+        if x.device.type == "cuda":
+            memory = _peak_bytes(case.calls["train"], x.device)
         else:
-            memory = _saved_bytes(lambda: module(inputs))
-    return Measurement("", forward_ms, train_ms, memory / 2**20)
+            memory = _saved_bytes(lambda: case.module(inputs))
+    return memory / 2**20
+
+
+def measure_interleaved(cases: Sequence[_Case], device: torch.device, warmup: int, repeats: int) -> None:
+    """Time every case's forward, then its forward+backward: ``warmup`` untimed then ``repeats`` timed rounds, each
+    round calling every case once in turn, so a change in the machine's load hits all of them alike. A case that
+    runs out of CUDA memory gets a note and drops out."""
+    for phase in ("forward", "train"):
+        for step in range(warmup + repeats):
+            for case in cases:
+                if case.note:
+                    continue
+                try:
+                    with case.environment():
+                        elapsed = _elapsed_ms(case.calls[phase], device)
+                except torch.cuda.OutOfMemoryError:
+                    case.note = "out of memory"
+                    torch.cuda.empty_cache()
+                    continue
+                if step >= warmup:
+                    case.times[phase].append(elapsed)
 
 
 def skip_reason(variant: str, shape: LayerShape, device: torch.device) -> str:
@@ -255,29 +290,26 @@ def build_module(variant: str, shape: LayerShape, device: torch.device, precisio
 
 def run(shape: LayerShape, tokens: int, device: torch.device, precision: str, variants: Sequence[str],
         warmup: int, repeats: int, seed: int = 0, skew: float = DEFAULT_SKEW) -> List[Measurement]:
-    """Measure each variant on the same input (T, width); skipped variants carry a note."""
+    """Measure each variant on the same input (T, width), interleaved; skipped variants carry a note."""
     x = skewed_tokens(tokens, shape.width, skew, device, seed)
     if precision == "bf16":
         x = x.bfloat16()
-    results = []
+    notes = {variant: skip_reason(variant, shape, device) for variant in variants}
+    cases = []
     for variant in variants:
-        reason = skip_reason(variant, shape, device)
-        if reason:
-            results.append(Measurement(variant, note=reason))
-            continue
-        torch.manual_seed(seed)
-        module = build_module(variant, shape, device, precision)
-        environment = backend_environment(*VARIANT_ENV[variant]) if variant in VARIANT_ENV else contextlib.nullcontext()
-        try:
-            with environment:
-                result = measure(module, x, warmup, repeats, precision)
-        except torch.cuda.OutOfMemoryError:
-            result = Measurement("", note="out of memory")
-            torch.cuda.empty_cache()
-        result.variant = variant
-        results.append(result)
-        del module
-    return results
+        if not notes[variant]:
+            torch.manual_seed(seed)
+            cases.append(_case(variant, build_module(variant, shape, device, precision), x, precision))
+    measure_interleaved(cases, device, warmup, repeats)
+    results = {variant: Measurement(variant, note=note) for variant, note in notes.items() if note}
+    for case in cases:
+        if case.note:
+            results[case.variant] = Measurement(case.variant, note=case.note)
+        else:
+            results[case.variant] = Measurement(case.variant, statistics.median(case.times["forward"]),
+                                                statistics.median(case.times["train"]),
+                                                _memory_mb(case, x, precision))
+    return [results[variant] for variant in variants]
 
 
 def _ratio(value: Optional[float], base: Optional[float]) -> str:
