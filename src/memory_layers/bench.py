@@ -23,8 +23,9 @@ go to the hottest 1% of slots is printed.
 
 The paths are timed in turn within each round (interleaved), so the ratios hold up on a machine whose load
 changes. Memory is the peak CUDA allocation above what the weights and the input already hold; on the CPU, where
-torch keeps no allocator statistics, it is the size of the tensors autograd saves for the backward pass. The fused Triton
-path needs CUDA (under ``TRITON_INTERPRET=1`` it runs on the CPU, far too slowly to time, so it is skipped there).
+torch keeps no allocator statistics, it is the size of the tensors autograd saves for the backward pass. The fused
+Triton path needs CUDA (under ``TRITON_INTERPRET=1`` it runs on the CPU, far too slowly to time, so it is skipped
+there).
 Model configs are read as JSON (memclip's ``model_configs/`` by name, or a path); nothing imports open_clip.
 """
 from __future__ import annotations

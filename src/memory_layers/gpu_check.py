@@ -29,12 +29,12 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from . import ops
-from .bench import MLP, backend_environment, precision_context, skewed_tokens
+from .bench import MLP, VARIANT_ENV, backend_environment, precision_context, skewed_tokens
 from .config import MemoryConfig
 from .memory import ProductKeyMemory
 from .ops import dispatch
@@ -314,12 +314,12 @@ def _layer_run(memory: ProductKeyMemory, x: torch.Tensor, precision: str
     return out.detach(), slots, weights, {n: p.grad.detach().clone() for n, p in memory.named_parameters()}
 
 
-@contextlib.contextmanager
-def _variant(name: str) -> Iterator[None]:
-    environment = {"torch": ("torch", "auto"), "fused": ("triton", "fused"), "dense": ("triton", "dense"),
-                   "auto": (None, None)}[name]
-    with backend_environment(*environment):
-        yield
+MEMORY_VARIANTS = ("reference", "fused", "dense", "auto")
+
+
+def _variant(name: str) -> contextlib.AbstractContextManager:
+    """The backend and bag path of the benchmark's variant ``name`` (see :data:`memory_layers.bench.VARIANT_ENV`)."""
+    return backend_environment(*VARIANT_ENV[name])
 
 
 def check_layer_accuracy(shape: Shape, device: torch.device) -> str:
@@ -328,15 +328,15 @@ def check_layer_accuracy(shape: Shape, device: torch.device) -> str:
     torch.manual_seed(0)
     memory = ProductKeyMemory(shape.width, shape.width, shape.memory_config()).to(device)
     x = skewed_tokens(shape.tokens, shape.width, 1.0, device)
-    with _variant("torch"):
+    with _variant("reference"):
         fp32_out, fp32_slots, _, fp32_grads = _layer_run(memory, x, "fp32")
     amp = {}
     figures = []
-    for name in ("torch", "fused", "dense", "auto"):
+    for name in MEMORY_VARIANTS:
         with _variant(name):
             amp[name] = _layer_run(memory, x, "amp_bf16")
         out, slots, weights, grads = amp[name]
-        reference_out, reference_slots, reference_weights, reference_grads = amp["torch"]
+        reference_out, reference_slots, reference_weights, reference_grads = amp["reference"]
         assert torch.equal(slots, reference_slots), f"{name}: under AMP it reads other slots than torch"
         assert torch.equal(weights, reference_weights), f"{name}: under AMP its slot weights differ from torch's"
         _assert_close(f"{name} output vs torch under AMP", out, reference_out, 2e-2)
@@ -347,7 +347,7 @@ def check_layer_accuracy(shape: Shape, device: torch.device) -> str:
                               fp32_out[same_rows], 2e-2)
         grad_error = max(relative_error(grads[p], fp32_grads[p]) for p in ("keys", "query_proj.weight"))
         figures.append(f"{name} {error:.1e} (gradients {grad_error:.1e})")
-    agree = (amp["torch"][1] == fp32_slots).all(-1).float().mean().item()
+    agree = (amp["reference"][1] == fp32_slots).all(-1).float().mean().item()
     return (f"{shape.tokens:,} tokens, every backend reads the same slots; {agree:.1%} of rows read the fp32 slots "
             f"(the query projection runs in bf16); output relative error vs fp32 on those rows: "
             + "; ".join(figures))
@@ -378,7 +378,7 @@ def check_layer_speed(shape: Shape, device: torch.device, plan: Plan, report: Re
                  time_ms(train(mlp), device, plan.warmup, plan.repeats))
     rows = []
     auto_ratio = float("nan")
-    for name in ("torch", "fused", "dense", "auto"):
+    for name in MEMORY_VARIANTS:
         with _variant(name):
             fwd = time_ms(forward(memory), device, plan.warmup, plan.repeats)
             fwd_bwd = time_ms(train(memory), device, plan.warmup, plan.repeats)
