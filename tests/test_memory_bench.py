@@ -2,8 +2,10 @@
 import json
 
 import pytest
+import torch
 
 from memory_layers import bench
+from memory_layers.ops import dispatch
 
 
 def test_shapes_come_from_the_model_configs():
@@ -23,10 +25,11 @@ def test_cpu_run_prints_every_path_and_writes_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     for variant in bench.VARIANTS:
         assert f"| {variant} |" in printed
+    assert "fp32" in printed and "of slots take" in printed and "load " in printed
     data = json.loads(out.read_text())
     results = {r["variant"]: r for r in data["results"]}
-    assert data["tokens"] == 96 and data["memory"] == "saved-for-backward"
-    for variant in ("reference", "dense", "mlp"):
+    assert data["tokens"] == 96 and data["memory"] == "saved-for-backward" and data["precision"] == "fp32"
+    for variant in ("reference", "dense", "auto", "mlp"):
         assert results[variant]["forward_ms"] > 0 and results[variant]["train_ms"] > 0
     # the dense read-out keeps its (tokens x slots) weight matrix for the backward pass
     slots = bench.load_shape("ViT-Tiny-8-mem").memory.n_slots
@@ -35,7 +38,39 @@ def test_cpu_run_prints_every_path_and_writes_json(tmp_path, capsys):
     assert fused["forward_ms"] is None and ("CUDA" in fused["note"] or "triton" in fused["note"])
 
 
+def test_amp_keeps_an_fp32_table_and_big_tables_skip_the_dense_path(tmp_path):
+    out = tmp_path / "bench.json"
+    n_keys = 136  # 18,496 slots: above DENSE_MAX_SLOTS
+    assert n_keys ** 2 > dispatch.DENSE_MAX_SLOTS
+    bench.main(["--config", "ViT-Tiny-8-mem", "--tokens", "32", "--device", "cpu", "--warmup", "0", "--repeats",
+                "1", "--precision", "amp_bf16", "--memory", f"n_keys={n_keys}", "--variants", "auto,dense",
+                "--json", str(out)])
+    data = json.loads(out.read_text())
+    results = {r["variant"]: r for r in data["results"]}
+    assert data["n_slots"] == n_keys ** 2 and data["precision"] == "amp_bf16"
+    assert results["auto"]["train_ms"] > 0
+    assert results["dense"]["train_ms"] is None and "at most 16,384" in results["dense"]["note"]
+    shape = bench.load_shape("ViT-Tiny-8-mem")
+    memory = bench.build_module("auto", shape, torch.device("cpu"), "amp_bf16")
+    assert memory.values.weight.dtype == torch.float32, "amp_bf16 trains an fp32 value table, as the trainer does"
+    assert bench.build_module("auto", shape, torch.device("cpu"), "bf16").values.weight.dtype == torch.bfloat16
+
+
+def test_skew_concentrates_the_reads_on_hot_slots():
+    shape = bench.load_shape("ViT-Tiny-8-mem")
+    shares = []
+    for skew in (0.0, 2.0):
+        torch.manual_seed(0)
+        memory = bench.build_module("auto", shape, torch.device("cpu"), "fp32")
+        shares.append(bench.hot_slot_share(memory, bench.skewed_tokens(512, shape.width, skew, torch.device("cpu")),
+                                           "fp32"))
+    assert shares[1] > 2 * shares[0]
+
+
 def test_bad_arguments_exit_with_a_message(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--variants", "fused,warp"])
     assert "--variants" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--memory", "n_kees=3"])
+    assert "n_kees" in capsys.readouterr().err

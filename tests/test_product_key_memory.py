@@ -5,11 +5,16 @@ import torch
 
 from memory_layers import MemoryConfig, ProductKeyMemory, ValueTable, param_groups, track_usage
 from memory_layers.ops import (
+    candidate_pairs,
     embedding_bag_naive,
     embedding_bag_torch,
+    half_scores,
     product_key_topk_bruteforce,
     product_key_topk_torch,
+    select_topk_torch,
+    slot_scores,
 )
+from memory_layers.ops import reference
 
 
 @pytest.mark.parametrize("n_keys, knn, heads", [(8, 1, 1), (8, 8, 2), (16, 5, 3), (32, 32, 1)])
@@ -24,6 +29,60 @@ def test_product_search_equals_bruteforce(n_keys, knn, heads):
     assert torch.equal(indices, brute_indices)
     assert indices.min() >= 0 and indices.max() < n_keys * n_keys
     assert torch.all(scores[..., :-1] >= scores[..., 1:]), "scores must be sorted descending"
+
+
+def test_candidate_pairs_are_exactly_the_rank_pairs_that_can_win():
+    pair_a, pair_b = candidate_pairs(64)
+    assert pair_a.numel() == 280 and pair_a.dtype == torch.int64
+    pairs = set(zip(pair_a.tolist(), pair_b.tolist()))
+    assert pairs == {(a, b) for a in range(64) for b in range(64) if (a + 1) * (b + 1) <= 64}
+    assert candidate_pairs(1)[0].tolist() == [0] and candidate_pairs(1)[1].tolist() == [0]
+    assert candidate_pairs(64) is candidate_pairs(64), "the table is built once per (knn, device)"
+
+
+@pytest.mark.parametrize("n_keys, knn", [(16, 16), (16, 5), (64, 64), (64, 32), (13, 1), (100, 17)])
+def test_pruned_fp32_search_returns_the_bruteforce_scores_exactly(n_keys, knn):
+    """The scores are the very fp32 sums the brute force ranks, and every slot's true score."""
+    query = torch.randn(40, 3, 16)
+    keys = torch.randn(3, 2, n_keys, 8)
+    scores, indices = product_key_topk_torch(query, keys, knn)
+    brute_scores, brute_indices = product_key_topk_bruteforce(query, keys, knn)
+    assert scores.dtype == torch.float32
+    assert torch.equal(scores, brute_scores)
+    with torch.no_grad():  # without gradient the scores come from the selection itself: the same sums
+        assert torch.equal(product_key_topk_torch(query, keys, knn)[0], scores)
+    halves = half_scores(query, keys)
+    full = (halves[:, :, 0].unsqueeze(-1) + halves[:, :, 1].unsqueeze(-2)).flatten(-2)
+    assert torch.equal(full.gather(-1, indices), scores)
+    assert torch.equal(indices.sort(-1).values, brute_indices.sort(-1).values), "random data: no ties"
+
+
+def test_pruned_search_with_ties_returns_the_bruteforce_tie_scores():
+    """Repeated sub-keys and a query that zeroes one half make many slots tie at the knn-th score."""
+    keys = torch.randn(2, 2, 12, 4)
+    keys[:, 0, 6:] = keys[:, 0, :6]  # every first-half score appears twice
+    keys[:, 1, 1::2] = keys[:, 1, ::2]
+    query = torch.randn(30, 2, 8)
+    query[:10, :, 4:] = 0.0  # the second half scores 0 for every sub-key: whole rows of ties
+    for knn in (1, 5, 12):
+        scores, indices = product_key_topk_torch(query, keys, knn)
+        brute_scores, _ = product_key_topk_bruteforce(query, keys, knn)
+        assert torch.equal(scores, brute_scores), knn
+        distinct = indices.sort(-1).values
+        assert torch.all(distinct[..., 1:] > distinct[..., :-1]), "a slot is returned at most once"
+        assert torch.equal(slot_scores(half_scores(query, keys), indices), scores)
+
+
+def test_selection_on_float64_half_scores_and_order_keys():
+    halves = torch.randn(7, 2, 2, 10, dtype=torch.float64)
+    scores, slots = select_topk_torch(halves, 4)
+    full = (halves[:, :, 0].unsqueeze(-1) + halves[:, :, 1].unsqueeze(-2)).flatten(-2)
+    assert torch.equal(slot_scores(halves, slots), full.topk(4, dim=-1).values)
+    assert torch.equal(scores, full.topk(4, dim=-1).values)
+    values = torch.tensor([3.0, -0.5, float("-inf"), 0.0, -7.25, 1e-30, -1e-30, float("inf")])
+    for dtype in (torch.float32, torch.float64):
+        keys = reference.order_keys(values.to(dtype))
+        assert torch.equal(values[keys.argsort()], values.sort().values), dtype
 
 
 def test_topk_rejects_bad_shapes():
@@ -45,6 +104,26 @@ def test_embedding_bag_matches_naive_gather_forward_and_backward():
     slow_grads = torch.autograd.grad(slow, (values, weights), grad)
     for a, b in zip(fast_grads, slow_grads):
         torch.testing.assert_close(a, b)
+
+
+def test_cpu_readout_in_column_blocks_gives_the_same_sums(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # blocks are read on one thread only
+    values = torch.randn(64, 40)
+    indices = torch.randint(0, 64, (9, 12))
+    weights = torch.rand(9, 12)
+    plain = torch.nn.functional.embedding_bag(indices, values, per_sample_weights=weights, mode="sum")
+    monkeypatch.setattr(reference, "CPU_BLOCK_BYTES", 64 * 16 * 4)  # 16-column blocks: 3 blocks, the last narrower
+    monkeypatch.setattr(reference, "CPU_MIN_BLOCK", 8)
+    assert reference.column_block(values) == 16
+    with torch.no_grad():
+        assert torch.equal(embedding_bag_torch(values, indices, weights), plain)
+    values.requires_grad_()
+    out = embedding_bag_torch(values, indices, weights)  # with gradient: one call, torch's own backward
+    assert torch.equal(out, plain)
+    (grad,) = torch.autograd.grad(out.sum(), values)
+    torch.testing.assert_close(grad, torch.zeros(64).index_add_(0, indices.flatten(), weights.flatten())
+                               .unsqueeze(1).expand(64, 40))
+    assert reference.column_block(torch.empty(64, 16)) is None, "a block as wide as the table is no block"
 
 
 def test_embedding_bag_gradcheck():
@@ -79,6 +158,29 @@ def test_lookup_weights_are_a_softmax_per_head():
     assert indices.shape == weights.shape == (9, 2 * 4)
     assert weights.dtype == torch.float32
     torch.testing.assert_close(weights.view(9, 2, 4).sum(-1), torch.ones(9, 2))
+
+
+def test_folded_query_projection_equals_the_plain_one():
+    """Long fp32 batches fold the query projection into the sub-keys: the same slots, scores up to rounding."""
+    memory = ProductKeyMemory(32, 32, small_config(n_keys=8, k_dim=32, heads=2, knn=4))
+    x = torch.randn(80, 32, requires_grad=True)
+    assert memory._folds_query(x) and not memory._folds_query(x[:8]), "80 tokens fold, 8 do not"
+    folded = memory.half_scores(x)
+    query = memory.query_proj(x).view(80, 2, 32)
+    plain = half_scores(query, memory.keys)
+    torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(folded.square().sum(), (x, memory.keys, memory.query_proj.weight,
+                                                        memory.query_proj.bias))
+    plain_grads = torch.autograd.grad(plain.square().sum(), (x, memory.keys, memory.query_proj.weight,
+                                                             memory.query_proj.bias))
+    for got, want in zip(grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not memory._folds_query(x), "under autocast the query GEMM runs in bf16, unfolded"
+    assert not ProductKeyMemory(32, 32, small_config(n_keys=8, k_dim=32, query_batchnorm=True))._folds_query(x)
+    assert not ProductKeyMemory(32, 32, small_config(n_keys=16, k_dim=32))._folds_query(x), "2 * n_keys >= k_dim"
+    assert not memory._folds_query(x[:20])
+    torch.testing.assert_close(memory(x.detach()[:20]), memory(x.detach())[:20], rtol=1e-5, atol=1e-5)
 
 
 def test_forward_matches_manual_readout():

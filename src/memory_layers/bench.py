@@ -1,21 +1,31 @@
 """`python -m memory_layers.bench`: one memory layer's read-out paths against the MLP it replaces.
 
     python -m memory_layers.bench                                  # ViT-B-16-mem shapes; 50,432 tokens on a GPU
-    python -m memory_layers.bench --config ViT-Tiny-8-mem --tokens 4096 --dtype fp32
+    python -m memory_layers.bench --config ViT-Tiny-8-mem --tokens 4096 --precision fp32
+    python -m memory_layers.bench --memory n_keys=1024 --variants auto,fused,dense,mlp   # 1M slots
     python -m memory_layers.bench --config path/to/model.json --json bench.json
 
 For each path it prints forward ms, forward+backward ms and memory, with ratios against the torch reference and
 against the dense MLP (``Linear(width, mlp_width) -> GELU -> Linear(mlp_width, width)``, as in open_clip's ViT):
 
-- ``reference``: the torch backend (full knn x knn candidate grid, torch's ``embedding_bag``);
-- ``fused``: the Triton kernels (fused product-key top-k, fused embedding bag with a segment-reduced backward);
+- ``reference``: the torch backend (pruned top-k selection, torch's ``embedding_bag``);
+- ``fused``: the Triton kernels (top-k selection kernel, fused embedding bag with a segment-reduced backward);
 - ``dense``: the dense read-out (a (tokens x slots) matrix times the value table), after the Triton top-k on a GPU
-  and the torch top-k on the CPU;
+  and the torch top-k on the CPU; skipped above ``DENSE_MAX_SLOTS`` slots, where it would not fit;
+- ``auto``: what a model runs by default (``MEMORY_LAYERS_BACKEND`` and ``MEMORY_LAYERS_BAG_PATH`` unset): the
+  measured choices on a GPU, the torch backend on the CPU;
 - ``mlp``: the block's MLP that the memory replaces.
 
-Memory is the peak CUDA allocation above what the weights and the input already hold; on the CPU, where torch
-keeps no allocator statistics, it is the size of the tensors autograd saves for the backward pass. The fused Triton
-path needs CUDA (under ``TRITON_INTERPRET=1`` it runs on the CPU, far too slowly to time, so it is skipped there).
+Precision as in training: ``amp_bf16`` (the default on a GPU) keeps fp32 weights, so an fp32 value table, and runs
+under bf16 autocast; ``bf16`` casts the layer itself; ``fp32`` is the CPU default. The input tokens are skewed
+(``--skew``: a direction shared by every token, as trained models have hot slots) and the share of reads that
+go to the hottest 1% of slots is printed.
+
+The paths are timed in turn within each round (interleaved), so the ratios hold up on a machine whose load
+changes. Memory is the peak CUDA allocation above what the weights and the input already hold; on the CPU, where
+torch keeps no allocator statistics, it is the size of the tensors autograd saves for the backward pass. The fused
+Triton path needs CUDA (under ``TRITON_INTERPRET=1`` it runs on the CPU, far too slowly to time, so it is skipped
+there).
 Model configs are read as JSON (memclip's ``model_configs/`` by name, or a path); nothing imports open_clip.
 """
 from __future__ import annotations
@@ -28,23 +38,26 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from .config import MemoryConfig
+from .config import MEMORY_CONFIG_FIELDS, MemoryConfig
 from .memory import ProductKeyMemory
 from .ops import dispatch
 
-VARIANTS = ("reference", "fused", "dense", "mlp")
-# variant -> (MEMORY_LAYERS_BACKEND, MEMORY_LAYERS_BAG_PATH); mlp runs no memory op
-VARIANT_ENV = {"reference": ("torch", "auto"), "fused": ("triton", "fused"), "dense": ("auto", "dense")}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+VARIANTS = ("reference", "fused", "dense", "auto", "mlp")
+# variant -> (MEMORY_LAYERS_BACKEND, MEMORY_LAYERS_BAG_PATH); None leaves the variable unset; mlp runs no memory op
+VARIANT_ENV = {"reference": ("torch", "auto"), "fused": ("triton", "fused"), "dense": ("auto", "dense"),
+               "auto": (None, None)}
+PRECISIONS = ("fp32", "bf16", "amp_bf16")
 GPU_TOKENS = 256 * 197  # the thesis's ViT-B-16 batch of 256 images: 50,432 tokens
 CPU_TOKENS = 2048
+DEFAULT_SKEW = 1.0
+HOT_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -106,19 +119,47 @@ class MLP(nn.Sequential):
 
 
 @contextlib.contextmanager
-def backend_environment(backend: str, bag_path: str) -> Iterator[None]:
-    """Run the memory ops on ``backend`` with ``bag_path`` (through the ops' environment variables)."""
-    names = (dispatch.BACKEND_ENV, dispatch.BAG_PATH_ENV)
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ[dispatch.BACKEND_ENV], os.environ[dispatch.BAG_PATH_ENV] = backend, bag_path
+def backend_environment(backend: Optional[str], bag_path: Optional[str]) -> Iterator[None]:
+    """Run the memory ops on ``backend`` with ``bag_path`` (the ops' environment variables; None unsets one)."""
+    wanted = {dispatch.BACKEND_ENV: backend, dispatch.BAG_PATH_ENV: bag_path}
+    saved = {name: os.environ.get(name) for name in wanted}
     try:
+        for name, value in wanted.items():
+            _set_environment(name, value)
         yield
     finally:
         for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+            _set_environment(name, value)
+
+
+def _set_environment(name: str, value: Optional[str]) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``amp_bf16``, nothing otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "amp_bf16")
+
+
+def skewed_tokens(tokens: int, width: int, skew: float, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """(tokens, width) fp32 inputs: standard normal noise plus ``skew`` times one direction shared by every token
+    (of the same norm as the noise), so the queries lean one way and some slots are read far more than others."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(tokens, width, generator=generator)
+    shared = torch.randn(width, generator=generator)
+    return (noise + skew * shared).to(device)
+
+
+def hot_slot_share(module: ProductKeyMemory, x: torch.Tensor, precision: str) -> float:
+    """The share of the reads of ``x`` that go to the hottest :data:`HOT_FRACTION` of the memory's slots."""
+    with torch.no_grad(), precision_context(precision, x.device):
+        indices, _ = module.lookup(x.to(module.keys.dtype))
+    counts = torch.bincount(indices.flatten(), minlength=module.config.n_slots).float()
+    hot = max(1, int(HOT_FRACTION * counts.numel()))
+    return (counts.topk(hot).values.sum() / counts.sum()).item()
 
 
 def _synchronize(device: torch.device) -> None:
@@ -126,18 +167,13 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_ms(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall time of ``fn`` in milliseconds, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        fn()
-        _synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def _elapsed_ms(fn: Callable[[], None], device: torch.device) -> float:
+    """Wall time of one call of ``fn`` in milliseconds (synchronised on CUDA)."""
+    _synchronize(device)
+    start = time.perf_counter()
+    fn()
+    _synchronize(device)
+    return (time.perf_counter() - start) * 1e3
 
 
 def _saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
@@ -165,70 +201,116 @@ def _peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def measure(module: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> Measurement:
-    """Forward ms, forward+backward ms and memory of ``module`` on ``x`` (T, width)."""
+@dataclass
+class _Case:
+    """One variant under measurement: its module, environment, timed calls and the times so far."""
+
+    variant: str
+    module: nn.Module
+    environment: Callable[[], contextlib.AbstractContextManager]
+    calls: Dict[str, Callable[[], None]]
+    times: Dict[str, List[float]]
+    note: str = ""
+
+
+def _case(variant: str, module: nn.Module, x: torch.Tensor, precision: str) -> _Case:
+    """The forward (no grad) and forward+backward calls of ``module`` on ``x`` (T, width) at ``precision``."""
     device = x.device
     inputs = x.detach().requires_grad_(True)
     grad = torch.randn_like(x)
 
     def forward() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), precision_context(precision, device):
             module(x)
 
     def train() -> None:
-        module(inputs).backward(grad)
+        with precision_context(precision, device):
+            out = module(inputs)
+        out.backward(grad.to(out.dtype))
         module.zero_grad(set_to_none=True)
         inputs.grad = None
 
-    forward_ms = _time_ms(forward, device, warmup, repeats)
-    train_ms = _time_ms(train, device, warmup, repeats)
-    if device.type == "cuda":
-        memory = _peak_bytes(train, device)
-    else:
-        memory = _saved_bytes(lambda: module(inputs))
-    return Measurement("", forward_ms, train_ms, memory / 2**20)
+    environment = VARIANT_ENV.get(variant)
+    return _Case(variant, module,
+                 (lambda: backend_environment(*environment)) if environment else contextlib.nullcontext,
+                 {"forward": forward, "train": train}, {"forward": [], "train": []})
 
 
-def _skip_reason(variant: str, device: torch.device) -> str:
+def _memory_mb(case: _Case, x: torch.Tensor, precision: str) -> float:
+    """Peak CUDA MB of a forward+backward, or on the CPU the MB of the tensors saved for the backward."""
+    inputs = x.detach().requires_grad_(True)
+    with case.environment(), precision_context(precision, x.device):
+        if x.device.type == "cuda":
+            memory = _peak_bytes(case.calls["train"], x.device)
+        else:
+            memory = _saved_bytes(lambda: case.module(inputs))
+    return memory / 2**20
+
+
+def measure_interleaved(cases: Sequence[_Case], device: torch.device, warmup: int, repeats: int) -> None:
+    """Time every case's forward, then its forward+backward: ``warmup`` untimed then ``repeats`` timed rounds, each
+    round calling every case once in turn, so a change in the machine's load hits all of them alike. A case that
+    runs out of CUDA memory gets a note and drops out."""
+    for phase in ("forward", "train"):
+        for step in range(warmup + repeats):
+            for case in cases:
+                if case.note:
+                    continue
+                try:
+                    with case.environment():
+                        elapsed = _elapsed_ms(case.calls[phase], device)
+                except torch.cuda.OutOfMemoryError:
+                    case.note = "out of memory"
+                    torch.cuda.empty_cache()
+                    continue
+                if step >= warmup:
+                    case.times[phase].append(elapsed)
+
+
+def skip_reason(variant: str, shape: LayerShape, device: torch.device) -> str:
+    """Why ``variant`` cannot be timed here ("" when it can)."""
     if variant == "fused":
         if not dispatch.triton_available():
             return "triton is not installed (pip install memclip[kernels])"
         if device.type != "cuda":
             return "needs CUDA; the Triton interpreter is too slow to time"
+    if variant == "dense" and shape.memory.n_slots > dispatch.DENSE_MAX_SLOTS:
+        return (f"{shape.memory.n_slots:,} slots: the dense read-out is for tables of at most "
+                f"{dispatch.DENSE_MAX_SLOTS:,} (auto never picks it above)")
     return ""
 
 
-def build_module(variant: str, shape: LayerShape, device: torch.device, dtype: torch.dtype) -> nn.Module:
+def build_module(variant: str, shape: LayerShape, device: torch.device, precision: str) -> nn.Module:
+    """The MLP or a memory layer on ``device``; cast to bf16 for ``bf16``, fp32 weights otherwise."""
     if variant == "mlp":
         module: nn.Module = MLP(shape.width, shape.mlp_width)
     else:
         module = ProductKeyMemory(shape.width, shape.width, shape.memory)
-    return module.to(device=device, dtype=dtype)
+    return module.to(device=device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
 
 
-def run(shape: LayerShape, tokens: int, device: torch.device, dtype: torch.dtype, variants: Sequence[str],
-        warmup: int, repeats: int, seed: int = 0) -> List[Measurement]:
-    """Measure each variant on the same input (T, width); skipped variants carry a note."""
-    torch.manual_seed(seed)
-    x = torch.randn(tokens, shape.width, device=device, dtype=dtype)
-    results = []
+def run(shape: LayerShape, tokens: int, device: torch.device, precision: str, variants: Sequence[str],
+        warmup: int, repeats: int, seed: int = 0, skew: float = DEFAULT_SKEW) -> List[Measurement]:
+    """Measure each variant on the same input (T, width), interleaved; skipped variants carry a note."""
+    x = skewed_tokens(tokens, shape.width, skew, device, seed)
+    if precision == "bf16":
+        x = x.bfloat16()
+    notes = {variant: skip_reason(variant, shape, device) for variant in variants}
+    cases = []
     for variant in variants:
-        reason = _skip_reason(variant, device)
-        if reason:
-            results.append(Measurement(variant, note=reason))
-            continue
-        module = build_module(variant, shape, device, dtype)
-        environment = backend_environment(*VARIANT_ENV[variant]) if variant in VARIANT_ENV else contextlib.nullcontext()
-        try:
-            with environment:
-                result = measure(module, x, warmup, repeats)
-        except torch.cuda.OutOfMemoryError:
-            result = Measurement("", note="out of memory")
-            torch.cuda.empty_cache()
-        result.variant = variant
-        results.append(result)
-        del module
-    return results
+        if not notes[variant]:
+            torch.manual_seed(seed)
+            cases.append(_case(variant, build_module(variant, shape, device, precision), x, precision))
+    measure_interleaved(cases, device, warmup, repeats)
+    results = {variant: Measurement(variant, note=note) for variant, note in notes.items() if note}
+    for case in cases:
+        if case.note:
+            results[case.variant] = Measurement(case.variant, note=case.note)
+        else:
+            results[case.variant] = Measurement(case.variant, statistics.median(case.times["forward"]),
+                                                statistics.median(case.times["train"]),
+                                                _memory_mb(case, x, precision))
+    return [results[variant] for variant in variants]
 
 
 def _ratio(value: Optional[float], base: Optional[float]) -> str:
@@ -271,13 +353,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default="ViT-B-16-mem", help="memclip model name or a model JSON path")
     parser.add_argument("--tokens", type=int, help=f"tokens per call (default {GPU_TOKENS:,} on a GPU, "
                                                    f"{CPU_TOKENS:,} on the CPU)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), help="default bf16 on a GPU, fp32 on the CPU")
+    parser.add_argument("--precision", choices=PRECISIONS, help="default amp_bf16 on a GPU, fp32 on the CPU")
+    parser.add_argument("--memory", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a memory knob of the config, e.g. --memory n_keys=1024 (repeatable)")
+    parser.add_argument("--skew", type=float, default=DEFAULT_SKEW,
+                        help="weight of the direction every input token shares (0: isotropic noise)")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {VARIANTS}")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser
+
+
+def parse_memory_overrides(items: Sequence[str]) -> Dict[str, object]:
+    """``["n_keys=1024", "knn=32"]`` -> ``{"n_keys": 1024, "knn": 32}`` (values parsed as JSON, else strings)."""
+    overrides: Dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--memory {item!r}: expected KEY=VALUE, e.g. n_keys=1024")
+        try:
+            overrides[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = raw
+    unknown = sorted(set(overrides) - set(MEMORY_CONFIG_FIELDS))
+    if unknown:
+        raise ValueError(f"--memory: unknown memory knobs {unknown}")
+    return overrides
+
+
+def load_average() -> str:
+    """The 1-minute load average and the core count, e.g. ``load 1.32 on 2 cores``."""
+    try:
+        load = f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        load = "unknown"
+    return f"load {load} on {os.cpu_count()} cores"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -294,24 +407,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--warmup must be >= 0 and --repeats >= 1")
     try:
         shape = load_shape(args.config)
+        shape = replace(shape, memory=shape.memory.replace(**parse_memory_overrides(args.memory)))
     except ValueError as error:
         parser.error(str(error))
     tokens = args.tokens or (GPU_TOKENS if device.type == "cuda" else CPU_TOKENS)
     if tokens < 1:
         parser.error(f"--tokens {tokens}: must be >= 1")
-    dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    precision = args.precision or ("amp_bf16" if device.type == "cuda" else "fp32")
     memory = shape.memory
     print(f"{shape.name}: width {shape.width}, MLP {shape.width}->{shape.mlp_width}->{shape.width}; memory "
           f"n_keys {memory.n_keys} ({memory.n_slots:,} slots), heads {memory.heads}, knn {memory.knn}, "
           f"k_dim {memory.k_dim}, v_dim {memory.value_dim(shape.width)}")
-    print(f"{tokens:,} tokens, {dtype_name}, {device_name(device)}, torch {torch.__version__}, "
-          f"median of {args.repeats} after {args.warmup} warm-up calls")
-    results = run(shape, tokens, device, DTYPES[dtype_name], variants, args.warmup, args.repeats)
+    torch.manual_seed(args.seed)
+    hot = hot_slot_share(build_module("auto", shape, device, precision),
+                         skewed_tokens(min(tokens, CPU_TOKENS), shape.width, args.skew, device, args.seed), precision)
+    print(f"{tokens:,} tokens, {precision}, {device_name(device)}, torch {torch.__version__}, median of "
+          f"{args.repeats} after {args.warmup} warm-up calls; skew {args.skew:g}: the hottest "
+          f"{HOT_FRACTION:.0%} of slots take {hot:.1%} of the reads; {load_average()}")
+    results = run(shape, tokens, device, precision, variants, args.warmup, args.repeats, args.seed, args.skew)
     memory_label = "peak" if device.type == "cuda" else "saved-for-backward"
     print(format_table(results, memory_label))
     if args.json:
-        args.json.write_text(json.dumps({"config": shape.name, "tokens": tokens, "dtype": dtype_name,
-                                         "device": device_name(device), "memory": memory_label,
+        args.json.write_text(json.dumps({"config": shape.name, "tokens": tokens, "precision": precision,
+                                         "skew": args.skew, "hot_slot_share": hot, "device": device_name(device),
+                                         "memory": memory_label, "n_slots": memory.n_slots,
                                          "results": [asdict(r) for r in results]}, indent=1) + "\n")
     return 0
 

@@ -13,6 +13,16 @@ from .config import MemoryConfig
 from .usage import SlotUsage
 from .values import ValueTable
 
+# fold the query projection into the sub-keys only when the batch is this many times longer than break-even
+FOLD_MARGIN = 2
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
 
 def create_value_table(config: MemoryConfig, v_dim: int) -> ValueTable:
     """A value table sized for ``config``, with its lr and weight decay."""
@@ -24,8 +34,9 @@ class ProductKeyMemory(nn.Module):
 
     The read-out, per token x:
         1. q = query_proj(x), optionally batch-normed, split into ``heads`` queries of width ``k_dim``;
-        2. product-key search: scores of each query half against ``n_keys`` sub-keys, top-knn per half, then
-           top-knn over the knn x knn sums (exact: equals a search over all ``n_keys ** 2`` slots);
+        2. product-key search: scores of each query half against ``n_keys`` sub-keys (in fp32), top-knn per half,
+           then top-knn over the sums of the rank pairs that can win (exact: equals a search over all
+           ``n_keys ** 2`` slots);
         3. softmax in fp32 over each head's knn scores;
         4. one embedding bag over the ``heads * knn`` weighted value rows -> (T, v_dim);
         5. with ``swilu``: bag * silu(swilu_proj(x)), then ``value_proj`` back to ``output_dim``;
@@ -96,19 +107,46 @@ class ProductKeyMemory(nn.Module):
             nn.init.normal_(self.gate.weight, std=1.0 / math.sqrt(self.input_dim))
             nn.init.zeros_(self.gate.bias)
 
-    def lookup(self, x: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
-        """The slots a batch reads: x (T, input_dim) -> indices (T, heads * knn) int64, weights (T, heads * knn) fp32.
+    def half_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores of each query half against its sub-keys, in fp32: x (T, input_dim) -> (T, heads, 2, n_keys).
 
-        Each head's weights are a softmax over its knn scores, so every head's weights sum to 1.
+        When the queries are a plain projection (no batch norm, no active query dropout, no autocast) and a long
+        batch makes it cheaper, the projection and the sub-keys are folded into one (input_dim, heads * 2 * n_keys)
+        matrix first: ``x @ (W_q . keys) + b_q . keys``, the same sums in another order (equal up to fp32
+        rounding), and a GEMM of 2 * n_keys columns per head instead of k_dim (half as many for ViT-B-16-mem).
         """
         tokens = x.shape[0]
+        if self._folds_query(x):
+            return self._folded_half_scores(x)
         query = self.query_proj(x)
         if self.query_norm is not None:
             query = self.query_norm(query)
         query = self.query_dropout(query).view(tokens, self.heads, self.k_dim)
-        scores, indices = ops.product_key_topk(query, self.keys, self.knn)
+        return ops.half_scores(query, self.keys)
+
+    def _folds_query(self, x: torch.Tensor) -> bool:
+        plain = self.query_norm is None and not (self.training and self.config.query_dropout > 0)
+        # the fold saves k_dim - 2 * n_keys columns per token and head (nothing unless 2 * n_keys < k_dim); building
+        # the folded matrix costs about n_keys * k_dim / (k_dim - 2 * n_keys) tokens' worth of that
+        long_enough = x.shape[0] * (self.k_dim - 2 * self.n_keys) > FOLD_MARGIN * self.n_keys * self.k_dim
+        return plain and long_enough and x.dtype == torch.float32 and not _autocast_enabled(x.device.type)
+
+    def _folded_half_scores(self, x: torch.Tensor) -> torch.Tensor:
+        half = self.k_dim // 2
+        weight = self.query_proj.weight.view(self.heads, 2, half, self.input_dim)
+        matrix = torch.einsum("hpdi,hpnd->ihpn", weight, self.keys).reshape(self.input_dim, -1)
+        bias = torch.einsum("hpd,hpnd->hpn", self.query_proj.bias.view(self.heads, 2, half), self.keys)
+        return torch.addmm(bias.reshape(-1), x, matrix).view(x.shape[0], self.heads, 2, self.n_keys)
+
+    def lookup(self, x: torch.Tensor, sorted: bool = True) -> "tuple[torch.Tensor, torch.Tensor]":
+        """The slots a batch reads: x (T, input_dim) -> indices (T, heads * knn) int64, weights (T, heads * knn) fp32.
+
+        Each head's weights are a softmax over its knn scores, so every head's weights sum to 1. With ``sorted``
+        each head's slots come best first; the read-out does not need that order.
+        """
+        scores, indices = ops.topk_from_half_scores(self.half_scores(x), self.knn, sorted=sorted)
         weights = F.softmax(scores.float(), dim=-1)
-        return indices.view(tokens, -1), weights.view(tokens, -1)
+        return indices.view(x.shape[0], -1), weights.view(x.shape[0], -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., input_dim) -> (..., output_dim)."""
@@ -116,7 +154,7 @@ class ProductKeyMemory(nn.Module):
             raise ValueError(f"expected input width {self.input_dim}, got shape {tuple(x.shape)}")
         leading = x.shape[:-1]
         x = self.input_dropout(x.reshape(-1, self.input_dim))
-        indices, weights = self.lookup(x)
+        indices, weights = self.lookup(x, sorted=False)
         if self._usage is not None:
             self._usage.update(indices, weights)
         bag = self.values(indices, weights)

@@ -41,6 +41,6 @@ def _clean_dispatch_state(monkeypatch):
     """No backend / bag-path override from the caller's environment, and no measured choice carried over."""
     monkeypatch.delenv(dispatch.BACKEND_ENV, raising=False)
     monkeypatch.delenv(dispatch.BAG_PATH_ENV, raising=False)
-    ops.clear_bag_path_cache()
+    ops.clear_path_caches()
     yield
-    ops.clear_bag_path_cache()
+    ops.clear_path_caches()

@@ -132,7 +132,7 @@ def test_small_tables_measure_once_per_key_cache_and_log_the_winner(triton_inter
         ops.resolve_bag_path(values, indices, weights, backend="triton")
     ops.resolve_bag_path(values, torch.randint(0, 64, (9, 6)), torch.rand(9, 6), backend="triton")
     assert len(ops.bag_path_cache()) == 3 and len(calls) == 6
-    ops.clear_bag_path_cache()
+    ops.clear_path_caches()
     assert ops.bag_path_cache() == {}
     monkeypatch.setattr(dispatch, "_time_bag", lambda fn, *a: 1.0 if fn.__name__ == "embedding_bag_triton" else 5.0)
     assert ops.resolve_bag_path(values, indices, weights, backend="triton") == "triton"

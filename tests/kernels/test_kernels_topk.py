@@ -1,4 +1,6 @@
-"""The fused Triton product-key top-k (run in the interpreter) against the torch and brute-force references."""
+"""The Triton slot selection (run in the interpreter) against the torch and brute-force references."""
+import logging
+
 import pytest
 import torch
 
@@ -11,8 +13,12 @@ from memory_layers.ops import (  # noqa: E402
     product_key_topk_bruteforce,
     product_key_topk_torch,
     product_key_topk_triton,
+    select_topk_torch,
+    select_topk_triton,
+    slot_scores,
+    topk_path_cache,
 )
-from memory_layers.ops.triton_topk import candidate_pairs, product_key_topk_backward  # noqa: E402
+from memory_layers.ops import dispatch  # noqa: E402
 
 
 def full_scores(query, keys):
@@ -37,14 +43,6 @@ def assert_exact_topk(scores, indices, query, keys, knn, atol=1e-5, rtol=1e-5):
     torch.testing.assert_close(scores.double(), full.topk(knn, dim=-1).values, atol=atol, rtol=rtol)
 
 
-def test_candidate_pairs_are_exactly_the_rank_pairs_that_can_win():
-    pair_a, pair_b = candidate_pairs(64)
-    assert pair_a.numel() == 280
-    pairs = set(zip(pair_a.tolist(), pair_b.tolist()))
-    assert pairs == {(a, b) for a in range(64) for b in range(64) if (a + 1) * (b + 1) <= 64}
-    assert candidate_pairs(1)[0].tolist() == [0] and candidate_pairs(1)[1].tolist() == [0]
-
-
 @pytest.mark.parametrize(
     "n_keys, knn, heads, k_dim",
     [(8, 1, 1, 4), (8, 8, 2, 8), (13, 5, 2, 10), (20, 7, 1, 6), (16, 16, 1, 12)],
@@ -59,11 +57,23 @@ def test_topk_matches_torch_reference_and_bruteforce(n_keys, knn, heads, k_dim):
     assert_exact_topk(scores, indices, query, keys, knn)
     ref_scores, ref_indices = product_key_topk_torch(query, keys, knn)
     brute_scores, brute_indices = product_key_topk_bruteforce(query, keys, knn)
-    # random data has no ties: the very same slots in the same order
+    # random data has no ties: the very same slots in the same order, and the very same fp32 sums
     assert torch.equal(indices, ref_indices)
     assert torch.equal(indices, brute_indices)
-    torch.testing.assert_close(scores, ref_scores)
-    torch.testing.assert_close(scores, brute_scores)
+    assert torch.equal(scores, ref_scores) and torch.equal(scores, brute_scores)
+
+
+def test_selection_kernel_equals_torch_selection_on_half_scores():
+    """The kernel returns the fp32 sums the torch selection returns (and that gathering from the halves gives)."""
+    halves = torch.randn(5, 3, 2, 24)
+    scores, slots = select_topk_triton(halves, 9)
+    want_scores, want_slots = select_topk_torch(halves, 9)
+    assert scores.dtype == torch.float32 and torch.equal(slots, want_slots) and torch.equal(scores, want_scores)
+    assert torch.equal(scores, slot_scores(halves, slots))
+    unsorted_scores, unsorted_slots = select_topk_torch(halves, 9, sorted=False)
+    assert torch.equal(unsorted_scores, slot_scores(halves, unsorted_slots))
+    assert torch.equal(unsorted_slots.sort(-1).values, slots.sort(-1).values), "the same set, in any order"
+    assert select_topk_triton(halves[:0], 9)[1].shape == (0, 3, 9)
 
 
 def test_topk_with_ties_returns_an_exact_top_set():
@@ -91,60 +101,22 @@ def test_topk_backward_matches_reference_autograd():
     for got, want in zip(grads, ref_grads):
         assert got.abs().sum() > 0
         torch.testing.assert_close(got, want)
-    # only the query needs a gradient: keys untouched
-    query_only = product_key_topk_triton(query, keys.detach(), knn)[0]
-    (grad_query,) = torch.autograd.grad(query_only, (query,), grad)
-    torch.testing.assert_close(grad_query, ref_grads[0])
 
 
-class _ReferenceForwardTritonBackward(torch.autograd.Function):
-    """The triton Function's backward formula behind the float64 torch forward, so gradcheck can test it."""
-
-    @staticmethod
-    def forward(ctx, query, keys, knn):
-        scores, indices = product_key_topk_torch(query, keys, knn)
-        ctx.save_for_backward(query, keys, indices)
-        return scores
-
-    @staticmethod
-    def backward(ctx, grad_scores):
-        query, keys, indices = ctx.saved_tensors
-        grad_query, grad_keys = product_key_topk_backward(grad_scores.double(), indices, query, keys)
-        return grad_query, grad_keys, None
-
-
-def test_topk_backward_formula_gradcheck_float64():
-    """The kernel computes in fp32, so gradcheck targets the backward formula with a float64 forward."""
-    query = torch.randn(3, 2, 6, dtype=torch.float64, requires_grad=True)
-    keys = torch.randn(2, 2, 5, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda q, k: _ReferenceForwardTritonBackward.apply(q, k, 3), (query, keys))
-
-
-def test_topk_bf16_query_computes_in_fp32_and_returns_query_dtype():
+def test_topk_bf16_inputs_score_in_fp32_and_return_fp32_scores():
     tokens, heads, n_keys, k_dim, knn = 3, 2, 12, 8, 4
-    query = torch.randn(tokens, heads, k_dim).bfloat16()
+    query = torch.randn(tokens, heads, k_dim).bfloat16().requires_grad_()
     keys = torch.randn(heads, 2, n_keys, k_dim // 2)
     scores, indices = product_key_topk_triton(query, keys, knn)
-    assert scores.dtype == product_key_topk_torch(query, keys, knn)[0].dtype == torch.bfloat16
-    ref_scores, ref_indices = product_key_topk_torch(query.float(), keys, knn)
+    assert scores.dtype == product_key_topk_torch(query, keys, knn)[0].dtype == torch.float32
+    ref_scores, ref_indices = product_key_topk_torch(query.detach().float(), keys, knn)
     assert torch.equal(indices, ref_indices)
-    torch.testing.assert_close(scores.float(), ref_scores, atol=2e-2, rtol=1e-2)
-    # bf16 keys too
+    assert torch.equal(scores, ref_scores), "bf16 queries are widened exactly, then scored in fp32"
+    (grad_query,) = torch.autograd.grad(scores.sum(), (query,))
+    assert grad_query.dtype == torch.bfloat16
     keys_bf16 = keys.bfloat16()
-    scores_bf16_keys, indices_bf16_keys = product_key_topk_triton(query, keys_bf16, knn)
-    assert_exact_topk(scores_bf16_keys.float(), indices_bf16_keys, query, keys_bf16, knn, atol=3e-2, rtol=1e-2)
-
-
-def test_topk_bf16_backward_returns_input_dtypes():
-    query = torch.randn(2, 1, 8).bfloat16().requires_grad_()
-    keys = torch.randn(1, 2, 8, 4, requires_grad=True)
-    scores, _ = product_key_topk_triton(query, keys, 3)
-    grad_query, grad_keys = torch.autograd.grad(scores.float().sum(), (query, keys))
-    assert grad_query.dtype == torch.bfloat16 and grad_keys.dtype == torch.float32
-    ref_scores, _ = product_key_topk_torch(query.float(), keys, 3)
-    ref_query, ref_keys = torch.autograd.grad(ref_scores.sum(), (query, keys))
-    torch.testing.assert_close(grad_query.float(), ref_query.float(), atol=2e-2, rtol=1e-2)
-    torch.testing.assert_close(grad_keys, ref_keys, atol=2e-2, rtol=1e-2)
+    scores_bf16_keys, indices_bf16_keys = product_key_topk_triton(query.detach(), keys_bf16, knn)
+    assert_exact_topk(scores_bf16_keys, indices_bf16_keys, query.detach().float(), keys_bf16.float(), knn)
 
 
 def test_topk_rejects_float64_and_bad_shapes():
@@ -154,11 +126,43 @@ def test_topk_rejects_float64_and_bad_shapes():
         product_key_topk_triton(torch.randn(2, 1, 4), torch.randn(1, 2, 8, 2), 9)
 
 
-def test_dispatching_topk_on_the_triton_backend_uses_the_kernel():
+def test_dispatching_topk_on_the_triton_backend_uses_the_kernel(monkeypatch):
+    from memory_layers.ops import triton_topk
+
+    calls = []
+    kernel = triton_topk.select_topk_triton
+    monkeypatch.setattr(triton_topk, "select_topk_triton", lambda halves, knn: calls.append(knn) or kernel(halves,
+                                                                                                             knn))
     query = torch.randn(2, 1, 6, requires_grad=True)
     keys = torch.randn(1, 2, 9, 3)
     scores, indices = product_key_topk(query, keys, 4, backend="triton")
-    assert "ProductKeyTopk" in type(scores.grad_fn).__name__
+    assert calls == [4]
     ref_scores, ref_indices = product_key_topk_torch(query, keys, 4)
     assert torch.equal(indices, ref_indices)
     torch.testing.assert_close(scores, ref_scores)
+
+
+def test_auto_on_the_triton_backend_times_the_selection_once_per_key(monkeypatch, caplog):
+    """`auto` with triton resolved (CUDA) races the two selections once per key, like the bag paths."""
+    calls = []
+
+    def fake_time(fn, halves, knn):
+        calls.append(fn.__name__)
+        return {"select_topk_triton": 2.0, "select_topk_torch": 1.0}[fn.__name__]
+
+    monkeypatch.setattr(dispatch, "resolve_backend", lambda device, backend=None: "triton")
+    monkeypatch.setattr(dispatch, "_time_select", fake_time)
+    query, keys = torch.randn(5, 2, 8), torch.randn(2, 2, 6, 4)
+    with caplog.at_level(logging.INFO, logger=dispatch.__name__):
+        first = product_key_topk(query, keys, 3)  # 10 token-heads: bucket 16
+        second = product_key_topk(query[:4], keys, 3)  # 8 token-heads: bucket 8
+        product_key_topk(query[:3], keys, 3)  # 6 token-heads: bucket 8 again, cached
+    assert sorted(calls) == ["select_topk_torch", "select_topk_torch", "select_topk_triton", "select_topk_triton"]
+    assert topk_path_cache() == {("cpu", 6, 3, 16): "torch", ("cpu", 6, 3, 8): "torch"}
+    assert len([r for r in caplog.records if "top-k selection" in r.getMessage()]) == 2
+    for scores, slots in (first, second):
+        assert torch.equal(slots, product_key_topk_torch(query[:slots.shape[0]], keys, 3)[1])
+    # float64 half scores never go to the kernel
+    calls.clear()
+    product_key_topk(query.double(), keys.double(), 3)
+    assert calls == []

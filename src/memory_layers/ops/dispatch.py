@@ -11,7 +11,11 @@ Embedding-bag path (``path=`` argument, else ``MEMORY_LAYERS_BAG_PATH``, default
     ``auto``   on the torch backend ``F.embedding_bag``; on the triton backend ``fused`` for tables of more than
                :data:`DENSE_MAX_SLOTS` slots, and for smaller tables whichever of the two was faster when first
                timed for that (device, S, V, B, dtypes, token bucket, grad) key; the winner is cached per process
-               (:func:`clear_bag_path_cache` forgets it) and logged once.
+               (:func:`clear_path_caches` forgets it) and logged once.
+
+Top-k: half scores are one fp32 GEMM on every backend; the backend picks the slots from them (sort and pruning).
+With ``auto`` on CUDA, the Triton selection and the torch one are timed on the first call per (device, n_keys,
+knn, token-head bucket) and the faster is kept, as for the bag.
 
 The triton modules are imported only when first used, so ``import memory_layers`` works without triton, and
 ``TRITON_INTERPRET`` may be set after ``memory_layers`` was imported (but before the first triton call).
@@ -29,7 +33,15 @@ from typing import Callable, Dict, Optional, Tuple, Union
 import torch
 
 from .dense_bag import embedding_bag_dense
-from .reference import _check_bag_shapes, embedding_bag_torch, product_key_topk_torch
+from .reference import (
+    _check_bag_shapes,
+    _check_topk_shapes,
+    embedding_bag_torch,
+    half_scores,
+    product_key_topk_with,
+    select_topk_torch,
+    topk_with,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +53,14 @@ BAG_PATHS = ("auto", "fused", "dense")
 DENSE_MAX_SLOTS = 16384
 MEASURE_WARMUP = 1
 MEASURE_ITERATIONS = 3
-# Query dtypes the triton top-k kernel accepts; ``auto`` falls back to torch for others (e.g. float64).
-TRITON_TOPK_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 DeviceLike = Union[torch.device, str]
-BagKey = Tuple[object, ...]
+MeasureKey = Tuple[object, ...]
 
-_BAG_PATH_CACHE: Dict[BagKey, str] = {}
-_BAG_PATH_LOCK = threading.Lock()
+_BAG_PATH_CACHE: Dict[MeasureKey, str] = {}
+_TOPK_PATH_CACHE: Dict[MeasureKey, str] = {}
+_CACHE_LOCK = threading.Lock()
+_MEASURING = threading.local()
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,16 +164,33 @@ def _token_bucket(tokens: int) -> int:
     return 1 << max(0, int(tokens) - 1).bit_length()
 
 
-def _bag_key(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> BagKey:
+def _bag_key(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> MeasureKey:
     grad = torch.is_grad_enabled() and (values.requires_grad or weights.requires_grad)
     slots, v_dim = values.shape
     tokens, bag = indices.shape
     return (str(values.device), slots, v_dim, bag, values.dtype, weights.dtype, _token_bucket(tokens), grad)
 
 
+def _topk_key(halves: torch.Tensor, knn: int) -> MeasureKey:
+    tokens, heads, _, n_keys = halves.shape
+    return (str(halves.device), n_keys, knn, _token_bucket(tokens * heads))
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _mean_seconds(step: Callable[[], None], device: torch.device) -> float:
+    """Mean seconds of ``step`` over :data:`MEASURE_ITERATIONS` calls after :data:`MEASURE_WARMUP` untimed ones."""
+    for _ in range(MEASURE_WARMUP):
+        step()
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(MEASURE_ITERATIONS):
+        step()
+    _synchronize(device)
+    return (time.perf_counter() - start) / MEASURE_ITERATIONS
 
 
 def _time_bag(fn: Callable, values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, grad: bool) -> float:
@@ -170,16 +199,19 @@ def _time_bag(fn: Callable, values: torch.Tensor, indices: torch.Tensor, weights
         values = values.detach().requires_grad_(grad and values.requires_grad)
         weights = weights.detach().requires_grad_(grad and weights.requires_grad)
         inputs = [t for t in (values, weights) if t.requires_grad]
-        start = 0.0
-        for step in range(MEASURE_WARMUP + MEASURE_ITERATIONS):
-            if step == MEASURE_WARMUP:
-                _synchronize(values.device)
-                start = time.perf_counter()
+
+        def step() -> None:
             out = fn(values, indices, weights)
             if inputs:
                 torch.autograd.grad(out, inputs, torch.ones_like(out))
-        _synchronize(values.device)
-    return (time.perf_counter() - start) / MEASURE_ITERATIONS
+
+        return _mean_seconds(step, values.device)
+
+
+def _time_select(fn: Callable, halves: torch.Tensor, knn: int) -> float:
+    """Mean seconds of the slot selection ``fn(halves, knn)`` (no gradient: selections have none)."""
+    with torch.no_grad():
+        return _mean_seconds(lambda: fn(halves, knn), halves.device)
 
 
 def _is_capturing(device: torch.device) -> bool:
@@ -190,43 +222,85 @@ def _is_capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
+def _keep(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _measured_choice(
+    cache: Dict[MeasureKey, str], key: MeasureKey, device: torch.device, default: str,
+    timings: Callable[[], Dict[str, float]],
+) -> Tuple[str, Optional[Dict[str, float]]]:
+    """The cached winner for ``key``, else the fastest of ``timings()`` (cached); also the times when measured now.
+
+    The timing runs without the cache lock held and under saved-tensor hooks of its own, so a caller's hooks never
+    see its graphs: a non-reentrant gradient checkpoint would otherwise recompute its whole forward when the timing
+    backward unpacks a saved tensor, and that forward would call this op again mid-measurement. A call that arrives
+    while this thread is measuring, or while tracing or capturing a CUDA graph, gets ``default`` (not cached).
+    """
+    cached = cache.get(key)
+    if cached is not None:
+        return cached, None
+    if getattr(_MEASURING, "active", False) or _is_capturing(device):
+        return default, None
+    _MEASURING.active = True
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
+            times = timings()
+    finally:
+        _MEASURING.active = False
+    with _CACHE_LOCK:
+        winner = cache.setdefault(key, min(times, key=times.get))
+    return winner, times
+
+
 def _measured_bag_path(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> str:
     """``triton`` or ``dense``, whichever ran faster on the first call for this key (cached)."""
     key = _bag_key(values, indices, weights)
-    cached = _BAG_PATH_CACHE.get(key)
-    if cached is not None:
-        return cached
-    if _is_capturing(values.device):
-        return "triton"
-    with _BAG_PATH_LOCK:
-        cached = _BAG_PATH_CACHE.get(key)
-        if cached is not None:
-            return cached
-        grad = bool(key[-1])
-        times = {
-            "triton": _time_bag(embedding_bag_triton, values, indices, weights, grad),
-            "dense": _time_bag(embedding_bag_dense, values, indices, weights, grad),
-        }
-        winner = min(times, key=times.get)
-        _BAG_PATH_CACHE[key] = winner
-    logger.info(
-        "embedding bag on %s, %d slots x %d, bag %d, %s, ~%d tokens%s: %s path (fused %.3f ms, dense %.3f ms)",
-        key[0], key[1], key[2], key[3], str(values.dtype).replace("torch.", ""), key[6], ", with grad" if grad else "",
-        "fused" if winner == "triton" else "dense", 1e3 * times["triton"], 1e3 * times["dense"],
-    )
+    grad = bool(key[-1])
+    winner, times = _measured_choice(_BAG_PATH_CACHE, key, values.device, "triton", lambda: {
+        "triton": _time_bag(embedding_bag_triton, values, indices, weights, grad),
+        "dense": _time_bag(embedding_bag_dense, values, indices, weights, grad),
+    })
+    if times is not None:
+        logger.info(
+            "embedding bag on %s, %d slots x %d, bag %d, %s, ~%d tokens%s: %s path (fused %.3f ms, dense %.3f ms)",
+            key[0], key[1], key[2], key[3], str(values.dtype).replace("torch.", ""), key[6],
+            ", with grad" if grad else "", "fused" if winner == "triton" else "dense", 1e3 * times["triton"],
+            1e3 * times["dense"],
+        )
     return winner
 
 
-def clear_bag_path_cache() -> None:
-    """Forget every measured fused-vs-dense choice (the next call per key measures again)."""
-    with _BAG_PATH_LOCK:
+def _measured_select(halves: torch.Tensor, knn: int) -> str:
+    """``triton`` or ``torch``: the slot selection that ran faster on the first call for this key (cached)."""
+    key = _topk_key(halves, knn)
+    winner, times = _measured_choice(_TOPK_PATH_CACHE, key, halves.device, "triton", lambda: {
+        "triton": _time_select(select_topk_triton, halves, knn),
+        "torch": _time_select(select_topk_torch, halves, knn),
+    })
+    if times is not None:
+        logger.info("top-k selection on %s, n_keys %d, knn %d, ~%d token-heads: %s (triton %.3f ms, torch %.3f ms)",
+                    key[0], key[1], key[2], key[3], winner, 1e3 * times["triton"], 1e3 * times["torch"])
+    return winner
+
+
+def clear_path_caches() -> None:
+    """Forget every measured choice, bag paths and top-k selections (the next call per key measures again)."""
+    with _CACHE_LOCK:
         _BAG_PATH_CACHE.clear()
+        _TOPK_PATH_CACHE.clear()
 
 
-def bag_path_cache() -> Dict[BagKey, str]:
-    """A copy of the measured choices: key (device, S, V, B, values dtype, weights dtype, token bucket, grad)."""
-    with _BAG_PATH_LOCK:
+def bag_path_cache() -> Dict[MeasureKey, str]:
+    """A copy of the measured bag paths: key (device, S, V, B, values dtype, weights dtype, token bucket, grad)."""
+    with _CACHE_LOCK:
         return dict(_BAG_PATH_CACHE)
+
+
+def topk_path_cache() -> Dict[MeasureKey, str]:
+    """A copy of the measured top-k selections: key (device, n_keys, knn, token-head bucket) -> triton or torch."""
+    with _CACHE_LOCK:
+        return dict(_TOPK_PATH_CACHE)
 
 
 def resolve_bag_path(
@@ -262,12 +336,12 @@ def _require_triton(device: torch.device) -> None:
     check_triton_launch(device)
 
 
-def product_key_topk_triton(query: torch.Tensor, keys: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The fused Triton product-key search; see :func:`memory_layers.ops.triton_topk.product_key_topk_triton`."""
-    _require_triton(query.device)
-    from .triton_topk import product_key_topk_triton as implementation
+def select_topk_triton(halves: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The Triton top-k selection (scores, slots); see :func:`memory_layers.ops.triton_topk.select_topk_triton`."""
+    _require_triton(halves.device)
+    from .triton_topk import select_topk_triton as implementation
 
-    return implementation(query, keys, knn)
+    return implementation(halves, knn)
 
 
 def embedding_bag_triton(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -278,23 +352,63 @@ def embedding_bag_triton(values: torch.Tensor, indices: torch.Tensor, weights: t
     return implementation(values, indices, weights)
 
 
+def product_key_topk_triton(query: torch.Tensor, keys: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact product-key search with the Triton slot selection (same contract as ``product_key_topk_torch``).
+
+    Half scores are one fp32 GEMM; the kernel sorts and prunes (see :mod:`memory_layers.ops.triton_topk`).
+    Raises TypeError for float64 inputs (their fp64 half scores are selected on the torch backend).
+    """
+    return product_key_topk_with(select_topk_triton, query, keys, knn)
+
+
+def _select_topk(
+    halves: torch.Tensor, knn: int, backend: Optional[str], sorted: bool
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Top-k selection (scores, slots) on the chosen backend; ``auto`` on the triton backend times triton against
+    torch once per key."""
+    resolved = resolve_backend(halves.device, backend)
+    if resolved == "triton" and backend_choice(backend) == "auto":
+        resolved = _measured_select(halves, knn) if halves.dtype == torch.float32 else "torch"
+    if resolved == "triton":
+        return select_topk_triton(halves, knn)
+    return select_topk_torch(halves, knn, sorted)
+
+
+def topk_from_half_scores(
+    halves: torch.Tensor, knn: int, backend: Optional[str] = None, sorted: bool = True
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-knn slots from half scores on the chosen backend (the second step of :func:`product_key_topk`).
+
+    Args:
+        halves: (T, H, 2, N) fp32 (or fp64) half scores; knn: slots per (token, head).
+        backend: ``auto``, ``torch`` or ``triton``; None reads ``MEMORY_LAYERS_BACKEND``.
+        sorted: best first; False lets the torch backend skip ordering the knn winners (the same set).
+    Returns:
+        scores (T, H, knn) in the half scores' dtype, differentiable in ``halves``, and indices (T, H, knn) int64
+        slot ids ``i * N + j``.
+    """
+    return topk_with(lambda h, k: _select_topk(h, k, backend, sorted), halves, knn)
+
+
 def product_key_topk(
-    query: torch.Tensor, keys: torch.Tensor, knn: int, backend: Optional[str] = None
+    query: torch.Tensor, keys: torch.Tensor, knn: int, backend: Optional[str] = None, sorted: bool = True
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Exact product-key search on the chosen backend.
+
+    Half scores (T, H, 2, N) are one GEMM in fp32 (fp64 for fp64 inputs) with autocast off, on every backend; the
+    backend only selects the slots, and the scores are gathered from the half scores, so backends agree under
+    autocast too.
 
     Args:
         query: (T, H, K) queries; keys: (H, 2, N, K // 2) sub-keys; knn: slots per (token, head).
         backend: ``auto``, ``torch`` or ``triton``; None reads ``MEMORY_LAYERS_BACKEND``.
+        sorted: best first (the default); see :func:`topk_from_half_scores`.
     Returns:
-        scores (T, H, knn) sorted descending, indices (T, H, knn) int64 slot ids ``i * N + j``.
+        scores (T, H, knn) fp32 (fp64 for fp64 inputs), indices (T, H, knn) int64 slot ids ``i * N + j``.
+        Differentiable in query and keys.
     """
-    resolved = resolve_backend(query.device, backend)
-    if resolved == "triton" and backend_choice(backend) == "auto" and query.dtype not in TRITON_TOPK_DTYPES:
-        resolved = "torch"
-    if resolved == "triton":
-        return product_key_topk_triton(query, keys, knn)
-    return product_key_topk_torch(query, keys, knn)
+    _check_topk_shapes(query, keys, knn)
+    return topk_from_half_scores(half_scores(query, keys), knn, backend, sorted)
 
 
 _BAG_IMPLEMENTATIONS: Dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {

@@ -5,8 +5,9 @@ Forward, grid (T, cdiv(V, BLOCK_V)): each program walks its token's bag in BLOCK
 
 Backward:
     grad_weights[t, b] = grad_out[t] . values[indices[t, b]], grid (T, cdiv(B, BLOCK_B)), looping over V blocks;
-    grad_values by a sorted segment reduction: the host sorts the flat (T * B) indices (stable argsort), counts
-    each slot (bincount) and takes the cumulative sum as segment offsets (S + 1,); the kernel, grid
+    grad_values by a sorted segment reduction: torch sorts the flat (T * B) indices (stable) and finds each
+    slot's segment start by a binary search in them (searchsorted, (S + 1,) offsets: no host sync, unlike a
+    bincount, so the backward can be captured in a CUDA graph); the kernel, grid
     (S, cdiv(V, BLOCK_V)), sums ``weight * grad_out[token]`` over its slot's segment in BLOCK_E chunks. Every row
     is written exactly once (rows never read get zeros), so no atomics and a deterministic result.
 
@@ -183,12 +184,9 @@ def sorted_segments(indices: torch.Tensor, n_slots: int) -> Tuple[torch.Tensor, 
         order (T * B,) int64: flat entry positions sorted by slot (stable), and offsets (S + 1,) int64: slot r's
         entries are ``order[offsets[r]:offsets[r + 1]]``.
     """
-    flat = indices.reshape(-1)
-    order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=n_slots)
-    offsets = torch.zeros(n_slots + 1, dtype=torch.int64, device=indices.device)
-    torch.cumsum(counts, dim=0, out=offsets[1:])
-    return order, offsets
+    sorted_slots, order = indices.reshape(-1).sort(stable=True)
+    boundaries = torch.arange(n_slots + 1, dtype=sorted_slots.dtype, device=indices.device)
+    return order, torch.searchsorted(sorted_slots, boundaries)
 
 
 def _bag_grad_values(
