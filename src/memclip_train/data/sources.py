@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import braceexpand
 
@@ -23,21 +23,26 @@ def is_csv(spec: str) -> bool:
     return spec.endswith((".csv", ".tsv")) and os.path.isfile(spec)
 
 
-def count_samples(urls: List[str]) -> Optional[int]:
-    """Total samples of the listed shards from each folder's ``sizes.json``; None if any shard is not listed."""
-    total = 0
-    cache = {}
+def listed_sizes(urls: List[str]) -> Dict[str, int]:
+    """``{url: samples}`` for the shards that their folder's ``sizes.json`` lists (others are left out)."""
+    sizes: Dict[str, int] = {}
+    folders: Dict[str, Optional[Dict[str, int]]] = {}
     for url in urls:
         folder = os.path.dirname(url)
-        if folder not in cache:
+        if folder not in folders:
             path = Path(folder) / SIZES_FILE
-            cache[folder] = json.loads(path.read_text()) if path.is_file() else None
-        sizes = cache[folder]
+            folders[folder] = json.loads(path.read_text()) if path.is_file() else None
+        listed = folders[folder] or {}
         name = os.path.basename(url)
-        if not sizes or name not in sizes:
-            return None
-        total += int(sizes[name])
-    return total
+        if name in listed:
+            sizes[url] = int(listed[name])
+    return sizes
+
+
+def count_samples(urls: List[str]) -> Optional[int]:
+    """Total samples of the listed shards from each folder's ``sizes.json``; None if any shard is not listed."""
+    sizes = listed_sizes(urls)
+    return sum(sizes[url] for url in urls) if all(url in sizes for url in urls) else None
 
 
 def resolve_webdataset(spec: str, num_samples: Optional[int], flag: str) -> Tuple[List[str], int]:
