@@ -21,6 +21,17 @@ PREEMPTED_EXIT_CODE = 3
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
+def leave_signals_to_the_main_process(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: ignore SIGUSR1/SIGTERM in a worker.
+
+    SLURM's preemption and ``scancel`` signal every process of the step. A worker killed by the signal would take the
+    run down before the main process saves; ignoring it, the workers keep serving batches until the main process
+    has written its checkpoint, and they stop with it as always.
+    """
+    for number in SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
 class Preempted(RuntimeError):
     """Raised after the checkpoint is written; the run should exit with PREEMPTED_EXIT_CODE."""
 
