@@ -12,7 +12,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from memclip.checkpoint import CONFIG_KEY, atomic_write_bytes
 logger = logging.getLogger(__name__)
 
 LATEST = "epoch_latest.pt"
+PREVIOUS = "epoch_latest.prev.pt"  # the checkpoint LATEST replaced, kept until the new one has proven finite
 _EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt$")
 
 
@@ -80,21 +81,67 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[st
     logger.info("saved %s (epoch %d, step %d)", path, state.epoch, state.step)
 
 
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint that cannot be read, that ``torch.load``'s safe mode refuses, or that is no training checkpoint;
+    the message names the file."""
+
+
 def load_checkpoint(path: Path) -> Dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A training checkpoint, read with ``weights_only=True``.
+
+    Raises:
+        UnreadableCheckpoint: the file is damaged, refused by the safe mode, or lacks the training keys.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # damaged files fail in many ways inside torch.load
+        reason = next(iter(str(error).strip().splitlines()), "")
+        raise UnreadableCheckpoint(f"{path} is not a readable checkpoint ({type(error).__name__}: {reason})") from error
+    missing = sorted({"epoch", "state_dict", "optimizer"} - set(checkpoint)) if isinstance(checkpoint, dict) else []
+    if not isinstance(checkpoint, dict) or missing:
+        raise UnreadableCheckpoint(f"{path} is not a training checkpoint (it lacks {missing or 'a dict'})")
+    return checkpoint
 
 
-def find_resume_checkpoint(folder: Path) -> Optional[Path]:
-    """The newest checkpoint in ``folder``: ``epoch_latest.pt`` if it loads, else the highest ``epoch_N.pt``."""
-    candidates = []
-    if (folder / LATEST).is_file():
-        candidates.append(folder / LATEST)
-    numbered = sorted((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.search(p.name)))
-    candidates.extend(p for _, p in reversed(numbered))
-    for path in candidates:
+def set_aside(path: Path, suffix: str) -> Path:
+    """Rename ``path`` to ``path`` + ``suffix`` (numbered if that exists), so that nothing overwrites it."""
+    target, number = path.with_name(path.name + suffix), 1
+    while target.exists():
+        target, number = path.with_name(f"{path.name}{suffix}.{number}"), number + 1
+    path.rename(target)
+    return target
+
+
+def find_resume_checkpoint(folder: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """The newest readable checkpoint in ``folder`` and its content: ``epoch_latest.pt``, else the newer of
+    ``epoch_latest.prev.pt`` and the highest readable ``epoch_N.pt``. None when the folder holds no checkpoint.
+
+    A damaged file is never overwritten later: when an older checkpoint is used, it is set aside as ``*.corrupt``.
+
+    Raises:
+        UnreadableCheckpoint: checkpoints exist but none can be read (they are left in place).
+    """
+    unreadable: List[Tuple[Path, UnreadableCheckpoint]] = []
+
+    def read(path: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
         try:
-            load_checkpoint(path)
-            return path
-        except Exception as error:  # a damaged file: fall back to the next newest, and say so
-            logger.warning("cannot read %s (%s); trying an older checkpoint", path, error)
-    return None
+            return path, load_checkpoint(path)
+        except UnreadableCheckpoint as error:
+            logger.warning("cannot resume from %s", error)
+            unreadable.append((path, error))
+            return None
+
+    found = read(folder / LATEST) if (folder / LATEST).is_file() else None
+    if found is None:
+        options = [read(folder / PREVIOUS)] if (folder / PREVIOUS).is_file() else []
+        numbered = sorted((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.search(p.name)))
+        options.append(next((c for c in (read(p) for _, p in reversed(numbered)) if c is not None), None))
+        options = [o for o in options if o is not None]
+        found = max(options, key=lambda option: option[1].get("step", 0)) if options else None
+    if found is None and unreadable:
+        raise UnreadableCheckpoint(f"--resume latest: no checkpoint in {folder} can be read ("
+                                   + "; ".join(str(error) for _, error in unreadable)
+                                   + "). Move them away to start over, or pass --resume PATH")
+    for path, _ in unreadable:
+        logger.warning("set %s aside as %s (resuming from %s)", path, set_aside(path, ".corrupt").name, found[0])
+    return found

@@ -11,11 +11,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import memclip
+
+from .cli import add_debug_flag
+
 PRECISIONS = ("fp32", "amp", "amp_bf16")
 DATASET_TYPES = ("webdataset", "csv", "auto")
 DISTILL_LOSSES = ("cosine", "mse", "l2")
 TRAINABLE_PARTS = ("memory", "visual", "text", "logit_scale", "all")
 REPORT_TO = ("tensorboard", "wandb", "none")
+PROG = "python -m memclip_train.main"
 
 
 class ConfigError(ValueError):
@@ -178,6 +183,7 @@ class LoggingConfig:
     val_frequency: int = 1
     resume: Optional[str] = None
     progress: bool = True
+    debug: bool = False
 
     def __post_init__(self) -> None:
         bad = [r for r in self.report_to if r not in REPORT_TO]
@@ -238,7 +244,7 @@ def _parts(text: str) -> Tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m memclip_train.main",
+        prog=PROG,
         description="Train CLIP models with open_clip-style flags: contrastive, --distill (memory from a frozen "
                     "teacher), --long-short-alpha (stage 2), --distill-text (a RoPE text tower).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -311,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
+    add_debug_flag(p)
     return p
 
 
@@ -330,21 +337,42 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                         args.distill_layer_weight, args.distill_text, args.long_short_alpha, args.local_loss,
                         args.gather_with_grad),
         logging=LoggingConfig(args.logs, args.name, report_to, args.log_every_n_steps, args.save_frequency,
-                              args.save_every_n_steps, args.val_frequency, args.resume, not args.no_progress),
+                              args.save_every_n_steps, args.val_frequency, args.resume, not args.no_progress,
+                              debug=args.debug),
         seed=args.seed,
         device=args.device,
     )
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    """Parse the command line into a validated :class:`TrainConfig`; bad flags exit with argparse's message."""
+    """Parse the command line into a validated :class:`TrainConfig`; bad flags exit with code 2 and a message."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return config_from_args(args)
-    except ConfigError as error:
-        parser.error(str(error))
-        raise  # unreachable: parser.error exits
+        config = config_from_args(args)
+        check_model(config)
+        return config
+    except ConfigError as error:  # one line, as every user error (argparse's own errors add the usage)
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+def check_model(config: TrainConfig) -> None:
+    """``--model`` is known and ``--memory`` makes a valid memory config for it (checked before any run folder).
+
+    Raises:
+        ConfigError: naming the flag and what is wrong.
+    """
+    try:
+        spec = memclip.get_model_spec(config.model.model)
+    except memclip.InputError as error:
+        raise ConfigError(f"--model {config.model.model}: {error}") from error
+    if config.model.memory:
+        base = spec.memory.to_dict() if spec.memory is not None else {}
+        try:
+            memclip.MemoryConfig.from_dict({**base, **dict(config.model.memory)}).check_layers(
+                spec.model_cfg["vision_cfg"]["layers"])
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"--memory {' '.join(f'{k}={v}' for k, v in config.model.memory)}: {error}") from error
 
 
 def format_params(config: TrainConfig) -> List[str]:

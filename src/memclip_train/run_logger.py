@@ -14,13 +14,13 @@ logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
 
 
-def setup_logging(path: Optional[Path], is_master: bool) -> Optional[logging.Handler]:
-    """Log to the console (INFO on rank 0, WARNING elsewhere) and, on rank 0, to ``path``.
+def setup_logging(path: Optional[Path], is_master: bool, debug: bool = False) -> Optional[logging.Handler]:
+    """Log to the console (INFO on rank 0, or DEBUG with ``debug``; WARNING elsewhere) and, on rank 0, to ``path``.
 
     Returns the file handler (remove it from the root logger when the run ends), or None.
     """
     root = logging.getLogger()
-    root.setLevel(logging.INFO if is_master else logging.WARNING)
+    root.setLevel((logging.DEBUG if debug else logging.INFO) if is_master else logging.WARNING)
     formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d,%H:%M:%S")
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
                for h in root.handlers):

@@ -66,7 +66,8 @@ def resolve_webdataset(spec: str, num_samples: Optional[int], flag: str) -> Tupl
     return urls, num_samples
 
 
-def has_captions(spec: str, dataset_type: str = "auto", csv_caption_key: str = "title", separator: str = "\t") -> bool:
+def has_captions(spec: str, dataset_type: str = "auto", csv_caption_key: str = "title", separator: str = "\t",
+                 flag: str = "--val-data") -> bool:
     """Whether the first sample of a source carries a caption (``txt`` or ``json``), without decoding images."""
     import tarfile
 
@@ -77,10 +78,13 @@ def has_captions(spec: str, dataset_type: str = "auto", csv_caption_key: str = "
     first = expand_urls(spec)[0]
     if "://" in first or first.startswith("pipe:") or not os.path.isfile(first):
         return True
-    with tarfile.open(first) as tar:
-        for index, member in enumerate(tar):
-            if member.name.endswith((".txt", ".json")):
-                return True
-            if index > 20:
-                break
+    try:
+        with tarfile.open(first) as tar:
+            for index, member in enumerate(tar):
+                if member.name.endswith((".txt", ".json")):
+                    return True
+                if index > 20:
+                    break
+    except tarfile.TarError as error:
+        raise ValueError(f"{flag} {first}: not a readable tar file ({str(error).splitlines()[0]})") from error
     return False
