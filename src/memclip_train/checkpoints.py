@@ -1,13 +1,14 @@
 """Training checkpoints: open_clip's keys plus what an exact resume needs, written atomically.
 
 Keys: ``epoch`` (epochs completed), ``name``, ``state_dict``, ``optimizer``, ``scaler`` (open_clip's), plus
-``step`` (optimizer steps so far), ``batch_in_epoch`` and ``stream_position`` (where a mid-epoch save stands),
+``scheduler`` (the learning-rate schedule's settings), ``step`` (optimizer steps so far), ``batch_in_epoch`` and ``stream_position`` (where a mid-epoch save stands),
 ``rng`` (torch, CUDA, Python and NumPy states), ``args`` (the TrainConfig) and ``memclip_config`` (so
 ``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of it loads with ``weights_only=True``.
 """
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ def restore_rng(state: Dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[str, Any],
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[str, Any], scheduler_state: Dict[str, Any],
                     scaler: Optional[Any], state: TrainState, name: str, args: Dict[str, Any]) -> None:
     """Write a checkpoint through a temporary file and a rename (a reader never sees half of one).
 
@@ -68,6 +69,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[st
         "name": name,
         "state_dict": model.state_dict(),
         "optimizer": optimizer_state,
+        "scheduler": scheduler_state,
         "step": state.step,
         "batch_in_epoch": state.batch_in_epoch,
         "stream_position": state.stream_position,
@@ -145,3 +147,57 @@ def find_resume_checkpoint(folder: Path) -> Optional[Tuple[Path, Dict[str, Any]]
     for path, _ in unreadable:
         logger.warning("set %s aside as %s (resuming from %s)", path, set_aside(path, ".corrupt").name, found[0])
     return found
+
+
+class CheckpointLedger:
+    """The checkpoints of a run and the step each was saved at, so that a non-finite loss never leaves a bad one to
+    resume from.
+
+    A checkpoint saved after step ``s`` holds weights whose loss is first computed at step ``s + 1``: it is only known
+    to be good once a later loss is finite. So ``epoch_latest.pt`` is not replaced outright: the one it replaces is kept
+    as ``epoch_latest.prev.pt``. When the loss of step ``k`` is non-finite, every checkpoint of step ``k - 1`` or later
+    is set aside as ``*.nonfinite`` and ``epoch_latest.prev.pt`` becomes ``epoch_latest.pt`` again. Every rank keeps
+    the ledger; only ``writes_files`` (rank 0) touches the files.
+    """
+
+    def __init__(self, folder: Path, writes_files: bool, resumed_from: Optional[Tuple[Path, int]] = None) -> None:
+        self.folder = folder
+        self.writes_files = writes_files
+        self.steps: Dict[Path, int] = dict([resumed_from]) if resumed_from is not None else {}
+        self.last_saved: Optional[Path] = resumed_from[0] if resumed_from is not None else None
+
+    def before_save(self, path: Path) -> None:
+        """Keep the checkpoint that saving ``path`` would replace, when it is ``epoch_latest.pt``."""
+        previous = self.folder / PREVIOUS
+        if path.name != LATEST:
+            return
+        if self.writes_files and path.exists():
+            os.replace(path, previous)
+        self.steps.pop(previous, None)
+        if path in self.steps:
+            self.steps[previous] = self.steps.pop(path)
+
+    def saved(self, path: Path, step: int) -> None:
+        self.steps[path] = step
+        self.last_saved = path
+
+    def discard_from(self, step: int) -> Tuple[Optional[Tuple[Path, int]], List[Path]]:
+        """Set aside every checkpoint of ``step`` or later; returns the last good one (path, step), if any, and the
+        files set aside."""
+        aside = []
+        for path in [p for p, saved in self.steps.items() if saved >= step]:
+            del self.steps[path]
+            if self.writes_files and path.parent == self.folder and path.exists():  # a --resume PATH elsewhere stays
+                aside.append(set_aside(path, ".nonfinite"))
+        latest, previous = self.folder / LATEST, self.folder / PREVIOUS
+        if latest not in self.steps and previous in self.steps:
+            if self.writes_files:
+                os.replace(previous, latest)
+            self.steps[latest] = self.steps.pop(previous)
+        good = max(self.steps.items(), key=lambda item: item[1], default=None)
+        return good, aside
+
+    def finish(self) -> None:
+        """The run is complete: the kept previous checkpoint is no longer needed."""
+        if self.writes_files:
+            (self.folder / PREVIOUS).unlink(missing_ok=True)

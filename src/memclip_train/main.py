@@ -154,10 +154,8 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     optimizer = create_optimizer(config, task.model)
     scaler = create_scaler(config, env)
     state = TrainState()
-    resumed = resume_point(config, run_dir)
-    checkpoint_path = resumed[0] if resumed is not None else None
-    if resumed is not None:
-        checkpoint = resumed[1]
+    checkpoint_path, checkpoint = resume_point(config, run_dir) or (None, {})
+    if checkpoint_path is not None:
         load_weights(task.model, checkpoint, checkpoint_path, config)
         load_full_optimizer_state_dict(optimizer, checkpoint["optimizer"], task.model)
         if scaler is not None and "scaler" in checkpoint:
@@ -173,10 +171,20 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
         model = DistributedDataParallel(task.model, device_ids=[env.device.index] if env.device.type == "cuda"
                                         else None)
     run_logger = RunLogger(run_dir, config, env.is_master)
-    trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state)
-    trainer.last_good = checkpoint_path
+    trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
+                      resumed_from=checkpoint_path)
+    if checkpoint_path is not None:
+        run_logger.drop_after(state.step)
+        if "scheduler" in checkpoint:
+            trainer.schedule.load_state_dict(checkpoint["scheduler"])
     try:
         trainer.fit()
+    except NonFiniteLoss as error:  # logged here, while out.log is still open
+        logger.error("%s", error)
+        raise
+    except Preempted as error:
+        logger.warning("%s", error)
+        raise
     finally:
         trainer.preemption.restore()
         run_logger.close()
@@ -192,11 +200,9 @@ def train_to_exit_code(config: TrainConfig) -> int:
     """0 when the run finished, 2 when its loss became non-finite, PREEMPTED_EXIT_CODE after a signal."""
     try:
         run(config)
-    except NonFiniteLoss as error:
-        logger.error("%s", error)
+    except NonFiniteLoss:
         return 2
-    except Preempted as error:
-        logger.warning("%s", error)
+    except Preempted:
         return PREEMPTED_EXIT_CODE
     return 0
 
