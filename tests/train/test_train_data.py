@@ -2,6 +2,7 @@
 import io
 import json
 import logging
+import re
 import shutil
 import tarfile
 
@@ -241,3 +242,12 @@ def test_a_stream_with_one_good_sample_among_bad_ones_still_fills_its_batches(tm
     stream = ShardStream([str(shard)], decoder, batch_size=2, batches_per_worker=3, shuffle_buffer=100)
     with deadline(60, "a stream with one good sample"):
         assert len(stream_batches(stream)) == 3
+
+
+def test_a_malformed_csv_source_is_named_with_its_line(tmp_path, decoder_parts):
+    table = tmp_path / "train.csv"
+    table.write_text("filepath\ttitle\n0.jpg\tred\n1.jpg\tblue\textra\tcolumns\n")
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    with pytest.raises(ValueError, match=f"{re.escape(str(table))}: .*line 3"):
+        CsvStream(str(table), decoder, batch_size=3, batches_per_worker=None)

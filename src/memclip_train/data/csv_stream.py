@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 import pandas as pd
 
 from .shard_stream import BatchStream, SkipCounter
+from .sources import read_table
 
 
 def read_caption_table(path: str, img_key: str, caption_key: str, long_caption_key: Optional[str],
@@ -17,7 +18,7 @@ def read_caption_table(path: str, img_key: str, caption_key: str, long_caption_k
     Raises:
         ValueError: a named column is missing; the message lists the table's columns.
     """
-    table = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    table = read_table(path, separator)
     wanted = [img_key, caption_key] + ([long_caption_key] if long_caption_key else [])
     missing = [c for c in wanted if c not in table.columns]
     if missing:

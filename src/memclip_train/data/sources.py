@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import braceexpand
+import pandas as pd
 
 SIZES_FILE = "sizes.json"
 
@@ -66,15 +68,25 @@ def resolve_webdataset(spec: str, num_samples: Optional[int], flag: str) -> Tupl
     return urls, num_samples
 
 
+def read_table(path: str, separator: str, rows: Optional[int] = None) -> pd.DataFrame:
+    """A CSV/TSV file as strings (the first ``rows`` rows, or all).
+
+    Raises:
+        ValueError: the file is not a table with this separator; the message names the file and, from the parser,
+            the line.
+    """
+    try:
+        return pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, nrows=rows)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        reason = next(iter(str(error).strip().splitlines()), type(error).__name__)
+        raise ValueError(f"{path}: not a table separated by {separator!r} ({reason})") from error
+
+
 def has_captions(spec: str, dataset_type: str = "auto", csv_caption_key: str = "title", separator: str = "\t",
                  flag: str = "--val-data") -> bool:
     """Whether the first sample of a source carries a caption (``txt`` or ``json``), without decoding images."""
-    import tarfile
-
-    import pandas as pd
-
     if (dataset_type == "csv") or (dataset_type == "auto" and is_csv(spec)):
-        return csv_caption_key in pd.read_csv(spec, sep=separator, nrows=1).columns
+        return csv_caption_key in read_table(spec, separator, rows=1).columns
     first = expand_urls(spec)[0]
     if "://" in first or first.startswith("pipe:") or not os.path.isfile(first):
         return True
