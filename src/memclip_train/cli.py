@@ -28,15 +28,27 @@ class UserError(ValueError):
     """A bad input found by a program itself; the message names it and what is expected."""
 
 
+class ProgramFailed(RuntimeError):
+    """A program run by another one (a pipeline stage) failed with exit code ``code``, after reporting why."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", "--debug", dest="debug", action="store_true",
                         help="log at debug level, and print the traceback of an error")
 
 
 def report_user_errors(program: str, debug: bool, body: Callable[[], Optional[int]]) -> int:
-    """Run ``body`` and return its exit code (None counts as 0); a user error prints one line and returns 2."""
+    """Run ``body`` and return its exit code (None counts as 0); a user error prints one line and returns 2, a failed
+    stage one line and its own exit code."""
     try:
         code = body()
+    except ProgramFailed as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return error.code
     except USER_ERRORS as error:
         if debug:
             traceback.print_exc()

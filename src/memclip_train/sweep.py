@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import memclip  # noqa: E402
 
+from .cli import add_debug_flag, report_user_errors  # noqa: E402
 from .demo.pipeline import DemoPipeline  # noqa: E402
 from .demo.plan import DemoPlan, StageRecipe  # noqa: E402
 
@@ -203,8 +204,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--distill-epochs", type=int, default=2)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="a toy world and one epoch per stage")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    return report_user_errors(parser.prog, args.debug, lambda: sweep(args))
+
+
+def sweep(args: argparse.Namespace) -> None:
+    for flag, path in (("--world", args.world), ("--teacher", args.teacher)):
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"{flag} {path} does not exist")
+    points = [p for grid in (args.grid or GRIDS) for p in grid_points(grid, args.model, args.n_keys, args.v_dims,
+                                                                       args.knn)]
     plan = DemoPlan.quick() if args.quick else DemoPlan()
     pipeline = DemoPipeline(args.out / "base", plan, progress=False)
     if args.world is not None:
@@ -217,21 +228,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 pipeline.run_command(stage.module, stage.args + (["--resume", "latest"] if stage.resumable and (
                     pipeline.logs / stage.name).exists() else []))
     teacher = args.teacher or pipeline.logs / "teacher" / "final"
-    try:
-        points = [p for grid in (args.grid or GRIDS)
-                  for p in grid_points(grid, args.model, args.n_keys, args.v_dims, args.knn)]
-    except ValueError as error:
-        parser.error(str(error))
     distill = StageRecipe(epochs=args.distill_epochs if not args.quick else 1, lr=2e-3, wd=0.05, warmup=5,
                           extra=("--value-lr", "5e-3"))
     finetune = StageRecipe(epochs=args.finetune_epochs, lr=2e-4, wd=0.05, warmup=5)
-    sweep = Sweep(args.out, pipeline, args.model, teacher, distill, finetune)
-    results = sweep.run(points)
+    results = Sweep(args.out, pipeline, args.model, teacher, distill, finetune).run(points)
     print(f"{len(results)} points -> {args.out / 'sweep_results.csv'}, {args.out / 'sweep.png'}")
     for row in results:
         print(f"  {row['grid']:<11} {row['point']:<12} long T2I R@1 {row['long_t2i_R@1']:5.1f}  "
               f"short T2I R@1 {row['short_t2i_R@1']:5.1f}  {row['seconds']:.0f}s")
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 import csv
 import json
 
+import pytest
+
 import memclip
 from memclip_train.sweep import grid_points, main, placements
 from memclip_train.synth import SynthConfig, generate_world
@@ -39,3 +41,14 @@ def test_small_sweep_writes_results_and_skips_finished_points(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert capsys.readouterr().out.count("python -m memclip_train.main") == 0
+
+
+@pytest.mark.parametrize("flags,named", [(["--world", "no/such/world"], "--world no/such/world"),
+                                         (["--model", "ViT-Tiny-8", "--grid", "knn"], "ViT-Tiny-8 has no memory"),
+                                         (["--model", "ViT-Nope-9", "--grid", "knn"], "ViT-Nope-9")])
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, flags, named):
+    assert main(["--out", str(tmp_path / "sweep"), *flags]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in err
+    assert not (tmp_path / "sweep").exists()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..cli import ProgramFailed
 from .plan import DemoPlan
 
 
@@ -175,7 +176,7 @@ class DemoPipeline:
             start = time.time()
             code = _entry(stage.module)(args)
             if code not in (0, None):
-                raise RuntimeError(f"stage '{stage.name}' failed (exit code {code}); see the output above")
+                raise ProgramFailed(f"stage '{stage.name}' failed (exit code {code}); see the output above", code)
             timings[stage.name] = round(time.time() - start, 1)
             timing_file.write_text(json.dumps(timings, indent=2) + "\n")
         self.timings = timings
@@ -192,7 +193,7 @@ class DemoPipeline:
         log(f"$ {Stage('', module, args, Path()).command()}")
         code = _entry(module)(args)
         if code not in (0, None):
-            raise RuntimeError(f"{module} failed (exit code {code})")
+            raise ProgramFailed(f"{module} failed (exit code {code}); see its output above", code)
 
 
 def first_retrieval_images(world: Path, count: int) -> List[Optional[Path]]:
