@@ -1,9 +1,10 @@
 """Training checkpoints: open_clip's keys plus what an exact resume needs, written atomically.
 
 Keys: ``epoch`` (epochs completed), ``name``, ``state_dict``, ``optimizer``, ``scaler`` (open_clip's), plus
-``scheduler`` (the learning-rate schedule's settings), ``step`` (optimizer steps so far), ``batch_in_epoch`` and ``stream_position`` (where a mid-epoch save stands),
-``rng`` (torch, CUDA, Python and NumPy states), ``args`` (the TrainConfig) and ``memclip_config`` (so
-``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of it loads with ``weights_only=True``.
+``scheduler`` (the learning-rate schedule's settings), ``step`` (optimizer steps so far), ``batch_in_epoch`` and
+``stream_position`` (where a mid-epoch save stands), ``rng`` (torch, CUDA, Python and NumPy states), ``args`` (the
+TrainConfig) and ``memclip_config`` (so ``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of
+it loads with ``weights_only=True``.
 """
 from __future__ import annotations
 
@@ -58,8 +59,9 @@ def restore_rng(state: Dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[str, Any], scheduler_state: Dict[str, Any],
-                    scaler: Optional[Any], state: TrainState, name: str, args: Dict[str, Any]) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[str, Any],
+                    scheduler_state: Dict[str, Any], scaler: Optional[Any], state: TrainState, name: str,
+                    args: Dict[str, Any]) -> None:
     """Write a checkpoint through a temporary file and a rename (a reader never sees half of one).
 
     ``optimizer_state`` is the optimizer's state dict (with full value tables when they are sharded).

@@ -80,7 +80,8 @@ class RetrievalSplitWriter(SplitWriter):
     def add(self, item: Item) -> None:
         index = item["index"]
         self.files.file(self.folder / "image" / f"{index}.jpg").write_bytes(item["jpg"])
-        self.files.file(self.folder / "caption" / f"{index}.txt").write_text(item["long"].replace("\n", " ") + "\n", encoding="utf-8")
+        self.files.file(self.folder / "caption" / f"{index}.txt").write_text(item["long"].replace("\n", " ") + "\n",
+                                                                            encoding="utf-8")
         size = self.config.render.image_size
         self.images.append({"id": index, "file_name": f"image/{index}.jpg", "width": size, "height": size})
         for caption in item["short"]:
