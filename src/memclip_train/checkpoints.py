@@ -131,7 +131,7 @@ def find_resume_checkpoint(folder: Path) -> Optional[Tuple[Path, Dict[str, Any]]
         try:
             return path, load_checkpoint(path)
         except UnreadableCheckpoint as error:
-            logger.warning("cannot resume from %s", error)
+            logger.warning("%s", error)
             unreadable.append((path, error))
             return None
 
