@@ -136,7 +136,7 @@ class _Progress:
         self.untried.difference_update(self.tried.pop(cycle))
         if not self.untried:
             skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skips.counts.items()))
-            raise NoSamplesError(f"no usable sample in {self.described}: every shard is unreadable or every sample "
+            raise NoSamplesError(f"no usable sample in {self.described}: nothing could be read, or every sample "
                                  f"was skipped ({skipped or 'no sample could be read'})")
 
 
