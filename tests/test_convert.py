@@ -129,18 +129,15 @@ def test_csv_conversion(tmp_path):
 
 
 def test_bad_inputs_are_reported(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        convert_main(["sharegpt4v", "--json", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")])
+    assert exit_code(["sharegpt4v", "--json", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"not": "a list"}))
-    with pytest.raises(SystemExit):
-        convert_main(["sharegpt4v", "--json", str(bad), "--out", str(tmp_path / "o")])
+    assert exit_code(["sharegpt4v", "--json", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "ShareGPT4V layout" in capsys.readouterr().err
     table = tmp_path / "t.csv"
     table.write_text("path,text\na.jpg,x\n")
-    with pytest.raises(SystemExit):
-        convert_main(["csv", "--csv", str(table), "--out", str(tmp_path / "o")])
+    assert exit_code(["csv", "--csv", str(table), "--out", str(tmp_path / "o")]) == 2
     assert "missing columns ['filepath', 'caption']" in capsys.readouterr().err
 
 
@@ -163,6 +160,85 @@ def test_an_evaluation_sets_images_are_kept_out_of_train(sharegpt4v, tmp_path):
     assert {int(s["__key__"]) for s in read_split(out / "train")} == {1000, 1004, 1006}
     assert expand_urls(str(out / "train")) == [str(out / "train" / "000000.tar")]  # the trainer reads the folder
     assert count_samples(expand_urls(str(out / "train"))) == 3
-    with pytest.raises(SystemExit):
-        convert_main(["sharegpt4v", "--json", str(json_path), "--out", str(out), "--exclude-images",
-                      str(tmp_path / "nowhere.json")])
+    assert convert_main(["sharegpt4v", "--json", str(json_path), "--out", str(tmp_path / "shards3"),
+                         "--exclude-images", str(tmp_path / "nowhere.json")]) == 2
+
+
+def exit_code(argv):
+    try:
+        return convert_main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
+def test_images_outside_the_image_root_are_skipped_and_counted(tmp_path):
+    root = tmp_path / "root"
+    (root / "coco").mkdir(parents=True)
+    make_image(root / "coco" / "inside.jpg")
+    (tmp_path / "secret").mkdir()
+    make_image(tmp_path / "secret" / "x.jpg", colour=(1, 2, 3))
+    (root / "coco" / "link.jpg").symlink_to(tmp_path / "secret" / "x.jpg")
+    images = ["coco/inside.jpg", "../secret/x.jpg", str(tmp_path / "secret" / "x.jpg"), "coco/link.jpg",
+              str(root / "coco" / "inside.jpg")]
+    entries = [{"image": image, "conversations": [{"from": "gpt", "value": f"Caption {i}."}]}
+               for i, image in enumerate(images)]
+    source = tmp_path / "share.json"
+    source.write_text(json.dumps(entries))
+    out = tmp_path / "out"
+    assert convert_main(["sharegpt4v", "--json", str(source), "--image-root", str(root), "--out", str(out),
+                         "--val-size", "0", "--no-progress"]) == 0
+    assert sorted(int(s["__key__"]) for s in read_split(out / "train")) == [0, 4]
+    assert json.loads((out / "conversion.json").read_text())["splits"]["train"]["skipped"] == {"outside_root": 3}
+
+    table = tmp_path / "pairs.csv"
+    table.write_text("filepath,caption\n" + "".join(f"{image},caption {i}\n" for i, image in enumerate(images)))
+    assert convert_main(["csv", "--csv", str(table), "--image-root", str(root), "--out", str(tmp_path / "csv"),
+                         "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "csv" / "conversion.json").read_text())
+    assert summary["splits"]["train"]["samples_written"] == 2
+    assert summary["splits"]["train"]["skipped"] == {"outside_root": 3}
+
+
+def test_resumed_conversion_keeps_cumulative_counts(sharegpt4v, tmp_path):
+    json_path, root = sharegpt4v
+    out = tmp_path / "shards"
+    args = ["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--out", str(out),
+            "--samples-per-shard", "250", "--no-progress"]
+    assert convert_main(args) == 0
+    first = json.loads((out / "conversion.json").read_text())
+    (out / "val-1k" / "000002.tar").unlink()
+    assert convert_main(args) == 0
+    summary = json.loads((out / "conversion.json").read_text())
+    for split in ("train", "val-1k"):
+        for key in ("samples_written", "skipped", "shards"):
+            assert summary["splits"][split][key] == first["splits"][split][key], (split, key)
+    assert summary["splits"]["train"]["skipped"] == {"corrupt": 1, "missing": 1, "no_caption": 1}
+    assert summary["splits"]["val-1k"]["samples_written"] == 999
+
+
+@pytest.mark.parametrize("change,named", [(["--samples-per-shard", "300"], "--samples-per-shard 300 (the shards "
+                                                                           "there were written with 250)"),
+                                          (["--val-size", "500"], "--val-size 500 (the shards there were written "
+                                                                  "with 1000)")])
+def test_resume_with_another_shard_layout_is_refused(sharegpt4v, tmp_path, capsys, change, named):
+    json_path, root = sharegpt4v
+    out = tmp_path / "shards"
+    args = ["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--out", str(out),
+            "--samples-per-shard", "250", "--no-progress"]
+    assert convert_main(args) == 0
+    (out / "val-1k" / "000003.tar").unlink()
+    before = digest(out / "val-1k")
+    assert exit_code(args + change) == 2
+    assert named in capsys.readouterr().err
+    assert digest(out / "val-1k") == before and not (out / "val-1k" / "000003.tar").exists()
+
+
+def test_a_malformed_table_is_named_with_its_line(tmp_path, capsys):
+    make_image(tmp_path / "x.jpg")
+    table = tmp_path / "broken.csv"
+    table.write_text('filepath,caption\nx.jpg,fine\nx.jpg,too,many,fields\n')
+    assert exit_code(["csv", "--csv", str(table), "--image-root", str(tmp_path), "--out", str(tmp_path / "o"),
+                      "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and str(table) in lines[0] and "line 3" in lines[0] and "Traceback" not in err

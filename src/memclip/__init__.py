@@ -9,6 +9,7 @@
 from memory_layers import MemoryConfig, param_groups, track_usage
 
 from .checkpoint import load_model_state_dict, save_pretrained
+from .errors import InputError
 from .factory import create_model, create_model_and_transforms, get_tokenizer
 from .open_clip_hook import register_open_clip, unregister_open_clip
 from .registry import ModelSpec, add_model_config, get_model_config, get_model_spec, list_models
@@ -17,6 +18,7 @@ from .text_tower import TextTowerConfig
 from .version import __version__
 
 __all__ = [
+    "InputError",
     "MemoryConfig",
     "ModelSpec",
     "TextTowerConfig",

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from .pretrained import list_shipped_tags, shipped_weights
+from .errors import InputError
 from .registry import SAVED_CONFIG_NAME, ModelSpec, is_saved_model_dir, read_saved_config
 from .version import __version__
 
@@ -105,7 +106,7 @@ def load_model_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tenso
     """Strict load that accepts a shared tensor stored under only one of its names.
 
     Raises:
-        RuntimeError: keys are missing or unexpected, or shapes differ; the message lists them and names ``source``.
+        InputError: keys are missing or unexpected, or shapes differ; the message lists them and names ``source``.
     """
     aliases = _alias_groups(model)
     expected = set(aliases)
@@ -113,7 +114,7 @@ def load_model_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tenso
     missing = sorted(k for k in expected - given if not (aliases[k] & given))
     unexpected = sorted(given - expected)
     if missing or unexpected:
-        raise RuntimeError(
+        raise InputError(
             f"checkpoint {source or '<state dict>'} does not match the model: "
             f"{len(missing)} missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
             f"{len(unexpected)} unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
@@ -152,27 +153,34 @@ def _strip_module_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return state_dict
 
 
+def _first_line(error: Exception) -> str:
+    return next(iter(str(error).strip().splitlines()), type(error).__name__)
+
+
 def read_weights_file(path: Union[str, Path], weights_only: bool = True) -> Checkpoint:
     """Read a .safetensors, .pt, .pth or .bin file: a bare state dict, or a dict with ``state_dict`` (training)."""
     path = str(path)
-    if path.endswith(".safetensors"):
-        with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-        config = json.loads(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
-        return Checkpoint(path, load_file(path, device="cpu"), config)
     try:
+        if path.endswith(".safetensors"):
+            with safe_open(path, framework="pt") as f:
+                metadata = f.metadata() or {}
+            config = json.loads(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
+            return Checkpoint(path, load_file(path, device="cpu"), config)
         loaded = torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as error:
-        raise RuntimeError(
-            f"{path} holds objects that torch.load's safe mode refuses ({error}); pass weights_only=False only if "
-            "you trust the file"
+        raise InputError(
+            f"{path} holds objects that torch.load's safe mode refuses ({_first_line(error)}); pass weights_only=False "
+            "only if you trust the file"
         ) from error
+    except Exception as error:  # truncated or damaged files fail in many ways inside torch.load and safetensors
+        raise InputError(f"{path} is not a readable weights file ({type(error).__name__}: {_first_line(error)})"
+                         ) from error
     if isinstance(loaded, torch.jit.ScriptModule):
         state_dict = {k: v for k, v in loaded.state_dict().items()
                       if k not in ("input_resolution", "context_length", "vocab_size")}
         return Checkpoint(path, state_dict)
     if not isinstance(loaded, dict):
-        raise RuntimeError(f"{path} is not a state dict or a checkpoint dict (got {type(loaded).__name__})")
+        raise InputError(f"{path} is not a state dict or a checkpoint dict (got {type(loaded).__name__})")
     if "state_dict" in loaded:
         return Checkpoint(path, _strip_module_prefix(loaded["state_dict"]), loaded.get(CONFIG_KEY))
     return Checkpoint(path, _strip_module_prefix(loaded))
@@ -186,7 +194,7 @@ def read_checkpoint(
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        RuntimeError: an unknown tag (the message lists the teacher's tags) or a failed download.
+        InputError: an unknown tag (the message lists the teacher's tags) or a failed download.
     """
     if is_saved_model_dir(pretrained):
         saved = read_saved_config(pretrained)
@@ -204,7 +212,7 @@ def read_checkpoint(
         try:
             path = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
         except Exception as error:  # network, hub or cache failures: say which weights and where
-            raise RuntimeError(
+            raise InputError(
                 f"could not download pretrained '{pretrained}' for '{teacher}': {error}. Offline? Pass a local "
                 "checkpoint file or a saved memclip folder instead."
             ) from error
@@ -216,7 +224,7 @@ def read_checkpoint(
     if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
         raise FileNotFoundError(f"pretrained checkpoint not found: {pretrained}")
     known = (list_shipped_tags(teacher) + open_clip.list_pretrained_tags_by_model(teacher)) if teacher else []
-    raise RuntimeError(
+    raise InputError(
         f"pretrained '{pretrained}' is neither a file, a saved memclip folder, nor an open_clip tag of the teacher "
         f"'{teacher}' (known tags: {known})"
     )
@@ -226,10 +234,10 @@ def load_text_tower(model: nn.Module, source: str, weights_only: bool = True) ->
     """Replace ``model.text``'s weights with the ``text.*`` weights of a checkpoint or saved folder (strict).
 
     Raises:
-        RuntimeError: the source has no separate text tower, or its tower does not match the model's.
+        InputError: the source has no separate text tower, or its tower does not match the model's.
     """
     if getattr(model, "text", None) is None:
-        raise RuntimeError("the model has no separate text tower (model.text) to load weights into")
+        raise InputError("the model has no separate text tower (model.text) to load weights into")
     if is_saved_model_dir(source):
         checkpoint = read_weights_file(Path(source) / WEIGHTS_NAME, weights_only)
     elif os.path.isfile(source):
@@ -238,5 +246,5 @@ def load_text_tower(model: nn.Module, source: str, weights_only: bool = True) ->
         raise FileNotFoundError(f"text tower checkpoint not found: {source}")
     text_state = {k[len("text."):]: v for k, v in checkpoint.state_dict.items() if k.startswith("text.")}
     if not text_state:
-        raise RuntimeError(f"{source} has no text.* weights: was it trained with a separate (e.g. RoPE) text tower?")
+        raise InputError(f"{source} has no text.* weights: was it trained with a separate (e.g. RoPE) text tower?")
     load_model_state_dict(model.text, text_state, source=f"{source} (text tower)")

@@ -27,6 +27,7 @@ import open_clip.factory
 
 from memory_layers import MemoryConfig
 
+from .errors import InputError
 from .stem import VisionStemConfig
 from .text_tower import TextTowerConfig
 from .wide_mlp import WideMLPConfig
@@ -180,7 +181,7 @@ def get_model_spec(name: str) -> ModelSpec:
     """Find a model by registry name, saved memclip folder, or open_clip name (``hf-hub:``/``local-dir:`` too).
 
     Raises:
-        RuntimeError: the name is unknown to memclip and open_clip.
+        InputError: the name is unknown to memclip and open_clip.
     """
     if is_saved_model_dir(name):
         saved = read_saved_config(name)
@@ -197,7 +198,7 @@ def get_model_spec(name: str) -> ModelSpec:
     if open_clip_cfg is None:
         close = [m for m in list_models() if m.lower().startswith(name.lower().split("-")[0])][:8]
         hint = f" Similar names: {close}." if close else ""
-        raise RuntimeError(
+        raise InputError(
             f"Unknown model '{name}': not a memclip config, a saved memclip folder or an open_clip model.{hint} "
             "See memclip.list_models()."
         )

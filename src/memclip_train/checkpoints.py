@@ -1,18 +1,20 @@
 """Training checkpoints: open_clip's keys plus what an exact resume needs, written atomically.
 
 Keys: ``epoch`` (epochs completed), ``name``, ``state_dict``, ``optimizer``, ``scaler`` (open_clip's), plus
-``step`` (optimizer steps so far), ``batch_in_epoch`` and ``stream_position`` (where a mid-epoch save stands),
-``rng`` (torch, CUDA, Python and NumPy states), ``args`` (the TrainConfig) and ``memclip_config`` (so
-``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of it loads with ``weights_only=True``.
+``scheduler`` (the learning-rate schedule's settings), ``step`` (optimizer steps so far), ``batch_in_epoch`` and
+``stream_position`` (where a mid-epoch save stands), ``rng`` (torch, CUDA, Python and NumPy states), ``args`` (the
+TrainConfig) and ``memclip_config`` (so ``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of
+it loads with ``weights_only=True``.
 """
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from memclip.checkpoint import CONFIG_KEY, atomic_write_bytes
 logger = logging.getLogger(__name__)
 
 LATEST = "epoch_latest.pt"
+PREVIOUS = "epoch_latest.prev.pt"  # the checkpoint LATEST replaced, kept until the new one has proven finite
 _EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt$")
 
 
@@ -57,7 +60,8 @@ def restore_rng(state: Dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[str, Any],
-                    scaler: Optional[Any], state: TrainState, name: str, args: Dict[str, Any]) -> None:
+                    scheduler_state: Dict[str, Any], scaler: Optional[Any], state: TrainState, name: str,
+                    args: Dict[str, Any]) -> None:
     """Write a checkpoint through a temporary file and a rename (a reader never sees half of one).
 
     ``optimizer_state`` is the optimizer's state dict (with full value tables when they are sharded).
@@ -67,6 +71,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[st
         "name": name,
         "state_dict": model.state_dict(),
         "optimizer": optimizer_state,
+        "scheduler": scheduler_state,
         "step": state.step,
         "batch_in_epoch": state.batch_in_epoch,
         "stream_position": state.stream_position,
@@ -80,21 +85,121 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[st
     logger.info("saved %s (epoch %d, step %d)", path, state.epoch, state.step)
 
 
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint that cannot be read, that ``torch.load``'s safe mode refuses, or that is no training checkpoint;
+    the message names the file."""
+
+
 def load_checkpoint(path: Path) -> Dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A training checkpoint, read with ``weights_only=True``.
+
+    Raises:
+        UnreadableCheckpoint: the file is damaged, refused by the safe mode, or lacks the training keys.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # damaged files fail in many ways inside torch.load
+        reason = next(iter(str(error).strip().splitlines()), "")
+        raise UnreadableCheckpoint(f"{path} is not a readable checkpoint ({type(error).__name__}: {reason})") from error
+    missing = sorted({"epoch", "state_dict", "optimizer"} - set(checkpoint)) if isinstance(checkpoint, dict) else []
+    if not isinstance(checkpoint, dict) or missing:
+        raise UnreadableCheckpoint(f"{path} is not a training checkpoint (it lacks {missing or 'a dict'})")
+    return checkpoint
 
 
-def find_resume_checkpoint(folder: Path) -> Optional[Path]:
-    """The newest checkpoint in ``folder``: ``epoch_latest.pt`` if it loads, else the highest ``epoch_N.pt``."""
-    candidates = []
-    if (folder / LATEST).is_file():
-        candidates.append(folder / LATEST)
-    numbered = sorted((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.search(p.name)))
-    candidates.extend(p for _, p in reversed(numbered))
-    for path in candidates:
+def set_aside(path: Path, suffix: str) -> Path:
+    """Rename ``path`` to ``path`` + ``suffix`` (numbered if that exists), so that nothing overwrites it."""
+    target, number = path.with_name(path.name + suffix), 1
+    while target.exists():
+        target, number = path.with_name(f"{path.name}{suffix}.{number}"), number + 1
+    path.rename(target)
+    return target
+
+
+def find_resume_checkpoint(folder: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """The newest readable checkpoint in ``folder`` and its content: ``epoch_latest.pt``, else the newer of
+    ``epoch_latest.prev.pt`` and the highest readable ``epoch_N.pt``. None when the folder holds no checkpoint.
+
+    A damaged file is never overwritten later: when an older checkpoint is used, it is set aside as ``*.corrupt``.
+
+    Raises:
+        UnreadableCheckpoint: checkpoints exist but none can be read (they are left in place).
+    """
+    unreadable: List[Tuple[Path, UnreadableCheckpoint]] = []
+
+    def read(path: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
         try:
-            load_checkpoint(path)
-            return path
-        except Exception as error:  # a damaged file: fall back to the next newest, and say so
-            logger.warning("cannot read %s (%s); trying an older checkpoint", path, error)
-    return None
+            return path, load_checkpoint(path)
+        except UnreadableCheckpoint as error:
+            logger.warning("%s", error)
+            unreadable.append((path, error))
+            return None
+
+    found = read(folder / LATEST) if (folder / LATEST).is_file() else None
+    if found is None:
+        options = [read(folder / PREVIOUS)] if (folder / PREVIOUS).is_file() else []
+        numbered = sorted((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.search(p.name)))
+        options.append(next((c for c in (read(p) for _, p in reversed(numbered)) if c is not None), None))
+        options = [o for o in options if o is not None]
+        found = max(options, key=lambda option: option[1].get("step", 0)) if options else None
+    if found is None and unreadable:
+        raise UnreadableCheckpoint(f"--resume latest: no checkpoint in {folder} can be read ("
+                                   + "; ".join(str(error) for _, error in unreadable)
+                                   + "). Move them away to start over, or pass --resume PATH")
+    for path, _ in unreadable:
+        logger.warning("set %s aside as %s (resuming from %s)", path, set_aside(path, ".corrupt").name, found[0])
+    return found
+
+
+class CheckpointLedger:
+    """The checkpoints of a run and the step each was saved at, so that a non-finite loss never leaves a bad one to
+    resume from.
+
+    A checkpoint saved after step ``s`` holds weights whose loss is first computed at step ``s + 1``: it is only known
+    to be good once a later loss is finite. So ``epoch_latest.pt`` is not replaced outright: the one it replaces is kept
+    as ``epoch_latest.prev.pt``. When the loss of step ``k`` is non-finite, every checkpoint of step ``k - 1`` or later
+    is set aside as ``*.nonfinite`` and ``epoch_latest.prev.pt`` becomes ``epoch_latest.pt`` again. Every rank keeps
+    the ledger; only ``writes_files`` (rank 0) touches the files.
+    """
+
+    def __init__(self, folder: Path, writes_files: bool, resumed_from: Optional[Tuple[Path, int]] = None) -> None:
+        self.folder = folder
+        self.writes_files = writes_files
+        self.steps: Dict[Path, int] = dict([resumed_from]) if resumed_from is not None else {}
+        self.last_saved: Optional[Path] = resumed_from[0] if resumed_from is not None else None
+
+    def before_save(self, path: Path) -> None:
+        """Keep the checkpoint that saving ``path`` would replace, when it is ``epoch_latest.pt``."""
+        previous = self.folder / PREVIOUS
+        if path.name != LATEST:
+            return
+        if self.writes_files and path.exists():
+            os.replace(path, previous)
+        self.steps.pop(previous, None)
+        if path in self.steps:
+            self.steps[previous] = self.steps.pop(path)
+
+    def saved(self, path: Path, step: int) -> None:
+        self.steps[path] = step
+        self.last_saved = path
+
+    def discard_from(self, step: int) -> Tuple[Optional[Tuple[Path, int]], List[Path]]:
+        """Set aside every checkpoint of ``step`` or later; returns the last good one (path, step), if any, and the
+        files set aside."""
+        aside = []
+        for path in [p for p, saved in self.steps.items() if saved >= step]:
+            del self.steps[path]
+            if self.writes_files and path.parent == self.folder and path.exists():  # a --resume PATH elsewhere stays
+                aside.append(set_aside(path, ".nonfinite"))
+        latest, previous = self.folder / LATEST, self.folder / PREVIOUS
+        if latest not in self.steps and previous in self.steps:
+            if self.writes_files:
+                os.replace(previous, latest)
+            self.steps[latest] = self.steps.pop(previous)
+        good = max(self.steps.items(), key=lambda item: item[1], default=None)
+        return good, aside
+
+    def finish(self) -> None:
+        """The run is complete: the kept previous checkpoint is no longer needed."""
+        if self.writes_files:
+            (self.folder / PREVIOUS).unlink(missing_ok=True)

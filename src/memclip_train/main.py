@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,10 +27,11 @@ import memclip
 from memory_layers.values_parallel import load_full_optimizer_state_dict
 
 from .checkpoints import TrainState, find_resume_checkpoint, load_checkpoint, restore_rng
+from .cli import UserError, report_user_errors
 from .data.loaders import build_data
 from .data.sources import has_captions
 from .distributed import DistributedEnv, barrier, init_distributed
-from .params import TrainConfig, parse_args
+from .params import PROG, TrainConfig, parse_args
 from .preemption import PREEMPTED_EXIT_CODE, Preempted
 from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
@@ -46,30 +48,51 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_run_dir(config: TrainConfig, env: DistributedEnv) -> Path:
-    """The run folder; refuses to reuse an existing one unless resuming."""
+def prepare_run_dir(config: TrainConfig, env: DistributedEnv) -> Tuple[Path, bool]:
+    """The run folder, and whether this run created it; refuses to reuse an existing one unless resuming."""
     run_dir = Path(config.logging.logs) / config.run_name
+    created = not run_dir.exists()
     if env.is_master:
-        if run_dir.exists() and not config.logging.resume:
+        if not created and not config.logging.resume:
             raise FileExistsError(f"run folder {run_dir} exists: pass --resume latest to continue it, or another "
                                   "--name")
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     barrier(env)
-    return run_dir
+    return run_dir, created
 
 
-def resume_path(config: TrainConfig, run_dir: Path) -> Optional[Path]:
+def holds_checkpoints(run_dir: Path) -> bool:
+    folder = run_dir / "checkpoints"
+    return (folder.is_dir() and any(folder.iterdir())) or (run_dir / "final").exists()
+
+
+def resume_point(config: TrainConfig, run_dir: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """The checkpoint to resume from and its content (None: start from the beginning)."""
     resume = config.logging.resume
     if not resume:
         return None
     if resume == "latest":
-        path = find_resume_checkpoint(run_dir / "checkpoints")
-        if path is None:
+        found = find_resume_checkpoint(run_dir / "checkpoints")
+        if found is None:
             logger.warning("--resume latest: no checkpoint in %s yet; starting from the beginning", run_dir)
-        return path
+        return found
     if not Path(resume).is_file():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
-    return Path(resume)
+    return Path(resume), load_checkpoint(Path(resume))
+
+
+def load_weights(model: torch.nn.Module, checkpoint: Dict[str, Any], path: Path, config: TrainConfig) -> None:
+    """The checkpoint's weights into ``model``; a checkpoint of another model is refused, naming both."""
+    theirs = checkpoint.get("args", {}).get("model", {}).get("model")
+    ours = config.model.model
+    if theirs is not None and theirs != ours:
+        raise UserError(f"--resume {path} holds a --model {theirs} run, not --model {ours}: resume it with --model "
+                        f"{theirs}")
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise UserError(f"--resume {path} does not fit --model {ours} with this run's --memory and text settings "
+                        f"({str(error).splitlines()[0]})") from error
 
 
 def create_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -111,19 +134,29 @@ def wrap_for_training(config: TrainConfig, env: DistributedEnv, model: torch.nn.
 
 
 def run(config: TrainConfig) -> Path:
-    """Train as ``config`` says; returns the run folder. Also the entry point for tests and the demo."""
+    """Train as ``config`` says; returns the run folder. Also the entry point for tests and the demo.
+
+    A run that fails before writing any checkpoint removes the folder it created (its log went to the console too),
+    so the corrected command can run under the same --name.
+    """
     d = config.distributed
     env = init_distributed(config.device, d.dist_url, d.dist_backend, set_device_rank=not d.no_set_device_rank)
-    run_dir = prepare_run_dir(config, env)
+    run_dir, created = prepare_run_dir(config, env)
     local = config.logging.log_local
     log_file = setup_logging(run_dir / (f"out-{env.rank}.log" if local else "out.log"),
                              env.local_rank == 0 if local else env.is_master, debug=config.logging.debug)
+    finished = False
     try:
-        return _train(config, env, run_dir)
+        _train(config, env, run_dir)
+        finished = True
+        return run_dir
     finally:
         if log_file is not None:
             logging.getLogger().removeHandler(log_file)
             log_file.close()
+        if not finished and created and env.is_master and not holds_checkpoints(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            logger.info("removed %s: the run stopped before writing a checkpoint", run_dir)
 
 
 def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
@@ -147,14 +180,14 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     optimizer = create_optimizer(config, task.model)
     scaler = create_scaler(config, env)
     state = TrainState()
-    checkpoint_path = resume_path(config, run_dir)
+    checkpoint_path, checkpoint = resume_point(config, run_dir) or (None, {})
     if checkpoint_path is not None:
-        checkpoint = load_checkpoint(checkpoint_path)
-        task.model.load_state_dict(checkpoint["state_dict"])
+        load_weights(task.model, checkpoint, checkpoint_path, config)
         load_full_optimizer_state_dict(optimizer, checkpoint["optimizer"], task.model)
         if scaler is not None and "scaler" in checkpoint:
             scaler.load_state_dict(checkpoint["scaler"])
-        restore_rng(checkpoint["rng"])
+        if "rng" in checkpoint:
+            restore_rng(checkpoint["rng"])
         state = TrainState(checkpoint["epoch"], checkpoint.get("batch_in_epoch", 0), checkpoint.get("step", 0),
                            checkpoint.get("stream_position", {}))
         logger.info("resumed from %s: epoch %d, batch %d, step %d", checkpoint_path, state.epoch,
@@ -162,10 +195,19 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     model = wrap_for_training(config, env, task.model)
     run_logger = RunLogger(run_dir, config, env.is_master)
     trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
-                      zeroshot=zeroshot)
-    trainer.last_good = checkpoint_path
+                      zeroshot=zeroshot, resumed_from=checkpoint_path)
+    if checkpoint_path is not None:
+        run_logger.drop_after(state.step)
+        if "scheduler" in checkpoint:
+            trainer.schedule.load_state_dict(checkpoint["scheduler"])
     try:
         trainer.fit()
+    except NonFiniteLoss as error:  # logged here, while out.log is still open
+        logger.error("%s", error)
+        raise
+    except Preempted as error:
+        logger.warning("%s", error)
+        raise
     finally:
         trainer.preemption.restore()
         run_logger.close()
@@ -174,17 +216,17 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     config = parse_args(argv)
+    return report_user_errors(PROG, config.logging.debug, lambda: train_to_exit_code(config))
+
+
+def train_to_exit_code(config: TrainConfig) -> int:
+    """0 when the run finished, 2 when its loss became non-finite, PREEMPTED_EXIT_CODE after a signal."""
     try:
         run(config)
-    except NonFiniteLoss as error:
-        logger.error("%s", error)
+    except NonFiniteLoss:
         return 2
-    except Preempted as error:
-        logger.warning("%s", error)
+    except Preempted:
         return PREEMPTED_EXIT_CODE
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
-        logger.error("%s", error)
-        return 1
     return 0
 
 

@@ -12,6 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import memclip
+
+from .cli import add_debug_flag
+
 PRECISIONS = ("fp32", "amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "pure_bf16", "pure_fp16")
 DATASET_TYPES = ("webdataset", "csv", "synth-stream", "auto")
 DISTILL_LOSSES = ("cosine", "mse", "l2")
@@ -19,6 +23,7 @@ TRAINABLE_PARTS = ("memory", "visual", "text", "logit_scale", "all")
 REPORT_TO = ("tensorboard", "wandb", "none")
 LR_SCHEDULERS = ("cosine", "const", "const-cooldown")
 SIGLIP_DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
+PROG = "python -m memclip_train.main"
 
 INAPPLICABLE_FLAGS: Dict[str, Tuple[bool, str]] = {
     # open_clip_train flag: (whether it takes a value, why memclip refuses it)
@@ -390,7 +395,7 @@ class _Refused(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m memclip_train.main",
+        prog=PROG,
         description="Train CLIP models with open_clip-style flags: contrastive, --distill (memory from a frozen "
                     "teacher), --long-short-alpha (stage 2), --distill-text (a RoPE text tower).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -511,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", help="a checkpoint path, or 'latest' for the newest in this run's folder")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--log-local", action="store_true", help="every node's first process writes out-RANK.log")
-    g.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    add_debug_flag(g)
     g.add_argument("--wandb-project-name", default=lg.wandb_project_name, help="W&B project")
     g.add_argument("--wandb-notes", default=lg.wandb_notes, help="W&B notes")
     g.add_argument("--save-most-recent", action="store_true",
@@ -588,14 +593,34 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    """Parse the command line into a validated :class:`TrainConfig`; bad flags exit with argparse's message."""
+    """Parse the command line into a validated :class:`TrainConfig`; bad flags exit with code 2 and a message."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return config_from_args(args)
-    except ConfigError as error:
-        parser.error(str(error))
-        raise  # unreachable: parser.error exits
+        config = config_from_args(args)
+        check_model(config)
+        return config
+    except ConfigError as error:  # one line, as every user error (argparse's own errors add the usage)
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+def check_model(config: TrainConfig) -> None:
+    """``--model`` is known and ``--memory`` makes a valid memory config for it (checked before any run folder).
+
+    Raises:
+        ConfigError: naming the flag and what is wrong.
+    """
+    try:
+        spec = memclip.get_model_spec(config.model.model)
+    except memclip.InputError as error:
+        raise ConfigError(f"--model {config.model.model}: {error}") from error
+    if config.model.memory:
+        base = spec.memory.to_dict() if spec.memory is not None else {}
+        try:
+            memclip.MemoryConfig.from_dict({**base, **dict(config.model.memory)}).check_layers(
+                spec.model_cfg["vision_cfg"]["layers"])
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"--memory {' '.join(f'{k}={v}' for k, v in config.model.memory)}: {error}") from error
 
 
 def format_params(config: TrainConfig) -> List[str]:

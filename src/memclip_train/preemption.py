@@ -7,6 +7,7 @@ checks the flag at its log steps (where ranks already synchronise), agrees acros
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Iterable
@@ -19,6 +20,26 @@ logger = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_CODE = 3
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+def leave_signals_to_the_main_process(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: SIGUSR1/SIGTERM from anyone but the main process leave the worker running.
+
+    SLURM's preemption and ``scancel`` signal every process of the step. A worker killed by the signal would take the
+    run down before the main process saves; so the worker blocks both signals and a thread waits for them, ending
+    the worker only on a SIGTERM from the main process (how the DataLoader stops a worker, as torch's own handler
+    does) and ignoring the rest. The workers keep serving batches until the main process has saved.
+    """
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # threads started from here on inherit the mask
+
+    def wait() -> None:
+        while True:
+            received = signal.sigwaitinfo(SIGNALS)
+            if received.si_signo == signal.SIGTERM and received.si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=wait, name="worker-signals", daemon=True).start()
 
 
 class Preempted(RuntimeError):

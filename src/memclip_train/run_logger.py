@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from memclip.checkpoint import atomic_write_bytes
+
 from .params import TrainConfig, format_params
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _step_of(line: str) -> Optional[int]:
+    """The step of a metrics.jsonl line, or None for a line that is not a whole record."""
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 class RunLogger:
     """Writes one JSON object per logged step or evaluation to ``metrics.jsonl`` (rank 0 only).
 
@@ -75,6 +85,20 @@ class RunLogger:
             except ImportError:
                 logger.warning("--report-to wandb: the wandb package is not installed; skipping it (pip install "
                                "wandb)")
+
+    def drop_after(self, step: int) -> None:
+        """Remove the rows of steps after ``step`` (a resumed run redoes them and logs them again), and any line a kill
+        left half-written."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.is_master or not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line, logged in zip(lines, map(_step_of, lines)) if logged is not None and logged <= step]
+        dropped = len(lines) - len(kept)
+        if dropped:
+            text = "".join(f"{line}\n" for line in kept)
+            atomic_write_bytes(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+            logger.info("metrics.jsonl: dropped %d rows after step %d (redone after the resume)", dropped, step)
 
     def log(self, kind: str, step: int, epoch: int, values: Dict[str, Any]) -> None:
         if not self.is_master:

@@ -2,11 +2,14 @@
 ``cosine``, ``const`` and ``const-cooldown``). Groups with ``fixed_lr`` are left alone."""
 from __future__ import annotations
 
+import logging
 import math
+from typing import Any, Dict
 
 import torch
 
 SCHEDULES = ("cosine", "const", "const-cooldown", "none")
+logger = logging.getLogger(__name__)
 
 
 class LearningRateSchedule:
@@ -35,6 +38,17 @@ class LearningRateSchedule:
         self.cooldown_end = cooldown_end
         for group in optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The schedule's settings (checkpoints keep them; the step is the rest of its state)."""
+        return {"kind": self.kind, "warmup": self.warmup, "total_steps": self.total_steps}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Check a checkpoint's schedule against this run's: the run follows its own, and says what changed."""
+        changed = {key: (value, state[key]) for key, value in self.state_dict().items() if state.get(key) != value}
+        if changed:
+            logger.warning("the learning-rate schedule differs from the checkpoint's (%s): following this run's",
+                           ", ".join(f"{key} {new} instead of {old}" for key, (new, old) in changed.items()))
 
     def lr(self, base: float, step: int) -> float:
         """The lr at ``step`` of a group whose base lr is ``base``."""

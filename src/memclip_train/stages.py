@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
+from .cli import ProgramFailed
+
 
 @dataclass
 class Stage:
@@ -58,12 +60,12 @@ def run_command(module: str, args: List[str], log: Callable[[str], None] = print
     """Print and run one command in-process.
 
     Raises:
-        RuntimeError: the command exited with a non-zero code.
+        ProgramFailed: the command exited with a non-zero code (which it carries).
     """
     log(f"$ python -m {module} " + " ".join(shlex.quote(a) for a in args))
     code = entry(module)(args)
     if code not in (0, None):
-        raise RuntimeError(f"{module} failed (exit code {code}); see the output above")
+        raise ProgramFailed(f"{module} failed (exit code {code}); see its output above", code)
 
 
 def run_stages(stages: Sequence[Stage], timing_file: Path, force: bool = False,
@@ -72,7 +74,7 @@ def run_stages(stages: Sequence[Stage], timing_file: Path, force: bool = False,
     kept in ``timing_file``).
 
     Raises:
-        RuntimeError: a stage failed (its exit code is named).
+        ProgramFailed: a stage failed (it carries the stage's exit code).
     """
     timings = json.loads(timing_file.read_text()) if timing_file.exists() and not force else {}
     for stage in stages:
@@ -90,7 +92,7 @@ def run_stages(stages: Sequence[Stage], timing_file: Path, force: bool = False,
         start = time.time()
         code = entry(stage.module)(args)
         if code not in (0, None):
-            raise RuntimeError(f"stage '{stage.name}' failed (exit code {code}); see the output above")
+            raise ProgramFailed(f"stage '{stage.name}' failed (exit code {code}); see the output above", code)
         timings[stage.name] = round(time.time() - start, 1)
         timing_file.parent.mkdir(parents=True, exist_ok=True)
         timing_file.write_text(json.dumps(timings, indent=2) + "\n")

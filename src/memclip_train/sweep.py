@@ -38,6 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import memclip  # noqa: E402
 
+from .cli import add_debug_flag, report_user_errors  # noqa: E402
 from .demo.pipeline import SHIPPED_TEACHER, DemoPipeline  # noqa: E402
 from .demo.plan import DemoPlan, StageRecipe  # noqa: E402
 from .eval.retrieval import result_path  # noqa: E402
@@ -332,14 +333,26 @@ def _evaluation(args: argparse.Namespace, world: Path, parser: argparse.Argument
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    add_debug_flag(parser)
     args, passthrough = parser.parse_known_args(argv)
     passthrough = [arg for arg in passthrough if arg != "--"]
-    preset = PRESETS[args.preset]
     stage_flags = (shlex.split(args.distill_args), shlex.split(args.finetune_args))
     for flags in stage_flags:  # fail now, not after the first point: main's parser checks every flag
         training_parser().parse_args(["--train-data", "x", *passthrough, *flags])
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    return report_user_errors(parser.prog, args.debug, lambda: sweep(args, passthrough, stage_flags, parser))
+
+
+def sweep(args: argparse.Namespace, passthrough: List[str], stage_flags: Tuple[List[str], List[str]],
+          parser: argparse.ArgumentParser) -> int:
+    """Run the sweep that ``main`` parsed; every input is checked before any work."""
+    preset = PRESETS[args.preset]
     model = args.model or preset.model
+    if args.world is not None and not args.world.exists():
+        raise FileNotFoundError(f"--world {args.world} does not exist")
+    points = [p for grid in (args.grid or GRIDS)
+              for p in grid_points(grid, model, args.n_keys or preset.n_keys, args.v_dims or preset.v_dims,
+                                   args.knn or preset.knns)]
     plan = DemoPlan.quick() if args.quick else DemoPlan()
     pipeline = DemoPipeline(args.out / "base", plan, progress=False)
     teacher = args.teacher or preset.teacher
@@ -351,7 +364,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.teacher is None and args.preset == "synthetic":
             parser.error("--train-data needs --teacher: an open_clip tag of the model's teacher (openai) or weights")
         train, val = args.train_data, args.val_data
+        evaluation = _evaluation(args, pipeline.world, parser)
     else:
+        evaluation = _evaluation(args, args.world or pipeline.world, parser)
         if args.world is not None:
             pipeline.world = args.world
         else:
@@ -359,18 +374,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not world.done.exists():
                 pipeline.run_command(world.module, world.args)
         train, val = pipeline.train_spec(), args.val_data or str(pipeline.world / "val" / "000000.tar")
-    try:
-        points = [p for grid in (args.grid or GRIDS)
-                  for p in grid_points(grid, model, args.n_keys or preset.n_keys, args.v_dims or preset.v_dims,
-                                       args.knn or preset.knns)]
-    except ValueError as error:
-        parser.error(str(error))
     distill_epochs = args.distill_epochs or (1 if args.quick else preset.distill.epochs)
     recipes = dataclasses.replace(preset, distill=dataclasses.replace(preset.distill, epochs=distill_epochs),
                                   finetune=dataclasses.replace(preset.finetune,
                                                                epochs=args.finetune_epochs or preset.finetune.epochs))
-    data = SweepData(train, val, _evaluation(args, pipeline.world, parser), tuple(passthrough),
-                     tuple(stage_flags[0]), tuple(stage_flags[1]), args.launcher)
+    data = SweepData(train, val, evaluation, tuple(passthrough), tuple(stage_flags[0]), tuple(stage_flags[1]),
+                     args.launcher)
     results = Sweep(args.out, pipeline, model, teacher, recipes, data).run(points)
     print(f"{len(results)} points -> {args.out / 'sweep_results.csv'}, {args.out / 'sweep.png'}")
     prefixes = [result_prefix(spec) for spec, _ in data.evaluation][:2]

@@ -17,7 +17,7 @@ import memclip
 from memory_layers import full_value_tables, sync_value_shard_grads, track_usage
 from memory_layers.values_parallel import gather_full_optimizer_state_dict, sharded_clip_grad_norm_
 
-from .checkpoints import LATEST, TrainState, save_checkpoint
+from .checkpoints import LATEST, CheckpointLedger, TrainState, save_checkpoint
 from .data.loaders import RunData
 from .data.shard_stream import StreamPosition
 from .distributed import DistributedEnv, all_reduce_max, barrier
@@ -32,14 +32,15 @@ logger = logging.getLogger(__name__)
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or Inf; the message names the step and the loss terms."""
+    """The loss or the weights became NaN or Inf; the message names the step, the loss terms and the last good
+    checkpoint."""
 
 
 class NonFiniteWatch:
     """Remembers, on the device, the first step whose loss terms were not all finite, and those terms.
 
     Checking costs one host sync, so it happens at log steps, before every checkpoint and at epoch ends, never per
-    step. A checkpoint is only written after a clean check, so the last good one is never overwritten.
+    step.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -56,17 +57,27 @@ class NonFiniteWatch:
         self.first_step = torch.where(fresh, torch.tensor(step, device=self.device), self.first_step)
         self.terms = torch.where(fresh, values, self.terms)
 
-    def check(self, env: DistributedEnv, last_good: Optional[Path]) -> None:
-        step = int(all_reduce_max(self.first_step.clone(), env))
-        if step < 0:
-            return
-        terms = ", ".join(f"{n}={v:.4g}" for n, v in zip(self.names, self.terms.tolist())) if self.terms is not None \
-            else "terms from another rank"
-        raise NonFiniteLoss(
-            f"the loss became non-finite at step {step} ({terms}). Stopping; the last good checkpoint "
-            f"({last_good or 'none was written yet'}) is kept. Resume from it with a lower --lr, --grad-clip-norm "
-            "or --precision fp32."
-        )
+    def first_non_finite(self, env: DistributedEnv) -> int:
+        """The first step of any rank whose loss was not finite, or -1 (a collective: call it on every rank)."""
+        return int(all_reduce_max(self.first_step.clone(), env))
+
+    def describe(self) -> str:
+        if self.terms is None:
+            return "terms from another rank"
+        return ", ".join(f"{n}={v:.4g}" for n, v in zip(self.names, self.terms.tolist()))
+
+
+def stability_advice(config: TrainConfig) -> str:
+    """What to change before resuming a run whose loss became non-finite, for this run's settings."""
+    optim, precision = config.optim, config.model.precision
+    tips = [f"a lower --lr (now {optim.lr:g})"]
+    tips.append(f"a lower --grad-clip-norm (now {optim.grad_clip_norm:g})" if optim.grad_clip_norm is not None
+                else "--grad-clip-norm 1.0")
+    if precision == "amp":
+        tips.append("--precision amp_bf16 or fp32 (fp16 overflows easily)")
+    elif precision == "amp_bf16":
+        tips.append("--precision fp32")
+    return ", ".join(tips[:-1]) + " or " + tips[-1]
 
 
 class Trainer:
@@ -83,12 +94,13 @@ class Trainer:
         run_logger: metrics.jsonl and friends.
         state: where the run starts.
         zeroshot: zero-shot ImageNet sets and their frequency (--imagenet-val/--imagenet-v2), or None.
+        resumed_from: the checkpoint ``state`` comes from (None: a fresh run).
     """
 
     def __init__(self, config: TrainConfig, env: DistributedEnv, task: Task, model: nn.Module,
                  optimizer: torch.optim.Optimizer, scaler: Optional[Any], train: RunData, val: Optional[RunData],
                  run_dir: Path, run_logger: RunLogger, state: TrainState,
-                 zeroshot: Optional[TrainingZeroShot] = None) -> None:
+                 zeroshot: Optional[TrainingZeroShot] = None, resumed_from: Optional[Path] = None) -> None:
         self.config = config
         self.env = env
         self.task = task
@@ -115,7 +127,8 @@ class Trainer:
         self.watch = NonFiniteWatch(env.device)
         self.preemption = PreemptionFlag()
         self.stop = False
-        self.last_good: Optional[Path] = None
+        self.checkpoints = CheckpointLedger(self.checkpoint_dir, env.is_master,
+                                            (resumed_from, state.step) if resumed_from is not None else None)
         self.params = [p for p in task.model.parameters() if p.requires_grad]
         # The loader deals batches round-robin starting at worker 0, so a mid-epoch save waits for a batch count
         # that is a multiple of the worker count: a resumed run then continues in exactly the same order.
@@ -132,7 +145,7 @@ class Trainer:
             self.train_epoch(epoch)
             completed = epoch + 1
             self.state = TrainState(epoch=completed, batch_in_epoch=0, step=self.state.step)
-            self.watch.check(self.env, self.last_good)
+            self.check_finite()
             frequency = self.config.logging.val_frequency
             if self.val is not None and frequency and (completed % frequency == 0 or completed == epochs):
                 self.validate(completed)
@@ -145,10 +158,11 @@ class Trainer:
             if self.env.is_master:
                 final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
                 logger.info("final model: %s (load with memclip.create_model('%s'))", final, final)
+        self.checkpoints.finish()
 
     def _raise_preempted(self) -> None:
         raise Preempted(f"stopped on {self.preemption.signal_name or 'a signal'} at step {self.state.step}; "
-                        f"checkpoint {self.last_good}; rerun with --resume latest")
+                        f"checkpoint {self.checkpoints.last_saved}; rerun with --resume latest")
 
     def train_epoch(self, epoch: int) -> None:
         resume = StreamPosition.from_dict(self.state.stream_position) if self.state.batch_in_epoch else None
@@ -270,7 +284,7 @@ class Trainer:
             self.captions_cut: Counter = Counter()
 
     def log_train(self, epoch: int) -> str:
-        self.watch.check(self.env, self.last_good)
+        self.check_finite()
         elapsed = max(time.time() - self.interval_start, 1e-9)
         values: Dict[str, Any] = {f"loss_{k}" if k != "total" else "loss": (v / self.interval_steps).item()
                                   for k, v in self.interval_terms.items()}
@@ -332,15 +346,41 @@ class Trainer:
                             " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         barrier(self.env)
         return metrics
+    def check_finite(self) -> None:
+        """Stop (NonFiniteLoss) when a loss so far was not finite, leaving only good checkpoints to resume from."""
+        step = self.watch.first_non_finite(self.env)
+        if step >= 0:
+            # The loss of step k is the first computed on the weights saved after step k - 1.
+            self._stop_non_finite(step - 1, f"the loss became non-finite at step {step} ({self.watch.describe()})")
+
+    def _weights_finite(self) -> bool:
+        bad = torch.zeros((), dtype=torch.long, device=self.env.device)
+        for parameter in self.task.model.parameters():
+            bad = torch.maximum(bad, (~torch.isfinite(parameter.detach())).any().long())
+        return not all_reduce_max(bad, self.env).item()
+
+    def _stop_non_finite(self, bad_from: int, what: str) -> None:
+        good, aside = self.checkpoints.discard_from(bad_from)
+        kept = (f"the last good checkpoint, with finite weights and a finite loss, is {good[0]} (step {good[1]})"
+                if good is not None else "no checkpoint with finite weights and a finite loss was written")
+        moved = (f"; set aside {', '.join(p.name for p in aside)} (weights that gave the non-finite values)"
+                 if aside else "")
+        barrier(self.env)
+        raise NonFiniteLoss(f"{what}. Stopping: {kept}{moved}. "
+                            f"{'Resume from it' if good is not None else 'Start again'} with "
+                            f"{stability_advice(self.config)}.")
 
     def _save(self, path: Path) -> None:
-        self.watch.check(self.env, self.last_good)
+        self.check_finite()
+        if not self._weights_finite():
+            self._stop_non_finite(self.state.step, f"the weights became non-finite at step {self.state.step}")
         optimizer_state = gather_full_optimizer_state_dict(self.optimizer, self.task.model)
+        self.checkpoints.before_save(path)
         with full_value_tables(self.task.model):  # checkpoints hold the full tables (collective when sharded)
             if self.env.is_master:
-                save_checkpoint(path, self.task.model, optimizer_state, self.scaler, self.state, self.run_dir.name,
-                                self.config.to_dict())
-        self.last_good = path
+                save_checkpoint(path, self.task.model, optimizer_state, self.schedule.state_dict(), self.scaler,
+                                self.state, self.run_dir.name, self.config.to_dict())
+        self.checkpoints.saved(path, self.state.step)
         barrier(self.env)
 
     def save_latest(self) -> None:

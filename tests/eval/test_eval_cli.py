@@ -39,11 +39,40 @@ def test_heatmap_writes_a_png(tiny_world, tmp_path, micro_configs):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_errors_are_reported(tmp_path, capsys, caplog, micro_configs):
+def test_errors_are_reported(tmp_path, capsys, micro_configs):
     assert main(["retrieval", "--model", "Test-Micro", "--dataset", "urban1k", "--data-root", str(tmp_path),
-                 "--out", str(tmp_path / "o"), "--no-progress"]) == 1
-    assert "expected layout" in caplog.text
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "expected layout" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["retrieval", "--model", "Test-Micro", "--pretrained", "a", "--pretrained", "b", "--dataset", "coco",
               "--data-root", str(tmp_path), "--out", str(tmp_path)])
     assert "more --pretrained than --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["unknown model", "unknown pretrained tag", "unreadable image", "not an image"])
+def test_user_errors_are_one_line_and_exit_2(case, tiny_world, tmp_path, capsys, micro_configs):
+    image = sorted((tiny_world / "retrieval" / "image").glob("*.jpg"))[0]
+    heatmap = ["heatmap", "--image", str(image), "--text", "a red star", "--out", str(tmp_path / "h.png")]
+    if case == "unknown model":
+        argv, named = heatmap + ["--model", "ViT-Nope-9"], "ViT-Nope-9"
+    elif case == "unknown pretrained tag":
+        argv, named = heatmap + ["--model", "Test-Micro", "--pretrained", "no-such-tag"], "no-such-tag"
+    elif case == "not an image":
+        text = tmp_path / "note.jpg"
+        text.write_text("not an image")
+        argv, named = ["heatmap", "--image", str(text), "--text", "x", "--out", str(tmp_path / "h.png"), "--model",
+                       "Test-Micro"], str(text)
+    else:
+        root = tmp_path / "urban"
+        for folder in ("image", "caption"):
+            (root / folder).mkdir(parents=True)
+        (root / "image" / "1.jpg").write_bytes(b"broken")
+        (root / "caption" / "1.txt").write_text("A caption.\n")
+        argv = ["retrieval", "--model", "Test-Micro", "--dataset", "urban1k", "--data-root", str(root), "--out",
+                str(tmp_path / "o"), "--no-progress"]
+        named = str(root / "image" / "1.jpg")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in err, err[-2000:]
+    assert main(argv + ["--debug"]) == 2 and "Traceback" in capsys.readouterr().err

@@ -108,3 +108,46 @@ def test_adding_a_model_reuses_stored_results(urban_root, tmp_path, monkeypatch,
     assert set(memory) == {"1", "2"} and 0 < memory["1"]["fraction_read"] <= 1
     run_retrieval(both, ["urban1k"], [urban_root], tmp_path, cpu, "amp_bf16", progress=False)
     assert calls[2:] == ["Test-Micro", "Test-Micro-mem"], "another precision is another result"
+
+
+@pytest.fixture
+def counted_runs(monkeypatch):
+    """The labels of the models each run_retrieval call really evaluated (cached results are not counted)."""
+    calls = []
+    original = runner_module.evaluate_retrieval
+
+    def counting(loaded, dataset, *args, **kwargs):
+        calls.append(loaded.ref.model)
+        return original(loaded, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "evaluate_retrieval", counting)
+    return calls
+
+
+def test_the_cache_follows_the_data_and_skip_bad(urban_root, tmp_path, counted_runs, micro_configs):
+    cpu, ref = torch.device("cpu"), [ModelRef("Test-Micro")]
+    image = urban_root / "image" / "2.jpg"
+    good = image.read_bytes()
+    image.write_bytes(b"broken")
+    skipped = run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", skip_bad=True, progress=False)
+    assert len(skipped["Test-Micro (random)"]["urban1k"]["skipped_images"]) == 1
+    with pytest.raises(BadImageError, match="2.jpg"):  # a --skip-bad result is not another run's result
+        run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", progress=False)
+    image.write_bytes(good)  # the image is fixed: the stored result is stale
+    fixed = run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", skip_bad=True, progress=False)
+    assert fixed["Test-Micro (random)"]["urban1k"]["skipped_images"] == []
+    caption = urban_root / "caption" / "1.txt"
+    caption.write_text("Another caption altogether.\n")
+    run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", skip_bad=True, progress=False)
+    run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", skip_bad=True, progress=False)
+    assert counted_runs == ["Test-Micro"] * 4, "recomputed after each change of the data, reused when unchanged"
+
+
+def test_an_image_without_a_caption_is_named_or_counted(urban_root, tmp_path, micro_configs):
+    cpu, ref = torch.device("cpu"), [ModelRef("Test-Micro")]
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(urban_root / "image" / "4.jpg")
+    with pytest.raises(BadImageError, match=re.escape(str(urban_root / "image" / "4.jpg"))):
+        run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", progress=False)
+    result = run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", skip_bad=True, progress=False)
+    stored = result["Test-Micro (random)"]["urban1k"]
+    assert stored["num_images"] == 3 and stored["images_without_captions"] == [str(urban_root / "image" / "4.jpg")]

@@ -5,15 +5,19 @@ import pytest
 from PIL import Image
 
 from memclip_train.synth.__main__ import main
+from memclip_train.synth.writers import RetrievalSplitWriter
 
 TINY = ["--train", "20", "--val", "4", "--retrieval", "6", "--segmentation", "4", "--pairs-per-pattern", "1",
         "--samples-per-shard", "8", "--no-progress"]
 
 
 def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    return exit_info.value.code, capsys.readouterr().err
+    """The exit code (returned, or raised while parsing the flags) and stderr."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capsys.readouterr().err
 
 
 def test_cli_writes_all_splits_and_a_preview(tmp_path):
@@ -29,17 +33,59 @@ def test_cli_writes_all_splits_and_a_preview(tmp_path):
 
 def test_cli_refuses_a_non_empty_folder_unless_overwrite(tmp_path, capsys):
     out = tmp_path / "world"
-    out.mkdir()
+    main(["--out", str(out), "--seed", "1", *TINY])
     (out / "notes.txt").write_text("mine")
+    (out / "train" / "mine.txt").write_text("also mine")
     code, err = run(capsys, "--out", str(out), *TINY)
     assert code == 2 and "not empty" in err and "--overwrite" in err
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
-    main(["--out", str(out), "--overwrite", "--seed", "1", *TINY])
     main(["--out", str(out), "--overwrite", "--seed", "2", "--train", "5", *TINY[2:]])
     assert json.loads((out / "world.json").read_text())["seed"] == 2
     assert json.loads((out / "train" / "sizes.json").read_text()) == {"000000.tar": 5}
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["000000.tar", "mine.txt", "sizes.json"]
     assert (out / "notes.txt").read_text() == "mine"          # --overwrite removes only what it wrote
+    assert (out / "train" / "mine.txt").read_text() == "also mine"
+
+
+def test_overwrite_refuses_a_folder_the_generator_did_not_write(tmp_path, capsys):
+    out = tmp_path / "converted"
+    (out / "train").mkdir(parents=True)
+    for index in range(3):
+        (out / "train" / f"{index:06d}.tar").write_bytes(b"real shards of a converter")
+    (out / "conversion.json").write_text("{}")
+    code, err = run(capsys, "--out", str(out), "--overwrite", *TINY)
+    assert code == 2 and "world.json" in err and "--overwrite only replaces a generated world" in err
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["000000.tar", "000001.tar", "000002.tar"]
+
+
+def test_overwrite_replaces_an_interrupted_generation(tmp_path, monkeypatch):
+    out = tmp_path / "world"
+
+    def interrupted(self, item):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RetrievalSplitWriter, "add", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            main(["--out", str(out), *TINY])
+    assert not (out / "world.json").exists() and (out / "train" / "000000.tar").exists()
+    (out / "notes.txt").write_text("mine")
+    main(["--out", str(out), "--overwrite", *TINY])
+    assert json.loads((out / "world.json").read_text())["splits"]["retrieval"]["images"] == 6
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "pairs", "retrieval", "segmentation", "train",
+                                                     "val", "world.json"]
+
+
+def test_overwrite_refuses_a_world_json_listing_paths_outside_the_folder(tmp_path, capsys):
+    out = tmp_path / "world"
+    main(["--out", str(out), *TINY])
+    world = json.loads((out / "world.json").read_text())
+    world["files"].append("../precious.txt")
+    (out / "world.json").write_text(json.dumps(world))
+    (tmp_path / "precious.txt").write_text("keep")
+    code, err = run(capsys, "--out", str(out), "--overwrite", *TINY)
+    assert code == 2 and "precious.txt" in err and "not inside" in err
+    assert (tmp_path / "precious.txt").read_text() == "keep"
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -1,17 +1,21 @@
 """The data pipeline: decoding, skipping and counting bad samples, CSV, and exact resumption of a stream."""
 import io
 import json
+import logging
+import re
 import shutil
+import tarfile
 
 import pytest
 import torch
 from PIL import Image
+from train_helpers import deadline
 
 import memclip
 from memclip_train.data.captions import first_sentence
 from memclip_train.data.csv_stream import CsvStream
 from memclip_train.data.samples import SampleDecoder, SampleFields
-from memclip_train.data.shard_stream import ShardStream, StreamPosition
+from memclip_train.data.shard_stream import NoSamplesError, ShardStream, StreamPosition
 from memclip_train.data.shard_writer import ShardWriter
 from memclip_train.data.sources import expand_urls, resolve_webdataset
 from memclip_train.tasks.build import transforms
@@ -161,3 +165,89 @@ def test_sample_counts(micro_world, tmp_path):
                               str(micro_world / "val" / "000000.tar"), None, "--train-data")[1] == 80
     with pytest.raises(FileNotFoundError, match="2 shards do not exist"):
         resolve_webdataset(str(tmp_path / "{0..1}.tar"), None, "--train-data")
+
+
+def write_shard(folder, count, change=None):
+    """``count`` samples with an image, a caption and a long caption; ``change(index, fields)`` edits one."""
+    with ShardWriter(folder, samples_per_shard=1000) as writer:
+        for index in range(count):
+            fields = {"jpg": jpeg(), "txt": f"caption {index}", "json": {"long": f"A long caption {index}."}}
+            if change is not None:
+                change(index, fields)
+            writer.write(f"{index:04d}", fields)
+    return folder / "000000.tar"
+
+
+def test_bad_text_is_skipped_and_counted(tmp_path, decoder_parts, caplog):
+    def spoil(index, fields):
+        if index == 7:
+            fields["txt"] = b"a red \xff\xfe circle"
+        if index == 8:
+            fields["json"] = b'{"long": "unterminated'
+
+    shard = write_shard(tmp_path, 10, spoil)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("long", "short")), preprocess, tokenizer)
+    with caplog.at_level(logging.DEBUG, logger="memclip_train"):
+        batches = stream_batches(ShardStream([str(shard)], decoder, batch_size=4, batches_per_worker=None))
+    assert sum(len(b["image"]) for b in batches) == 8
+    assert batches[-1]["_skipped"] == {"bad text": 2}
+    assert f"{shard}/0007" in caplog.text and f"{shard}/0008" in caplog.text
+
+
+def test_skip_counts_are_per_sample_not_per_reread(tmp_path, decoder_parts):
+    shard = write_shard(tmp_path, 10, lambda index, fields: fields.update(jpg=b"broken") if index == 2 else None)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    batches = stream_batches(ShardStream([str(shard)], decoder, batch_size=4, batches_per_worker=8))
+    assert len(batches) == 8  # 32 samples: the 9 good ones read about four times
+    assert batches[-1]["_skipped"] == {"undecodable image": 1}
+
+
+def test_a_shard_cut_at_a_member_boundary_is_reported(tmp_path, decoder_parts, caplog):
+    shard = write_shard(tmp_path, 10)
+    with tarfile.open(shard) as tar:
+        cut = next(m.offset for m in tar.getmembers() if m.name.startswith("0007."))
+    with open(shard, "r+b") as file:
+        file.truncate(cut)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    batches = stream_batches(ShardStream([str(shard)], decoder, batch_size=4, batches_per_worker=None))
+    assert sum(len(b["image"]) for b in batches) == 7
+    assert batches[-1]["_skipped"] == {"short shard": 3}
+    assert "read 7 of the 10 samples" in caplog.text and str(shard) in caplog.text
+
+
+@pytest.mark.parametrize("spoil", ["not a tar", "no decodable image"])
+def test_a_stream_with_no_usable_sample_stops_instead_of_cycling(tmp_path, decoder_parts, spoil):
+    if spoil == "not a tar":
+        shard = tmp_path / "000000.tar"
+        shard.write_text("this is a text file, not a tar archive\n")
+        expected = "corrupt tar data"
+    else:
+        shard = write_shard(tmp_path, 5, lambda index, fields: fields.update(jpg=b"broken"))
+        expected = "undecodable image: 5"
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    stream = ShardStream([str(shard)], decoder, batch_size=4, batches_per_worker=3, shuffle_buffer=10)
+    with deadline(60, "a stream of unusable shards"), pytest.raises(NoSamplesError) as error:
+        stream_batches(stream)
+    assert str(shard) in str(error.value) and expected in str(error.value)
+
+
+def test_a_stream_with_one_good_sample_among_bad_ones_still_fills_its_batches(tmp_path, decoder_parts):
+    shard = write_shard(tmp_path, 30, lambda index, fields: fields.update(jpg=b"broken") if index != 17 else None)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    stream = ShardStream([str(shard)], decoder, batch_size=2, batches_per_worker=3, shuffle_buffer=100)
+    with deadline(60, "a stream with one good sample"):
+        assert len(stream_batches(stream)) == 3
+
+
+def test_a_malformed_csv_source_is_named_with_its_line(tmp_path, decoder_parts):
+    table = tmp_path / "train.csv"
+    table.write_text("filepath\ttitle\n0.jpg\tred\n1.jpg\tblue\textra\tcolumns\n")
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    with pytest.raises(ValueError, match=f"{re.escape(str(table))}: .*line 3"):
+        CsvStream(str(table), decoder, batch_size=3, batches_per_worker=None)

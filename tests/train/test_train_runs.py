@@ -38,9 +38,12 @@ def test_contrastive_run_writes_open_clip_layout(micro_world, tmp_path):
         assert torch.equal(value, final.state_dict()[key]), key
 
 
-def test_existing_run_folder_is_refused(micro_world, tmp_path):
+def test_existing_run_folder_is_refused(micro_world, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
-    assert main(train_args(micro_world, tmp_path, "taken")) == 1
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    assert main(train_args(micro_world, tmp_path, "taken")) == 2
+    assert "pass --resume latest" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine", "a refused run leaves an existing folder alone"
 
 
 def test_bad_flags_exit_with_a_message(micro_world, tmp_path, capsys):
@@ -54,14 +57,14 @@ def test_bad_flags_exit_with_a_message(micro_world, tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
-def test_missing_sample_count_is_a_clear_error(tmp_path, micro_world, caplog):
+def test_missing_sample_count_is_a_clear_error(tmp_path, micro_world, capsys):
     shard = tmp_path / "loose" / "000000.tar"
     shard.parent.mkdir()
     shard.write_bytes((micro_world / "train" / "000000.tar").read_bytes())
     args = train_args(micro_world, tmp_path, "nosizes")
     args[args.index("--train-data") + 1] = str(shard)
-    assert main(args) == 1
-    assert "pass --train-num-samples N" in caplog.text
+    assert main(args) == 2
+    assert "pass --train-num-samples N" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +112,15 @@ def test_distillation_reads_image_only_shards(image_only_shards, teacher_checkpo
     assert values["lr"] == 0.05 and values["fixed_lr"]
 
 
-def test_parallel_distillation_from_its_own_teacher_is_refused(micro_world, teacher_checkpoint, tmp_path, caplog):
+def test_parallel_distillation_from_its_own_teacher_is_refused(micro_world, teacher_checkpoint, tmp_path, capsys):
     # The zero gate makes the student compute exactly the teacher: every distillation term and its gradient are 0.
     for extra in ([], ["--distill-layer-weight", "1"]):
-        caplog.clear()
         args = train_args(micro_world, tmp_path, f"parallel{len(extra)}", "--distill", "--pretrained",
                           str(teacher_checkpoint), "--epochs", "1", "--memory", "mode=parallel", *extra)
         args[args.index("--model") + 1] = "Test-Micro-mem"
-        assert main(args) == 1
-        assert "trains nothing" in caplog.text and "drop --distill" in caplog.text
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "trains nothing" in err and "drop --distill" in err
         assert not (tmp_path / f"parallel{len(extra)}" / "final").exists()
 
 

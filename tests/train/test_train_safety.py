@@ -1,8 +1,13 @@
-"""Nothing is lost: NaN stops keep the last good checkpoint, and a killed run resumes to the same weights."""
+"""Nothing is lost: NaN stops keep the last good checkpoint, a killed run resumes to the same weights, and damaged
+checkpoints are named and never overwritten."""
+import json
+import math
+import re
 import signal
 import subprocess
 import time
 
+import pytest
 import torch
 from train_helpers import PYTHON, train_args
 
@@ -27,11 +32,36 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(micro_world, 
     monkeypatch.setattr(ContrastiveTask, "loss", poisoned)
     args = train_args(micro_world, tmp_path, "nan", "--save-every-n-steps", "2", "--log-every-n-steps", "3")
     assert main(args) == 2
-    assert "the loss became non-finite at step 5 (total=nan, contrastive=nan)" in caplog.text
-    latest = load_checkpoint(tmp_path / "nan" / "checkpoints" / "epoch_latest.pt")
-    assert latest["step"] == 4
+    err = caplog.text
+    assert "the loss became non-finite at step 5 (total=nan, contrastive=nan)" in err
+    # The loss of step 5 is the first computed on the weights saved after step 4: that checkpoint is not good.
+    folder = tmp_path / "nan" / "checkpoints"
+    assert f"the last good checkpoint, with finite weights and a finite loss, is {folder / 'epoch_latest.pt'} " \
+           "(step 2)" in err and "set aside epoch_latest.pt.nonfinite" in err
+    assert load_checkpoint(folder / "epoch_latest.pt")["step"] == 2
+    assert load_checkpoint(folder / "epoch_latest.pt.nonfinite")["step"] == 4
+    latest = load_checkpoint(folder / "epoch_latest.pt")
     assert all(torch.isfinite(v).all() for v in latest["state_dict"].values() if v.is_floating_point())
     assert not (tmp_path / "nan" / "final").exists()
+
+
+def test_a_huge_learning_rate_leaves_only_checkpoints_whose_loss_was_finite(micro_world, tmp_path, caplog):
+    args = train_args(micro_world, tmp_path, "blowup", "--lr", "1e3", "--warmup", "1", "--save-every-n-steps", "1",
+                      "--log-every-n-steps", "1")
+    assert main(args) == 2
+    err = caplog.text
+    first = int(re.search(r"became non-finite at step (\d+)", err).group(1))
+    assert "--precision" not in err.split("Stopping")[1], "an fp32 run is not told to use fp32"
+    assert "a lower --lr (now 1000)" in err and "--grad-clip-norm 1.0" in err
+    metrics = [json.loads(line) for line in (tmp_path / "blowup" / "metrics.jsonl").read_text().splitlines()]
+    finite_loss = {r["step"] for r in metrics if r["kind"] == "train" and math.isfinite(float(r["loss"]))}
+    latest = tmp_path / "blowup" / "checkpoints" / "epoch_latest.pt"
+    assert latest.exists() or "no checkpoint with finite weights and a finite loss" in err
+    if latest.exists():
+        kept = load_checkpoint(latest)
+        # Its weights are finite, and the loss computed on them (at the next step) was finite.
+        assert kept["step"] + 1 in finite_loss and kept["step"] < first
+        assert all(torch.isfinite(v).all() for v in kept["state_dict"].values() if v.is_floating_point())
 
 
 def final_weights(run_dir):
@@ -87,3 +117,52 @@ def test_sigusr1_saves_and_exits_for_requeue(micro_world, tmp_path, subprocess_e
     resumed = subprocess.run(command + args + ["--resume", "latest"], env=subprocess_environment,
                              capture_output=True, text=True)
     assert resumed.returncode == 0 and (tmp_path / "preempt" / "final").exists()
+
+
+def test_a_lone_unreadable_latest_checkpoint_stops_the_resume_and_is_kept(micro_world, tmp_path, capsys):
+    folder = tmp_path / "damaged" / "checkpoints"
+    folder.mkdir(parents=True)
+    damaged = b"PK\x03\x04 half of a checkpoint"
+    (folder / "epoch_latest.pt").write_bytes(damaged)
+    assert main(train_args(micro_world, tmp_path, "damaged", "--resume", "latest")) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint in" in err and "epoch_latest.pt" in err
+    assert (folder / "epoch_latest.pt").read_bytes() == damaged, "a file it could not read must never be overwritten"
+    assert not (tmp_path / "damaged" / "final").exists()
+
+
+def test_an_unreadable_latest_checkpoint_is_set_aside_and_an_older_one_used(micro_world, tmp_path, capsys):
+    args = train_args(micro_world, tmp_path, "older")
+    assert main(args) == 0
+    folder = tmp_path / "older" / "checkpoints"
+    damaged = (folder / "epoch_latest.pt").read_bytes()[:4000]
+    (folder / "epoch_latest.pt").write_bytes(damaged)
+    (folder / "epoch_2.pt").unlink()
+    assert main(args + ["--resume", "latest"]) == 0
+    assert (folder / "epoch_latest.pt.corrupt").read_bytes() == damaged
+    assert load_checkpoint(folder / "epoch_latest.pt")["step"] == 12 and (folder / "epoch_2.pt").exists()
+    assert f"resumed from {folder / 'epoch_1.pt'}" in (tmp_path / "older" / "out.log").read_text()
+
+
+def test_a_resumed_run_logs_each_step_once_and_checkpoints_hold_the_schedule(micro_world, tmp_path, monkeypatch):
+    original = ContrastiveTask.loss
+    calls = {"n": 0}
+
+    def crash_at_the_fourth_step(self, features, batch):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # killed after step 3 was logged, one step after the checkpoint of step 2
+        return original(self, features, batch)
+
+    args = train_args(micro_world, tmp_path, "again", "--save-every-n-steps", "2", "--log-every-n-steps", "1")
+    with monkeypatch.context() as patch:
+        patch.setattr(ContrastiveTask, "loss", crash_at_the_fourth_step)
+        with pytest.raises(KeyboardInterrupt):
+            main(args)
+    assert load_checkpoint(tmp_path / "again" / "checkpoints" / "epoch_latest.pt")["step"] == 2
+    assert main(args + ["--resume", "latest"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if r["kind"] == "train"]
+    assert steps == list(range(1, 13)), "a step redone after the resume is logged once"
+    checkpoint = load_checkpoint(tmp_path / "again" / "checkpoints" / "epoch_2.pt")
+    assert checkpoint["scheduler"] == {"kind": "cosine", "warmup": 2, "total_steps": 12}

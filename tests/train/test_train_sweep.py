@@ -95,3 +95,12 @@ def test_sweep_on_shards_with_training_flags_and_any_eval_dataset(tmp_path, monk
         with pytest.raises(SystemExit):
             sweep.main(["--train-data", "x", "--teacher", "t", *bad])
         assert message in capsys.readouterr().err
+@pytest.mark.parametrize("flags,named", [(["--world", "no/such/world"], "--world no/such/world"),
+                                         (["--model", "ViT-Tiny-8", "--grid", "knn"], "ViT-Tiny-8 has no memory"),
+                                         (["--model", "ViT-Nope-9", "--grid", "knn"], "ViT-Nope-9")])
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, flags, named):
+    assert main(["--out", str(tmp_path / "sweep"), *flags]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in err
+    assert not (tmp_path / "sweep").exists()

@@ -1,6 +1,8 @@
 """Helpers shared by the training tests (imported by name: pytest puts this folder on sys.path)."""
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -14,3 +16,26 @@ def train_args(world: Path, logs: Path, name: str, *extra: str) -> list:
             "--batch-size", "16", "--epochs", "2", "--lr", "1e-3", "--warmup", "2", "--precision", "fp32",
             "--workers", "0", "--logs", str(logs), "--name", name, "--log-every-n-steps", "2", "--no-progress",
             *extra]
+
+
+class Overran(BaseException):
+    """Raised by :func:`deadline`; a BaseException, so that no ``except Exception`` handler of the code under test
+    (webdataset's skip handlers, for one) can swallow it."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float, what: str):
+    """Fail with :class:`Overran` instead of hanging when the block runs longer than ``seconds`` (main thread only).
+
+    The alarm repeats every second until the block is left, in case the first one lands where it cannot escape.
+    """
+    def expire(signum, frame):
+        raise Overran(f"{what} did not finish within {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

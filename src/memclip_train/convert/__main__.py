@@ -5,9 +5,11 @@
     python -m memclip_train.convert csv --csv pairs.csv --image-root /data/images --out /data/shards/mine
 
 Both write OUT/train/{000000..}.tar with sizes.json (samples: jpg, txt = short caption, json = {long, short,
-source, ...}) and, unless --val-size 0, the held-out first entries under OUT/<val-name>/. A killed run resumes:
-finished shards are kept, missing ones are written. OUT/conversion.json summarises what was written and skipped.
---exclude-images FILE (repeat) keeps an evaluation set's images out of train/, e.g. share4v_sam_10k.json.
+source, ...}) and, unless --val-size 0, the held-out first entries under OUT/<val-name>/. Images are read only from
+inside the --image-root folders (after symlinks); others are skipped as outside_root. A killed run resumes with the
+same settings: finished shards are kept, missing ones are written. OUT/conversion.json records the settings and
+what every shard holds and skipped, over all runs. --exclude-images FILE (repeat) keeps an evaluation set's images
+out of train/, e.g. share4v_sam_10k.json.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..data.shard_writer import write_json_atomic
+from ..cli import add_debug_flag, report_user_errors
+from .conversion_log import ConversionLog
 from .csv_table import read_csv_table
 from .exclusion import exclude_images, read_image_list
 from .records import ImageOptions, Record
@@ -45,7 +48,8 @@ def _count(text: str) -> int:
 
 def _common(parser: argparse.ArgumentParser, val_name: str, val_size: int) -> None:
     parser.add_argument("--image-root", type=Path, action="append", default=[],
-                        help="folder the image paths are relative to (repeat for several; the first hit wins)")
+                        help="folder the image paths are relative to and images must lie in (repeat for several; the "
+                             "first hit wins; default: the folder of the json/csv)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--val-size", type=_count, default=val_size,
                         help="leading entries held out as the validation split (never written to train)")
@@ -58,6 +62,7 @@ def _common(parser: argparse.ArgumentParser, val_name: str, val_size: int) -> No
                         help="keep these images out of train/: an evaluation set's json (ShareGPT4V layout, e.g. "
                              "share4v_sam_10k.json) or a file with one image path per line (repeat)")
     parser.add_argument("--no-progress", action="store_true")
+    add_debug_flag(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,41 +91,49 @@ def read_records(args: argparse.Namespace) -> List[Record]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    return report_user_errors(parser.prog, args.debug, lambda: convert(args))
+
+
+def convert(args: argparse.Namespace) -> None:
     source_file = args.json if args.source == "sharegpt4v" else args.csv
     if not source_file.is_file():
-        parser.error(f"{source_file} does not exist")
-    for root in args.image_root:
+        raise FileNotFoundError(f"--{'json' if args.source == 'sharegpt4v' else 'csv'} {source_file} does not exist")
+    roots = args.image_root or [source_file.parent]
+    for root in roots:
         if not root.is_dir():
-            parser.error(f"--image-root {root} is not a folder")
-    try:
-        options = ImageOptions(max_side=args.max_side, jpeg_quality=args.jpeg_quality)
-        records = read_records(args)
-        excluded = set().union(*(read_image_list(path) for path in args.exclude_images))
-    except ValueError as error:
-        parser.error(str(error))
+            raise NotADirectoryError(f"--image-root {root} is not a folder")
+    options = ImageOptions(max_side=args.max_side, jpeg_quality=args.jpeg_quality)
+    records = read_records(args)
+    excluded = set().union(*(read_image_list(path) for path in args.exclude_images))
     start = time.time()
     train, dropped = exclude_images(records[args.val_size:], excluded)
     splits = {args.val_name: records[:args.val_size], "train": train}
-    summary = {"source": str(source_file), "format": args.source, "entries": len(records),
-               "held_out": f"the first {min(args.val_size, len(records))} entries -> {args.val_name}/",
-               "max_side": args.max_side, "splits": {}}
+    settings = {"source": source_file.name, "entries": len(records), "--val-size": args.val_size,
+                "--val-name": args.val_name, "--samples-per-shard": args.samples_per_shard,
+                "--max-side": args.max_side, "--jpeg-quality": args.jpeg_quality,
+                "--exclude-images": sorted(p.name for p in args.exclude_images)}
+    if args.source == "csv":
+        settings.update({"--img-key": args.img_key, "--caption-key": args.caption_key,
+                         "--long-caption-key": args.long_caption_key})
+    about = {"source": str(source_file), "format": args.source, "entries": len(records),
+             "held_out": f"the first {min(args.val_size, len(records))} entries -> {args.val_name}/",
+             "max_side": args.max_side}
     if args.exclude_images:
-        summary["excluded_from_train"] = {"files": [str(p) for p in args.exclude_images], "images": len(excluded),
-                                          "entries": dropped}
+        about["excluded_from_train"] = {"files": [str(p) for p in args.exclude_images], "images": len(excluded),
+                                        "entries": dropped}
         logger.info("excluded %d train entries whose images are in %s", dropped,
                     ", ".join(p.name for p in args.exclude_images))
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = ConversionLog(args.out, settings, about)
     for name, split in splits.items():
         if not split:
             continue
-        result = write_split(split, args.out / name, args.image_root, options, source_file.name,
+        totals = write_split(split, args.out / name, roots, options, source_file.name, log,
                              args.samples_per_shard, args.workers, progress=not args.no_progress)
-        summary["splits"][name] = result.to_dict()
-        logger.info("%-8s %s", name, json.dumps(result.to_dict()))
-    summary["seconds"] = round(time.time() - start, 1)
-    write_json_atomic(args.out / "conversion.json", summary)
-    logger.info("summary: %s", args.out / "conversion.json")
-    return 0
+        logger.info("%-8s %s", name, json.dumps(totals))
+    log.finish(time.time() - start)
+    logger.info("summary: %s", log.path)
 
 
 if __name__ == "__main__":

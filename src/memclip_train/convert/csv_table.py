@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import pandas as pd
-
 from ..data.captions import first_sentence
+from ..data.sources import read_table
 from .records import Record
 
 
@@ -16,9 +15,10 @@ def read_csv_table(path: Path, img_key: str = "filepath", caption_key: str = "ca
     used; without a long column, the caption serves as both.
 
     Raises:
-        ValueError: a named column is missing (the message lists the table's columns).
+        ValueError: a named column is missing (the message lists the table's columns), or the file is malformed
+            (the message names it and the line).
     """
-    table = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    table = read_table(str(path), separator)
     has_long = bool(long_caption_key) and long_caption_key in table.columns
     needed = [img_key] + ([caption_key] if caption_key in table.columns or not has_long else [])
     missing = [column for column in needed if column not in table.columns]

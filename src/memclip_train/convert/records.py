@@ -41,7 +41,7 @@ class ImageOptions:
 
 
 class BadImage(Exception):
-    """An image that is missing or cannot be decoded; ``reason`` is 'missing' or 'corrupt'."""
+    """An image that cannot be used; ``reason`` is 'missing', 'corrupt' or 'outside_root'."""
 
     def __init__(self, reason: str, path: str, detail: str = "") -> None:
         super().__init__(f"{reason} image {path}{': ' + detail if detail else ''}")
@@ -49,16 +49,22 @@ class BadImage(Exception):
 
 
 def find_image(name: str, roots: Sequence[Path]) -> Path:
-    """The first ``root / name`` that exists (or ``name`` itself when absolute); BadImage('missing') if none."""
+    """The image ``name`` names: the first ``root / name`` that exists (or ``name`` itself when absolute), resolved.
+
+    Only files inside one of the roots are used, after symlinks are followed: a source cannot make the converter
+    read (and pack into shards) a file elsewhere with ``../``, an absolute path or a symlink.
+
+    Raises:
+        BadImage: 'missing' when no candidate exists, 'outside_root' when it resolves outside every root.
+    """
     candidate = Path(name)
-    if candidate.is_absolute():
-        if candidate.is_file():
-            return candidate
-    else:
-        for root in roots:
-            if (root / candidate).is_file():
-                return root / candidate
-    raise BadImage("missing", name, f"not found under {[str(r) for r in roots] or 'the current folder'}")
+    for path in [candidate] if candidate.is_absolute() else [root / candidate for root in roots]:
+        if path.is_file():
+            real = path.resolve()
+            if not any(real.is_relative_to(root.resolve()) for root in roots):
+                raise BadImage("outside_root", name, f"resolves to {real}, outside {[str(r) for r in roots]}")
+            return real
+    raise BadImage("missing", name, f"not found under {[str(r) for r in roots]}")
 
 
 def encode_image(path: Path, options: ImageOptions) -> Tuple[bytes, Tuple[int, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import tarfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Dict, Iterator, List, Sequence, Tuple
@@ -12,6 +12,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 from tqdm import tqdm
 
 from ..data.shard_writer import SIZES_FILE, write_json_atomic, write_shard
+from .conversion_log import ConversionLog
 from .records import BadImage, ImageOptions, Record, encode_image, find_image
 
 logger = logging.getLogger(__name__)
@@ -26,20 +27,6 @@ class ShardJob:
     image_roots: Tuple[Path, ...]
     options: ImageOptions
     source_name: str
-
-
-@dataclass
-class SplitSummary:
-    """Counts for one output split."""
-
-    shards: int = 0
-    shards_skipped: int = 0
-    written: int = 0
-    skipped: Counter = field(default_factory=Counter)
-
-    def to_dict(self) -> Dict[str, object]:
-        return {"shards": self.shards, "shards_already_done": self.shards_skipped, "samples_written": self.written,
-                "skipped": dict(sorted(self.skipped.items()))}
 
 
 def _samples(job: ShardJob, skipped: Counter) -> Iterator[Tuple[str, Dict[str, object]]]:
@@ -78,44 +65,45 @@ def write_split(
     image_roots: Sequence[Path],
     options: ImageOptions,
     source_name: str,
+    log: ConversionLog,
     samples_per_shard: int = 1000,
     workers: int = 1,
     progress: bool = True,
-) -> SplitSummary:
+) -> Dict[str, object]:
     """Write ``records`` as ``folder/000000.tar ...`` plus ``sizes.json``; shards that exist are kept as they are.
 
     Record ``i`` always goes to shard ``i // samples_per_shard``, so a resumed run writes exactly the missing shards.
+    Each finished shard is recorded in ``log`` at once; returns the split's totals over every run.
     """
+    split = folder.name
     folder.mkdir(parents=True, exist_ok=True)
-    summary = SplitSummary()
     jobs: List[ShardJob] = []
-    sizes: Dict[str, int] = {}
-    for number, start in enumerate(range(0, len(records), samples_per_shard)):
+    done = log.shards(split)
+    starts = range(0, len(records), samples_per_shard)
+    for number, start in enumerate(starts):
         path = folder / f"{number:06d}.tar"
-        summary.shards += 1
         if path.exists():
-            summary.shards_skipped += 1
-            sizes[path.name] = _count_samples(path)
+            if path.name not in done:  # finished by a run killed before it could record the shard
+                log.record(split, path.name, _count_samples(path), {})
             continue
+        done.pop(path.name, None)
         jobs.append(ShardJob(path, list(records[start:start + samples_per_shard]), tuple(image_roots), options,
                              source_name))
-    bar = tqdm(total=sum(len(j.records) for j in jobs), unit="sample", desc=folder.name, disable=not progress)
+    log.start_split(split, len(starts), len(starts) - len(jobs))
+    bar = tqdm(total=sum(len(j.records) for j in jobs), unit="sample", desc=split, disable=not progress)
     if workers > 1 and len(jobs) > 1:
         with get_context("spawn").Pool(workers) as pool:
-            results = list(_consume(pool.imap_unordered(_run_job, jobs), jobs, bar))
+            _record(pool.imap_unordered(_run_job, jobs), jobs, bar, log, split)
     else:
-        results = list(_consume(map(_run_job, jobs), jobs, bar))
+        _record(map(_run_job, jobs), jobs, bar, log, split)
     bar.close()
-    for name, written, skipped in results:
-        sizes[name] = written
-        summary.written += written
-        summary.skipped.update(skipped)
+    sizes = {name: shard["written"] for name, shard in log.shards(split).items()}
     write_json_atomic(folder / SIZES_FILE, dict(sorted(sizes.items())))
-    return summary
+    return log.totals(split)
 
 
-def _consume(results: Iterator, jobs: Sequence[ShardJob], bar: tqdm) -> Iterator:
+def _record(results: Iterator, jobs: Sequence[ShardJob], bar: tqdm, log: ConversionLog, split: str) -> None:
     lengths = {job.path.name: len(job.records) for job in jobs}
-    for result in results:
-        bar.update(lengths[result[0]])
-        yield result
+    for name, written, skipped in results:
+        log.record(split, name, written, skipped)
+        bar.update(lengths[name])

@@ -1,15 +1,14 @@
 """`CsvStream`: batches from a caption table (open_clip's CSV format: image path and caption columns)."""
 from __future__ import annotations
 
-import itertools
 import random
-from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pandas as pd
 
-from .shard_stream import BatchStream
+from .shard_stream import BatchStream, SkipCounter
+from .sources import read_table
 
 
 def read_caption_table(path: str, img_key: str, caption_key: str, long_caption_key: Optional[str],
@@ -19,7 +18,7 @@ def read_caption_table(path: str, img_key: str, caption_key: str, long_caption_k
     Raises:
         ValueError: a named column is missing; the message lists the table's columns.
     """
-    table = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    table = read_table(path, separator)
     wanted = [img_key, caption_key] + ([long_caption_key] if long_caption_key else [])
     missing = [c for c in wanted if c not in table.columns]
     if missing:
@@ -59,11 +58,16 @@ class CsvStream(BatchStream):
         raw["jpg"] = image_path.read_bytes() if image_path.is_file() else None
         return raw
 
-    def _raw_samples(self, slot: int, slots: int, counts: Counter) -> Iterator[Dict[str, Any]]:
-        cycles = itertools.count() if self.training else range(1)
-        for cycle in cycles:
-            order = list(range(len(self.images)))
-            if self.training:
-                random.Random(f"{self.seed}:{self.epoch}:{cycle}").shuffle(order)
-            for index in order[slot::slots]:
-                yield self._row(index)
+    def _sources(self) -> List[str]:
+        return [str(index) for index in range(len(self.images))]
+
+    def _describe(self) -> str:
+        return f"the table {self.path}"
+
+    def _pass(self, cycle: int, slot: int, slots: int, skips: SkipCounter
+              ) -> Tuple[List[str], Iterator[Dict[str, Any]]]:
+        order = list(range(len(self.images)))
+        if self.training:
+            random.Random(f"{self.seed}:{self.epoch}:{cycle}").shuffle(order)
+        rows = order[slot::slots]
+        return [str(index) for index in rows], (self._row(index) for index in rows)

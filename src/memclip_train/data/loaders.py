@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from ..distributed import DistributedEnv
 from ..params import DataConfig
+from ..preemption import leave_signals_to_the_main_process
 from .csv_stream import CsvStream
 from .samples import SampleDecoder, SampleFields
 from .shard_stream import BatchStream, ShardStream
@@ -78,5 +79,6 @@ def build_data(spec: str, config: DataConfig, fields: SampleFields, preprocess: 
         batches = per_worker * max(1, workers)
         total = batches * global_batch
     loader = DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=False,
-                        pin_memory=torch.cuda.is_available() and env.device.type == "cuda")
+                        pin_memory=torch.cuda.is_available() and env.device.type == "cuda",
+                        worker_init_fn=leave_signals_to_the_main_process)
     return RunData(loader, stream, batches, total)

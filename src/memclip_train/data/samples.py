@@ -22,11 +22,13 @@ CAPTION_ROLES = ("text", "long", "short")
 
 
 class SkipSample(Exception):
-    """A sample that cannot be used; ``reason`` ('no image', 'undecodable image', 'no caption') is counted."""
+    """A sample that cannot be used; ``reason`` ('no image', 'undecodable image', 'no caption', 'bad text') is
+    counted, ``key`` (shard or table, and sample key) names the sample."""
 
     def __init__(self, reason: str, key: str = "") -> None:
         super().__init__(f"{reason}: {key}" if key else reason)
         self.reason = reason
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,11 @@ class SampleDecoder:
 
     def _captions(self, raw: Mapping[str, Any], key: str) -> Dict[str, str]:
         wanted = self.fields.captions
-        short = _field(raw, self.caption_key)
-        long = _field(raw, self.long_caption_key) if "long" in wanted or "short" in wanted else None
+        try:
+            short = _field(raw, self.caption_key)
+            long = _field(raw, self.long_caption_key) if "long" in wanted or "short" in wanted else None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:  # text that is not UTF-8, json that does not parse
+            raise SkipSample("bad text", key) from error
         texts: Dict[str, str] = {}
         if "text" in wanted:
             if short is None:

@@ -8,6 +8,10 @@ Per epoch and per (rank, worker) slot:
 The shard list cycles, so every slot yields exactly its share of batches and ranks never fall out of step. Each batch
 records how many raw samples its worker has consumed so far; a checkpoint stores those counts, and a resumed run
 skips exactly that many samples per worker *before decoding*, which reproduces the uninterrupted stream.
+
+Nothing is skipped silently: every skipped sample is counted once per reason (however often the cycling stream reads
+it again), a shard that holds fewer samples than its ``sizes.json`` lists is reported, and a stream that can never
+yield a sample (every shard unreadable, every sample skipped) stops with :class:`NoSamplesError` instead of cycling.
 """
 from __future__ import annotations
 
@@ -16,15 +20,30 @@ import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.filters import _shuffle
 from webdataset.tariterators import tarfile_samples
 
 from .samples import SkipSample, collate
+from .sources import listed_sizes
 
 logger = logging.getLogger(__name__)
+WARNED_SKIPS = 5  # skipped samples logged as warnings per reason and worker; the rest at debug level
+
+
+class NoSamplesError(ValueError):
+    """A stream that can never yield a sample; the message names its shards (or table) and the skip counts.
+
+    Raised in a DataLoader worker, it reaches the main process rebuilt from a message that carries the worker's
+    traceback; the constructor keeps only the error's own line, so that programs can print it as one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        if "Original Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message)
 
 
 @dataclass
@@ -51,22 +70,79 @@ class StreamPosition:
                    {int(k): int(v) for k, v in data.get("batches", {}).items()})
 
 
-class _Counting:
-    """A webdataset error handler that counts what it skips (and logs the first few)."""
+class SkipCounter:
+    """Counts skipped samples per reason, each sample (or shard) once however often the stream reads it again, and
+    logs each one (the first few per reason as warnings, the rest at debug level)."""
 
-    def __init__(self, counts: Counter, reason: str) -> None:
-        self.counts = counts
-        self.reason = reason
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self._seen: set = set()
 
-    def __call__(self, error: Exception) -> bool:
-        self.counts[self.reason] += 1
-        if self.counts[self.reason] <= 5:
-            logger.warning("skipping %s: %r", self.reason, error)
-        return True
+    def add(self, reason: str, identity: str, detail: str, samples: int = 1) -> None:
+        """Count ``samples`` samples skipped for ``reason``, unless ``identity`` was counted for it before."""
+        if (reason, identity) in self._seen:
+            return
+        self._seen.add((reason, identity))
+        self.counts[reason] += samples
+        logger.log(logging.WARNING if self.counts[reason] <= WARNED_SKIPS else logging.DEBUG, "skipping %s", detail)
+
+    def tar_errors(self, url: str, count: bool = True) -> Callable[[Exception], bool]:
+        """A webdataset error handler for one shard: skip the damaged part, and count it when ``count``."""
+        def handle(error: Exception) -> bool:
+            if count:
+                where = str(error.args[0]).split(" @ ")[0] if error.args else type(error).__name__
+                self.add("corrupt tar data", f"{url}:{where}", f"corrupt tar data in {url}: {where}")
+            return True
+
+        return handle
+
+
+class _Progress:
+    """Tells a stream that can never yield a sample from one that has not found one yet.
+
+    Each pass over the source tries some sources (shards, table rows). A pass is *settled* once every sample it read
+    went through decoding (the shuffle buffer holds samples back). When no sample has decoded and the settled passes
+    together tried every source, none ever will: :class:`NoSamplesError`, instead of cycling forever.
+    """
+
+    def __init__(self, sources: Iterable[str], described: str, skips: SkipCounter) -> None:
+        self.untried = set(sources)
+        self.described = described
+        self.skips = skips
+        self.decoded = False
+        self.read: Dict[int, int] = {}
+        self.tried: Dict[int, List[str]] = {}
+        self.done: Counter = Counter()
+
+    def pass_read(self, cycle: int, samples: int, tried: List[str]) -> None:
+        """Pass ``cycle`` has read all of its ``samples`` from the ``tried`` sources."""
+        if not self.decoded:
+            self.read[cycle], self.tried[cycle] = samples, tried
+            self._settle(cycle)
+
+    def sample_done(self, cycle: int, decoded: bool) -> None:
+        """A sample of pass ``cycle`` went through the decoder."""
+        if decoded:
+            self.decoded = True
+            self.read, self.tried, self.done = {}, {}, Counter()
+        elif not self.decoded:
+            self.done[cycle] += 1
+            self._settle(cycle)
+
+    def _settle(self, cycle: int) -> None:
+        if self.read.get(cycle) != self.done[cycle]:
+            return
+        del self.read[cycle], self.done[cycle]
+        self.untried.difference_update(self.tried.pop(cycle))
+        if not self.untried:
+            skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skips.counts.items()))
+            raise NoSamplesError(f"no usable sample in {self.described}: nothing could be read, or every sample "
+                                 f"was skipped ({skipped or 'no sample could be read'})")
 
 
 class BatchStream(IterableDataset):
-    """Batches from a stream of raw samples, resumable per worker. Subclasses supply :meth:`_raw_samples`.
+    """Batches from a stream of raw samples, resumable per worker. Subclasses supply :meth:`_pass`, :meth:`_sources`
+    and :meth:`_describe`.
 
     Args:
         decoder: raw sample -> dict of tensors (raises :class:`SkipSample` to drop a sample).
@@ -103,46 +179,74 @@ class BatchStream(IterableDataset):
         if hasattr(self.decoder, "epoch"):
             self.decoder.epoch = epoch
 
-    def _raw_samples(self, slot: int, slots: int, counts: Counter) -> Iterator[Dict[str, Any]]:
+    def _pass(self, cycle: int, slot: int, slots: int, skips: SkipCounter
+              ) -> Tuple[List[str], Iterator[Dict[str, Any]]]:
+        """Pass ``cycle`` over this slot's share of the source: the sources it tries and their raw samples."""
         raise NotImplementedError
+
+    def _sources(self) -> List[str]:
+        """Every source (shard, table row) a slot may try."""
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        """The source, for messages."""
+        raise NotImplementedError
+
+    def _passes(self, slot: int, slots: int, skips: SkipCounter, progress: Optional[_Progress]
+                ) -> Iterator[Tuple[int, Dict[str, Any]]]:
+        """(pass number, raw sample): passes without end when training, one pass otherwise."""
+        for cycle in itertools.count() if self.training else range(1):
+            tried, samples = self._pass(cycle, slot, slots, skips)
+            read = 0
+            for raw in samples:
+                read += 1
+                yield cycle, raw
+            if progress is not None:
+                progress.pass_read(cycle, read, tried)
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         slots = self.world_size * workers
         slot = self.rank * workers + worker
-        counts: Counter = Counter()
-        samples = self._raw_samples(slot, slots, counts)
-        if self.training and self.shuffle_buffer > 1:
-            samples = _shuffle(samples, self.shuffle_buffer, min(100, self.shuffle_buffer),
-                               rng=random.Random(f"{self.seed}:{self.epoch}:{slot}"))
         skip = self.resume_from.consumed.get(worker, 0)
         produced = self.resume_from.batches.get(worker, 0)
         if self.training and produced >= self.batches_per_worker:
             return
+        skips = SkipCounter()
+        # A resumed worker had decoded samples before: its source is known to be usable.
+        progress = _Progress(self._sources(), self._describe(), skips) if not skip else None
+        samples: Iterator[Tuple[int, Dict[str, Any]]] = self._passes(slot, slots, skips, progress)
+        if self.training and self.shuffle_buffer > 1:
+            samples = _shuffle(samples, self.shuffle_buffer, min(100, self.shuffle_buffer),
+                               rng=random.Random(f"{self.seed}:{self.epoch}:{slot}"))
         consumed, pending = 0, []
-        for raw in samples:
+        for cycle, raw in samples:
             consumed += 1
             if consumed <= skip:
                 continue
             try:
                 pending.append(self.decoder(raw))
             except SkipSample as error:
-                _Counting(counts, error.reason)(error)
+                skips.add(error.reason, error.key, str(error))
+                if progress is not None:
+                    progress.sample_done(cycle, decoded=False)
                 continue
+            if progress is not None:
+                progress.sample_done(cycle, decoded=True)
             if len(pending) == self.batch_size:
-                yield self._batch(pending, worker, consumed, counts)
+                yield self._batch(pending, worker, consumed, skips)
                 pending, produced = [], produced + 1
                 if self.training and produced >= self.batches_per_worker:
                     return
         if pending and not self.training:
-            yield self._batch(pending, worker, consumed, counts)
+            yield self._batch(pending, worker, consumed, skips)
 
-    def _batch(self, pending: list, worker: int, consumed: int, counts: Counter) -> Dict[str, Any]:
+    def _batch(self, pending: list, worker: int, consumed: int, skips: SkipCounter) -> Dict[str, Any]:
         batch = collate(pending)
         batch["_worker"] = worker
         batch["_consumed"] = consumed
-        batch["_skipped"] = dict(counts)
+        batch["_skipped"] = dict(skips.counts)
         return batch
 
 
@@ -151,7 +255,8 @@ class ShardStream(BatchStream):
 
     Shards are permuted per (seed, epoch, cycle) and split over the (rank, worker) slots; with fewer shards than
     slots every slot reads all shards and keeps every slots-th sample. ``resampled`` draws shards with replacement,
-    in proportion to ``weights`` when given (one per shard).
+    in proportion to ``weights`` when given (one per shard). A shard that yields fewer samples than its folder's
+    ``sizes.json`` lists is reported and the missing samples are counted as ``short shard``.
     """
 
     def __init__(self, urls: List[str], decoder: Callable[[Mapping[str, Any]], Dict[str, Any]], batch_size: int,
@@ -166,6 +271,7 @@ class ShardStream(BatchStream):
         self.urls = list(urls)
         self.resampled = resampled
         self.weights = weights
+        self.listed_sizes = listed_sizes(self.urls)
 
     def _shard_order(self, cycle: int, slot: int, slots: int) -> List[str]:
         if self.resampled:
@@ -178,12 +284,28 @@ class ShardStream(BatchStream):
             random.Random(f"{self.seed}:{self.epoch}:{cycle}").shuffle(order)
         return order[slot::slots] if len(order) >= slots else order
 
-    def _raw_samples(self, slot: int, slots: int, counts: Counter) -> Iterator[Dict[str, Any]]:
-        cycles = itertools.count() if self.training else range(1)
-        split_samples = not self.resampled and len(self.urls) < slots
-        for cycle in cycles:
-            shards = self._shard_order(cycle, slot, slots)
-            stream = tarfile_samples(({"url": url} for url in shards), handler=_Counting(counts, "corrupt tar data"))
-            if split_samples:
-                stream = itertools.islice(stream, slot, None, slots)
-            yield from stream
+    def _sources(self) -> List[str]:
+        return self.urls
+
+    def _describe(self) -> str:
+        shown = ", ".join(self.urls[:3]) + (", ..." if len(self.urls) > 3 else "")
+        return f"{len(self.urls)} shard{'s' if len(self.urls) > 1 else ''} ({shown})"
+
+    def _pass(self, cycle: int, slot: int, slots: int, skips: SkipCounter
+              ) -> Tuple[List[str], Iterator[Dict[str, Any]]]:
+        shards = self._shard_order(cycle, slot, slots)
+        if self.resampled or len(self.urls) >= slots:
+            return shards, self._read(shards, skips, count=True)
+        # Every slot reads every shard and keeps its share of the samples: shard problems are counted by slot 0.
+        return shards, itertools.islice(self._read(shards, skips, count=slot == 0), slot, None, slots)
+
+    def _read(self, shards: List[str], skips: SkipCounter, count: bool) -> Iterator[Dict[str, Any]]:
+        for url in shards:
+            read = 0
+            for raw in tarfile_samples([{"url": url}], handler=skips.tar_errors(url, count)):
+                read += 1
+                yield raw
+            listed = self.listed_sizes.get(url)
+            if count and listed is not None and read < listed:
+                skips.add("short shard", url, f"{url}: read {read} of the {listed} samples its sizes.json lists "
+                                              "(cut short?)", listed - read)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import braceexpand
+import pandas as pd
 
 SIZES_FILE = "sizes.json"
 
@@ -52,21 +54,26 @@ def is_csv(spec: str) -> bool:
     return spec.endswith((".csv", ".tsv")) and os.path.isfile(spec)
 
 
-def count_samples(urls: List[str]) -> Optional[int]:
-    """Total samples of the listed shards from each folder's ``sizes.json``; None if any shard is not listed."""
-    total = 0
-    cache = {}
+def listed_sizes(urls: List[str]) -> Dict[str, int]:
+    """``{url: samples}`` for the shards that their folder's ``sizes.json`` lists (others are left out)."""
+    sizes: Dict[str, int] = {}
+    folders: Dict[str, Optional[Dict[str, int]]] = {}
     for url in urls:
         folder = os.path.dirname(url)
-        if folder not in cache:
+        if folder not in folders:
             path = Path(folder) / SIZES_FILE
-            cache[folder] = json.loads(path.read_text()) if path.is_file() else None
-        sizes = cache[folder]
+            folders[folder] = json.loads(path.read_text()) if path.is_file() else None
+        listed = folders[folder] or {}
         name = os.path.basename(url)
-        if not sizes or name not in sizes:
-            return None
-        total += int(sizes[name])
-    return total
+        if name in listed:
+            sizes[url] = int(listed[name])
+    return sizes
+
+
+def count_samples(urls: List[str]) -> Optional[int]:
+    """Total samples of the listed shards from each folder's ``sizes.json``; None if any shard is not listed."""
+    sizes = listed_sizes(urls)
+    return sum(sizes[url] for url in urls) if all(url in sizes for url in urls) else None
 
 
 def resolve_webdataset(spec: str, num_samples: Optional[int], flag: str) -> Tuple[List[str], int]:
@@ -90,21 +97,35 @@ def resolve_webdataset(spec: str, num_samples: Optional[int], flag: str) -> Tupl
     return urls, num_samples
 
 
-def has_captions(spec: str, dataset_type: str = "auto", csv_caption_key: str = "title", separator: str = "\t") -> bool:
+def read_table(path: str, separator: str, rows: Optional[int] = None) -> pd.DataFrame:
+    """A CSV/TSV file as strings (the first ``rows`` rows, or all).
+
+    Raises:
+        ValueError: the file is not a table with this separator; the message names the file and, from the parser,
+            the line.
+    """
+    try:
+        return pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, nrows=rows)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        reason = next(iter(str(error).strip().splitlines()), type(error).__name__)
+        raise ValueError(f"{path}: not a table separated by {separator!r} ({reason})") from error
+
+
+def has_captions(spec: str, dataset_type: str = "auto", csv_caption_key: str = "title", separator: str = "\t",
+                 flag: str = "--val-data") -> bool:
     """Whether the first sample of a source carries a caption (``txt`` or ``json``), without decoding images."""
-    import tarfile
-
-    import pandas as pd
-
     if (dataset_type == "csv") or (dataset_type == "auto" and is_csv(spec)):
-        return csv_caption_key in pd.read_csv(spec, sep=separator, nrows=1).columns
+        return csv_caption_key in read_table(spec, separator, rows=1).columns
     first = expand_urls(spec)[0]
     if "://" in first or first.startswith("pipe:") or not os.path.isfile(first):
         return True
-    with tarfile.open(first) as tar:
-        for index, member in enumerate(tar):
-            if member.name.endswith((".txt", ".json")):
-                return True
-            if index > 20:
-                break
+    try:
+        with tarfile.open(first) as tar:
+            for index, member in enumerate(tar):
+                if member.name.endswith((".txt", ".json")):
+                    return True
+                if index > 20:
+                    break
+    except tarfile.TarError as error:
+        raise ValueError(f"{flag} {first}: not a readable tar file ({str(error).splitlines()[0]})") from error
     return False

@@ -7,14 +7,13 @@ rendered only when a sample is decoded, so a resumed run skips what it already c
 """
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from PIL import Image
 
 from ..synth.render import render_scene
 from ..synth.stream import SceneStream, StreamConfig
-from .shard_stream import BatchStream
+from .shard_stream import BatchStream, SkipCounter
 
 PREFIX = "synth-stream"
 
@@ -87,6 +86,14 @@ class SynthStream(BatchStream):
         self.config = config
         self.scenes = SceneStream(config, seed)
 
-    def _raw_samples(self, slot: int, slots: int, counts: Counter) -> Iterator[Dict[str, Any]]:
-        for samples in self.scenes.families(self.epoch, slot, slots):
-            yield from samples
+    def _pass(self, cycle: int, slot: int, slots: int, skips: SkipCounter
+              ) -> Tuple[List[str], Iterator[Dict[str, Any]]]:
+        """The stream is endless: its first pass never ends."""
+        return [SceneStream.url], (sample for samples in self.scenes.families(self.epoch, slot, slots)
+                                   for sample in samples)
+
+    def _sources(self) -> List[str]:
+        return [SceneStream.url]
+
+    def _describe(self) -> str:
+        return "the synthetic scene stream"

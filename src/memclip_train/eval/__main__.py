@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from ..cli import add_debug_flag, report_user_errors
 from .features import BadImageError
 from .heatmap import draw_heatmaps, similarity_map
-from .models import ModelRef, load_model
-from .retrieval_sets import DATASETS, LayoutError
 from .markings import DEFAULT_CANDIDATES
+from .models import ModelRef, load_model
+from .retrieval_sets import DATASETS
 from .runner import (ModelCache, pairs_table, run_markings, run_pairs, run_retrieval, run_segmentation,
                      run_synth_semantics, run_zeroshot)
 from .segmentation import METHODS
@@ -53,6 +54,7 @@ def _models(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", action="append", default=[], help="table name of the model given before it")
     parser.add_argument("--text-context-length", type=int, help="read captions up to N tokens (every model)")
     parser.add_argument("--text-pos-stretch", choices=("longclip", "interpolate"), help="how CLIP towers reach N")
+    add_debug_flag(parser)  # every command takes models, so every command gets -v/--debug here
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -165,53 +167,56 @@ def paired_roots(datasets: Sequence[str], roots: Sequence[Path], parser: argpars
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s | %(levelname)s | %(message)s", datefmt="%H:%M:%S")
     refs = model_refs(args, parser)
+    return report_user_errors(parser.prog, args.debug, lambda: run_command(args, parser, refs))
+
+
+def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, refs: Sequence[ModelRef]) -> None:
     device = torch.device(args.device)
-    try:
-        if args.command == "retrieval":
-            roots = paired_roots(args.dataset, args.data_root, parser)
-            results = run_retrieval(refs, args.dataset, roots, args.out, device, args.precision, args.batch_size,
-                                    args.workers, args.skip_bad, not args.no_cache, not args.no_progress)
-            table = retrieval_table(results, args.dataset)
-            (args.out / "retrieval_table.md").write_text(table + "\n")
-        elif args.command == "zeroshot":
-            roots = paired_roots(args.dataset, args.data_root, parser)
-            results = run_zeroshot(refs, args.dataset, roots, args.out, device, args.precision, args.batch_size,
-                                   args.workers, args.skip_bad, not args.no_cache, not args.no_progress,
-                                   options=ZeroShotOptions(args.class_names, args.templates))
-            table = zeroshot_table(results, args.dataset)
-            (args.out / "zeroshot_table.md").write_text(table + "\n")
-        elif args.command == "segmentation":
-            roots = paired_roots(args.dataset, args.data_root, parser)
-            results = run_segmentation(refs, args.dataset, roots, args.method or ["sclip"], args.out, device,
-                                       args.precision, args.window, args.stride, args.short_side, args.logit_scale,
-                                       args.num_overlays, args.limit, not args.no_progress)
-            table = segmentation_table(results, args.dataset)
-            (args.out / "segmentation_table.md").write_text(table + "\n")
-        elif args.command == "pairs":
-            results = run_pairs(refs, args.data_root, args.out, device, args.precision, args.caption,
-                                args.batch_size, not args.no_progress)
-            table = pairs_table(results)
-        elif args.command == "synth":
-            table = run_synth(refs, args, device)
-        elif args.command == "markings":
-            results = run_markings(refs, args.world, args.out, device, args.precision, args.candidates,
-                                   args.batch_size, not args.no_progress)
-            table = markings_table(results)
-            (args.out / "markings_table.md").write_text(table + "\n")
-        else:
-            ref = refs[0]
-            loaded = load_model(ref, device)
+    if args.command == "retrieval":
+        roots = paired_roots(args.dataset, args.data_root, parser)
+        results = run_retrieval(refs, args.dataset, roots, args.out, device, args.precision, args.batch_size,
+                                args.workers, args.skip_bad, not args.no_cache, not args.no_progress)
+        table = retrieval_table(results, args.dataset)
+        (args.out / "retrieval_table.md").write_text(table + "\n")
+    elif args.command == "zeroshot":
+        roots = paired_roots(args.dataset, args.data_root, parser)
+        results = run_zeroshot(refs, args.dataset, roots, args.out, device, args.precision, args.batch_size,
+                               args.workers, args.skip_bad, not args.no_cache, not args.no_progress,
+                               options=ZeroShotOptions(args.class_names, args.templates))
+        table = zeroshot_table(results, args.dataset)
+        (args.out / "zeroshot_table.md").write_text(table + "\n")
+    elif args.command == "segmentation":
+        roots = paired_roots(args.dataset, args.data_root, parser)
+        results = run_segmentation(refs, args.dataset, roots, args.method or ["sclip"], args.out, device,
+                                   args.precision, args.window, args.stride, args.short_side, args.logit_scale,
+                                   args.num_overlays, args.limit, not args.no_progress)
+        table = segmentation_table(results, args.dataset)
+        (args.out / "segmentation_table.md").write_text(table + "\n")
+    elif args.command == "pairs":
+        results = run_pairs(refs, args.data_root, args.out, device, args.precision, args.caption,
+                            args.batch_size, not args.no_progress)
+        table = pairs_table(results)
+    elif args.command == "synth":
+        table = run_synth(refs, args, device)
+    elif args.command == "markings":
+        results = run_markings(refs, args.world, args.out, device, args.precision, args.candidates,
+                               args.batch_size, not args.no_progress)
+        table = markings_table(results)
+        (args.out / "markings_table.md").write_text(table + "\n")
+    else:
+        ref = refs[0]
+        loaded = load_model(ref, device)
+        try:
             image = Image.open(args.image)
-            maps = [similarity_map(loaded.model, loaded.preprocess, loaded.tokenizer, image, text, device,
-                                   args.method) for text in args.text]
-            table = f"wrote {draw_heatmaps(args.out, image, maps, args.text)}"
-    except (LayoutError, BadImageError, ValueError, TypeError) as error:
-        logger.error("%s", error)
-        return 1
+        except UnidentifiedImageError as error:
+            raise BadImageError(f"--image {args.image} is not an image PIL can read") from error
+        maps = [similarity_map(loaded.model, loaded.preprocess, loaded.tokenizer, image, text, device,
+                               args.method) for text in args.text]
+        table = f"wrote {draw_heatmaps(args.out, image, maps, args.text)}"
     print(table)
-    return 0
 
 
 SYNTH_ZEROSHOT = list(SYNTH_ATTRIBUTES)

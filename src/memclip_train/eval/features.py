@@ -15,8 +15,8 @@ from tqdm import tqdm
 from memclip.truncation import token_lengths
 
 
-class BadImageError(RuntimeError):
-    """An image that is missing or does not decode (the message names the file)."""
+class BadImageError(ValueError):
+    """An image that is missing, does not decode or has no caption (the message names the file)."""
 
 
 def describe_image(source, index: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -15,7 +16,7 @@ from memory_layers import track_usage
 
 from ..data.shard_writer import write_json_atomic
 from ..retrieval_metrics import metrics_from_ranks, query_ranks
-from .features import encode_images, encode_texts
+from .features import BadImageError, encode_images, encode_texts
 from .models import LoadedModel
 from .retrieval_sets import RetrievalSet
 
@@ -37,8 +38,15 @@ def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch
 
     Returns:
         {"metrics": {...}, "num_images", "num_texts", "context_length", "captions_cut", "meta",
-         "images_per_second", "skipped_images", "memory_usage", "ranks": {"t2i": [...], "i2t": [...]}}
+         "images_per_second", "skipped_images", "images_without_captions", "memory_usage",
+         "ranks": {"t2i": [...], "i2t": [...]}}
+
+    Raises:
+        BadImageError: an image is unreadable or has no caption, and ``skip_bad`` is off.
     """
+    if dataset.uncaptioned and not skip_bad:
+        raise BadImageError(f"{dataset.uncaptioned[0]}: an image of {dataset.name} without a caption "
+                            f"({len(dataset.uncaptioned)} in all); add its caption or pass --skip-bad")
     model = loaded.model
     with track_usage(model) as usage:
         images = encode_images(model, loaded.preprocess, dataset.images, device, autocast, batch_size, workers,
@@ -64,15 +72,30 @@ def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch
         "meta": dataset.meta,
         "images_per_second": images.images_per_second,
         "skipped_images": [[str(p), m] for p, m in images.bad],
+        "images_without_captions": [str(p) for p in dataset.uncaptioned],
         "memory_usage": memory_usage_summary(model, usage),
         "ranks": {direction: values.tolist() for direction, values in ranks.items()},
     }
 
 
-def cache_key(identity: Dict[str, Any], dataset: str, variant: Optional[str], data_root: Path,
-              precision: str) -> str:
+def data_fingerprint(dataset: RetrievalSet) -> str:
+    """A cheap fingerprint of what a retrieval result depends on in the data: the captions and which image each
+    describes, and every image file's name, size and modification time (a fixed or replaced image changes it)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([dataset.captions, dataset.text_to_image]).encode())
+    for path in [*dataset.images, *dataset.uncaptioned]:
+        stat = os.stat(path) if os.path.exists(path) else None
+        digest.update(f"{path}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_key(identity: Dict[str, Any], dataset: str, variant: Optional[str], data_root: Path, precision: str,
+              skip_bad: bool, fingerprint: str) -> str:
+    """Everything that changes a result: the model's identity, the dataset, its variant, folder and data
+    fingerprint, the precision and whether bad images are skipped."""
     payload = json.dumps({"model": identity, "dataset": dataset, "variant": variant,
-                          "data_root": str(Path(data_root).resolve()), "precision": precision}, sort_keys=True)
+                          "data_root": str(Path(data_root).resolve()), "precision": precision, "skip_bad": skip_bad,
+                          "data": fingerprint}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -83,7 +106,7 @@ def result_path(out: Path, dataset: str, variant: Optional[str], model_tag: str,
 
 
 def cached_result(path: Path, key: str) -> Optional[Dict[str, Any]]:
-    """The stored result when its cache key matches (same model weights, data and precision), else None."""
+    """The stored result when its cache key matches (see :func:`cache_key`), else None."""
     if not path.is_file():
         return None
     try:

@@ -12,7 +12,7 @@ from .models import LoadedModel, ModelRef, autocast_for, load_model
 from .pairs import evaluate_pairs, write_pairs_result
 from .features import encode_images, encode_texts
 from .markings import evaluate_markings, load_marking_queries
-from .retrieval import cache_key, cached_result, evaluate_retrieval, result_path, store_result
+from .retrieval import cache_key, cached_result, data_fingerprint, evaluate_retrieval, result_path, store_result
 from .retrieval_sets import load_retrieval_set
 from .segmentation import ClipSegmenter, SlidingWindow, evaluate_segmentation, load_segmentation_set
 from .synth_semantics import evaluate_synth_semantics, load_scenes
@@ -54,20 +54,20 @@ def run_retrieval(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequ
     results: Dict[str, Dict[str, Dict[str, Any]]] = {ref.label: {} for ref in refs}
     for spec, root in zip(datasets, roots):
         name, variant = split_variant(spec)
-        loaded_set = None
+        loaded_set = load_retrieval_set(name, root, variant)
+        fingerprint = data_fingerprint(loaded_set)
         for ref in refs:
-            key = cache_key(ref.identity(), name, variant, root, precision)
+            key = cache_key(ref.identity(), name, variant, root, precision, skip_bad, fingerprint)
             path = result_path(out, name, variant, ref.tag)
             result = cached_result(path, key) if use_cache else None
             if result is not None:
                 logger.info("%s on %s: cached in %s", ref.label, spec, path)
             else:
-                loaded_set = loaded_set or load_retrieval_set(name, root, variant)
                 result = evaluate_retrieval(models.get(ref), loaded_set, device, autocast, batch_size, workers,
                                             skip_bad, progress)
                 result.update({"model": ref.model, "pretrained": ref.pretrained, "dataset": name,
                                "variant": loaded_set.meta.get("variant"), "data_root": str(root),
-                               "precision": precision, "cache_key": key})
+                               "precision": precision, "skip_bad": skip_bad, "cache_key": key})
                 store_result(path, result)
                 logger.info("%s on %s: T2I R@1 %.1f, I2T R@1 %.1f (%d images, %.0f images/s, %d captions cut at %d "
                             "tokens)", ref.label, spec, result["metrics"]["t2i_R@1"], result["metrics"]["i2t_R@1"],

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..cli import add_debug_flag, report_user_errors
 from .captions import CaptionConfig
 from .config import SynthConfig
 from .generate import generate_world
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace a world generated earlier in --out")
     parser.add_argument("--preview", action="store_true", help="also write DIR/preview.png (samples with captions)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_debug_flag(parser)
     return parser
 
 
@@ -102,22 +105,23 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
     )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("memclip_train.synth").setLevel(logging.INFO)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+    logging.getLogger("memclip_train.synth").setLevel(logging.DEBUG if args.debug else logging.INFO)
     try:
         config = config_from_args(args)
     except ValueError as error:
         parser.error(str(error))
     if args.workers > (os.cpu_count() or 1):
         logger.warning("--workers %d exceeds the %d CPU cores", args.workers, os.cpu_count() or 1)
-    try:
-        world = generate_world(config, args.out, workers=args.workers, overwrite=args.overwrite,
-                               progress=False if args.no_progress else None)
-    except FileExistsError as error:
-        parser.error(str(error))
+    return report_user_errors(parser.prog, args.debug, lambda: generate(args, config))
+
+
+def generate(args: argparse.Namespace, config: SynthConfig) -> None:
+    world = generate_world(config, args.out, workers=args.workers, overwrite=args.overwrite,
+                           progress=False if args.no_progress else None)
     splits = world["splits"]
     for split, summary in splits.items():
         logger.info("  %-12s %s", split, ", ".join(f"{k}={v}" for k, v in summary.items() if k != "classes"))
@@ -129,4 +133,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,14 +2,14 @@
 
 Worker processes compute items in chunks (``splits.make_items``); the parent receives them in index order and
 writes them, so the output is byte-identical for any number of workers. world.json is removed first and written
-last: a folder with a world.json holds a complete world.
+last: a folder with a world.json holds a complete world, and world.json lists every file and folder of it, so that
+``--overwrite`` removes exactly those (see ``manifest.py``).
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import platform
-import shutil
 import time
 from contextlib import ExitStack
 from importlib import metadata
@@ -22,22 +22,19 @@ from tqdm import tqdm
 
 from ..data.shard_writer import write_json_atomic
 from .config import FORMAT_VERSION, SPLITS, SynthConfig
+from .manifest import WORLD_FILE, WorldFiles, remove_generated
 from .splits import Item, make_items
 from .writers import WRITERS
 
 logger = logging.getLogger(__name__)
 
-WORLD_FILE = "world.json"
-PREVIEW_FILES = ("preview.png",)
-GENERATED = (WORLD_FILE,) + SPLITS + PREVIEW_FILES
-
-
 def prepare_output(out: Union[str, Path], overwrite: bool) -> Path:
     """Make ``out`` ready: refuse a non-empty folder unless ``overwrite``; then remove only what a previous
-    generation wrote there (world.json, the split folders, previews), never other files.
+    generation wrote there (the files its world.json lists, or an interrupted generation recorded), never other files.
 
     Raises:
-        FileExistsError: ``out`` is non-empty and ``overwrite`` is false, or ``out`` is a file.
+        FileExistsError: ``out`` is a file; or non-empty and ``overwrite`` is false; or non-empty without a generated
+            world to replace.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -45,12 +42,7 @@ def prepare_output(out: Union[str, Path], overwrite: bool) -> Path:
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise FileExistsError(f"--out {out} is not empty; pass --overwrite to replace a generated world there")
-        for name in GENERATED:
-            path = out / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
+        remove_generated(out)
         left = sorted(p.name for p in out.iterdir())
         if left:
             logger.warning("--overwrite kept files it did not write in %s: %s", out, ", ".join(left[:5]))
@@ -100,6 +92,7 @@ def generate_world(
     if workers < 1:
         raise ValueError(f"workers={workers}: must be >= 1")
     out = prepare_output(out, overwrite)
+    files = WorldFiles(out)
     started = time.time()
     summaries: Dict[str, Any] = {}
     with ExitStack() as stack:
@@ -109,7 +102,7 @@ def generate_world(
             if total == 0:
                 summaries[split] = {"skipped": True}
                 continue
-            writer = WRITERS[split](out / split, config)
+            writer = WRITERS[split](out / split, config, files)
             disable = None if progress is None else not progress
             with tqdm(total=total, desc=f"{split:>12}", unit=" items", disable=disable) as bar:
                 try:
@@ -130,7 +123,9 @@ def generate_world(
         "vocabularies": config.world.vocabularies(),
         "splits": summaries,
         "software": software_versions(),
+        **files.finish(),
     }
     write_json_atomic(out / WORLD_FILE, world)
+    files.discard_pending()
     logger.info("wrote the synthetic world to %s in %.1fs", out, time.time() - started)
     return world

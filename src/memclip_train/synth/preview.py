@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .manifest import add_to_world
+
 logger = logging.getLogger(__name__)
 
 PREVIEW_FILE = "preview.png"
@@ -196,6 +198,7 @@ def write_preview(world_dir: Union[str, Path], path: Optional[Union[str, Path]] 
     if not sheet.rows:
         raise FileNotFoundError(f"{world_dir} holds no generated split to preview")
     sheet.render().save(path, format="PNG")
+    add_to_world(world_dir, path)
     return path
 
 

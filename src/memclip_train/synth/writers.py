@@ -9,6 +9,7 @@
 
 Every writer takes items in index order through ``add`` and finishes with ``close``, which returns a summary for
 world.json. Index files (sizes.json, captions_short.json, val.txt, pairs.jsonl) are written last and atomically.
+Every folder and file is recorded in the generation's :class:`WorldFiles` before it is written.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..data.shard_writer import ShardWriter, write_json_atomic
+from ..data.shard_writer import SIZES_FILE, ShardWriter, write_json_atomic
 from .config import SynthConfig
+from .manifest import WorldFiles
 from .splits import Item
 
 
@@ -31,10 +33,11 @@ def write_text_atomic(path: Path, text: str) -> None:
 class SplitWriter:
     """Base class: ``add(item)`` in index order, then ``close() -> summary``."""
 
-    def __init__(self, folder: Path, config: SynthConfig) -> None:
+    def __init__(self, folder: Path, config: SynthConfig, files: WorldFiles) -> None:
         self.folder = folder
         self.config = config
-        folder.mkdir(parents=True, exist_ok=True)
+        self.files = files
+        files.folder(folder)
 
     def add(self, item: Item) -> None:
         raise NotImplementedError
@@ -46,14 +49,18 @@ class SplitWriter:
 class ShardSplitWriter(SplitWriter):
     """train/ and val/: webdataset shards of ``samples_per_shard`` samples and sizes.json."""
 
-    def __init__(self, folder: Path, config: SynthConfig) -> None:
-        super().__init__(folder, config)
+    def __init__(self, folder: Path, config: SynthConfig, files: WorldFiles) -> None:
+        super().__init__(folder, config, files)
         self.writer = ShardWriter(folder, samples_per_shard=config.samples_per_shard)
 
     def add(self, item: Item) -> None:
+        shard, offset = divmod(self.writer.num_samples, self.config.samples_per_shard)
+        if offset == 0:
+            self.files.file(self.folder / self.writer.name_format.format(shard))
         self.writer.write(item["key"], {"jpg": item["jpg"], "txt": item["txt"], "json": item["json"]})
 
     def close(self) -> Dict[str, Any]:
+        self.files.file(self.folder / SIZES_FILE)
         sizes = self.writer.close()
         return {"samples": sum(sizes.values()), "shards": len(sizes)}
 
@@ -65,10 +72,10 @@ class RetrievalSplitWriter(SplitWriter):
     """retrieval/: image/N.jpg, caption/N.txt (the long caption on one line), captions_short.json and scenes.jsonl
     (``{"index", "background", "texture", "objects": [...], "salient": i}`` per image, in index order)."""
 
-    def __init__(self, folder: Path, config: SynthConfig) -> None:
-        super().__init__(folder, config)
-        (folder / "image").mkdir(exist_ok=True)
-        (folder / "caption").mkdir(exist_ok=True)
+    def __init__(self, folder: Path, config: SynthConfig, files: WorldFiles) -> None:
+        super().__init__(folder, config, files)
+        files.folder(folder / "image")
+        files.folder(folder / "caption")
         self.images: List[Dict[str, Any]] = []
         self.annotations: List[Dict[str, Any]] = []
         self.scenes: List[str] = []
@@ -76,8 +83,9 @@ class RetrievalSplitWriter(SplitWriter):
     def add(self, item: Item) -> None:
         index = item["index"]
         self.scenes.append(json.dumps({"index": index, **item["scene"]}, ensure_ascii=False))
-        (self.folder / "image" / f"{index}.jpg").write_bytes(item["jpg"])
-        (self.folder / "caption" / f"{index}.txt").write_text(item["long"].replace("\n", " ") + "\n", encoding="utf-8")
+        self.files.file(self.folder / "image" / f"{index}.jpg").write_bytes(item["jpg"])
+        self.files.file(self.folder / "caption" / f"{index}.txt").write_text(item["long"].replace("\n", " ") + "\n",
+                                                                            encoding="utf-8")
         size = self.config.render.image_size
         self.images.append({"id": index, "file_name": f"image/{index}.jpg", "width": size, "height": size})
         for caption in item["short"]:
@@ -90,37 +98,39 @@ class RetrievalSplitWriter(SplitWriter):
             "images": self.images,
             "annotations": self.annotations,
         }
-        write_json_atomic(self.folder / "captions_short.json", coco, indent=None)
-        write_text_atomic(self.folder / "scenes.jsonl", "".join(line + "\n" for line in self.scenes))
+        write_json_atomic(self.files.file(self.folder / "captions_short.json"), coco, indent=None)
+        write_text_atomic(self.files.file(self.folder / "scenes.jsonl"), "".join(line + "\n" for line in self.scenes))
         return {"images": len(self.images), "short_captions": len(self.annotations)}
 
 
 class SegmentationSplitWriter(SplitWriter):
     """segmentation/: VOC2012-style folders; classes.txt lists the shapes (background not listed, as VOC20)."""
 
-    def __init__(self, folder: Path, config: SynthConfig) -> None:
-        super().__init__(folder, config)
+    def __init__(self, folder: Path, config: SynthConfig, files: WorldFiles) -> None:
+        super().__init__(folder, config, files)
         for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+            files.folder(folder / sub)
         self.ids: List[str] = []
 
     def add(self, item: Item) -> None:
-        (self.folder / "JPEGImages" / f"{item['id']}.jpg").write_bytes(item["jpg"])
-        (self.folder / "SegmentationClass" / f"{item['id']}.png").write_bytes(item["png"])
+        self.files.file(self.folder / "JPEGImages" / f"{item['id']}.jpg").write_bytes(item["jpg"])
+        self.files.file(self.folder / "SegmentationClass" / f"{item['id']}.png").write_bytes(item["png"])
         self.ids.append(item["id"])
 
     def close(self) -> Dict[str, Any]:
-        write_text_atomic(self.folder / "classes.txt", "".join(f"{shape}\n" for shape in self.config.world.shapes))
-        write_text_atomic(self.folder / "ImageSets" / "Segmentation" / "val.txt", "".join(f"{i}\n" for i in self.ids))
+        write_text_atomic(self.files.file(self.folder / "classes.txt"),
+                          "".join(f"{shape}\n" for shape in self.config.world.shapes))
+        write_text_atomic(self.files.file(self.folder / "ImageSets" / "Segmentation" / "val.txt"),
+                          "".join(f"{i}\n" for i in self.ids))
         return {"images": len(self.ids), "classes": list(self.config.world.shapes)}
 
 
 class PairSplitWriter(SplitWriter):
     """pairs/: images/ID_a.jpg, ID_b.jpg and pairs.jsonl, one pair a line."""
 
-    def __init__(self, folder: Path, config: SynthConfig) -> None:
-        super().__init__(folder, config)
-        (folder / "images").mkdir(exist_ok=True)
+    def __init__(self, folder: Path, config: SynthConfig, files: WorldFiles) -> None:
+        super().__init__(folder, config, files)
+        files.folder(folder / "images")
         self.lines: List[str] = []
         self.per_pattern: Dict[str, int] = {}
 
@@ -128,14 +138,14 @@ class PairSplitWriter(SplitWriter):
         record: Dict[str, Any] = {"id": item["id"], "pattern": item["pattern"], "differs": item["differs"]}
         for side in ("a", "b"):
             name = f"images/{item['id']}_{side}.jpg"
-            (self.folder / name).write_bytes(item[side]["jpg"])
+            self.files.file(self.folder / name).write_bytes(item[side]["jpg"])
             scene = item[side]["scene"]
             record[side] = {"image": name, "caption": item[side]["caption"], "short": item[side]["short"], **scene}
         self.lines.append(json.dumps(record, ensure_ascii=False))
         self.per_pattern[item["pattern"]] = self.per_pattern.get(item["pattern"], 0) + 1
 
     def close(self) -> Dict[str, Any]:
-        write_text_atomic(self.folder / "pairs.jsonl", "".join(line + "\n" for line in self.lines))
+        write_text_atomic(self.files.file(self.folder / "pairs.jsonl"), "".join(line + "\n" for line in self.lines))
         return {"pairs": len(self.lines), "per_pattern": self.per_pattern}
 
 

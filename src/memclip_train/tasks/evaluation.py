@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.shard_stream import NoSamplesError
 from ..retrieval_metrics import retrieval_metrics
 
 
@@ -14,15 +15,22 @@ from ..retrieval_metrics import retrieval_metrics
 def encode_batches(model: nn.Module, loader: Iterable[Dict[str, torch.Tensor]], autocast: Callable,
                    device: torch.device, image: bool = True, roles: Sequence[str] = ("text",)
                    ) -> Dict[str, torch.Tensor]:
-    """L2-normalised features of every batch: {"image": (N, D), role: (N, D)}, on the CPU in float32."""
+    """L2-normalised features of every batch: {"image": (N, D), role: (N, D)}, on the CPU in float32.
+
+    Raises:
+        NoSamplesError: the loader yielded no batch (every sample skipped; the skips were logged as they happened).
+    """
     model.eval()
     chunks: Dict[str, list] = {name: [] for name in (["image"] if image else []) + list(roles)}
-    for batch in loader:
+    batches = 0
+    for batches, batch in enumerate(loader, 1):
         with autocast():
             if image:
                 chunks["image"].append(model.encode_image(batch["image"].to(device), normalize=True).float().cpu())
             for role in roles:
                 chunks[role].append(model.encode_text(batch[role].to(device), normalize=True).float().cpu())
+    if not batches:
+        raise NoSamplesError("the validation data yielded no usable sample (see the skipped samples logged above)")
     return {name: torch.cat(parts) for name, parts in chunks.items() if parts}
 
 

@@ -27,6 +27,7 @@ class RetrievalSet:
         captions: every caption.
         text_to_image: for each caption, the index of its image.
         meta: how the set was built (split, definition, caption preprocessing), recorded with every result.
+        uncaptioned: images of the dataset's folder that have no caption (an error unless skipped and counted).
     """
 
     name: str
@@ -34,6 +35,7 @@ class RetrievalSet:
     captions: List[str]
     text_to_image: List[int]
     meta: Dict[str, Any] = field(default_factory=dict)
+    uncaptioned: List[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.captions) != len(self.text_to_image):
@@ -46,7 +48,7 @@ class RetrievalSet:
         remap = {old: new for new, old in enumerate(keep_images)}
         pairs = [(c, remap[o]) for c, o in zip(self.captions, self.text_to_image) if o in remap]
         return RetrievalSet(self.name, [self.images[i] for i in keep_images], [c for c, _ in pairs],
-                            [o for _, o in pairs], dict(self.meta))
+                            [o for _, o in pairs], dict(self.meta), list(self.uncaptioned))
 
 
 def require(dataset: str, path: Path, expected: str) -> Path:

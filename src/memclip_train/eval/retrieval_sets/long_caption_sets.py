@@ -45,6 +45,9 @@ def split_sentences(text: str) -> List[str]:
     return sentences
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
 def _image_file(folder: Path, name: str) -> Path:
     if Path(name).suffix:
         return folder / name
@@ -74,8 +77,11 @@ def load_urban1k(root: Path) -> RetrievalSet:
         by_image[image] = [lines[0].strip() if lines else ""]
     if not by_image:
         raise LayoutError("urban1k", captions, URBAN1K_LAYOUT, "no N.txt captions in")
-    return grouped("urban1k", by_image, {"layout": "Long-CLIP image/ + caption/",
-                                         "caption_preprocessing": "first line of each caption file, stripped"})
+    dataset = grouped("urban1k", by_image, {"layout": "Long-CLIP image/ + caption/",
+                                            "caption_preprocessing": "first line of each caption file, stripped"})
+    dataset.uncaptioned = sorted((p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                                  and p not in by_image), key=lambda p: (len(p.stem), p.stem))
+    return dataset
 
 
 def load_docci(root: Path, split: str = "test", granularity: str = "full") -> RetrievalSet:
