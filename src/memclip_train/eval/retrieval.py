@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
@@ -78,15 +78,24 @@ def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch
     }
 
 
-def data_fingerprint(dataset: RetrievalSet) -> str:
-    """A cheap fingerprint of what a retrieval result depends on in the data: the captions and which image each
-    describes, and every image file's name, size and modification time (a fixed or replaced image changes it)."""
+def sources_fingerprint(payload: Any, images: Sequence[Union[str, Path, bytes]]) -> str:
+    """A cheap fingerprint of ``payload`` (JSON-ready: captions, labels, ...) and of the images: each file's name,
+    size and modification time (a fixed or replaced image changes it), or the hash of in-memory encoded bytes."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([dataset.captions, dataset.text_to_image]).encode())
-    for path in [*dataset.images, *dataset.uncaptioned]:
-        stat = os.stat(path) if os.path.exists(path) else None
-        digest.update(f"{path}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}\n".encode())
+    digest.update(json.dumps(payload).encode())
+    for image in images:
+        if isinstance(image, (bytes, bytearray)):
+            digest.update(hashlib.sha256(image).digest())
+            continue
+        stat = os.stat(image) if os.path.exists(image) else None
+        digest.update(f"{image}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}\n".encode())
     return digest.hexdigest()
+
+
+def data_fingerprint(dataset: RetrievalSet) -> str:
+    """What a retrieval result depends on in the data: the captions and which image each describes, and every image
+    file (see :func:`sources_fingerprint`)."""
+    return sources_fingerprint([dataset.captions, dataset.text_to_image], [*dataset.images, *dataset.uncaptioned])
 
 
 def cache_key(identity: Dict[str, Any], dataset: str, variant: Optional[str], data_root: Path, precision: str,

@@ -12,7 +12,8 @@ from .models import LoadedModel, ModelRef, autocast_for, load_model
 from .pairs import evaluate_pairs, write_pairs_result
 from .features import encode_images, encode_texts
 from .markings import evaluate_markings, load_marking_queries
-from .retrieval import cache_key, cached_result, data_fingerprint, evaluate_retrieval, result_path, store_result
+from .retrieval import (cache_key, cached_result, data_fingerprint, evaluate_retrieval, result_path,
+                        sources_fingerprint, store_result)
 from .retrieval_sets import load_retrieval_set
 from .segmentation import ClipSegmenter, SlidingWindow, evaluate_segmentation, load_segmentation_set
 from .synth_semantics import evaluate_synth_semantics, load_scenes
@@ -89,16 +90,16 @@ def run_zeroshot(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Seque
     results: Dict[str, Dict[str, Dict[str, Any]]] = {ref.label: {} for ref in refs}
     for spec, root in zip(datasets, roots):
         name, variant = split_variant(spec)
-        loaded_set = None
+        loaded_set = load_zeroshot_set(name, root, variant, options)
+        fingerprint = sources_fingerprint([loaded_set.labels, loaded_set.class_names], loaded_set.images)
         for ref in refs:
             identity = dict(ref.identity(), zeroshot_options=options_identity(options))
-            key = cache_key(identity, name, variant, root, precision)
+            key = cache_key(identity, name, variant, root, precision, skip_bad, fingerprint)
             path = result_path(out, name, variant, ref.tag, task="zeroshot")
             result = cached_result(path, key) if use_cache else None
             if result is not None:
                 logger.info("%s on %s: cached in %s", ref.label, spec, path)
             else:
-                loaded_set = loaded_set or load_zeroshot_set(name, root, variant, options)
                 loaded = models.get(ref)
                 result = evaluate_zeroshot(loaded.model, loaded.preprocess, loaded.tokenizer, loaded_set, device,
                                            autocast, batch_size, workers, skip_bad, progress)
