@@ -50,12 +50,13 @@ def test_zero_shot_runs_at_the_frequency_and_after_the_last_epoch(micro_world, t
     assert zeroshot[-1]["imagenet-zeroshot-val-top5"] == pytest.approx(direct["metrics"]["top5"] / 100)
 
 
-def test_zero_shot_frequency_zero_and_bad_folders(micro_world, tmp_path, caplog, one_template):
+def test_zero_shot_frequency_zero_and_bad_folders(micro_world, tmp_path, capsys, one_template):
     val = imagenet_like(tmp_path / "imagenet", lambda label: f"n{label:08d}")
     assert main(train_args(micro_world, tmp_path, "never", "--imagenet-val", str(val), "--zeroshot-frequency", "0",
                            "--epochs", "1")) == 0
     assert '"kind": "zeroshot"' not in (tmp_path / "never" / "metrics.jsonl").read_text()
-    assert main(train_args(micro_world, tmp_path, "bad", "--imagenet-val", str(tmp_path / "nowhere"))) == 1
-    assert "imagenet: missing" in caplog.text and "expected layout" in caplog.text
+    assert main(train_args(micro_world, tmp_path, "bad", "--imagenet-val", str(tmp_path / "nowhere"))) == 2
+    err = capsys.readouterr().err
+    assert "imagenet: missing" in err and "expected layout" in err
     with pytest.raises(SystemExit):
         main(train_args(micro_world, tmp_path, "negative", "--zeroshot-frequency", "-1"))
