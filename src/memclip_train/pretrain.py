@@ -16,6 +16,7 @@ import logging
 import platform
 import shlex
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from .stages import Stage, run_stages
 MODEL = "ViT-Tiny-8"
 TAG = "synth"
 LABEL = "pretrained teacher"
+LOG_EVERY = 50
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class PretrainPipeline:
                 "--batch-size", str(plan.batch_size), "--lr", str(plan.lr), "--warmup", str(plan.warmup),
                 "--wd", str(plan.wd), "--caption-key", "txt", "--val-data", str(self.world / "val" / "000000.tar"),
                 "--precision", "fp32", "--workers", str(self.workers), "--seed", str(self.seed),
-                "--logs", str(self.run_dir.parent), "--name", self.run_dir.name, "--log-every-n-steps", "50",
+                "--logs", str(self.run_dir.parent), "--name", self.run_dir.name, "--log-every-n-steps", str(LOG_EVERY),
                 "--save-every-n-steps", "200"]
         return args + self._quiet()
 
@@ -120,6 +122,18 @@ class PretrainPipeline:
         return write_shipped(model, self.export_dir, MODEL, TAG, record)
 
 
+def training_throughput(metrics_file: Path, batch_size: int) -> Dict[str, float]:
+    """Seconds spent training and the median samples/s, from the logged throughput of every interval of
+    ``LOG_EVERY`` steps (so a run resumed after a kill counts only the time it trained; the stage's wall clock
+    would count only its last attempt)."""
+    rates = [row["samples_per_second"] for row in map(json.loads, metrics_file.read_text().splitlines())
+             if row.get("kind") == "train" and row.get("samples_per_second")]
+    if not rates:
+        return {}
+    seconds = sum(LOG_EVERY * batch_size / rate for rate in rates)
+    return {"training_seconds": round(seconds), "median_samples_per_second": round(statistics.median(rates), 1)}
+
+
 def competence(eval_dir: Path) -> Dict[str, Any]:
     """The held-out metrics of the pretrained teacher, from ``eval synth``'s results."""
     results = json.loads((eval_dir / "synth_results.json").read_text())
@@ -128,6 +142,8 @@ def competence(eval_dir: Path) -> Dict[str, Any]:
     segmentation = next(v for k, v in results["segmentation"].items() if k.startswith(LABEL))["synth"]
     pairs = results["pairs"][LABEL]
     metrics = {key: round(value, 2) for key, value in semantics.items()}
+    for dataset, result in results["zeroshot"][LABEL].items():
+        metrics[f"{dataset}_top1"] = round(result["metrics"]["top1"], 2)
     for dataset in ("synth-short", "synth-long"):
         for key in ("t2i_R@1", "i2t_R@1"):
             metrics[f"{dataset}_{key}"] = round(retrieval[dataset]["metrics"][key], 2)
@@ -170,7 +186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "training_command": training[-1].command(),
         "seed": args.seed,
         "plan": asdict(plan),
-        "training_seconds": timings.get("teacher"),
+        **training_throughput(pipeline.run_dir / "metrics.jsonl", plan.batch_size),
         "software": software(),
     }
     weights = pipeline.weights
