@@ -175,13 +175,14 @@ def test_command_line_matches_a_direct_computation_and_caches(tmp_path, caplog):
     assert main(argv) == 0 and "cached in" not in caplog.text
 
 
-def test_command_line_errors(tmp_path, caplog):
+def test_command_line_errors(tmp_path, capsys):
     assert main(["zeroshot", "--model", "ViT-Tiny-8", "--dataset", "imagenet", "--data-root", str(tmp_path),
-                 "--out", str(tmp_path / "o"), "--no-progress"]) == 1
-    assert "expected 1000 class folders" in caplog.text and "expected layout" in caplog.text
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "expected 1000 class folders" in err and "expected layout" in err
     assert main(["zeroshot", "--model", "ViT-Tiny-8", "--dataset", "imagenet-21k", "--data-root", str(tmp_path),
-                 "--out", str(tmp_path / "o"), "--no-progress"]) == 1
-    assert "unknown zero-shot dataset 'imagenet-21k'" in caplog.text
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "unknown zero-shot dataset 'imagenet-21k'" in capsys.readouterr().err
 
 
 def test_a_plug_in_dataset_of_encoded_images_with_per_class_prompts(tmp_path, monkeypatch):
