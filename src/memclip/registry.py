@@ -126,12 +126,6 @@ class ModelSpec:
     def with_memory(self, memory: Optional[MemoryConfig]) -> "ModelSpec":
         return self.replace(memory=memory)
 
-    def teacher_spec(self) -> "ModelSpec":
-        """The teacher: the same architecture without memory or widened MLPs and with CLIP's own text tower, named
-        after it."""
-        name = self.teacher or self.name
-        return ModelSpec(name, copy.deepcopy(self.model_cfg), None, name, stem=self.stem)
-
 
 def _natural_key(text: str) -> list:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", text.lower())]

@@ -131,9 +131,4 @@ class MemoryConfig:
         return cls(**dict(data))
 
 
-def _field_names() -> Tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(MemoryConfig))
-
-
-MEMORY_CONFIG_FIELDS = _field_names()
-__all__ = ["MemoryConfig", "MEMORY_CONFIG_FIELDS", "MODES"]
+__all__ = ["MemoryConfig", "MODES"]
