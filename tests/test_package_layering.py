@@ -4,6 +4,8 @@ import ast
 from pathlib import Path
 from typing import Dict, List, Set
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -60,8 +62,9 @@ def test_memory_layers_imports_neither_open_clip_nor_memclip():
         assert not outside, f"{path.relative_to(SRC)} imports {sorted(outside)}"
 
 
-def test_no_import_circles_in_memory_layers():
-    assert cycles(import_graph("memory_layers")) == []
+@pytest.mark.parametrize("package", ["memory_layers", "memclip", "memclip_train"])
+def test_no_import_circles(package):
+    assert cycles(import_graph(package)) == []
 
 
 def test_the_circle_finder_finds_a_circle():

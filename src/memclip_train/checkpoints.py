@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from memclip.checkpoint import CONFIG_KEY, atomic_write_bytes
+from memclip.atomic_io import atomic_write
+from memclip.registry import CONFIG_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[st
     }
     if scaler is not None:
         payload["scaler"] = scaler.state_dict()
-    atomic_write_bytes(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     logger.info("saved %s (epoch %d, step %d)", path, state.epoch, state.step)
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 import memclip
+from memclip.surgery import usage_by_block
 from memory_layers import full_value_tables, sync_value_shard_grads, track_usage
 from memory_layers.values_parallel import gather_full_optimizer_state_dict, sharded_clip_grad_norm_
 
@@ -317,11 +318,7 @@ class Trainer:
         start = time.time()
         with track_usage(self.task.model) as usage:
             metrics = self.task.validate(self.val.loader, self.autocast)
-        names = {id(m): i for i, m in memclip.memory_layers_of(self.task.model).items()}
-        modules = dict(self.task.model.named_modules())
-        for name, tracker in usage.items():
-            index = names.get(id(modules.get(name)), name)
-            summary = tracker.summary()
+        for index, summary in usage_by_block(self.task.model, usage).items():
             metrics[f"memory{index}_fraction_read"] = summary.fraction_read
             metrics[f"memory{index}_kl_from_uniform"] = summary.kl_from_uniform
         metrics["seconds"] = time.time() - start
