@@ -10,7 +10,6 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import open_clip
 import torch
-from open_clip.model import convert_to_custom_text_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_model
 from torch import nn
@@ -107,13 +106,6 @@ class Checkpoint:
     state_dict: Dict[str, torch.Tensor]
     config: Optional[Dict[str, Any]] = None
     preprocess: Dict[str, Any] = field(default_factory=dict)
-
-    def has_keys_beyond(self, model: nn.Module) -> bool:
-        """True when the weights hold keys the (not yet transformed) model lacks, e.g. memory keys."""
-        keys = set(self.state_dict)
-        if "positional_embedding" in keys and not hasattr(model, "positional_embedding"):
-            keys = set(convert_to_custom_text_state_dict(dict(self.state_dict)))
-        return bool(keys - set(model.state_dict()))
 
 
 def _strip_module_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
