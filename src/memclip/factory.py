@@ -35,6 +35,7 @@ from .checkpoint import Checkpoint, load_model_state_dict, load_text_tower, read
 from .clip_model import CLIP
 from .longclip_weights import from_longclip_state_dict, is_longclip_state_dict
 from .position_stretch import stretch_text_positions
+from .precision import PRECISIONS
 from .registry import ModelSpec, get_model_spec, is_saved_model_dir, list_memclip_models
 from .rope_text import convert_to_rope_text
 from .stem import attach_stem
@@ -43,8 +44,6 @@ from .text_tower import TextTowerConfig
 from .wide_mlp import widen_mlps
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "fp16", "bf16", "pure_fp16", "pure_bf16", "amp", "amp_bf16", "amp_bfloat16")
 
 
 def _resolve_memory(spec: ModelSpec, memory: Union[None, MemoryConfig, Mapping[str, Any]]) -> ModelSpec:

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
-from open_clip_train.precision import get_autocast
 from torch import nn
 from tqdm import tqdm
 
 import memclip
+from memclip.precision import autocast_for
 from memclip.surgery import usage_by_block
 from memory_layers import full_value_tables, sync_value_shard_grads, track_usage
 from memory_layers.values_parallel import gather_full_optimizer_state_dict, sharded_clip_grad_norm_
@@ -127,7 +127,7 @@ class Trainer:
                                              o.lr_cooldown_end)
         if resumed is not None and resumed.scheduler_state is not None:
             self.schedule.load_state_dict(resumed.scheduler_state)
-        self.autocast: Callable = get_autocast(config.model.precision, env.device.type)
+        self.autocast: Callable = autocast_for(config.model.precision, env.device)
         self.watch = NonFiniteWatch(env.device)
         self.preemption = PreemptionFlag()
         self.stop = False
