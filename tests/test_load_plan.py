@@ -2,7 +2,7 @@
 import torch
 
 import memclip
-from memclip.checkpoint import Checkpoint
+from memclip.weights_io import Checkpoint
 from memclip.factory import LOAD_STAGES, plan_load
 from memclip.registry import get_model_spec
 

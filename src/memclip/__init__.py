@@ -8,7 +8,7 @@
 """
 from memory_layers import MemoryConfig, param_groups, track_usage
 
-from .checkpoint import load_model_state_dict, save_pretrained
+from .weights_io import load_model_state_dict, save_pretrained
 from .errors import InputError
 from .factory import create_model, create_model_and_transforms, get_tokenizer
 from .open_clip_hook import register_open_clip, unregister_open_clip

@@ -31,7 +31,7 @@ from torch import nn
 
 from memory_layers import MemoryConfig, ProductKeyMemory
 
-from .checkpoint import Checkpoint, load_model_state_dict, load_text_tower, read_checkpoint
+from .weights_io import Checkpoint, load_model_state_dict, load_text_tower, read_checkpoint
 from .clip_model import CLIP
 from .longclip_weights import from_longclip_state_dict, is_longclip_state_dict
 from .position_stretch import stretch_text_positions

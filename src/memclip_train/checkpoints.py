@@ -4,7 +4,8 @@ Keys: ``epoch`` (epochs completed), ``name``, ``state_dict``, ``optimizer``, ``s
 ``scheduler`` (the learning-rate schedule's settings), ``step`` (optimizer steps so far), ``batch_in_epoch`` and
 ``stream_position`` (where a mid-epoch save stands), ``rng`` (torch, CUDA, Python and NumPy states), ``args`` (the
 TrainConfig) and ``memclip_config`` (so ``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of
-it loads with ``weights_only=True``.
+it loads with ``weights_only=True``. A model's weights alone (``save_pretrained``, tags, weight files) are
+:mod:`memclip.weights_io`'s.
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
 from .trainer import NonFiniteLoss, Trainer
 from .training_zeroshot import TrainingZeroShot
-from .values_sharding import shard_values
+from .values_parallel_setup import setup_values_parallel
 
 logger = logging.getLogger("memclip_train")
 
@@ -149,7 +149,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     val_captions = bool(config.data.val_data) and has_captions(
         config.data.val_data, config.data.dataset_type, config.data.csv_caption_key, config.data.csv_separator)
     task = build_task(config, env, has_val_captions=val_captions)
-    shard_values(task.model, env)
+    setup_values_parallel(task.model, env)
     logger.debug("model:\n%s", task.model)
     seed_everything(config.seed + env.rank)
     train = build_data(config.data.train_data, config.data, task.fields, task.preprocess_train, task.tokenizer,

@@ -1,5 +1,8 @@
 """Values parallelism: a value table split by columns over a group of ranks.
 
+A "shard" in this module (:class:`ShardedValueTable`, :func:`shard_value_tables`) is one rank's column slice of a
+value table, not a tar file of training samples (memclip_train's webdataset shards).
+
 With ``values_parallel_group_size = g`` the ranks form groups of ``g`` consecutive ranks ([0..g-1], [g..2g-1], ...).
 Rank ``r`` of a group holds columns ``[r * V / g, (r + 1) * V / g)`` of every value table (V = v_dim), so each rank
 stores ``1 / g`` of the table. A read, for the (T_r, B) bags of this rank's T_r tokens:

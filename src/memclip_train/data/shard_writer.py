@@ -1,5 +1,8 @@
 """`ShardWriter`: deterministic webdataset tar shards with open_clip's ``sizes.json``.
 
+(A shard here is a tar file of samples; the value-table shards of values parallelism are column slices of a
+memory's table, :mod:`memory_layers.values_parallel`.)
+
 Given the same samples in the same order, the shards are byte-identical: every tar member carries fixed metadata
 (mtime, uid, gid, user and group names, mode), a sample's fields are written in sorted extension order, and no
 timestamp or host detail enters the files. Each shard is written to a hidden temporary file in the output folder

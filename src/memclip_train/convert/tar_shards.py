@@ -1,4 +1,4 @@
-"""Write records as webdataset shards in parallel, resumably: a finished shard is never rewritten."""
+"""Write records as webdataset tar shards in parallel, resumably: a finished shard is never rewritten."""
 from __future__ import annotations
 
 import logging

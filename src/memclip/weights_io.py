@@ -1,4 +1,10 @@
-"""Saving and loading memclip models: safetensors weights plus the full config, written atomically."""
+"""Model weights in and out: ``save_pretrained`` (safetensors weights plus the full config, written atomically) and
+``read_checkpoint`` (an open_clip tag, a weights file or a saved folder -> :class:`Checkpoint`, the weights and what
+is known about them).
+
+Only a model's weights: a run's training state (optimizer, schedule, progress, RNG) is saved and restored by
+:mod:`memclip_train.checkpoints`, whose files this module also reads (their ``state_dict`` and recorded config).
+"""
 from __future__ import annotations
 
 import json
