@@ -31,7 +31,6 @@ from torch import nn
 
 from memory_layers import MemoryConfig, ProductKeyMemory
 
-from .weights_io import Checkpoint, load_model_state_dict, load_text_tower, read_checkpoint
 from .clip_model import CLIP
 from .longclip_weights import from_longclip_state_dict, is_longclip_state_dict
 from .position_stretch import stretch_text_positions
@@ -41,6 +40,7 @@ from .rope_text import convert_to_rope_text
 from .stem import attach_stem
 from .surgery import attach_memory
 from .text_tower import TextTowerConfig
+from .weights_io import Checkpoint, load_model_state_dict, load_text_tower, read_checkpoint
 from .wide_mlp import widen_mlps
 
 logger = logging.getLogger(__name__)
@@ -149,9 +149,6 @@ def _holds_keys_beyond_architecture(spec: ModelSpec, state_dict: Dict[str, Any])
                             "fp32")
         attach_stem(bare.visual, spec.stem)
     return bool(set(_in_model_layout(state_dict, bare)) - set(bare.state_dict()))
-
-
-LOAD_STAGES = ("open_clip", "teacher", "final")
 
 
 @dataclass(frozen=True)

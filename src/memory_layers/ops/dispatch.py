@@ -40,8 +40,7 @@ from .reference import (
     select_topk_torch,
     topk_with,
 )
-from .runtime import (BACKEND_ENV, BAG_PATH_ENV, DeviceLike, check_triton_launch, interpreter_enabled,
-                      triton_available)
+from .runtime import BACKEND_ENV, BAG_PATH_ENV, DeviceLike, check_triton_launch, triton_available
 
 logger = logging.getLogger(__name__)
 
