@@ -54,3 +54,15 @@ def test_unknown_keys_are_named():
 def test_value_dim_resolves_block_width():
     assert MemoryConfig(v_dim=-1).value_dim(768) == 768
     assert MemoryConfig(v_dim=1024).value_dim(768) == 1024
+
+
+def test_every_config_refuses_unknown_keys_through_one_check():
+    from memclip.stem import VisionStemConfig
+    from memclip.text_tower import TextTowerConfig
+    from memclip.wide_mlp import WideMLPConfig
+
+    for cls, noun in ((MemoryConfig, "keys"), (TextTowerConfig, "keys"), (VisionStemConfig, "fields"),
+                      (WideMLPConfig, "fields")):
+        with pytest.raises(ValueError, match=rf"^{cls.__name__}: unknown {noun} \['bogus'\]; known {noun} are"):
+            cls.from_dict({"bogus": 1})
+        assert cls.from_dict({}) == cls()

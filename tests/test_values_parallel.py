@@ -10,7 +10,7 @@ from values_parallel_worker import CONFIG, TwoMemories, worker
 
 import memclip
 from memclip_train.distributed import DistributedEnv
-from memclip_train.values_sharding import shard_values
+from memclip_train.values_parallel_setup import setup_values_parallel
 from memory_layers import ValueTable, param_groups
 from memory_layers.values_parallel import ShardedValueTable, ValuesParallelGroups, shard_value_tables, value_shards
 
@@ -128,6 +128,6 @@ def test_a_single_process_group_shards_to_itself(tmp_path):
 def test_a_single_process_run_stays_unsharded(caplog):
     model = memclip.create_model("Test-Micro-mem", memory={"values_parallel_group_size": 2})
     with caplog.at_level(logging.WARNING, logger="memclip_train"):
-        assert shard_values(model, DistributedEnv()) == 0
+        assert setup_values_parallel(model, DistributedEnv()) == 0
     assert "values_parallel_group_size=2 needs a distributed run" in caplog.text
     assert not value_shards(model)

@@ -8,7 +8,6 @@
 """
 from memory_layers import MemoryConfig, param_groups, track_usage
 
-from .checkpoint import load_model_state_dict, save_pretrained
 from .errors import InputError
 from .factory import create_model, create_model_and_transforms, get_tokenizer
 from .open_clip_hook import register_open_clip, unregister_open_clip
@@ -16,6 +15,7 @@ from .registry import ModelSpec, add_model_config, get_model_config, get_model_s
 from .surgery import attach_memory, freeze_except_memory, memory_layers_of, memory_parameters
 from .text_tower import TextTowerConfig
 from .version import __version__
+from .weights_io import load_model_state_dict, save_pretrained
 
 __all__ = [
     "InputError",

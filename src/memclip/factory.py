@@ -11,12 +11,16 @@ architectures, or one with a long-context text tower) the factory:
 4. widens the MLPs of the listed vision blocks (the dense control, :mod:`memclip.wide_mlp`), then swaps memory
    layers into the listed vision blocks;
 5. loads the finished model's weights when ``pretrained`` is a saved memclip model or a training checkpoint.
+
+Which of these steps loads the weights, and which spec and text tower the model is built with, is decided once by
+:func:`plan_load` (a pure function of the spec and the checkpoint); :func:`_build_memclip_model` carries it out.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import open_clip
@@ -27,20 +31,19 @@ from torch import nn
 
 from memory_layers import MemoryConfig, ProductKeyMemory
 
-from .checkpoint import load_model_state_dict, load_text_tower, read_checkpoint
 from .clip_model import CLIP
 from .longclip_weights import from_longclip_state_dict, is_longclip_state_dict
 from .position_stretch import stretch_text_positions
+from .precision import PRECISIONS
 from .registry import ModelSpec, get_model_spec, is_saved_model_dir, list_memclip_models
 from .rope_text import convert_to_rope_text
 from .stem import attach_stem
 from .surgery import attach_memory
 from .text_tower import TextTowerConfig
+from .weights_io import Checkpoint, load_model_state_dict, load_text_tower, read_checkpoint
 from .wide_mlp import widen_mlps
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "fp16", "bf16", "pure_fp16", "pure_bf16", "amp", "amp_bf16", "amp_bfloat16")
 
 
 def _resolve_memory(spec: ModelSpec, memory: Union[None, MemoryConfig, Mapping[str, Any]]) -> ModelSpec:
@@ -131,11 +134,126 @@ def _change_text_tower(model: nn.Module, current: TextTowerConfig, target: TextT
         stretch_text_positions(model, target_length, method=target.pos_stretch, keep=target.stretch_keep)
 
 
-def _as_model_keys(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, Any]:
+def _in_model_layout(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, Any]:
     """CLIP-layout text keys -> CustomTextCLIP's ``text.*`` layout when the model has a separate text tower."""
     if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
         return convert_to_custom_text_state_dict(dict(state_dict))
     return state_dict
+
+
+def _holds_keys_beyond_architecture(spec: ModelSpec, state_dict: Dict[str, Any]) -> bool:
+    """Whether ``state_dict`` holds keys that ``spec``'s architecture, before any memclip change, lacks (memory keys:
+    the weights of a finished student). The architecture is built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        bare = _instantiate(dict(spec.model_cfg, custom_text=True) if spec.text.kind == "rope" else spec.model_cfg,
+                            "fp32")
+        attach_stem(bare.visual, spec.stem)
+    return bool(set(_in_model_layout(state_dict, bare)) - set(bare.state_dict()))
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """How ``pretrained`` goes into the model :func:`create_model` builds, decided once by :func:`plan_load`.
+
+    Attributes:
+        spec: the spec to build, before the caller's ``memory``/``text_tower`` overrides (a checkpoint's recorded
+            config where the weights are loaded after its changes; a Long-CLIP context length).
+        stage: None (random weights), or when the weights are loaded: ``open_clip`` (teacher weights in open_clip's
+            layout, before any change), ``teacher`` (teacher weights recorded by memclip, after the text change,
+            before the memory or widening) or ``final`` (weights of the finished model, after every change).
+        checkpoint: the weights (a Long-CLIP state dict already in open_clip's keys), or None.
+        loaded_text: the text tower the weights were saved with; the model takes it before loading them.
+        longclip: the weights are Long-CLIP's.
+    """
+
+    spec: ModelSpec
+    stage: Optional[str] = None
+    checkpoint: Optional[Checkpoint] = None
+    loaded_text: TextTowerConfig = TextTowerConfig()
+    longclip: bool = False
+
+
+def plan_load(spec: ModelSpec, checkpoint: Optional[Checkpoint]) -> LoadPlan:
+    """Decide how ``checkpoint`` loads into a model of ``spec``: which spec to build, at which stage the weights go
+    in, and with which text tower. Changes neither argument.
+
+    A checkpoint with a recorded config is loaded at ``teacher`` when ``spec`` grows it (adds memory or widens its
+    MLPs: a teacher's weights for a student), else at ``final`` with the recorded config adopted. One without a
+    config is loaded at ``open_clip``, unless it holds keys the bare architecture lacks (a student saved as a plain
+    state dict): then at ``final``.
+    """
+    if checkpoint is None:
+        return LoadPlan(spec)
+    if is_longclip_state_dict(checkpoint.state_dict):
+        state_dict, length = from_longclip_state_dict(checkpoint.state_dict)
+        logger.info("%s holds Long-CLIP weights: one %d-row position table (Long-CLIP's masks), a %d-token "
+                    "context", checkpoint.path, length, length)
+        if not spec.model_cfg.get("quick_gelu", False):
+            logger.warning("Long-CLIP's weights are OpenAI CLIP's, trained with QuickGELU, but %s builds GELU: use "
+                           "the -quickgelu config (ViT-B-16-quickgelu, ViT-L-14-quickgelu)", spec.name)
+        spec = spec.replace(model_cfg=_force(spec.model_cfg, False, None, None, length))
+        return LoadPlan(spec, "open_clip", dataclasses.replace(checkpoint, state_dict=state_dict), longclip=True)
+    if checkpoint.config is None:
+        stage = "final" if _holds_keys_beyond_architecture(spec, checkpoint.state_dict) else "open_clip"
+        return LoadPlan(spec, stage, checkpoint)
+    recorded = ModelSpec.from_config(spec.name, checkpoint.config)
+    grows = ((spec.has_memory and not recorded.has_memory)
+             or (not spec.wide_mlp.is_default and recorded.wide_mlp.is_default))
+    if grows:
+        return LoadPlan(spec.replace(model_cfg=recorded.model_cfg, text=recorded.text, stem=recorded.stem),
+                        "teacher", checkpoint, recorded.text)
+    if recorded.to_config() != spec.to_config():
+        logger.info("using the model config recorded in %s", checkpoint.path)
+    return LoadPlan(recorded, "final", checkpoint, recorded.text)
+
+
+def _load_planned_weights(model: nn.Module, plan: LoadPlan, stage: str, weights_only: bool) -> None:
+    """Load the plan's weights into ``model`` when ``stage`` is the plan's (the model as it stands at ``stage``)."""
+    if plan.stage != stage:
+        return
+    checkpoint = plan.checkpoint
+    if stage == "open_clip" and not plan.longclip:
+        logger.info("loading teacher weights for %s from %s", plan.spec.name, checkpoint.path)
+        open_clip.load_checkpoint(model, checkpoint.path, strict=True, weights_only=weights_only)
+        return
+    logger.info("loading %s weights for %s from %s", "Long-CLIP" if plan.longclip else stage, plan.spec.name,
+                checkpoint.path)
+    state = _in_model_layout(checkpoint.state_dict, model)
+    if stage != "open_clip":
+        resize_pos_embed(state, model)
+    load_model_state_dict(model, state, source=checkpoint.path)
+
+
+def _build_memclip_model(spec: ModelSpec, plan: LoadPlan, precision: str, weights_only: bool) -> nn.Module:
+    """The model of ``spec`` with the plan's weights, before device and precision: the architecture, its stem, the
+    text tower the weights were saved with, widened MLPs and memory, then the text tower ``spec`` asks for."""
+    native = spec.model_cfg["text_cfg"].get("context_length", 77)
+    separate_text = "rope" in (spec.text.kind, plan.loaded_text.kind)
+    model = _instantiate(dict(spec.model_cfg, custom_text=True) if separate_text else spec.model_cfg, precision)
+    attach_stem(model.visual, spec.stem)
+    _load_planned_weights(model, plan, "open_clip", weights_only)
+    _change_text_tower(model, TextTowerConfig(), plan.loaded_text, native)
+    _load_planned_weights(model, plan, "teacher", weights_only)
+    widen_mlps(model, spec.wide_mlp)
+    if spec.memory is not None:
+        attach_memory(model, spec.memory)
+    _load_planned_weights(model, plan, "final", weights_only)
+    _change_text_tower(model, plan.loaded_text, spec.text, native)
+    return model
+
+
+def _needs_memclip(spec: ModelSpec, memory: Union[None, MemoryConfig, Mapping[str, Any]],
+                   text_tower: Union[None, str, TextTowerConfig, Mapping[str, Any]], checkpoint: Optional[Checkpoint],
+                   memclip_name: bool) -> bool:
+    """Whether memclip builds the model (else open_clip does): a memclip name or saved folder, a checkpoint that
+    records a memclip config or holds Long-CLIP weights, or a spec that, with the overrides, has memory, a changed
+    text tower, a stem or widened MLPs."""
+    if memclip_name or (checkpoint is not None and (checkpoint.config is not None
+                                                     or is_longclip_state_dict(checkpoint.state_dict))):
+        return True
+    resolved = _resolve_text(_resolve_memory(spec, memory), text_tower)
+    return (resolved.has_memory or not resolved.text.is_default or not resolved.stem.is_default
+            or not resolved.wide_mlp.is_default)
 
 
 def _set_device_and_precision(model: nn.Module, device: torch.device, precision: str) -> None:
@@ -209,37 +327,8 @@ def create_model(
         checkpoint = read_checkpoint(pretrained, spec.teacher, cache_dir=cache_dir, weights_only=weights_only)
     elif require_pretrained:
         raise RuntimeError(f"require_pretrained=True but no pretrained weights were given for '{model_name}'")
-    longclip = checkpoint is not None and is_longclip_state_dict(checkpoint.state_dict)
-    if longclip:
-        checkpoint.state_dict, length = from_longclip_state_dict(checkpoint.state_dict)
-        logger.info("%s holds Long-CLIP weights: one %d-row position table (Long-CLIP's masks), a %d-token "
-                    "context", checkpoint.path, length, length)
-        if not spec.model_cfg.get("quick_gelu", False):
-            logger.warning("Long-CLIP's weights are OpenAI CLIP's, trained with QuickGELU, but %s builds GELU: use "
-                           "the -quickgelu config (ViT-B-16-quickgelu, ViT-L-14-quickgelu)", spec.name)
-        spec = spec.replace(model_cfg=_force(spec.model_cfg, False, None, None, length))
-    # How the weights are loaded: "open_clip" (teacher weights in open_clip's layout, before any change),
-    # "teacher" (teacher weights recorded by memclip, after the text change, before the memory or widening), or
-    # "final" (weights of the finished model, recorded config adopted, after every change).
-    stage, recorded = None, None
-    if checkpoint is not None:
-        stage = "open_clip"
-        if checkpoint.config is not None:
-            recorded = ModelSpec.from_config(spec.name, checkpoint.config)
-            grows = ((spec.has_memory and not recorded.has_memory)
-                     or (not spec.wide_mlp.is_default and recorded.wide_mlp.is_default))
-            if grows:
-                stage, spec = "teacher", spec.replace(model_cfg=recorded.model_cfg, text=recorded.text,
-                                                      stem=recorded.stem)
-            else:
-                if recorded.to_config() != spec.to_config():
-                    logger.info("using the model config recorded in %s", checkpoint.path)
-                stage, spec = "final", recorded
-    spec = _resolve_text(_resolve_memory(spec, memory), text_tower)
-
-    is_memclip = (spec.has_memory or not spec.text.is_default or not spec.stem.is_default
-                  or not spec.wide_mlp.is_default or saved_dir or model_name in list_memclip_models() or longclip)
-    if not is_memclip and stage in (None, "open_clip"):
+    forces = (force_quick_gelu, force_patch_dropout, force_image_size, force_context_length, force_custom_text)
+    if not _needs_memclip(spec, memory, text_tower, checkpoint, saved_dir or model_name in list_memclip_models()):
         model = open_clip.create_model(
             model_name, pretrained=pretrained, precision=precision, device=device, force_quick_gelu=force_quick_gelu,
             force_patch_dropout=force_patch_dropout, force_image_size=force_image_size,
@@ -247,55 +336,24 @@ def create_model(
             force_preprocess_cfg=force_preprocess_cfg, cache_dir=cache_dir, output_dict=output_dict,
             require_pretrained=require_pretrained, weights_only=weights_only, **open_clip_kwargs,
         )
-        model.memclip_spec = spec.replace(model_cfg=_force(spec.model_cfg, force_quick_gelu, force_patch_dropout,
-                                                           force_image_size, force_context_length, force_custom_text))
+        spec = _resolve_text(_resolve_memory(spec, memory), text_tower)
+        model.memclip_spec = spec.replace(model_cfg=_force(spec.model_cfg, *forces))
         return model
     if open_clip_kwargs:
         raise TypeError(f"create_model got arguments only open_clip models take: {sorted(open_clip_kwargs)}")
 
-    spec = spec.replace(model_cfg=_force(spec.model_cfg, force_quick_gelu, force_patch_dropout, force_image_size,
-                                         force_context_length, force_custom_text))
-    # The text tower the weights were saved with: load them in that form, then change it to the one asked for.
-    loaded_text = recorded.text if stage in ("teacher", "final") else TextTowerConfig()
-    native = spec.model_cfg["text_cfg"].get("context_length", 77)
-    separate_text = "rope" in (spec.text.kind, loaded_text.kind)
-    model = _instantiate(dict(spec.model_cfg, custom_text=True) if separate_text else spec.model_cfg, precision)
-    attach_stem(model.visual, spec.stem)
-    preprocess_cfg = asdict(PreprocessCfg())
+    plan = plan_load(spec, checkpoint)
+    spec = _resolve_text(_resolve_memory(plan.spec, memory), text_tower)
+    spec = spec.replace(model_cfg=_force(spec.model_cfg, *forces))
     if checkpoint is None:
         logger.warning("no pretrained weights for '%s': the model is randomly initialised", spec.name)
-    else:
-        preprocess_cfg = merge_preprocess_dict(preprocess_cfg, checkpoint.preprocess)
-        if stage == "open_clip" and checkpoint.has_keys_beyond(model):
-            stage = "final"
-        if stage == "open_clip" and longclip:
-            logger.info("loading Long-CLIP weights for %s from %s", spec.name, checkpoint.path)
-            load_model_state_dict(model, _as_model_keys(checkpoint.state_dict, model), source=checkpoint.path)
-        elif stage == "open_clip":
-            logger.info("loading teacher weights for %s from %s", spec.name, checkpoint.path)
-            open_clip.load_checkpoint(model, checkpoint.path, strict=True, weights_only=weights_only)
-
-    _change_text_tower(model, TextTowerConfig(), loaded_text, native)
-    if stage == "teacher":
-        logger.info("loading teacher weights for %s from %s", spec.name, checkpoint.path)
-        state = _as_model_keys(checkpoint.state_dict, model)
-        resize_pos_embed(state, model)
-        load_model_state_dict(model, state, source=checkpoint.path)
-    widen_mlps(model, spec.wide_mlp)
-    if spec.memory is not None:
-        attach_memory(model, spec.memory)
-    if stage == "final":
-        logger.info("loading %s weights from %s", spec.name, checkpoint.path)
-        state = _as_model_keys(checkpoint.state_dict, model)
-        resize_pos_embed(state, model)
-        load_model_state_dict(model, state, source=checkpoint.path)
-    _change_text_tower(model, loaded_text, spec.text, native)
+    model = _build_memclip_model(spec, plan, precision, weights_only)
     if text_pretrained:
         load_text_tower(model, text_pretrained, weights_only=weights_only)
-
     _set_device_and_precision(model, device, precision)
     if output_dict and hasattr(model, "output_dict"):
         model.output_dict = True
+    preprocess_cfg = merge_preprocess_dict(asdict(PreprocessCfg()), checkpoint.preprocess if checkpoint else {})
     visual = getattr(model, "visual", None)
     if visual is not None and hasattr(visual, "image_size"):
         preprocess_cfg["size"] = visual.image_size

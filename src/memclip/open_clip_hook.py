@@ -59,6 +59,3 @@ def unregister_open_clip() -> None:
             setattr(module, name, original)
     _originals.clear()
 
-
-def is_registered() -> bool:
-    return bool(_originals)

@@ -77,7 +77,8 @@ def write_shipped(model: nn.Module, directory: Path, model_name: str, tag: str, 
     """
     from safetensors.torch import save_file
 
-    from .checkpoint import CONFIG_KEY, atomic_write_bytes, atomic_write_json
+    from .atomic_io import atomic_write, atomic_write_json
+    from .registry import CONFIG_KEY
 
     spec = getattr(model, "memclip_spec", None)
     if spec is None:
@@ -87,7 +88,7 @@ def write_shipped(model: nn.Module, directory: Path, model_name: str, tag: str, 
     weights = directory / f"{stem}.safetensors"
     state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     metadata = {CONFIG_KEY: json.dumps(spec.to_config())}
-    atomic_write_bytes(weights, lambda tmp: save_file(state, tmp, metadata=metadata))
+    atomic_write(weights, lambda tmp: save_file(state, tmp, metadata=metadata))
     atomic_write_json(directory / f"{stem}.json", {
         **record, "model": model_name, "tag": tag, "weights": weights.name, "sha256": file_sha256(weights),
         "bytes": weights.stat().st_size, "dtype": str(dtype).replace("torch.", ""),

@@ -35,6 +35,8 @@ from .wide_mlp import WideMLPConfig
 MEMCLIP_KEYS = ("memory", "teacher", "text_tower", "vision_stem", "wide_mlp")
 OPEN_CLIP_REQUIRED_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
 SAVED_CONFIG_NAME = "memclip_config.json"
+CONFIG_KEY = "memclip_config"
+"""Key under which a training checkpoint (and a safetensors file's metadata) records the model's memclip config."""
 
 # Captured at import, so that memclip.register_open_clip() can point open_clip.list_models here without recursion.
 _open_clip_list_models = open_clip.factory.list_models
@@ -125,12 +127,6 @@ class ModelSpec:
 
     def with_memory(self, memory: Optional[MemoryConfig]) -> "ModelSpec":
         return self.replace(memory=memory)
-
-    def teacher_spec(self) -> "ModelSpec":
-        """The teacher: the same architecture without memory or widened MLPs and with CLIP's own text tower, named
-        after it."""
-        name = self.teacher or self.name
-        return ModelSpec(name, copy.deepcopy(self.model_cfg), None, name, stem=self.stem)
 
 
 def _natural_key(text: str) -> list:

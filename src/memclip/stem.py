@@ -14,6 +14,8 @@ from typing import Any, Dict, Mapping, Tuple
 
 from torch import Tensor, nn
 
+from memory_layers.config import from_dict_strict
+
 STEM_KINDS = ("patch", "conv")
 NORMS = ("group", "none")
 
@@ -65,11 +67,7 @@ class VisionStemConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "VisionStemConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"VisionStemConfig: unknown fields {unknown}; known: {sorted(known)}")
-        return cls(**dict(data))
+        return from_dict_strict(cls, data, "fields")
 
 
 def _groups(channels: int) -> int:

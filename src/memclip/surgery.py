@@ -1,11 +1,11 @@
 """Teacher -> student surgery: put product-key memories into the MLP slots of an open_clip vision tower."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Mapping, Union
 
 from torch import nn
 
-from memory_layers import MemoryConfig, ProductKeyMemory, create_value_table
+from memory_layers import MemoryConfig, ProductKeyMemory, SlotUsage, UsageSummary, create_value_table
 
 from .parallel import ParallelMemoryMLP
 
@@ -79,6 +79,14 @@ def memory_layers_of(model: nn.Module) -> Dict[int, ProductKeyMemory]:
         elif isinstance(block.mlp, ParallelMemoryMLP):
             found[index] = block.mlp.memory
     return found
+
+
+def usage_by_block(model: nn.Module, usage: Mapping[str, SlotUsage]) -> Dict[Union[int, str], UsageSummary]:
+    """The summaries of :func:`memory_layers.track_usage`'s trackers (keyed by module name) keyed by the vision block
+    index of each memory; a memory outside the vision blocks keeps its module name."""
+    modules = dict(model.named_modules())
+    index_of = {id(memory): index for index, memory in memory_layers_of(model).items()}
+    return {index_of.get(id(modules.get(name)), name): tracker.summary() for name, tracker in usage.items()}
 
 
 def memory_parameters(model: nn.Module) -> List[nn.Parameter]:

@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
+from memory_layers.config import from_dict_strict
+
 TEXT_TOWER_KINDS = ("clip", "rope")
 POSITION_STRETCHES = ("longclip", "interpolate")
 
@@ -71,11 +73,7 @@ class TextTowerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TextTowerConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TextTowerConfig: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**dict(data))
+        return from_dict_strict(cls, data)
 
     def replace(self, **changes: Any) -> "TextTowerConfig":
         return dataclasses.replace(self, **changes)

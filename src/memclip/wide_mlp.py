@@ -9,12 +9,13 @@ them (their ``c_proj`` columns get gradients at once, since the units they read 
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Tuple
 
 import torch
 from torch import nn
+
+from memory_layers.config import from_dict_strict
 
 from .surgery import vision_blocks
 
@@ -53,11 +54,7 @@ class WideMLPConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "WideMLPConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"WideMLPConfig: unknown fields {unknown}; known: {sorted(known)}")
-        return cls(**dict(data))
+        return from_dict_strict(cls, data, "fields")
 
 
 def mlp_parameters(width: int, hidden: int) -> int:

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 import memclip
+from memclip.precision import FP32_WEIGHT_PRECISIONS, autocast_for
 from memclip.surgery import vision_blocks
 from memory_layers.bench import load_average
 
-PRECISIONS = ("fp32", "amp_bf16")
 
 
 @dataclass
@@ -109,8 +109,7 @@ def measure(student: nn.Module, teacher: nn.Module, block: int, images: torch.Te
             warmup: int, repeats: int) -> Tuple[float, float, float, float, int]:
     """(student ms, teacher ms, memory ms, MLP ms, tokens) for one device setting."""
     device = images.device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "amp_bf16")
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast_for(precision, device)():
         tokens = block_input(student, block, images)
         student_ms, teacher_ms = time_pair(lambda: student.encode_image(images), lambda: teacher.encode_image(images),
                                            device, warmup, repeats)
@@ -145,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", default="1,2", help="CPU thread counts, one row each (comma list)")
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU rows")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA row even when a GPU is present")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--precision", default="fp32", choices=FP32_WEIGHT_PRECISIONS)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)

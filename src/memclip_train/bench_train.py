@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 import memclip
+from memclip.precision import FP32_WEIGHT_PRECISIONS, autocast_for
 
 from .distributed import DistributedEnv
 from .tasks.distill import DistillTask
@@ -43,16 +44,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "amp_bf16", "amp"))
+    parser.add_argument("--precision", default="fp32", choices=FP32_WEIGHT_PRECISIONS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--grad-checkpointing", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if args.precision == "amp_bf16" else torch.float16
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=args.precision != "fp32")
+    autocast = autocast_for(args.precision, device)
 
     student = memclip.create_model(args.model).to(device)
     if not memclip.memory_layers_of(student):

@@ -4,7 +4,8 @@ Keys: ``epoch`` (epochs completed), ``name``, ``state_dict``, ``optimizer``, ``s
 ``scheduler`` (the learning-rate schedule's settings), ``step`` (optimizer steps so far), ``batch_in_epoch`` and
 ``stream_position`` (where a mid-epoch save stands), ``rng`` (torch, CUDA, Python and NumPy states), ``args`` (the
 TrainConfig) and ``memclip_config`` (so ``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of
-it loads with ``weights_only=True``.
+it loads with ``weights_only=True``. A model's weights alone (``save_pretrained``, tags, weight files) are
+:mod:`memclip.weights_io`'s.
 """
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from memclip.checkpoint import CONFIG_KEY, atomic_write_bytes
+from memclip.atomic_io import atomic_write
+from memclip.registry import CONFIG_KEY
+from memory_layers.values_parallel import load_full_optimizer_state_dict
+
+from .cli import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +86,47 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[st
     }
     if scaler is not None:
         payload["scaler"] = scaler.state_dict()
-    atomic_write_bytes(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     logger.info("saved %s (epoch %d, step %d)", path, state.epoch, state.step)
+
+
+@dataclass
+class Resumed:
+    """What :func:`restore_checkpoint` put back: the checkpoint it came from, the progress it records and the
+    learning-rate schedule's state (for the trainer, which builds the schedule)."""
+
+    path: Path
+    state: TrainState
+    scheduler_state: Optional[Dict[str, Any]] = None
+
+
+def restore_checkpoint(path: Path, checkpoint: Dict[str, Any], model: torch.nn.Module,
+                       optimizer: torch.optim.Optimizer, scaler: Optional[Any], model_name: str) -> Resumed:
+    """The mirror of :func:`save_checkpoint`: put ``checkpoint`` (read from ``path``) back into the run's model,
+    optimizer (full value tables go back to this rank's shards), scaler and random number generators.
+
+    Raises:
+        UserError: the checkpoint is of another ``--model``, or does not fit this run's model (memory or text
+            settings); the message names both.
+    """
+    theirs = checkpoint.get("args", {}).get("model", {}).get("model")
+    if theirs is not None and theirs != model_name:
+        raise UserError(f"--resume {path} holds a --model {theirs} run, not --model {model_name}: resume it with "
+                        f"--model {theirs}")
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise UserError(f"--resume {path} does not fit --model {model_name} with this run's --memory and text "
+                        f"settings ({str(error).splitlines()[0]})") from error
+    load_full_optimizer_state_dict(optimizer, checkpoint["optimizer"], model)
+    if scaler is not None and "scaler" in checkpoint:
+        scaler.load_state_dict(checkpoint["scaler"])
+    if "rng" in checkpoint:
+        restore_rng(checkpoint["rng"])
+    state = TrainState(checkpoint["epoch"], checkpoint.get("batch_in_epoch", 0), checkpoint.get("step", 0),
+                       checkpoint.get("stream_position", {}))
+    logger.info("resumed from %s: epoch %d, batch %d, step %d", path, state.epoch, state.batch_in_epoch, state.step)
+    return Resumed(path, state, checkpoint.get("scheduler"))
 
 
 class UnreadableCheckpoint(ValueError):

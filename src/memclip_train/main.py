@@ -24,10 +24,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import memclip
-from memory_layers.values_parallel import load_full_optimizer_state_dict
-
-from .checkpoints import TrainState, find_resume_checkpoint, load_checkpoint, restore_rng
-from .cli import UserError, report_user_errors
+from .checkpoints import TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
+from .cli import report_user_errors
 from .data.loaders import build_data
 from .data.sources import has_captions
 from .distributed import DistributedEnv, barrier, init_distributed
@@ -37,7 +35,7 @@ from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
 from .trainer import NonFiniteLoss, Trainer
 from .training_zeroshot import TrainingZeroShot
-from .values_sharding import shard_values
+from .values_parallel_setup import setup_values_parallel
 
 logger = logging.getLogger("memclip_train")
 
@@ -79,20 +77,6 @@ def resume_point(config: TrainConfig, run_dir: Path) -> Optional[Tuple[Path, Dic
     if not Path(resume).is_file():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
     return Path(resume), load_checkpoint(Path(resume))
-
-
-def load_weights(model: torch.nn.Module, checkpoint: Dict[str, Any], path: Path, config: TrainConfig) -> None:
-    """The checkpoint's weights into ``model``; a checkpoint of another model is refused, naming both."""
-    theirs = checkpoint.get("args", {}).get("model", {}).get("model")
-    ours = config.model.model
-    if theirs is not None and theirs != ours:
-        raise UserError(f"--resume {path} holds a --model {theirs} run, not --model {ours}: resume it with --model "
-                        f"{theirs}")
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise UserError(f"--resume {path} does not fit --model {ours} with this run's --memory and text settings "
-                        f"({str(error).splitlines()[0]})") from error
 
 
 def create_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -165,7 +149,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     val_captions = bool(config.data.val_data) and has_captions(
         config.data.val_data, config.data.dataset_type, config.data.csv_caption_key, config.data.csv_separator)
     task = build_task(config, env, has_val_captions=val_captions)
-    shard_values(task.model, env)
+    setup_values_parallel(task.model, env)
     logger.debug("model:\n%s", task.model)
     seed_everything(config.seed + env.rank)
     train = build_data(config.data.train_data, config.data, task.fields, task.preprocess_train, task.tokenizer,
@@ -179,27 +163,15 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     zeroshot = TrainingZeroShot.from_config(config)
     optimizer = create_optimizer(config, task.model)
     scaler = create_scaler(config, env)
-    state = TrainState()
-    checkpoint_path, checkpoint = resume_point(config, run_dir) or (None, {})
-    if checkpoint_path is not None:
-        load_weights(task.model, checkpoint, checkpoint_path, config)
-        load_full_optimizer_state_dict(optimizer, checkpoint["optimizer"], task.model)
-        if scaler is not None and "scaler" in checkpoint:
-            scaler.load_state_dict(checkpoint["scaler"])
-        if "rng" in checkpoint:
-            restore_rng(checkpoint["rng"])
-        state = TrainState(checkpoint["epoch"], checkpoint.get("batch_in_epoch", 0), checkpoint.get("step", 0),
-                           checkpoint.get("stream_position", {}))
-        logger.info("resumed from %s: epoch %d, batch %d, step %d", checkpoint_path, state.epoch,
-                    state.batch_in_epoch, state.step)
+    found = resume_point(config, run_dir)
+    resumed = restore_checkpoint(*found, task.model, optimizer, scaler, config.model.model) if found else None
+    state = resumed.state if resumed is not None else TrainState()
     model = wrap_for_training(config, env, task.model)
     run_logger = RunLogger(run_dir, config, env.is_master)
-    trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
-                      zeroshot=zeroshot, resumed_from=checkpoint_path)
-    if checkpoint_path is not None:
+    if resumed is not None:
         run_logger.drop_after(state.step)
-        if "scheduler" in checkpoint:
-            trainer.schedule.load_state_dict(checkpoint["scheduler"])
+    trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
+                      zeroshot=zeroshot, resumed=resumed)
     try:
         trainer.fit()
     except NonFiniteLoss as error:  # logged here, while out.log is still open
@@ -209,7 +181,6 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
         logger.warning("%s", error)
         raise
     finally:
-        trainer.preemption.restore()
         run_logger.close()
     return run_dir
 

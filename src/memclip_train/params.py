@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import memclip
+from memclip.precision import PRECISIONS
 
 from .cli import add_debug_flag
 
-PRECISIONS = ("fp32", "amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "pure_bf16", "pure_fp16")
 DATASET_TYPES = ("webdataset", "csv", "synth-stream", "auto")
 DISTILL_LOSSES = ("cosine", "mse", "l2")
 TRAINABLE_PARTS = ("memory", "visual", "text", "logit_scale", "all")
@@ -545,50 +545,28 @@ def _image_size(values: Optional[List[int]]) -> Optional[Union[int, Tuple[int, .
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _section(cls: type, args: argparse.Namespace, **converted: Any) -> Any:
+    """A config section built by keyword: each field from the flag of the same name (its argparse ``dest``), unless
+    ``converted`` gives the field's value (flags whose parsed form differs from the field's)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name not in converted}
+    return cls(**values, **converted)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    report_to = tuple(r for r in args.report_to if r != "none")
     return TrainConfig(
-        data=DataConfig(args.train_data, args.val_data, args.dataset_type, args.dataset_resampled,
-                        args.train_num_samples, args.val_num_samples, args.workers, args.caption_key,
-                        args.long_caption_key, args.csv_img_key, args.csv_caption_key, args.csv_long_caption_key,
-                        args.csv_separator, args.shuffle_buffer, imagenet_val=args.imagenet_val,
-                        imagenet_v2=args.imagenet_v2,
-                        train_data_upsampling_factors=args.train_data_upsampling_factors),
-        model=ModelConfig(args.model, args.pretrained, args.precision, args.grad_checkpointing, args.lock_text,
-                          args.trainable, args.value_lr, args.text_tower, args.text_context_length,
-                          args.text_pos_stretch, args.rope_ntk_factor, tuple(args.memory),
-                          cache_dir=args.cache_dir, pretrained_image=args.pretrained_image,
-                          lock_image=args.lock_image, lock_image_unlocked_groups=args.lock_image_unlocked_groups,
-                          lock_image_freeze_bn_stats=args.lock_image_freeze_bn_stats,
-                          lock_text_unlocked_layers=args.lock_text_unlocked_layers,
-                          lock_text_freeze_layer_norm=args.lock_text_freeze_layer_norm,
-                          force_context_length=args.force_context_length,
-                          force_image_size=_image_size(args.force_image_size),
-                          force_quick_gelu=args.force_quick_gelu, force_patch_dropout=args.force_patch_dropout,
-                          force_custom_text=args.force_custom_text,
-                          image_mean=tuple(args.image_mean) if args.image_mean else None,
-                          image_std=tuple(args.image_std) if args.image_std else None,
-                          image_interpolation=args.image_interpolation, image_resize_mode=args.image_resize_mode,
-                          aug_cfg=tuple(args.aug_cfg or ()), torchcompile=args.torchcompile),
-        optim=OptimConfig(args.batch_size, args.epochs, args.lr, args.wd, args.beta1, args.beta2, args.eps,
-                          args.warmup, args.lr_scheduler, args.accum_freq, args.grad_clip_norm, opt=args.opt,
-                          momentum=args.momentum, skip_scheduler=args.skip_scheduler,
-                          epochs_cooldown=args.epochs_cooldown, lr_cooldown_end=args.lr_cooldown_end,
-                          lr_cooldown_power=args.lr_cooldown_power),
-        task=TaskConfig(args.distill, args.distill_teacher, args.distill_trainable, args.distill_loss,
-                        args.distill_layer_weight, args.distill_text, args.long_short_alpha, args.local_loss,
-                        args.gather_with_grad, siglip=args.siglip, loss_dist_impl=args.loss_dist_impl,
-                        distill_model=args.distill_model, distill_pretrained=args.distill_pretrained),
-        logging=LoggingConfig(args.logs, args.name, report_to, args.log_every_n_steps, args.save_frequency,
-                              args.save_every_n_steps, args.val_frequency, args.resume, not args.no_progress,
-                              zeroshot_frequency=args.zeroshot_frequency, log_local=args.log_local,
-                              debug=args.debug, wandb_project_name=args.wandb_project_name,
-                              wandb_notes=args.wandb_notes, save_most_recent=args.save_most_recent,
-                              delete_previous_checkpoint=args.delete_previous_checkpoint),
+        data=_section(DataConfig, args),
+        model=_section(ModelConfig, args, memory=tuple(args.memory),
+                       force_image_size=_image_size(args.force_image_size),
+                       image_mean=tuple(args.image_mean) if args.image_mean else None,
+                       image_std=tuple(args.image_std) if args.image_std else None,
+                       aug_cfg=tuple(args.aug_cfg or ())),
+        optim=_section(OptimConfig, args),
+        task=_section(TaskConfig, args),
+        logging=_section(LoggingConfig, args, report_to=tuple(r for r in args.report_to if r != "none"),
+                         progress=not args.no_progress),
         seed=args.seed,
         device=args.device,
-        distributed=DistributedConfig(args.dist_url, args.dist_backend, args.ddp_static_graph,
-                                      args.no_set_device_rank, args.use_bn_sync),
+        distributed=_section(DistributedConfig, args),
     )
 
 

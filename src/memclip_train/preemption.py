@@ -47,18 +47,26 @@ class Preempted(RuntimeError):
 
 
 class PreemptionFlag:
-    """Set by SIGUSR1/SIGTERM (installed only in the main thread; elsewhere it stays unset)."""
+    """Set by SIGUSR1/SIGTERM while its ``with`` block runs: entering installs the handlers (only in the main thread;
+    elsewhere the flag stays unset), leaving puts back the ones that were there before.
+
+        >>> with PreemptionFlag() as preemption:
+        ...     train(stop_when=lambda: preemption.requested)
+    """
 
     def __init__(self, signals: Iterable[int] = SIGNALS) -> None:
+        self.signals = tuple(signals)
         self.requested = False
         self.signal_name = ""
         self._previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for number in signals:
-                self._previous[number] = signal.signal(number, self._handle)
 
-    def restore(self) -> None:
-        """Put back the handlers that were installed before."""
+    def __enter__(self) -> "PreemptionFlag":
+        if threading.current_thread() is threading.main_thread():
+            for number in self.signals:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous = {}

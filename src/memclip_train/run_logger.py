@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from memclip.checkpoint import atomic_write_bytes
+from memclip.atomic_io import atomic_write_text
 
 from .params import TrainConfig, format_params
 
@@ -97,7 +97,7 @@ class RunLogger:
         dropped = len(lines) - len(kept)
         if dropped:
             text = "".join(f"{line}\n" for line in kept)
-            atomic_write_bytes(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+            atomic_write_text(path, text)
             logger.info("metrics.jsonl: dropped %d rows after step %d (redone after the resume)", dropped, step)
 
     def log(self, kind: str, step: int, epoch: int, values: Dict[str, Any]) -> None:

@@ -9,15 +9,16 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
-from open_clip_train.precision import get_autocast
 from torch import nn
 from tqdm import tqdm
 
 import memclip
+from memclip.precision import autocast_for
+from memclip.surgery import usage_by_block
 from memory_layers import full_value_tables, sync_value_shard_grads, track_usage
 from memory_layers.values_parallel import gather_full_optimizer_state_dict, sharded_clip_grad_norm_
 
-from .checkpoints import LATEST, CheckpointLedger, TrainState, save_checkpoint
+from .checkpoints import LATEST, CheckpointLedger, Resumed, TrainState, save_checkpoint
 from .data.loaders import RunData
 from .data.shard_stream import StreamPosition
 from .distributed import DistributedEnv, all_reduce_max, barrier
@@ -94,13 +95,14 @@ class Trainer:
         run_logger: metrics.jsonl and friends.
         state: where the run starts.
         zeroshot: zero-shot ImageNet sets and their frequency (--imagenet-val/--imagenet-v2), or None.
-        resumed_from: the checkpoint ``state`` comes from (None: a fresh run).
+        resumed: what :func:`~memclip_train.checkpoints.restore_checkpoint` put back (None: a fresh run): the
+            checkpoint ``state`` comes from, the last known good one, and the schedule's state.
     """
 
     def __init__(self, config: TrainConfig, env: DistributedEnv, task: Task, model: nn.Module,
                  optimizer: torch.optim.Optimizer, scaler: Optional[Any], train: RunData, val: Optional[RunData],
                  run_dir: Path, run_logger: RunLogger, state: TrainState,
-                 zeroshot: Optional[TrainingZeroShot] = None, resumed_from: Optional[Path] = None) -> None:
+                 zeroshot: Optional[TrainingZeroShot] = None, resumed: Optional[Resumed] = None) -> None:
         self.config = config
         self.env = env
         self.task = task
@@ -123,12 +125,14 @@ class Trainer:
                                              "none" if o.skip_scheduler else o.lr_scheduler,
                                              self.steps_per_epoch * (o.epochs_cooldown or 0), o.lr_cooldown_power,
                                              o.lr_cooldown_end)
-        self.autocast: Callable = get_autocast(config.model.precision, env.device.type)
+        if resumed is not None and resumed.scheduler_state is not None:
+            self.schedule.load_state_dict(resumed.scheduler_state)
+        self.autocast: Callable = autocast_for(config.model.precision, env.device)
         self.watch = NonFiniteWatch(env.device)
         self.preemption = PreemptionFlag()
         self.stop = False
         self.checkpoints = CheckpointLedger(self.checkpoint_dir, env.is_master,
-                                            (resumed_from, state.step) if resumed_from is not None else None)
+                                            (resumed.path, state.step) if resumed is not None else None)
         self.params = [p for p in task.model.parameters() if p.requires_grad]
         # The loader deals batches round-robin starting at worker 0, so a mid-epoch save waits for a batch count
         # that is a multiple of the worker count: a resumed run then continues in exactly the same order.
@@ -137,6 +141,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> None:
+        """Train to the last epoch and save the final model; SIGUSR1/SIGTERM are handled while it runs (the run
+        saves and raises :class:`Preempted` at the next safe step)."""
+        with self.preemption:
+            self._fit()
+
+    def _fit(self) -> None:
         epochs = self.config.optim.epochs
         logger.info("training %d epochs x %d steps (%d samples/epoch, global batch %d x accum %d)", epochs,
                     self.steps_per_epoch, self.train.samples_per_epoch,
@@ -317,11 +327,7 @@ class Trainer:
         start = time.time()
         with track_usage(self.task.model) as usage:
             metrics = self.task.validate(self.val.loader, self.autocast)
-        names = {id(m): i for i, m in memclip.memory_layers_of(self.task.model).items()}
-        modules = dict(self.task.model.named_modules())
-        for name, tracker in usage.items():
-            index = names.get(id(modules.get(name)), name)
-            summary = tracker.summary()
+        for index, summary in usage_by_block(self.task.model, usage).items():
             metrics[f"memory{index}_fraction_read"] = summary.fraction_read
             metrics[f"memory{index}_kl_from_uniform"] = summary.kl_from_uniform
         metrics["seconds"] = time.time() - start

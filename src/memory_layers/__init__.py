@@ -9,7 +9,8 @@
 from .config import MemoryConfig
 from .memory import ProductKeyMemory, create_value_table
 from .optim import param_groups
-from .usage import SlotUsage, UsageSummary, track_usage
+from .tracking import track_usage
+from .usage import SlotUsage, UsageSummary
 from .values import ValueTable
 from .values_parallel import ShardedValueTable, full_value_tables, shard_value_tables, sync_value_shard_grads
 

@@ -1,9 +1,10 @@
 """`python -m memory_layers.bench`: one memory layer's read-out paths against the MLP it replaces.
 
     python -m memory_layers.bench                                  # ViT-B-16-mem shapes; 50,432 tokens on a GPU
-    python -m memory_layers.bench --config ViT-Tiny-8-mem --tokens 4096 --precision fp32
+    python -m memory_layers.bench --config src/memclip/model_configs/ViT-Tiny-8-mem.json --tokens 4096 \
+        --precision fp32                                           # any model JSON with a memory block
     python -m memory_layers.bench --memory n_keys=1024 --variants auto,fused,dense,mlp   # 1M slots
-    python -m memory_layers.bench --config path/to/model.json --json bench.json
+    python -m memory_layers.bench --width 1024 --mlp-width 4096 --memory knn=32 --json bench.json
 
 For each path it prints forward ms, forward+backward ms and memory, with ratios against the torch reference and
 against the dense MLP (``Linear(width, mlp_width) -> GELU -> Linear(mlp_width, width)``, as in open_clip's ViT):
@@ -12,8 +13,8 @@ against the dense MLP (``Linear(width, mlp_width) -> GELU -> Linear(mlp_width, w
 - ``fused``: the Triton kernels (top-k selection kernel, fused embedding bag with a segment-reduced backward);
 - ``dense``: the dense read-out (a (tokens x slots) matrix times the value table), after the Triton top-k on a GPU
   and the torch top-k on the CPU; skipped above ``DENSE_MAX_SLOTS`` slots, where it would not fit;
-- ``auto``: what a model runs by default (``MEMORY_LAYERS_BACKEND`` and ``MEMORY_LAYERS_BAG_PATH`` unset): the
-  measured choices on a GPU, the torch backend on the CPU;
+- ``auto``: what a model runs by default (backend and bag path ``auto``): the measured choices on a GPU, the torch
+  backend on the CPU;
 - ``mlp``: the block's MLP that the memory replaces.
 
 Precision as in training: ``amp_bf16`` (the default on a GPU) keeps fp32 weights, so an fp32 value table, and runs
@@ -26,13 +27,15 @@ changes. Memory is the peak CUDA allocation above what the weights and the input
 torch keeps no allocator statistics, it is the size of the tensors autograd saves for the backward pass. The fused
 Triton path needs CUDA (under ``TRITON_INTERPRET=1`` it runs on the CPU, far too slowly to time, so it is skipped
 there).
-Model configs are read as JSON (memclip's ``model_configs/`` by name, or a path); nothing imports open_clip.
+The layer's shape comes from the arguments (``--width``, ``--mlp-width``, ``--memory KEY=VALUE``) over a model
+JSON file (``--config``: ``vision_cfg.width``, ``vision_cfg.mlp_ratio`` and a ``memory`` block, as memclip's
+``model_configs/*.json``), else over :data:`DEFAULT_SHAPE`, the thesis's ViT-B-16-mem layer. Each path's backend
+is passed to the layer it builds; nothing imports open_clip or memclip.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import statistics
@@ -40,19 +43,19 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from .config import MEMORY_CONFIG_FIELDS, MemoryConfig
+from .config import MemoryConfig
 from .memory import ProductKeyMemory
 from .ops import dispatch
 
 VARIANTS = ("reference", "fused", "dense", "auto", "mlp")
-# variant -> (MEMORY_LAYERS_BACKEND, MEMORY_LAYERS_BAG_PATH); None leaves the variable unset; mlp runs no memory op
-VARIANT_ENV = {"reference": ("torch", "auto"), "fused": ("triton", "fused"), "dense": ("auto", "dense"),
-               "auto": (None, None)}
+# variant -> (backend, bag path) of the memory layer it builds; mlp runs no memory op
+VARIANT_BACKENDS: Dict[str, Tuple[str, str]] = {"reference": ("torch", "auto"), "fused": ("triton", "fused"),
+                                                "dense": ("auto", "dense"), "auto": ("auto", "auto")}
 PRECISIONS = ("fp32", "bf16", "amp_bf16")
 GPU_TOKENS = 256 * 197  # the thesis's ViT-B-16 batch of 256 images: 50,432 tokens
 CPU_TOKENS = 2048
@@ -81,34 +84,34 @@ class Measurement:
     note: str = ""
 
 
-def _config_folder() -> Optional[Path]:
-    """memclip's model_configs folder, found without importing memclip (which imports open_clip)."""
-    spec = importlib.util.find_spec("memclip")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "model_configs"
+DEFAULT_SHAPE = LayerShape("ViT-B-16-mem", 768, 3072, MemoryConfig(n_keys=64, heads=4, knn=64, k_dim=256, v_dim=1024))
+"""The thesis's ViT-B/16 block (width 768, MLP 3,072) with its memory knobs: the shape when no --config is given."""
 
 
-def load_shape(config: str) -> LayerShape:
-    """A :class:`LayerShape` from a memclip model name (``ViT-B-16-mem``) or a model JSON path.
+def shape_from_config(name: str, config: Mapping[str, Any]) -> LayerShape:
+    """A :class:`LayerShape` from a model config dict: ``vision_cfg`` (``width``, ``mlp_ratio``) and ``memory``.
+
+    Raises:
+        ValueError: the config has no ``memory`` block.
+    """
+    if "memory" not in config:
+        raise ValueError(f"--config {name!r}: the config has no 'memory' block")
+    vision = config["vision_cfg"]
+    width = int(vision["width"])
+    return LayerShape(name, width, int(width * float(vision.get("mlp_ratio", 4.0))),
+                      MemoryConfig.from_dict(config["memory"]))
+
+
+def load_shape(path: Path) -> LayerShape:
+    """A :class:`LayerShape` from a model JSON file (see :func:`shape_from_config`), named after the file.
 
     Raises:
         ValueError: the file does not exist, or the config has no ``memory`` block.
     """
-    path = Path(config)
-    if not path.suffix:
-        folder = _config_folder()
-        path = folder / f"{config}.json" if folder is not None else path
+    path = Path(path)
     if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*-mem.json")) if path.parent.is_dir() else []
-        raise ValueError(f"--config {config!r}: no such model config file ({path}); memory models: {known}")
-    data = json.loads(path.read_text())
-    if "memory" not in data:
-        raise ValueError(f"--config {config!r}: {path} has no 'memory' block")
-    vision = data["vision_cfg"]
-    width = int(vision["width"])
-    return LayerShape(path.stem, width, int(width * float(vision.get("mlp_ratio", 4.0))),
-                      MemoryConfig.from_dict(data["memory"]))
+        raise ValueError(f"--config {str(path)!r}: no such model config file")
+    return shape_from_config(path.stem, json.loads(path.read_text()))
 
 
 class MLP(nn.Sequential):
@@ -116,27 +119,6 @@ class MLP(nn.Sequential):
 
     def __init__(self, width: int, hidden: int) -> None:
         super().__init__(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
-
-
-@contextlib.contextmanager
-def backend_environment(backend: Optional[str], bag_path: Optional[str]) -> Iterator[None]:
-    """Run the memory ops on ``backend`` with ``bag_path`` (the ops' environment variables; None unsets one)."""
-    wanted = {dispatch.BACKEND_ENV: backend, dispatch.BAG_PATH_ENV: bag_path}
-    saved = {name: os.environ.get(name) for name in wanted}
-    try:
-        for name, value in wanted.items():
-            _set_environment(name, value)
-        yield
-    finally:
-        for name, value in saved.items():
-            _set_environment(name, value)
-
-
-def _set_environment(name: str, value: Optional[str]) -> None:
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
 
 
 def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -203,11 +185,10 @@ def _peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
 
 @dataclass
 class _Case:
-    """One variant under measurement: its module, environment, timed calls and the times so far."""
+    """One variant under measurement: its module, timed calls and the times so far."""
 
     variant: str
     module: nn.Module
-    environment: Callable[[], contextlib.AbstractContextManager]
     calls: Dict[str, Callable[[], None]]
     times: Dict[str, List[float]]
     note: str = ""
@@ -230,16 +211,13 @@ def _case(variant: str, module: nn.Module, x: torch.Tensor, precision: str) -> _
         module.zero_grad(set_to_none=True)
         inputs.grad = None
 
-    environment = VARIANT_ENV.get(variant)
-    return _Case(variant, module,
-                 (lambda: backend_environment(*environment)) if environment else contextlib.nullcontext,
-                 {"forward": forward, "train": train}, {"forward": [], "train": []})
+    return _Case(variant, module, {"forward": forward, "train": train}, {"forward": [], "train": []})
 
 
 def _memory_mb(case: _Case, x: torch.Tensor, precision: str) -> float:
     """Peak CUDA MB of a forward+backward, or on the CPU the MB of the tensors saved for the backward."""
     inputs = x.detach().requires_grad_(True)
-    with case.environment(), precision_context(precision, x.device):
+    with precision_context(precision, x.device):
         if x.device.type == "cuda":
             memory = _peak_bytes(case.calls["train"], x.device)
         else:
@@ -257,8 +235,7 @@ def measure_interleaved(cases: Sequence[_Case], device: torch.device, warmup: in
                 if case.note:
                     continue
                 try:
-                    with case.environment():
-                        elapsed = _elapsed_ms(case.calls[phase], device)
+                    elapsed = _elapsed_ms(case.calls[phase], device)
                 except torch.cuda.OutOfMemoryError:
                     case.note = "out of memory"
                     torch.cuda.empty_cache()
@@ -281,11 +258,13 @@ def skip_reason(variant: str, shape: LayerShape, device: torch.device) -> str:
 
 
 def build_module(variant: str, shape: LayerShape, device: torch.device, precision: str) -> nn.Module:
-    """The MLP or a memory layer on ``device``; cast to bf16 for ``bf16``, fp32 weights otherwise."""
+    """The MLP or a memory layer on ``device`` running the variant's backend and bag path; cast to bf16 for
+    ``bf16``, fp32 weights otherwise."""
     if variant == "mlp":
         module: nn.Module = MLP(shape.width, shape.mlp_width)
     else:
-        module = ProductKeyMemory(shape.width, shape.width, shape.memory)
+        backend, bag_path = VARIANT_BACKENDS[variant]
+        module = ProductKeyMemory(shape.width, shape.width, shape.memory, backend=backend, bag_path=bag_path)
     return module.to(device=device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
 
 
@@ -350,7 +329,10 @@ def device_name(device: torch.device) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m memory_layers.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="ViT-B-16-mem", help="memclip model name or a model JSON path")
+    parser.add_argument("--config", type=Path, help="a model JSON with vision_cfg and a memory block (default: the "
+                                                     f"{DEFAULT_SHAPE.name} layer)")
+    parser.add_argument("--width", type=int, help="block width (tokens are (T, width))")
+    parser.add_argument("--mlp-width", type=int, help="hidden width of the MLP the memory replaces")
     parser.add_argument("--tokens", type=int, help=f"tokens per call (default {GPU_TOKENS:,} on a GPU, "
                                                    f"{CPU_TOKENS:,} on the CPU)")
     parser.add_argument("--precision", choices=PRECISIONS, help="default amp_bf16 on a GPU, fp32 on the CPU")
@@ -378,10 +360,22 @@ def parse_memory_overrides(items: Sequence[str]) -> Dict[str, object]:
             overrides[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             overrides[key.strip()] = raw
-    unknown = sorted(set(overrides) - set(MEMORY_CONFIG_FIELDS))
-    if unknown:
-        raise ValueError(f"--memory: unknown memory knobs {unknown}")
     return overrides
+
+
+def shape_from_arguments(args: argparse.Namespace) -> LayerShape:
+    """The --config file's shape (or :data:`DEFAULT_SHAPE`) with --width, --mlp-width and --memory applied.
+
+    Raises:
+        ValueError: a missing or memory-less config, a bad KEY=VALUE, an unknown memory knob, a bad width.
+    """
+    shape = load_shape(args.config) if args.config is not None else DEFAULT_SHAPE
+    memory = MemoryConfig.from_dict({**shape.memory.to_dict(), **parse_memory_overrides(args.memory)})
+    width = args.width if args.width is not None else shape.width
+    mlp_width = args.mlp_width if args.mlp_width is not None else shape.mlp_width
+    if width < 1 or mlp_width < 1:
+        raise ValueError(f"--width {width} --mlp-width {mlp_width}: both must be >= 1")
+    return replace(shape, width=width, mlp_width=mlp_width, memory=memory)
 
 
 def load_average() -> str:
@@ -406,8 +400,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.warmup < 0 or args.repeats < 1:
         parser.error("--warmup must be >= 0 and --repeats >= 1")
     try:
-        shape = load_shape(args.config)
-        shape = replace(shape, memory=shape.memory.replace(**parse_memory_overrides(args.memory)))
+        shape = shape_from_arguments(args)
     except ValueError as error:
         parser.error(str(error))
     tokens = args.tokens or (GPU_TOKENS if device.type == "cuda" else CPU_TOKENS)

@@ -3,9 +3,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple, Type, TypeVar
 
 MODES = ("replace", "parallel")
+
+
+T = TypeVar("T")
+
+
+def from_dict_strict(cls: Type[T], data: Mapping[str, Any], noun: str = "keys") -> T:
+    """``cls(**data)`` for a config dataclass, refusing keys that are not its fields with a ValueError that names
+    them (and the known ones) instead of a TypeError: ``{cls}: unknown {noun} [...]; known {noun} are [...]``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown {noun} {unknown}; known {noun} are {sorted(known)}")
+    return cls(**dict(data))
 
 
 def _fail(field_name: str, value: Any, why: str) -> None:
@@ -124,16 +137,7 @@ class MemoryConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MemoryConfig":
         """Build from a JSON-like mapping; unknown keys raise ValueError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"MemoryConfig: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**dict(data))
+        return from_dict_strict(cls, data)
 
 
-def _field_names() -> Tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(MemoryConfig))
-
-
-MEMORY_CONFIG_FIELDS = _field_names()
-__all__ = ["MemoryConfig", "MEMORY_CONFIG_FIELDS", "MODES"]
+__all__ = ["MemoryConfig", "MODES", "from_dict_strict"]

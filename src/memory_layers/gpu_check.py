@@ -22,7 +22,6 @@ not timed meaningfully). The program imports only memory_layers (no open_clip).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
 import sys
@@ -34,7 +33,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import torch
 
 from . import ops
-from .bench import MLP, VARIANT_ENV, backend_environment, precision_context, skewed_tokens
+from .bench import MLP, VARIANT_BACKENDS, precision_context, skewed_tokens
 from .config import MemoryConfig
 from .memory import ProductKeyMemory
 from .ops import dispatch
@@ -247,7 +246,8 @@ def check_bag(shape: Shape, table_dtype: torch.dtype, device: torch.device) -> s
 
 def check_no_host_sync(shape: Shape, device: torch.device) -> str:
     """A memory layer's forward and backward on the Triton backend (fused bag) never synchronise with the host."""
-    memory = ProductKeyMemory(shape.width, shape.width, shape.memory_config()).to(device)
+    memory = ProductKeyMemory(shape.width, shape.width, shape.memory_config(), backend="triton",
+                              bag_path="fused").to(device)
     x = skewed_tokens(min(shape.tokens, 4096), shape.width, 1.0, device).requires_grad_()
 
     def step() -> None:
@@ -255,14 +255,13 @@ def check_no_host_sync(shape: Shape, device: torch.device) -> str:
             out = memory(x)
         out.float().square().mean().backward()
 
-    with backend_environment("triton", "fused"):
-        step()  # compiles the kernels and caches the candidate-pair tables
-        _synchronize(device)
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            step()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+    step()  # compiles the kernels and caches the candidate-pair tables
+    _synchronize(device)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
     return "forward + backward under amp_bf16, triton backend, fused bag: no synchronising call"
 
 
@@ -317,9 +316,10 @@ def _layer_run(memory: ProductKeyMemory, x: torch.Tensor, precision: str
 MEMORY_VARIANTS = ("reference", "fused", "dense", "auto")
 
 
-def _variant(name: str) -> contextlib.AbstractContextManager:
-    """The backend and bag path of the benchmark's variant ``name`` (see :data:`memory_layers.bench.VARIANT_ENV`)."""
-    return backend_environment(*VARIANT_ENV[name])
+def _use_variant(memory: ProductKeyMemory, name: str) -> ProductKeyMemory:
+    """``memory``, set to run the benchmark's variant ``name`` (see :data:`memory_layers.bench.VARIANT_BACKENDS`)."""
+    memory.backend, memory.bag_path = VARIANT_BACKENDS[name]
+    return memory
 
 
 def check_layer_accuracy(shape: Shape, device: torch.device) -> str:
@@ -328,13 +328,11 @@ def check_layer_accuracy(shape: Shape, device: torch.device) -> str:
     torch.manual_seed(0)
     memory = ProductKeyMemory(shape.width, shape.width, shape.memory_config()).to(device)
     x = skewed_tokens(shape.tokens, shape.width, 1.0, device)
-    with _variant("reference"):
-        fp32_out, fp32_slots, _, fp32_grads = _layer_run(memory, x, "fp32")
+    fp32_out, fp32_slots, _, fp32_grads = _layer_run(_use_variant(memory, "reference"), x, "fp32")
     amp = {}
     figures = []
     for name in MEMORY_VARIANTS:
-        with _variant(name):
-            amp[name] = _layer_run(memory, x, "amp_bf16")
+        amp[name] = _layer_run(_use_variant(memory, name), x, "amp_bf16")
         out, slots, weights, grads = amp[name]
         reference_out, reference_slots, reference_weights, reference_grads = amp["reference"]
         assert torch.equal(slots, reference_slots), f"{name}: under AMP it reads other slots than torch"
@@ -379,9 +377,9 @@ def check_layer_speed(shape: Shape, device: torch.device, plan: Plan, report: Re
     rows = []
     auto_ratio = float("nan")
     for name in MEMORY_VARIANTS:
-        with _variant(name):
-            fwd = time_ms(forward(memory), device, plan.warmup, plan.repeats)
-            fwd_bwd = time_ms(train(memory), device, plan.warmup, plan.repeats)
+        _use_variant(memory, name)
+        fwd = time_ms(forward(memory), device, plan.warmup, plan.repeats)
+        fwd_bwd = time_ms(train(memory), device, plan.warmup, plan.repeats)
         rows.append(f"{name} {fwd:.2f} / {fwd_bwd:.2f} ms ({fwd_bwd / mlp_times[1]:.2f}x)")
         if name == "auto":
             auto_ratio = fwd_bwd / mlp_times[1]

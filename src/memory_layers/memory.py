@@ -48,6 +48,9 @@ class ProductKeyMemory(nn.Module):
         config: the memory knobs (``layers`` and ``mode`` are ignored here; they concern placement).
         values: a shared :class:`ValueTable`; when None the layer creates its own. Its width must equal
             ``config.value_dim(output_dim)``.
+        backend: the ops' backend for this layer (``auto``, ``torch``, ``triton``); None: ``MEMORY_LAYERS_BACKEND``,
+            else ``auto`` (see :mod:`memory_layers.ops.dispatch`). A runtime choice, not part of the config.
+        bag_path: the embedding-bag path (``auto``, ``fused``, ``dense``); None: ``MEMORY_LAYERS_BAG_PATH``.
     """
 
     def __init__(
@@ -56,6 +59,9 @@ class ProductKeyMemory(nn.Module):
         output_dim: int,
         config: MemoryConfig,
         values: Optional[ValueTable] = None,
+        *,
+        backend: Optional[str] = None,
+        bag_path: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.input_dim = input_dim
@@ -66,6 +72,8 @@ class ProductKeyMemory(nn.Module):
         self.knn = config.knn
         self.n_keys = config.n_keys
         self.v_dim = config.value_dim(output_dim)
+        self.backend = backend
+        self.bag_path = bag_path
 
         if values is None:
             values = create_value_table(config, self.v_dim)
@@ -144,7 +152,8 @@ class ProductKeyMemory(nn.Module):
         Each head's weights are a softmax over its knn scores, so every head's weights sum to 1. With ``sorted``
         each head's slots come best first; the read-out does not need that order.
         """
-        scores, indices = ops.topk_from_half_scores(self.half_scores(x), self.knn, sorted=sorted)
+        scores, indices = ops.topk_from_half_scores(self.half_scores(x), self.knn, self.backend,
+                                                     sorted=sorted)
         weights = F.softmax(scores.float(), dim=-1)
         return indices.view(x.shape[0], -1), weights.view(x.shape[0], -1)
 
@@ -157,7 +166,7 @@ class ProductKeyMemory(nn.Module):
         indices, weights = self.lookup(x, sorted=False)
         if self._usage is not None:
             self._usage.update(indices, weights)
-        bag = self.values(indices, weights)
+        bag = self.values(indices, weights, self.backend, self.bag_path)
         bag = self.value_dropout(bag)
         if self.swilu_proj is not None:
             swilu = F.silu(self.swilu_proj(x))

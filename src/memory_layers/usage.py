@@ -1,13 +1,10 @@
 """Memory-usage statistics (Lample et al. 2019): which slots a pass reads, and how evenly."""
 from __future__ import annotations
 
-import contextlib
-import math
 from dataclasses import dataclass
-from typing import Dict, Iterator
+from typing import Dict
 
 import torch
-from torch import nn
 
 
 @dataclass(frozen=True)
@@ -64,35 +61,3 @@ class SlotUsage:
         nonzero = p > 0
         kl = float((p[nonzero] * torch.log(p[nonzero] * self.n_slots)).sum())
         return UsageSummary(fraction, max(kl, 0.0), self.tokens, self.n_slots)
-
-
-@contextlib.contextmanager
-def track_usage(model: nn.Module) -> Iterator[Dict[str, SlotUsage]]:
-    """Record slot usage of every :class:`ProductKeyMemory` in ``model`` while the block runs.
-
-    Yields a dict from module name to :class:`SlotUsage`; call ``.summary()`` on each after the pass. Recording
-    happens in the forward pass, so run it under ``torch.no_grad()`` and without gradient checkpointing, which would
-    count recomputed tokens twice. Nested blocks share the outer block's accumulators (the inner block neither
-    resets nor stops them), so both see every read.
-    """
-    from .memory import ProductKeyMemory
-
-    trackers: Dict[str, SlotUsage] = {}
-    started = []
-    for name, memory in model.named_modules():
-        if not isinstance(memory, ProductKeyMemory):
-            continue
-        if memory.usage_tracker is None:
-            memory.start_usage_tracking()
-            started.append(memory)
-        trackers[name] = memory.usage_tracker
-    try:
-        yield trackers
-    finally:
-        for memory in started:
-            memory.stop_usage_tracking()
-
-
-def max_kl_from_uniform(n_slots: int) -> float:
-    """The KL of a distribution with all mass on one slot: log(n_slots)."""
-    return math.log(n_slots)

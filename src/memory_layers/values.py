@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -40,9 +40,11 @@ class ValueTable(nn.Module):
         """The optimizer group of the table: ("values", weight, lr, weight decay)."""
         return [("values", self.weight, self.lr, self.weight_decay)]
 
-    def forward(self, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Read bags: indices and weights (T, B) -> (T, v_dim)."""
-        return ops.embedding_bag(self.weight, indices, weights)
+    def forward(self, indices: torch.Tensor, weights: torch.Tensor, backend: Optional[str] = None,
+                path: Optional[str] = None) -> torch.Tensor:
+        """Read bags: indices and weights (T, B) -> (T, v_dim), on ``backend`` and bag ``path`` (None: the
+        environment's, see :func:`memory_layers.ops.embedding_bag`)."""
+        return ops.embedding_bag(self.weight, indices, weights, backend, path)
 
     def extra_repr(self) -> str:
         return f"n_slots={self.n_slots}, v_dim={self.v_dim}, lr={self.lr:g}, weight_decay={self.weight_decay:g}"

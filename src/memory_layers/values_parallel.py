@@ -1,5 +1,8 @@
 """Values parallelism: a value table split by columns over a group of ranks.
 
+A "shard" in this module (:class:`ShardedValueTable`, :func:`shard_value_tables`) is one rank's column slice of a
+value table, not a tar file of training samples (memclip_train's webdataset shards).
+
 With ``values_parallel_group_size = g`` the ranks form groups of ``g`` consecutive ranks ([0..g-1], [g..2g-1], ...).
 Rank ``r`` of a group holds columns ``[r * V / g, (r + 1) * V / g)`` of every value table (V = v_dim), so each rank
 stores ``1 / g`` of the table. A read, for the (T_r, B) bags of this rank's T_r tokens:
@@ -220,20 +223,22 @@ class ShardedValueTable(ValueTable):
         """Re-initialise this rank's slice (the full table's distribution; replicas are not synchronised)."""
         nn.init.normal_(self.weight, mean=0.0, std=self.v_dim ** -0.5)
 
-    def forward(self, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, weights: torch.Tensor, backend: Optional[str] = None,
+                path: Optional[str] = None) -> torch.Tensor:
         """Read bags: indices and weights (T_r, B) -> (T_r, v_dim) full rows. Collective over the group.
 
-        Every rank of the group must call it (same B; T_r may differ, including 0).
+        Every rank of the group must call it (same B; T_r may differ, including 0). ``backend`` and ``path`` choose
+        the ops as in :class:`memory_layers.ValueTable`.
         """
         if indices.dim() != 2 or weights.shape != indices.shape:
             raise ValueError(f"indices and weights must both be (tokens, bag), got {tuple(indices.shape)} and "
                              f"{tuple(weights.shape)}")
         if self.groups.group_size == 1:
-            return ops.embedding_bag(self.weight, indices, weights)
+            return ops.embedding_bag(self.weight, indices, weights, backend, path)
         counts = _token_counts(indices.shape[0], indices.device, self.groups)
         group_indices = _gather_rows(indices, counts, self.groups.group)
         group_weights = _GatherBagWeights.apply(weights, counts, self.groups)
-        part = ops.embedding_bag(self.weight, group_indices, group_weights)
+        part = ops.embedding_bag(self.weight, group_indices, group_weights, backend, path)
         return _ReturnToOwners.apply(part, counts, self.groups)
 
     def gather_full(self, shard: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -19,13 +19,14 @@ import pytest  # noqa: E402
 
 from memory_layers import ops  # noqa: E402
 from memory_layers.ops import dispatch  # noqa: E402
+from memory_layers.ops import runtime as ops_runtime  # noqa: E402
 
 
 def _interpreter_ready() -> bool:
     import triton.language as tl
     from triton.runtime.interpreter import InterpretedFunction
 
-    return dispatch.interpreter_enabled() and isinstance(tl.sort, InterpretedFunction)
+    return ops_runtime.interpreter_enabled() and isinstance(tl.sort, InterpretedFunction)
 
 
 @pytest.fixture

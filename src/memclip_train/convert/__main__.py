@@ -26,7 +26,7 @@ from .conversion_log import ConversionLog
 from .csv_table import read_csv_table
 from .exclusion import exclude_images, read_image_list
 from .records import ImageOptions, Record
-from .sharding import write_split
+from .tar_shards import write_split
 from .sharegpt4v import read_sharegpt4v
 
 logger = logging.getLogger("memclip_train.convert")

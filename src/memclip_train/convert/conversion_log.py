@@ -12,8 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
+from memclip.atomic_io import atomic_write_json
+
 from ..cli import UserError
-from ..data.shard_writer import write_json_atomic
 
 LOG_FILE = "conversion.json"
 
@@ -79,4 +80,4 @@ class ConversionLog:
         self._write()
 
     def _write(self) -> None:
-        write_json_atomic(self.path, self.data)
+        atomic_write_json(self.path, self.data)

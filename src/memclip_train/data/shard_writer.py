@@ -1,9 +1,13 @@
 """`ShardWriter`: deterministic webdataset tar shards with open_clip's ``sizes.json``.
 
+(A shard here is a tar file of samples; the value-table shards of values parallelism are column slices of a
+memory's table, :mod:`memory_layers.values_parallel`.)
+
 Given the same samples in the same order, the shards are byte-identical: every tar member carries fixed metadata
 (mtime, uid, gid, user and group names, mode), a sample's fields are written in sorted extension order, and no
 timestamp or host detail enters the files. Each shard is written to a hidden temporary file in the output folder
-and renamed into place only when complete, so a reader never sees a half-written ``000003.tar``.
+and renamed into place only when complete (:class:`memclip.atomic_io.AtomicFile`), so a reader never sees a
+half-written ``000003.tar``.
 
     >>> with ShardWriter("data/train", samples_per_shard=1000) as writer:
     ...     writer.write("000000000", {"jpg": jpeg_bytes, "txt": "a red star", "json": {"long": "..."}})
@@ -14,10 +18,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import tarfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+
+from memclip.atomic_io import AtomicFile, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -70,32 +75,14 @@ def write_shard(
 
     For writers that produce whole shards independently (parallel converters): a shard that exists is complete.
     """
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp")
     seen: set = set()
-    try:
-        with open(temp, "wb") as file:
-            with tarfile.open(fileobj=file, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for key, fields in samples:
-                    for ext, data in _check_sample(key, fields, seen).items():
-                        _add_member(tar, f"{key}.{ext}", data, mtime)
-                    seen.add(key)
-            file.flush()
-            if fsync:
-                os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with AtomicFile(path, fsync) as file:
+        with tarfile.open(fileobj=file, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for key, fields in samples:
+                for ext, data in _check_sample(key, fields, seen).items():
+                    _add_member(tar, f"{key}.{ext}", data, mtime)
+                seen.add(key)
     return len(seen)
-
-
-def write_json_atomic(path: Union[str, Path], data: Any, indent: Optional[int] = 2) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temp, path)
 
 
 class ShardWriter:
@@ -134,7 +121,7 @@ class ShardWriter:
         self.sizes: Dict[str, int] = {}
         self._keys: set = set()
         self._tar: Optional[tarfile.TarFile] = None
-        self._file = None
+        self._file: Optional[AtomicFile] = None
         self._shard_name = ""
         self._in_shard = 0
         self._closed = False
@@ -166,7 +153,7 @@ class ShardWriter:
         if not self._closed:
             if self._tar is not None:
                 self._finish_shard()
-            write_json_atomic(self.folder / SIZES_FILE, self.sizes)
+            atomic_write_json(self.folder / SIZES_FILE, self.sizes)
             self._closed = True
         return dict(self.sizes)
 
@@ -174,8 +161,7 @@ class ShardWriter:
         """Drop the unfinished shard (finished shards stay) and close without writing ``sizes.json``."""
         if self._tar is not None:
             self._tar.close()
-            self._file.close()
-            self._temp_path().unlink(missing_ok=True)
+            self._file.discard()
             self._tar = None
         self._closed = True
 
@@ -188,22 +174,15 @@ class ShardWriter:
         else:
             self.abort()
 
-    def _temp_path(self) -> Path:
-        return self.folder / f".{self._shard_name}.tmp"
-
     def _open_shard(self) -> None:
         self._shard_name = self.name_format.format(len(self.sizes))
-        self._file = open(self._temp_path(), "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self._file = AtomicFile(self.folder / self._shard_name, self.fsync)
+        self._tar = tarfile.open(fileobj=self._file.file, mode="w", format=tarfile.PAX_FORMAT)
         self._in_shard = 0
 
     def _finish_shard(self) -> None:
         self._tar.close()
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._temp_path(), self.folder / self._shard_name)
+        self._file.commit()
         self.sizes[self._shard_name] = self._in_shard
         logger.debug("wrote %s (%d samples)", self.folder / self._shard_name, self._in_shard)
         self._tar = None

@@ -2,7 +2,9 @@
 
 The command line is ``python -m memclip_train.eval``; the demo and notebooks use the functions below.
 """
-from .models import LoadedModel, ModelRef, autocast_for, load_model
+from memclip.precision import autocast_for
+
+from .models import LoadedModel, ModelRef, load_model
 from .pairs import evaluate_pairs
 from .retrieval import evaluate_retrieval
 from .retrieval_sets import LayoutError, RetrievalSet, load_retrieval_set

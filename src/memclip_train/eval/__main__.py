@@ -25,10 +25,12 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from memclip.precision import FP32_WEIGHT_PRECISIONS
 
 from ..cli import add_debug_flag, report_user_errors
 from .features import BadImageError
@@ -59,7 +61,7 @@ def _models(parser: argparse.ArgumentParser) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results folder")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "amp_bf16", "amp"))
+    parser.add_argument("--precision", default="fp32", choices=FP32_WEIGHT_PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="image-loading processes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -173,37 +175,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return report_user_errors(parser.prog, args.debug, lambda: run_command(args, parser, refs))
 
 
+def _run_options(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
+    """The settings every command shares, as keyword arguments of the ``run_*`` functions."""
+    return {"device": device, "precision": args.precision, "progress": not args.no_progress}
+
+
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, refs: Sequence[ModelRef]) -> None:
     device = torch.device(args.device)
     if args.command == "retrieval":
         roots = paired_roots(args.dataset, args.data_root, parser)
-        results = run_retrieval(refs, args.dataset, roots, args.out, device, args.precision, args.batch_size,
-                                args.workers, args.skip_bad, not args.no_cache, not args.no_progress)
+        results = run_retrieval(refs, args.dataset, roots, args.out, batch_size=args.batch_size, workers=args.workers,
+                                skip_bad=args.skip_bad, use_cache=not args.no_cache, **_run_options(args, device))
         table = retrieval_table(results, args.dataset)
         (args.out / "retrieval_table.md").write_text(table + "\n")
     elif args.command == "zeroshot":
         roots = paired_roots(args.dataset, args.data_root, parser)
-        results = run_zeroshot(refs, args.dataset, roots, args.out, device, args.precision, args.batch_size,
-                               args.workers, args.skip_bad, not args.no_cache, not args.no_progress,
-                               options=ZeroShotOptions(args.class_names, args.templates))
+        results = run_zeroshot(refs, args.dataset, roots, args.out, batch_size=args.batch_size, workers=args.workers,
+                               skip_bad=args.skip_bad, use_cache=not args.no_cache,
+                               options=ZeroShotOptions(args.class_names, args.templates), **_run_options(args, device))
         table = zeroshot_table(results, args.dataset)
         (args.out / "zeroshot_table.md").write_text(table + "\n")
     elif args.command == "segmentation":
         roots = paired_roots(args.dataset, args.data_root, parser)
-        results = run_segmentation(refs, args.dataset, roots, args.method or ["sclip"], args.out, device,
-                                   args.precision, args.window, args.stride, args.short_side, args.logit_scale,
-                                   args.num_overlays, args.limit, not args.no_progress)
+        results = run_segmentation(refs, args.dataset, roots, args.method or ["sclip"], args.out, window=args.window,
+                                   stride=args.stride, short_side=args.short_side, logit_scale=args.logit_scale,
+                                   num_overlays=args.num_overlays, limit=args.limit, **_run_options(args, device))
         table = segmentation_table(results, args.dataset)
         (args.out / "segmentation_table.md").write_text(table + "\n")
     elif args.command == "pairs":
-        results = run_pairs(refs, args.data_root, args.out, device, args.precision, args.caption,
-                            args.batch_size, not args.no_progress)
+        results = run_pairs(refs, args.data_root, args.out, caption=args.caption, batch_size=args.batch_size,
+                            **_run_options(args, device))
         table = pairs_table(results)
     elif args.command == "synth":
         table = run_synth(refs, args, device)
     elif args.command == "markings":
-        results = run_markings(refs, args.world, args.out, device, args.precision, args.candidates,
-                               args.batch_size, not args.no_progress)
+        results = run_markings(refs, args.world, args.out, candidates=args.candidates, batch_size=args.batch_size,
+                               **_run_options(args, device))
         table = markings_table(results)
         (args.out / "markings_table.md").write_text(table + "\n")
     else:
@@ -225,18 +232,15 @@ SYNTH_ZEROSHOT = list(SYNTH_ATTRIBUTES)
 def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.device) -> str:
     """Competence (semantic retrieval, zero-shot attributes), short- and long-caption retrieval, segmentation and
     blind pairs on the synthetic world, one table each."""
-    models = ModelCache(device)
-    progress = not args.no_progress
+    options = dict(_run_options(args, device), models=ModelCache(device))
+    batches = {"batch_size": args.batch_size, "workers": args.workers}
     datasets = ["synth-short", "synth-long"]
-    retrieval = run_retrieval(refs, datasets, [args.world] * 2, args.out, device, args.precision, args.batch_size,
-                              args.workers, progress=progress, models=models)
-    segmentation = run_segmentation(refs, ["synth"], [args.world], [args.method], args.out, device, args.precision,
-                                    progress=progress, models=models)
-    pairs = run_pairs(refs, args.world, args.out, device, args.precision, progress=progress, models=models)
-    semantics = run_synth_semantics(refs, args.world, args.out, device, args.precision, args.batch_size, progress,
-                                    models)
-    zeroshot = run_zeroshot(refs, SYNTH_ZEROSHOT, [args.world] * len(SYNTH_ZEROSHOT), args.out, device,
-                            args.precision, args.batch_size, args.workers, progress=progress, models=models)
+    retrieval = run_retrieval(refs, datasets, [args.world] * 2, args.out, **batches, **options)
+    segmentation = run_segmentation(refs, ["synth"], [args.world], [args.method], args.out, **options)
+    pairs = run_pairs(refs, args.world, args.out, **options)
+    semantics = run_synth_semantics(refs, args.world, args.out, batch_size=args.batch_size, **options)
+    zeroshot = run_zeroshot(refs, SYNTH_ZEROSHOT, [args.world] * len(SYNTH_ZEROSHOT), args.out, **batches,
+                            **options)
     tables = ["## Competence (semantic short-caption T2I R@k; zero-shot top-1 of the salient object's attributes, %)",
               competence_table(semantics, zeroshot),
               "## Retrieval (R@k, %)", retrieval_table(retrieval, datasets, ks=(1, 5)),

@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from memclip.atomic_io import atomic_write
+
 from ..retrieval_metrics import query_ranks
 from .features import encode_images, encode_texts
 from .models import LoadedModel
@@ -141,10 +143,7 @@ def cached_text_features(loaded: LoadedModel, texts: List[str], device: torch.de
                                  desc="marking captions")
     stored = {"features": features, "cut": cut}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        torch.save(stored, temporary)
-        temporary.replace(path)
+        atomic_write(path, lambda temporary: torch.save(stored, temporary))
     return stored
 
 

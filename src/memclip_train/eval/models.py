@@ -1,7 +1,6 @@
 """Loading the models to compare: (model, pretrained) pairs, their display names and cache identities."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -106,8 +105,3 @@ def load_model(ref: ModelRef, device: torch.device) -> LoadedModel:
                                                                text_tower=ref.text_tower, force_quick_gelu=quick_gelu)
     model.eval()
     return LoadedModel(ref, model, preprocess, memclip.get_tokenizer(model.memclip_spec))
-
-
-def autocast_for(precision: str, device: torch.device) -> Callable:
-    dtype = torch.bfloat16 if precision in ("amp_bf16", "bf16") else torch.float16
-    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype, enabled=precision != "fp32")

@@ -11,10 +11,10 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
-import memclip
+from memclip.atomic_io import atomic_write_json
+from memclip.surgery import usage_by_block
 from memory_layers import track_usage
 
-from ..data.shard_writer import write_json_atomic
 from ..retrieval_metrics import metrics_from_ranks, query_ranks
 from .features import BadImageError, encode_images, encode_texts
 from .models import LoadedModel
@@ -25,10 +25,7 @@ logger = logging.getLogger(__name__)
 
 def memory_usage_summary(model: torch.nn.Module, usage: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     """{block index: {fraction_read, kl_from_uniform, tokens, n_slots}} from ``track_usage`` trackers."""
-    names = {name: module for name, module in model.named_modules()}
-    index_of = {id(m): i for i, m in memclip.memory_layers_of(model).items()}
-    return {str(index_of.get(id(names.get(name)), name)): tracker.summary().to_dict()
-            for name, tracker in usage.items()}
+    return {str(block): summary.to_dict() for block, summary in usage_by_block(model, usage).items()}
 
 
 def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch.device, autocast: Callable,
@@ -127,4 +124,4 @@ def cached_result(path: Path, key: str) -> Optional[Dict[str, Any]]:
 
 def store_result(path: Path, result: Dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, dict(result, written=time.strftime("%Y-%m-%d %H:%M:%S")))
+    atomic_write_json(path, dict(result, written=time.strftime("%Y-%m-%d %H:%M:%S")))

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from .models import LoadedModel, ModelRef, autocast_for, load_model
+from memclip.precision import autocast_for
+
+from .models import LoadedModel, ModelRef, load_model
 from .pairs import evaluate_pairs, write_pairs_result
 from .features import encode_images, encode_texts
 from .markings import evaluate_markings, load_marking_queries
@@ -45,84 +47,101 @@ class ModelCache:
         return self.loaded[key]
 
 
-def run_retrieval(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequence[Path], out: Path,
-                  device: torch.device, precision: str, batch_size: int = 64, workers: int = 0,
-                  skip_bad: bool = False, use_cache: bool = True, progress: bool = True,
-                  models: Optional[ModelCache] = None) -> Dict[str, Dict[str, Dict[str, Any]]]:
-    """Evaluate every model on every dataset (reusing stored results); returns results[model label][dataset]."""
-    models = models or ModelCache(device)
-    autocast = autocast_for(precision, device)
-    results: Dict[str, Dict[str, Dict[str, Any]]] = {ref.label: {} for ref in refs}
+Results = Dict[str, Dict[str, Dict[str, Any]]]
+
+
+def _evaluate_with_cache(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequence[Path], out: Path,
+                         task: str, precision: str, skip_bad: bool, use_cache: bool,
+                         load_set: Callable[[str, Path, Optional[str]], Any], fingerprint: Callable[[Any], str],
+                         identity: Callable[[ModelRef], Dict[str, Any]],
+                         evaluate: Callable[[ModelRef, Any], Dict[str, Any]],
+                         summary: Callable[[Dict[str, Any]], str]) -> Results:
+    """Every model on every dataset, a stored result reused when its cache key matches: results[label][dataset].
+
+    Args:
+        task: the results' folder under ``out`` (see :func:`result_path`).
+        load_set: (name, root, variant) -> the dataset; fingerprint: dataset -> its data fingerprint.
+        identity: a model's cache identity; evaluate: (model, dataset) -> a new result; summary: result -> the
+            figures logged after evaluating.
+    """
+    results: Results = {ref.label: {} for ref in refs}
     for spec, root in zip(datasets, roots):
         name, variant = split_variant(spec)
-        loaded_set = load_retrieval_set(name, root, variant)
-        fingerprint = data_fingerprint(loaded_set)
+        loaded_set = load_set(name, root, variant)
+        data = fingerprint(loaded_set)
         for ref in refs:
-            key = cache_key(ref.identity(), name, variant, root, precision, skip_bad, fingerprint)
-            path = result_path(out, name, variant, ref.tag)
+            key = cache_key(identity(ref), name, variant, root, precision, skip_bad, data)
+            path = result_path(out, name, variant, ref.tag, task=task)
             result = cached_result(path, key) if use_cache else None
             if result is not None:
                 logger.info("%s on %s: cached in %s", ref.label, spec, path)
             else:
-                result = evaluate_retrieval(models.get(ref), loaded_set, device, autocast, batch_size, workers,
-                                            skip_bad, progress)
+                result = evaluate(ref, loaded_set)
                 result.update({"model": ref.model, "pretrained": ref.pretrained, "dataset": name,
                                "variant": loaded_set.meta.get("variant"), "data_root": str(root),
-                               "precision": precision, "skip_bad": skip_bad, "cache_key": key})
+                               "precision": precision, "cache_key": key})
                 store_result(path, result)
-                logger.info("%s on %s: T2I R@1 %.1f, I2T R@1 %.1f (%d images, %.0f images/s, %d captions cut at %d "
-                            "tokens)", ref.label, spec, result["metrics"]["t2i_R@1"], result["metrics"]["i2t_R@1"],
-                            result["num_images"], result["images_per_second"], result["captions_cut"],
-                            result["context_length"])
+                logger.info("%s on %s: %s", ref.label, spec, summary(result))
             results[ref.label][spec] = result
     return results
+
+
+def run_retrieval(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequence[Path], out: Path,
+                  device: torch.device, precision: str, batch_size: int = 64, workers: int = 0,
+                  skip_bad: bool = False, use_cache: bool = True, progress: bool = True,
+                  models: Optional[ModelCache] = None) -> Results:
+    """Evaluate every model on every dataset (reusing stored results); returns results[model label][dataset]."""
+    models = models or ModelCache(device)
+    autocast = autocast_for(precision, device)
+
+    def evaluate(ref: ModelRef, dataset: Any) -> Dict[str, Any]:
+        result = evaluate_retrieval(models.get(ref), dataset, device, autocast, batch_size, workers, skip_bad,
+                                    progress)
+        return dict(result, skip_bad=skip_bad)
+
+    def summary(result: Dict[str, Any]) -> str:
+        return (f"T2I R@1 {result['metrics']['t2i_R@1']:.1f}, I2T R@1 {result['metrics']['i2t_R@1']:.1f} "
+                f"({result['num_images']} images, {result['images_per_second']:.0f} images/s, "
+                f"{result['captions_cut']} captions cut at {result['context_length']} tokens)")
+
+    return _evaluate_with_cache(refs, datasets, roots, out, "retrieval", precision, skip_bad, use_cache,
+                                load_retrieval_set, data_fingerprint, lambda ref: ref.identity(), evaluate, summary)
 
 
 def run_zeroshot(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequence[Path], out: Path,
                  device: torch.device, precision: str, batch_size: int = 64, workers: int = 0,
                  skip_bad: bool = False, use_cache: bool = True, progress: bool = True,
-                 models: Optional[ModelCache] = None,
-                 options: Optional[ZeroShotOptions] = None) -> Dict[str, Dict[str, Dict[str, Any]]]:
+                 models: Optional[ModelCache] = None, options: Optional[ZeroShotOptions] = None) -> Results:
     """Zero-shot top-1/top-5 of every model on every dataset (reusing stored results); results[label][dataset]."""
     models = models or ModelCache(device)
     options = options or ZeroShotOptions()
     autocast = autocast_for(precision, device)
-    results: Dict[str, Dict[str, Dict[str, Any]]] = {ref.label: {} for ref in refs}
-    for spec, root in zip(datasets, roots):
-        name, variant = split_variant(spec)
-        loaded_set = load_zeroshot_set(name, root, variant, options)
-        fingerprint = sources_fingerprint([loaded_set.labels, loaded_set.class_names], loaded_set.images)
-        for ref in refs:
-            identity = dict(ref.identity(), zeroshot_options=options_identity(options))
-            key = cache_key(identity, name, variant, root, precision, skip_bad, fingerprint)
-            path = result_path(out, name, variant, ref.tag, task="zeroshot")
-            result = cached_result(path, key) if use_cache else None
-            if result is not None:
-                logger.info("%s on %s: cached in %s", ref.label, spec, path)
-            else:
-                loaded = models.get(ref)
-                result = evaluate_zeroshot(loaded.model, loaded.preprocess, loaded.tokenizer, loaded_set, device,
-                                           autocast, batch_size, workers, skip_bad, progress)
-                result.update({"model": ref.model, "pretrained": ref.pretrained, "dataset": name,
-                               "variant": loaded_set.meta.get("variant"), "data_root": str(root),
-                               "precision": precision, "cache_key": key})
-                store_result(path, result)
-                logger.info("%s on %s: top-1 %.1f, top-5 %.1f (%d images, %d classes, %s)", ref.label, spec,
-                            result["metrics"]["top1"], result["metrics"]["top5"], result["num_images"],
-                            result["num_classes"], result["prompts"])
-            results[ref.label][spec] = result
-    return results
+
+    def evaluate(ref: ModelRef, dataset: Any) -> Dict[str, Any]:
+        loaded = models.get(ref)
+        return evaluate_zeroshot(loaded.model, loaded.preprocess, loaded.tokenizer, dataset, device, autocast,
+                                 batch_size, workers, skip_bad, progress)
+
+    def summary(result: Dict[str, Any]) -> str:
+        return (f"top-1 {result['metrics']['top1']:.1f}, top-5 {result['metrics']['top5']:.1f} "
+                f"({result['num_images']} images, {result['num_classes']} classes, {result['prompts']})")
+
+    return _evaluate_with_cache(
+        refs, datasets, roots, out, "zeroshot", precision, skip_bad, use_cache,
+        lambda name, root, variant: load_zeroshot_set(name, root, variant, options),
+        lambda dataset: sources_fingerprint([dataset.labels, dataset.class_names], dataset.images),
+        lambda ref: dict(ref.identity(), zeroshot_options=options_identity(options)), evaluate, summary)
 
 
 def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequence[Path], methods: Sequence[str],
                      out: Path, device: torch.device, precision: str, window: Optional[int] = None,
                      stride: Optional[int] = None, short_side: Optional[int] = None, logit_scale: float = 40.0,
                      num_overlays: int = 8, limit: Optional[int] = None, progress: bool = True,
-                     models: Optional[ModelCache] = None) -> Dict[str, Dict[str, Dict[str, Any]]]:
+                     models: Optional[ModelCache] = None) -> Results:
     """mIoU of every model x dataset x method; returns results[f"{model} [{method}]"][dataset]."""
     models = models or ModelCache(device)
     autocast = autocast_for(precision, device)
-    results: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    results: Results = {}
     for name, root in zip(datasets, roots):
         dataset = load_segmentation_set(name, root)
         for ref in refs:

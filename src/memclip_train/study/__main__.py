@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import memclip
+from memclip.atomic_io import atomic_write_json
 from memclip.cost import model_cost
 from memclip.pretrained import list_shipped_tags
 
-from ..data.shard_writer import write_json_atomic
 from .analysis import summarise, tables
 from .figure import plot
 from .pipeline import StudyPipeline
@@ -98,11 +98,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = pipeline.run()
     costs_file = args.out / "costs.json"
     if not costs_file.exists():
-        write_json_atomic(costs_file, model_costs(list(MODELS)))
+        atomic_write_json(costs_file, model_costs(list(MODELS)))
     summary = summarise(results, json.loads(costs_file.read_text()))
     text = tables(summary)
     (args.out / "study_table.md").write_text(text + "\n")
-    write_json_atomic(args.out / "study_results.json", {"summary": summary, "plan": asdict(plan),
+    atomic_write_json(args.out / "study_results.json", {"summary": summary, "plan": asdict(plan),
                                                        "teacher": args.teacher})
     plot(summary, args.out / "study.png")
     print("\n" + text)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from ..data.shard_writer import write_json_atomic
+from memclip.atomic_io import atomic_write_json
+
 from ..eval.models import ModelRef
 from ..stages import Stage, run_stages
 from .plan import MODELS, TEACHER_MODEL, StudyPlan
@@ -187,7 +188,7 @@ class StudyPipeline:
             "finetune_command": command,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, result)
+        atomic_write_json(path, result)
         return result
 
     def run(self, points: Optional[List[Point]] = None) -> List[Dict[str, Any]]:

@@ -20,7 +20,8 @@ import numpy as np
 import PIL
 from tqdm import tqdm
 
-from ..data.shard_writer import write_json_atomic
+from memclip.atomic_io import atomic_write_json
+
 from .config import FORMAT_VERSION, SPLITS, SynthConfig
 from .manifest import WORLD_FILE, WorldFiles, remove_generated
 from .splits import Item, make_items
@@ -125,7 +126,7 @@ def generate_world(
         "software": software_versions(),
         **files.finish(),
     }
-    write_json_atomic(out / WORLD_FILE, world)
+    atomic_write_json(out / WORLD_FILE, world)
     files.discard_pending()
     logger.info("wrote the synthetic world to %s in %.1fs", out, time.time() - started)
     return world

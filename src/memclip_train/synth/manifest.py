@@ -11,7 +11,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Dict, List, Set, Tuple
 
-from ..data.shard_writer import write_json_atomic
+from memclip.atomic_io import atomic_write_json, stray_temporaries
 
 WORLD_FILE = "world.json"
 PENDING_FILE = ".world-files"
@@ -93,7 +93,8 @@ def remove_generated(out: Path) -> None:
     source = out / WORLD_FILE
     for path in [_inside(out, relative, source) for relative in files]:
         path.unlink(missing_ok=True)
-        path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)  # what an interrupted atomic write leaves
+        for stray in stray_temporaries(path):  # what an interrupted atomic write leaves
+            stray.unlink()
     for path in sorted((_inside(out, relative, source) for relative in folders), key=lambda p: len(p.parts),
                        reverse=True):
         if path.is_dir() and not any(path.iterdir()):
@@ -109,4 +110,4 @@ def add_to_world(world_dir: Path, path: Path) -> None:
         return
     data = json.loads(world.read_text(encoding="utf-8"))
     data["files"] = sorted(set(data.get("files", [])) | {path.relative_to(world_dir).as_posix()})
-    write_json_atomic(world, data)
+    atomic_write_json(world, data)

@@ -14,20 +14,15 @@ Every folder and file is recorded in the generation's :class:`WorldFiles` before
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..data.shard_writer import SIZES_FILE, ShardWriter, write_json_atomic
+from memclip.atomic_io import atomic_write_json, atomic_write_text
+
+from ..data.shard_writer import SIZES_FILE, ShardWriter
 from .config import SynthConfig
 from .manifest import WorldFiles
 from .splits import Item
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
 
 
 class SplitWriter:
@@ -98,8 +93,8 @@ class RetrievalSplitWriter(SplitWriter):
             "images": self.images,
             "annotations": self.annotations,
         }
-        write_json_atomic(self.files.file(self.folder / "captions_short.json"), coco, indent=None)
-        write_text_atomic(self.files.file(self.folder / "scenes.jsonl"), "".join(line + "\n" for line in self.scenes))
+        atomic_write_json(self.files.file(self.folder / "captions_short.json"), coco, indent=None)
+        atomic_write_text(self.files.file(self.folder / "scenes.jsonl"), "".join(line + "\n" for line in self.scenes))
         return {"images": len(self.images), "short_captions": len(self.annotations)}
 
 
@@ -118,9 +113,9 @@ class SegmentationSplitWriter(SplitWriter):
         self.ids.append(item["id"])
 
     def close(self) -> Dict[str, Any]:
-        write_text_atomic(self.files.file(self.folder / "classes.txt"),
+        atomic_write_text(self.files.file(self.folder / "classes.txt"),
                           "".join(f"{shape}\n" for shape in self.config.world.shapes))
-        write_text_atomic(self.files.file(self.folder / "ImageSets" / "Segmentation" / "val.txt"),
+        atomic_write_text(self.files.file(self.folder / "ImageSets" / "Segmentation" / "val.txt"),
                           "".join(f"{i}\n" for i in self.ids))
         return {"images": len(self.ids), "classes": list(self.config.world.shapes)}
 
@@ -145,7 +140,7 @@ class PairSplitWriter(SplitWriter):
         self.per_pattern[item["pattern"]] = self.per_pattern.get(item["pattern"], 0) + 1
 
     def close(self) -> Dict[str, Any]:
-        write_text_atomic(self.files.file(self.folder / "pairs.jsonl"), "".join(line + "\n" for line in self.lines))
+        atomic_write_text(self.files.file(self.folder / "pairs.jsonl"), "".join(line + "\n" for line in self.lines))
         return {"pairs": len(self.lines), "per_pattern": self.per_pattern}
 
 

@@ -6,14 +6,11 @@ optional: the triton modules are imported on first use only.
 """
 from .dense_bag import embedding_bag_dense
 from .dispatch import (
-    BACKEND_ENV,
-    BAG_PATH_ENV,
     DENSE_MAX_SLOTS,
     bag_path_cache,
     clear_path_caches,
     embedding_bag,
     embedding_bag_triton,
-    interpreter_enabled,
     product_key_topk,
     product_key_topk_triton,
     resolve_backend,
@@ -21,7 +18,6 @@ from .dispatch import (
     select_topk_triton,
     topk_from_half_scores,
     topk_path_cache,
-    triton_available,
 )
 from .reference import (
     candidate_pairs,
@@ -35,6 +31,7 @@ from .reference import (
     select_topk_torch,
     slot_scores,
 )
+from .runtime import BACKEND_ENV, BAG_PATH_ENV, interpreter_enabled, triton_available
 
 __all__ = [
     "BACKEND_ENV",

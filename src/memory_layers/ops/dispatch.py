@@ -22,13 +22,11 @@ The triton modules are imported only when first used, so ``import memory_layers`
 """
 from __future__ import annotations
 
-import functools
-import importlib
 import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -42,11 +40,10 @@ from .reference import (
     select_topk_torch,
     topk_with,
 )
+from .runtime import BACKEND_ENV, BAG_PATH_ENV, DeviceLike, check_triton_launch, triton_available
 
 logger = logging.getLogger(__name__)
 
-BACKEND_ENV = "MEMORY_LAYERS_BACKEND"
-BAG_PATH_ENV = "MEMORY_LAYERS_BAG_PATH"
 BACKENDS = ("auto", "torch", "triton")
 BAG_PATHS = ("auto", "fused", "dense")
 # Tables up to this many slots may take the dense path on the triton backend (after timing both paths).
@@ -54,30 +51,12 @@ DENSE_MAX_SLOTS = 16384
 MEASURE_WARMUP = 1
 MEASURE_ITERATIONS = 3
 
-DeviceLike = Union[torch.device, str]
 MeasureKey = Tuple[object, ...]
 
 _BAG_PATH_CACHE: Dict[MeasureKey, str] = {}
 _TOPK_PATH_CACHE: Dict[MeasureKey, str] = {}
 _CACHE_LOCK = threading.Lock()
 _MEASURING = threading.local()
-
-
-@functools.lru_cache(maxsize=None)
-def triton_available() -> bool:
-    """Whether ``import triton`` works in this process (checked once)."""
-    try:
-        importlib.import_module("triton")
-        importlib.import_module("triton.language")
-    except Exception as error:  # ImportError, or a broken install failing in its own way
-        logger.debug("triton is not usable: %s", error)
-        return False
-    return True
-
-
-def interpreter_enabled() -> bool:
-    """Whether ``TRITON_INTERPRET`` is set to a true value (triton then runs kernels on the CPU, in numpy)."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes", "y")
 
 
 def _parse_choice(value: Optional[str], env: str, allowed: Tuple[str, ...], argument: str) -> str:
@@ -104,37 +83,6 @@ def backend_choice(backend: Optional[str] = None) -> str:
 def bag_path_choice(path: Optional[str] = None) -> str:
     """The requested bag path before resolution: ``auto``, ``fused`` or ``dense`` (argument over environment)."""
     return _parse_choice(path, BAG_PATH_ENV, BAG_PATHS, "path")
-
-
-def check_triton_launch(device: DeviceLike, kernel: Optional[object] = None) -> None:
-    """Raise a clear RuntimeError unless triton kernels can run on tensors of ``device``.
-
-    CUDA tensors always can. Other devices need ``TRITON_INTERPRET=1``, and triton itself (and ``kernel``, when
-    given) must have been imported while it was set: ``triton.jit`` picks interpreter or compiler when a function
-    is decorated, triton's own library functions (``tl.sort``) included. Needs triton installed.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return
-    if not interpreter_enabled():
-        raise RuntimeError(
-            f"the triton backend runs on CUDA tensors; {device.type} tensors need TRITON_INTERPRET=1 (the triton "
-            f"interpreter, for tests). Use CUDA tensors, or backend='torch' / {BACKEND_ENV}=torch."
-        )
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if not isinstance(tl.sort, InterpretedFunction):
-        raise RuntimeError(
-            "TRITON_INTERPRET=1 is set but triton was imported before it was (torch._dynamo imports triton, for "
-            "one), so triton's own jit functions are compiled ones: set TRITON_INTERPRET=1 before anything imports "
-            "triton."
-        )
-    if kernel is not None and not isinstance(kernel, InterpretedFunction):
-        raise RuntimeError(
-            "TRITON_INTERPRET=1 is set but the memory_layers triton kernels were imported before it was: set it "
-            "before the first use of the triton backend (before memory_layers.ops.triton_* is imported)."
-        )
 
 
 def resolve_backend(device: DeviceLike, backend: Optional[str] = None) -> str:

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dispatch import check_triton_launch
+from .runtime import check_triton_launch
 from .reference import candidate_pairs
 
 _INT32_MIN = tl.constexpr(-2147483648)

@@ -1,4 +1,4 @@
-"""Write records as webdataset shards in parallel, resumably: a finished shard is never rewritten."""
+"""Write records as webdataset tar shards in parallel, resumably: a finished shard is never rewritten."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +11,9 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 from tqdm import tqdm
 
-from ..data.shard_writer import SIZES_FILE, write_json_atomic, write_shard
+from memclip.atomic_io import atomic_write_json
+
+from ..data.shard_writer import SIZES_FILE, write_shard
 from .conversion_log import ConversionLog
 from .records import BadImage, ImageOptions, Record, encode_image, find_image
 
@@ -98,7 +100,7 @@ def write_split(
         _record(map(_run_job, jobs), jobs, bar, log, split)
     bar.close()
     sizes = {name: shard["written"] for name, shard in log.shards(split).items()}
-    write_json_atomic(folder / SIZES_FILE, dict(sorted(sizes.items())))
+    atomic_write_json(folder / SIZES_FILE, dict(sorted(sizes.items())))
     return log.totals(split)
 
 

@@ -1,5 +1,8 @@
 """Values parallelism in the trainer: the memory's value tables split by columns over groups of ranks.
 
+(A "shard" here is one rank's column slice of a value table, :class:`memory_layers.ShardedValueTable`; the tar files
+of samples are the other kind, :mod:`memclip_train.data.shard_writer`.)
+
 Enabled by the model's memory config, e.g. ``--memory values_parallel_group_size=2``. The tables are sharded after
 the model is built (and its pretrained weights loaded) and before the optimizer and DDP see it; DDP ignores the
 shards, the trainer averages their gradients with :func:`memory_layers.sync_value_shard_grads`, and checkpoints,
@@ -26,7 +29,7 @@ def values_parallel_group_size(model: nn.Module) -> int:
     return memory.values_parallel_group_size if memory is not None else 1
 
 
-def shard_values(model: nn.Module, env: DistributedEnv) -> int:
+def setup_values_parallel(model: nn.Module, env: DistributedEnv) -> int:
     """Shard ``model``'s value tables when its config asks for it and the run is distributed (collective).
 
     A single-process run with a group size above 1 logs a warning and stays unsharded. Returns the number of tables

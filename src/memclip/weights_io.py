@@ -1,59 +1,33 @@
-"""Saving and loading memclip models: safetensors weights plus the full config, written atomically."""
+"""Model weights in and out: ``save_pretrained`` (safetensors weights plus the full config, written atomically) and
+``read_checkpoint`` (an open_clip tag, a weights file or a saved folder -> :class:`Checkpoint`, the weights and what
+is known about them).
+
+Only a model's weights: a run's training state (optimizer, schedule, progress, RNG) is saved and restored by
+:mod:`memclip_train.checkpoints`, whose files this module also reads (their ``state_dict`` and recorded config).
+"""
 from __future__ import annotations
 
 import json
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 import open_clip
 import torch
-from open_clip.model import convert_to_custom_text_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_model
 from torch import nn
 
-from .pretrained import list_shipped_tags, shipped_weights
+from .atomic_io import atomic_write, atomic_write_json
 from .errors import InputError
-from .registry import SAVED_CONFIG_NAME, ModelSpec, is_saved_model_dir, read_saved_config
+from .pretrained import list_shipped_tags, shipped_weights
+from .registry import CONFIG_KEY, SAVED_CONFIG_NAME, ModelSpec, is_saved_model_dir, read_saved_config
 from .version import __version__
 
 WEIGHTS_NAME = "open_clip_model.safetensors"
 OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
-CONFIG_KEY = "memclip_config"
-"""Key under which a training checkpoint (and a safetensors file's metadata) records the model's memclip config."""
-
-
-def atomic_write_bytes(path: Union[str, Path], write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    A reader never sees a half-written file: a crash leaves the old file (or none) and a stray ``.tmp`` file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Union[str, Path], data: Any) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-
-    atomic_write_bytes(path, write)
 
 
 def save_pretrained(model: nn.Module, directory: Union[str, Path], spec: Optional[ModelSpec] = None) -> Path:
@@ -79,8 +53,8 @@ def save_pretrained(model: nn.Module, directory: Union[str, Path], spec: Optiona
     directory.mkdir(parents=True, exist_ok=True)
     preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
     metadata = {CONFIG_KEY: json.dumps(spec.to_config())}
-    atomic_write_bytes(directory / WEIGHTS_NAME,
-                       lambda tmp: save_model(model, tmp, metadata=metadata, force_contiguous=True))
+    atomic_write(directory / WEIGHTS_NAME,
+                 lambda tmp: save_model(model, tmp, metadata=metadata, force_contiguous=True))
     if spec.memory is None:
         atomic_write_json(directory / OPEN_CLIP_CONFIG_NAME,
                           {"model_cfg": spec.model_cfg, "preprocess_cfg": preprocess_cfg})
@@ -138,13 +112,6 @@ class Checkpoint:
     state_dict: Dict[str, torch.Tensor]
     config: Optional[Dict[str, Any]] = None
     preprocess: Dict[str, Any] = field(default_factory=dict)
-
-    def has_keys_beyond(self, model: nn.Module) -> bool:
-        """True when the weights hold keys the (not yet transformed) model lacks, e.g. memory keys."""
-        keys = set(self.state_dict)
-        if "positional_embedding" in keys and not hasattr(model, "positional_embedding"):
-            keys = set(convert_to_custom_text_state_dict(dict(self.state_dict)))
-        return bool(keys - set(model.state_dict()))
 
 
 def _strip_module_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:

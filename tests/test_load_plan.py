@@ -1,0 +1,49 @@
+"""memclip.factory.plan_load: how a checkpoint loads is decided once, from the spec and the checkpoint alone."""
+import torch
+
+import memclip
+from memclip.weights_io import Checkpoint
+from memclip.factory import plan_load
+from memclip.registry import get_model_spec
+
+
+def weights(name):
+    torch.manual_seed(0)
+    return memclip.create_model(name).state_dict()
+
+
+def test_no_checkpoint_means_random_weights():
+    spec = get_model_spec("ViT-Tiny-8-mem")
+    plan = plan_load(spec, None)
+    assert plan.stage is None and plan.spec == spec and plan.checkpoint is None
+
+
+def test_plain_state_dicts_load_before_the_surgery_unless_they_hold_memory_keys():
+    student = get_model_spec("ViT-Tiny-8-mem")
+    teacher = Checkpoint("teacher.pt", weights("ViT-Tiny-8"))
+    plan = plan_load(student, teacher)
+    assert plan.stage == "open_clip" and plan.spec == student and not plan.longclip
+    saved_student = Checkpoint("student.pt", weights("ViT-Tiny-8-mem"))
+    keys = set(saved_student.state_dict)
+    plan = plan_load(student, saved_student)
+    assert plan.stage == "final" and plan.checkpoint is saved_student
+    assert set(saved_student.state_dict) == keys, "planning leaves the checkpoint as it was"
+
+
+def test_recorded_configs_are_adopted_unless_the_spec_grows_them():
+    student = get_model_spec("ViT-Tiny-8-mem").replace(name="x")
+    teacher_config = get_model_spec("ViT-Tiny-8").to_config()
+    plan = plan_load(student, Checkpoint("teacher", {}, teacher_config))
+    assert plan.stage == "teacher" and plan.spec.has_memory and plan.spec.model_cfg == student.model_cfg
+    recorded = get_model_spec("ViT-Tiny-8-mem").to_config()
+    recorded["memory"]["knn"] = 8
+    plan = plan_load(student, Checkpoint("student", {}, recorded))
+    assert plan.stage == "final" and plan.spec.memory.knn == 8 and plan.loaded_text == plan.spec.text
+
+
+def test_a_student_saved_as_a_plain_state_dict_loads_after_the_surgery(tmp_path):
+    path = tmp_path / "student.pt"
+    saved = weights("ViT-Tiny-8-mem")
+    torch.save(saved, path)
+    loaded = memclip.create_model("ViT-Tiny-8-mem", pretrained=str(path)).state_dict()
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)

@@ -1,0 +1,71 @@
+"""The packages' edges: memory_layers knows nothing of open_clip or memclip, and no module imports itself in a circle
+(imports inside functions count: a lazy import that closes a circle still ties the two modules together)."""
+import ast
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> Set[str]:
+    """Every module ``path`` imports, by absolute name (relative imports resolved; ``from pkg import mod`` counts
+    ``pkg.mod`` when that is a module)."""
+    own = module_name(path)
+    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    names: Set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def import_graph(package: str) -> Dict[str, Set[str]]:
+    """Module -> the modules of ``package`` it imports; packages' ``__init__`` files are left out (they re-export
+    what their modules define, which is no circle)."""
+    files = {module_name(p): p for p in (SRC / package).rglob("*.py") if p.name != "__init__.py"}
+    return {name: {m for m in imported_modules(path) if m in files and m != name} for name, path in files.items()}
+
+
+def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """Every circle of ``graph`` once, starting from its smallest module name."""
+    found = []
+    for start in sorted(graph):
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph[node]):
+                if nxt == start:
+                    found.append(path)
+                elif nxt not in path and nxt > start:
+                    stack.append((nxt, path + [nxt]))
+    return found
+
+
+def test_memory_layers_imports_neither_open_clip_nor_memclip():
+    for path in (SRC / "memory_layers").rglob("*.py"):
+        outside = {m.split(".")[0] for m in imported_modules(path)} & {"open_clip", "open_clip_train", "memclip",
+                                                                        "memclip_train"}
+        assert not outside, f"{path.relative_to(SRC)} imports {sorted(outside)}"
+
+
+@pytest.mark.parametrize("package", ["memory_layers", "memclip", "memclip_train"])
+def test_no_import_circles(package):
+    assert cycles(import_graph(package)) == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
