@@ -163,7 +163,7 @@ def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List
         return _fmt(collected[label]["table"][metric])
 
     teacher = collected[TEACHER]["table"]
-    lines = [f"**The teacher is competent.** The pretrained tiny CLIP names the salient object's shape "
+    lines = [f"**The teacher.** The pretrained tiny CLIP names the salient object's shape "
              f"{value(TEACHER, 'zero-shot shape')}% and its colour {value(TEACHER, 'zero-shot colour')}% of the time "
              f"zero-shot (chance {100 / 10:.0f}% and {100 / 11:.0f}%), retrieves an image that fits a short caption "
              f"{value(TEACHER, 'semantic T2I R@1')}% of the time at rank 1, and segments shapes at "
