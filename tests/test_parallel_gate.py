@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 import memclip
-from memclip.parallel import memory_gates
+from memclip.parallel import ParallelMemoryMLP, memory_gates
 
 FINE_TUNE_LR = 1e-5   # the thesis's stage-2 lr
 
@@ -46,7 +46,7 @@ def test_a_zero_gate_starts_at_the_teacher_and_opens_at_a_fine_tuning_lr(tmp_pat
     opened = torch.cat([g.detach().abs() for g in memory_gates(student)]).mean().item()
     _, shut_student, _ = fine_tune(tmp_path, gate_lr=FINE_TUNE_LR)
     shut = torch.cat([g.detach().abs() for g in memory_gates(shut_student)]).mean().item()
-    assert shut <= 30 * FINE_TUNE_LR * 1.01, "at the base lr Adam moves the gate by at most ~lr per step"
+    assert shut <= 30 * FINE_TUNE_LR * 1.1, "at the base lr Adam moves the gate by about lr per step at most"
     assert opened > 50 * shut
     with torch.no_grad():
         change = (student.encode_image(images, normalize=True) - teacher.encode_image(images, normalize=True)).norm(
@@ -54,3 +54,18 @@ def test_a_zero_gate_starts_at_the_teacher_and_opens_at_a_fine_tuning_lr(tmp_pat
         shut_change = (shut_student.encode_image(images, normalize=True)
                        - teacher.encode_image(images, normalize=True)).norm(dim=-1).mean().item()
     assert change > 10 * shut_change and change > 1e-2, "the open gates carry a read-out that changes the model"
+
+
+def test_an_open_gate_adds_a_read_out_of_its_own_size():
+    """The read-out is RMS-normalised, so a gate of g adds g per channel in RMS, whatever the memory's init scale."""
+    torch.manual_seed(0)
+    student = memclip.create_model("Test-Micro-mem", memory={"mode": "parallel"}).eval()
+    block = next(m for m in student.modules() if isinstance(m, ParallelMemoryMLP))
+    x = torch.randn(2, 5, block.memory.input_dim)
+    with torch.no_grad():
+        assert torch.equal(block(x), block.mlp(x))             # a shut gate: the MLP alone
+        block.memory_gate.fill_(0.5)
+        added = block(x) - block.mlp(x)
+        assert block.memory(x).pow(2).mean().sqrt() < 0.2      # the raw read-out is small at init...
+    rms = added.pow(2).mean(-1).sqrt()
+    assert torch.allclose(rms, torch.full_like(rms, 0.5), atol=1e-4)   # ...the gated one has the gate's size
