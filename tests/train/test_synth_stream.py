@@ -3,10 +3,10 @@ import json
 
 import pytest
 import torch
+from train_helpers import assert_resumes_exactly
 
 import memclip
 from memclip_train.data.samples import SampleDecoder, SampleFields
-from memclip_train.data.shard_stream import StreamPosition
 from memclip_train.data.synth_stream import SynthStream, parse_stream_spec
 from memclip_train.main import main
 from memclip_train.synth import WorldConfig, salient_object, short_caption
@@ -104,15 +104,7 @@ def test_synth_stream_resumes_exactly_and_keeps_families_in_batches(decoder, wor
     assert len(full) == 6 and full[0]["image"].shape == (8, 3, 32, 32)
     assert not torch.equal(full[0]["image"], full[1]["image"])
     cut = 2
-    position = StreamPosition()
-    for batch in full[:cut]:
-        position.update(batch["_worker"], batch["_consumed"])
-    loader, stream = make()
-    stream.set_epoch(1, StreamPosition.from_dict(json.loads(json.dumps(position.to_dict()))))
-    rest = list(loader)
-    assert len(rest) == 6 - cut
-    for a, b in zip(full[cut:], rest):
-        assert torch.equal(a["image"], b["image"]) and torch.equal(a["text"], b["text"])
+    assert_resumes_exactly(make, 1, full, cut)
     loader, stream = make()
     stream.set_epoch(2)
     assert not torch.equal(next(iter(loader))["image"], full[0]["image"]), "every epoch draws new scenes"

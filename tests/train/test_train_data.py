@@ -9,13 +9,13 @@ import tarfile
 import pytest
 import torch
 from PIL import Image
-from train_helpers import deadline
+from train_helpers import assert_resumes_exactly, deadline
 
 import memclip
 from memclip_train.data.captions import first_sentence
 from memclip_train.data.csv_stream import CsvStream
 from memclip_train.data.samples import SampleDecoder, SampleFields
-from memclip_train.data.shard_stream import NoSamplesError, ShardStream, StreamPosition
+from memclip_train.data.shard_stream import NoSamplesError, ShardStream
 from memclip_train.data.shard_writer import ShardWriter
 from memclip_train.data.sources import expand_urls, resolve_webdataset
 from memclip_train.tasks.build import transforms
@@ -92,15 +92,7 @@ def test_resumed_stream_continues_exactly(micro_world, decoder_parts, workers):
     # The loader deals batches round-robin from worker 0, so a resume point is a multiple of the worker count
     # (the trainer only saves mid-epoch at such points).
     cut = 5 if workers == 0 else 6
-    position = StreamPosition()
-    for batch in full[:cut]:
-        position.update(batch["_worker"], batch["_consumed"])
-    loader, stream = make()
-    stream.set_epoch(2, StreamPosition.from_dict(json.loads(json.dumps(position.to_dict()))))
-    rest = list(loader)
-    assert len(rest) == 12 - cut
-    for a, b in zip(full[cut:], rest):
-        assert torch.equal(a["image"], b["image"]) and torch.equal(a["text"], b["text"])
+    assert_resumes_exactly(make, 2, full, cut)
     loader, stream = make()
     stream.set_epoch(3)
     assert not torch.equal(next(iter(loader))["image"], full[0]["image"]), "another epoch reshuffles"

@@ -39,3 +39,23 @@ def deadline(seconds: float, what: str):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def assert_resumes_exactly(make, epoch: int, full: list, cut: int) -> None:
+    """A stream rebuilt by ``make()`` (-> (loader, stream)) and set to ``epoch`` at the position reached after the
+    batches ``full[:cut]`` yields exactly ``full[cut:]`` (the position goes through JSON, as in a checkpoint)."""
+    import json
+
+    import torch
+
+    from memclip_train.data.shard_stream import StreamPosition
+
+    position = StreamPosition()
+    for batch in full[:cut]:
+        position.update(batch["_worker"], batch["_consumed"])
+    loader, stream = make()
+    stream.set_epoch(epoch, StreamPosition.from_dict(json.loads(json.dumps(position.to_dict()))))
+    rest = list(loader)
+    assert len(rest) == len(full) - cut
+    for a, b in zip(full[cut:], rest):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["text"], b["text"])
