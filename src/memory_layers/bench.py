@@ -1,8 +1,7 @@
 """`python -m memory_layers.bench`: one memory layer's read-out paths against the MLP it replaces.
 
     python -m memory_layers.bench                                  # ViT-B-16-mem shapes; 50,432 tokens on a GPU
-    python -m memory_layers.bench --config src/memclip/model_configs/ViT-Tiny-8-mem.json --tokens 4096 \
-        --precision fp32                                           # any model JSON with a memory block
+    python -m memory_layers.bench --config src/memclip/model_configs/ViT-Tiny-8-mem.json   # any model JSON
     python -m memory_layers.bench --memory n_keys=1024 --variants auto,fused,dense,mlp   # 1M slots
     python -m memory_layers.bench --width 1024 --mlp-width 4096 --memory knn=32 --json bench.json
 
