@@ -153,6 +153,12 @@ def read_weights_file(path: Union[str, Path], weights_only: bool = True) -> Chec
     return Checkpoint(path, _strip_module_prefix(loaded))
 
 
+def names_a_path(pretrained: str) -> bool:
+    """Whether a ``pretrained`` value is meant as a path (a tag such as 'openai' or 'synth' has no separator or
+    weights suffix), so that a missing one is reported as a missing file rather than an unknown tag."""
+    return os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
 def read_checkpoint(
     pretrained: str, teacher: Optional[str], cache_dir: Optional[str] = None, weights_only: bool = True
 ) -> Checkpoint:
@@ -188,7 +194,7 @@ def read_checkpoint(
         return checkpoint
     if os.path.isdir(pretrained):
         raise FileNotFoundError(f"{pretrained} is a folder without {SAVED_CONFIG_NAME}: not a saved memclip model")
-    if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+    if names_a_path(pretrained):
         raise FileNotFoundError(f"pretrained checkpoint not found: {pretrained}")
     known = (list_shipped_tags(teacher) + open_clip.list_pretrained_tags_by_model(teacher)) if teacher else []
     raise InputError(

@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import json
 import logging
-import os
 import shlex
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import memclip  # noqa: E402
+from memclip.weights_io import names_a_path  # noqa: E402
 
 from .cli import add_debug_flag, report_user_errors  # noqa: E402
 from .demo.pipeline import SHIPPED_TEACHER, DemoPipeline  # noqa: E402
@@ -344,11 +344,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return report_user_errors(parser.prog, args.debug, lambda: sweep(args, passthrough, stage_flags, parser))
 
 
-def _names_a_path(spec: str) -> bool:
-    """Whether a --teacher value is a path (a tag such as 'openai' or 'synth' has no separator or suffix)."""
-    return os.path.sep in spec or spec.endswith((".pt", ".pth", ".bin", ".safetensors"))
-
-
 def sweep(args: argparse.Namespace, passthrough: List[str], stage_flags: Tuple[List[str], List[str]],
           parser: argparse.ArgumentParser) -> int:
     """Run the sweep that ``main`` parsed; every input is checked before any work."""
@@ -356,7 +351,7 @@ def sweep(args: argparse.Namespace, passthrough: List[str], stage_flags: Tuple[L
     model = args.model or preset.model
     if args.world is not None and not args.world.exists():
         raise FileNotFoundError(f"--world {args.world} does not exist")
-    if args.teacher is not None and _names_a_path(args.teacher) and not Path(args.teacher).exists():
+    if args.teacher is not None and names_a_path(args.teacher) and not Path(args.teacher).exists():
         raise FileNotFoundError(f"--teacher {args.teacher} does not exist (give weights, a saved folder or a tag)")
     points = [p for grid in (args.grid or GRIDS)
               for p in grid_points(grid, model, args.n_keys or preset.n_keys, args.v_dims or preset.v_dims,

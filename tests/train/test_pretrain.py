@@ -32,8 +32,8 @@ def test_quick_pretraining_exports_records_and_installs(tmp_path, monkeypatch, c
     assert record["sha256"] == file_sha256(weights)
     assert record["seed"] == 0 and "--quick" in record["command"] and "synth-stream" in record["training_command"]
     assert record["training_seconds"] > 0 and record["median_samples_per_second"] > 0
-    for key in ("synth-shapes_top1", "synth-colours_top1", "synth-sizes_top1", "segmentation_mIoU", "pairs_strict", "synth-short_t2i_R@1",
-                "semantic_t2i_R@1"):
+    for key in ("synth-shapes_top1", "synth-colours_top1", "synth-sizes_top1", "segmentation_mIoU", "pairs_strict",
+                "synth-short_t2i_R@1", "semantic_t2i_R@1"):
         assert 0 <= record["metrics"][key] <= 100, key
     assert sorted(p.name for p in installed.iterdir()) == ["ViT-Tiny-8-synth.json", "ViT-Tiny-8-synth.safetensors"]
 

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sys
 from pathlib import Path
+
+import torch
+
+from memclip_train.data.shard_stream import StreamPosition
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 PYTHON = sys.executable
@@ -44,12 +49,6 @@ def deadline(seconds: float, what: str):
 def assert_resumes_exactly(make, epoch: int, full: list, cut: int) -> None:
     """A stream rebuilt by ``make()`` (-> (loader, stream)) and set to ``epoch`` at the position reached after the
     batches ``full[:cut]`` yields exactly ``full[cut:]`` (the position goes through JSON, as in a checkpoint)."""
-    import json
-
-    import torch
-
-    from memclip_train.data.shard_stream import StreamPosition
-
     position = StreamPosition()
     for batch in full[:cut]:
         position.update(batch["_worker"], batch["_consumed"])
