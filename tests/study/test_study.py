@@ -71,6 +71,28 @@ def test_a_task_nobody_learned_is_called_so():
     assert "not learned" in summarise(results, COSTS)["verdict"]["sentence"]
 
 
+def test_learning_is_read_against_the_untrained_teacher_not_chance():
+    # The teacher scores 30% without ever seeing a name: models at 30% are above chance but learned nothing.
+    results = fake_results({"memory": lambda k: 0.3, "control": lambda k: 0.3, "teacher": lambda k: 0.3})
+    summary = summarise(results, COSTS)
+    assert "not learned" not in summary["verdict"]["sentence"]    # the registered rule, against 1/C, does not fire
+    assert summary["learning"]["learned"] == {"memory": [], "control": []}
+    assert "not learned" in summary["learning"]["sentence"]
+    assert "| memory student (replace) |" in tables(summary).split("untrained teacher**")[1]
+    # A model that beats the teacher at K = 32 only is named with that K.
+    results = fake_results({"memory": lambda k: 0.3 if k == 8 else 0.6, "control": lambda k: 0.3,
+                            "teacher": lambda k: 0.3})
+    summary = summarise(results, COSTS)
+    assert summary["learning"]["learned"] == {"memory": [32], "control": []}
+    assert summary["over_teacher"][32]["memory"]["low"] > 0
+    assert "memory student (replace) at K = 32" in summary["learning"]["sentence"]
+
+
+def test_without_a_teacher_point_there_is_no_learning_table():
+    summary = summarise(fake_results({"memory": lambda k: 0.3, "control": lambda k: 0.3}), COSTS)
+    assert summary["over_teacher"] == {} and "untrained teacher" not in tables(summary)
+
+
 def test_plans_are_checked():
     with pytest.raises(ValueError, match="unknown"):
         StudyPlan(models=("memory", "moe"))
