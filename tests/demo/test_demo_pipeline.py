@@ -30,6 +30,28 @@ def test_stages_are_ordinary_commands_and_the_parallel_student_skips_stage_one(t
     assert "parallel-finetune" not in [stage.name for stage in without.stages()]
 
 
+@pytest.mark.parametrize("recipe, context, trainable", [("thesis", None, "visual"),
+                                                       ("longclip", "248", "visual,text")])
+def test_every_stage_two_model_reads_text_the_same_way(tmp_path, recipe, context, trainable):
+    stages = DemoPipeline(tmp_path, DemoPlan.quick(recipe)).stages()
+    finetunes = [stage.args for stage in stages if stage.name.endswith("-finetune")]
+    assert len(finetunes) == 3
+    for args in finetunes:
+        assert args[args.index("--trainable") + 1] == trainable and args.count("--trainable") == 1
+        if context is None:    # the thesis: CLIP's 77 tokens, no stretched table
+            assert "--text-context-length" not in args and "--text-pos-stretch" not in args
+        else:                  # a stretched table is only used with a text tower that learns its new positions
+            assert args[args.index("--text-context-length") + 1] == context
+            assert args[args.index("--text-pos-stretch") + 1] == "longclip"
+    distill = next(stage.args for stage in stages if stage.name == "student-distill")
+    assert "--trainable" not in distill and "--text-context-length" not in distill
+
+
+def test_an_unknown_text_recipe_is_refused():
+    with pytest.raises(ValueError, match="known recipes"):
+        DemoPlan(stage2_text="longclip-frozen")
+
+
 def fake_model(long_t2i_hits, rng):
     hits = {metric: (rng.random(200) < 0.1).tolist() for metric in PAIRED_METRICS}
     hits["long T2I R@1"] = [i < long_t2i_hits for i in range(200)]

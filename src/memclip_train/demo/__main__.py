@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 
 from .. import pretrain
 from .pipeline import OURS, SHIPPED_TEACHER, TEACHER, DemoPipeline, first_retrieval_images
-from .plan import DemoPlan
+from .plan import TEXT_RECIPES, DemoPlan
 from .report import write_report
 
 
@@ -56,11 +56,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     teacher.add_argument("--pretrain-teacher", action="store_true",
                          help="first re-create the shipped teacher with python -m memclip_train.pretrain (in "
                               "OUT/pretrain; about two hours on 2 cores, resumable) and start from it")
+    parser.add_argument("--stage2-text", choices=list(TEXT_RECIPES), default="thesis",
+                        help="how stage 2 reads long captions: 'thesis' = 77 tokens, text tower frozen (default); "
+                             "'longclip' = 248 tokens with the Long-CLIP stretch, text tower trained")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.time()
-    plan = DemoPlan.quick() if args.quick else DemoPlan()
+    plan = DemoPlan.quick(args.stage2_text) if args.quick else DemoPlan(stage2_text=args.stage2_text)
     teacher_weights = args.teacher
     if args.pretrain_teacher:
         pretrain_args = ["--out", str(args.out / "pretrain"), "--seed", str(args.seed), "--workers", "1"]

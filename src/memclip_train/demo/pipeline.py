@@ -90,9 +90,8 @@ class DemoPipeline:
             world_args += [f"--{key}", str(value)]
         if not self.progress:
             world_args.append("--no-progress")
-        long_text = ["--text-context-length", str(plan.long_context), "--text-pos-stretch", "longclip"]
         finetune = ["--long-short-alpha", str(plan.alpha), "--caption-key", "txt", "--long-caption-key", "json.long",
-                    *long_text]
+                    *plan.text.flags()]
         teacher = self.teacher
         stages = [
             Stage("synthetic world", "memclip_train.synth", world_args, self.world / "world.json", [self.world]),
@@ -102,7 +101,7 @@ class DemoPipeline:
                         ["--model", "ViT-Tiny-8-mem", "--pretrained", str(self.logs / "student-distill" / "final"),
                          *finetune]),
             self._train("control-finetune", plan.finetune.flags(),
-                        ["--model", "ViT-Tiny-8", "--pretrained", teacher, "--trainable", "visual", *finetune]),
+                        ["--model", "ViT-Tiny-8", "--pretrained", teacher, *finetune]),
         ]
         if self.parallel:
             # No stage 1 here: with its zero gate the parallel student computes exactly the teacher, so distilling

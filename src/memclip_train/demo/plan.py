@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,42 @@ class StageRecipe:
 
 
 @dataclass(frozen=True)
+class TextRecipe:
+    """How the text tower reads long captions in stage 2.
+
+    Attributes:
+        context: tokens the fine-tuned models read (CLIP's 77, or more with ``stretch``).
+        stretch: how the positional table reaches ``context`` (``--text-pos-stretch``), None at 77.
+        train_text: the text tower trains with the vision tower (new positions must be trained to mean anything).
+    """
+
+    context: int
+    stretch: Optional[str]
+    train_text: bool
+
+    def flags(self) -> List[str]:
+        """Trainer flags; every stage-2 model trains its vision tower (memory included) and, if asked, its text."""
+        flags = ["--trainable", "visual,text" if self.train_text else "visual"]
+        if self.context != 77:
+            flags = ["--text-context-length", str(self.context), "--text-pos-stretch", str(self.stretch), *flags]
+        return flags
+
+    def describe(self) -> str:
+        if self.context == 77:
+            return "77 tokens, text tower frozen (the thesis's recipe)"
+        return (f"{self.context} tokens ({self.stretch} stretch), text tower "
+                + ("trained" if self.train_text else "frozen"))
+
+
+TEXT_RECIPES: Dict[str, TextRecipe] = {
+    "thesis": TextRecipe(context=77, stretch=None, train_text=False),
+    "longclip": TextRecipe(context=248, stretch="longclip", train_text=True),
+}
+"""Stage-2 text recipes of the demo: the thesis's (the default), and Long-CLIP's stretch with the text tower trained
+(a named variant; a stretched table that stays frozen would never learn its new positions)."""
+
+
+@dataclass(frozen=True)
 class DemoPlan:
     """What the demo generates and trains, starting from the pretrained teacher (shipped, or made by
     ``python -m memclip_train.pretrain``).
@@ -29,7 +65,7 @@ class DemoPlan:
     Attributes:
         world: arguments of ``python -m memclip_train.synth`` (sizes).
         distill, finetune: the two training recipes; the control and the parallel student use ``finetune`` too.
-        long_context: context of the fine-tuned text towers (Long-CLIP stretch; the text towers stay frozen).
+        stage2_text: key of :data:`TEXT_RECIPES`: how the fine-tuned models read long captions.
         alpha: the long/short blend of stage 2.
         heatmap_examples: retrieval images drawn as text -> patch heat maps.
     """
@@ -38,14 +74,23 @@ class DemoPlan:
         "train": 4000, "val": 200, "retrieval": 1000, "segmentation": 100, "pairs-per-pattern": 30})
     distill: StageRecipe = StageRecipe(epochs=3, lr=2e-3, wd=0.05, extra=("--value-lr", "5e-3"))
     finetune: StageRecipe = StageRecipe(epochs=2, lr=2e-4, wd=0.05)
-    long_context: int = 248
+    stage2_text: str = "thesis"
     alpha: float = 0.8
     heatmap_examples: int = 2
 
+    def __post_init__(self) -> None:
+        if self.stage2_text not in TEXT_RECIPES:
+            raise ValueError(f"DemoPlan.stage2_text={self.stage2_text!r}: known recipes are {list(TEXT_RECIPES)}")
+
+    @property
+    def text(self) -> TextRecipe:
+        """The stage-2 text recipe."""
+        return TEXT_RECIPES[self.stage2_text]
+
     @classmethod
-    def quick(cls) -> "DemoPlan":
+    def quick(cls, stage2_text: str = "thesis") -> "DemoPlan":
         """The same pipeline at a toy size (under 3 minutes on 2 cores)."""
-        return cls(world={"train": 512, "val": 64, "retrieval": 64, "segmentation": 8, "pairs-per-pattern": 4},
+        return cls(stage2_text=stage2_text, world={"train": 512, "val": 64, "retrieval": 64, "segmentation": 8, "pairs-per-pattern": 4},
                    distill=StageRecipe(
                        epochs=1, lr=2e-3, wd=0.05, warmup=2, extra=("--value-lr", "5e-3")),
                    finetune=StageRecipe(epochs=1, lr=2e-4, wd=0.05, warmup=2), heatmap_examples=1)

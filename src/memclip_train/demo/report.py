@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -312,8 +313,8 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
                           for label, data in collected.items()},
                "bootstrap": stats, "timings_seconds": pipeline.timings, "total_seconds": round(elapsed, 1),
                "teacher": {"weights": pipeline.teacher, "record": record},
-               "plan": {"world": pipeline.plan.world, "long_context": pipeline.plan.long_context,
-                        "alpha": pipeline.plan.alpha}, "seed": pipeline.seed}
+               "plan": {"world": pipeline.plan.world, "stage2_text": pipeline.plan.stage2_text,
+                        "text": asdict(pipeline.plan.text), "alpha": pipeline.plan.alpha}, "seed": pipeline.seed}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     parallel_arm = (", and a student with the memory beside each MLP (parallel mode) fine-tuned the same way"
@@ -341,7 +342,7 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
         "",
         f"Exact-image retrieval in %: short = several paraphrases per image, long = one long caption per image. The "
         f"teacher and the distilled student read 77 tokens ({cut} of {total} long captions are cut); the fine-tuned "
-        f"models read {pipeline.plan.long_context} tokens (Long-CLIP stretch, text tower frozen).",
+        f"models read {pipeline.plan.text.describe()}.",
         "",
         results_table(collected, RETRIEVAL_COLUMNS),
         "",

@@ -76,7 +76,7 @@ class StudyPlan:
     distill_world: Dict[str, int] = field(default_factory=lambda: {"train": 4096, "val": 128})
     distill: StageRecipe = DemoPlan().distill
     finetune: StageRecipe = StageRecipe(epochs=1, lr=1e-3, wd=0.05)
-    long_context: int = DemoPlan().long_context
+    long_context: int = 248  # registered: the Long-CLIP stretch with the text tower frozen (docs/study.md)
     alpha: float = DemoPlan().alpha
 
     def __post_init__(self) -> None:
