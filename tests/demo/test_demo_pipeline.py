@@ -6,7 +6,7 @@ import torch
 import memclip
 from memclip.parallel import memory_gates
 from memclip_train.demo.pipeline import DemoPipeline
-from memclip_train.demo.plan import DemoPlan
+from memclip_train.demo.plan import DemoPlan, TextRecipe
 from memclip_train.demo.report import COLUMNS, PAIRED_METRICS, bootstrap, gate_sizes, reading
 
 
@@ -25,7 +25,8 @@ def test_stages_are_ordinary_commands_and_the_parallel_student_skips_stage_one(t
     assert control[control.index("--pretrained") + 1] == teacher
     assert list(pipeline.training_runs()) == ["student-distill", "student-finetune", "control-finetune",
                                               "parallel-finetune"]
-    assert DemoPipeline(tmp_path, DemoPlan.quick(), teacher="/w/t.safetensors").models()[0].weights == "/w/t.safetensors"
+    elsewhere = DemoPipeline(tmp_path, DemoPlan.quick(), teacher="/w/t.safetensors")
+    assert elsewhere.models()[0].weights == "/w/t.safetensors"
     without = DemoPipeline(tmp_path, DemoPlan.quick(), parallel=False)
     assert "parallel-finetune" not in [stage.name for stage in without.stages()]
 
@@ -50,6 +51,8 @@ def test_every_stage_two_model_reads_text_the_same_way(tmp_path, recipe, context
 def test_an_unknown_text_recipe_is_refused():
     with pytest.raises(ValueError, match="known recipes"):
         DemoPlan(stage2_text="longclip-frozen")
+    with pytest.raises(ValueError, match="needs a stretch"):
+        TextRecipe(context=248, stretch=None, train_text=True)
 
 
 def fake_model(long_t2i_hits, rng):

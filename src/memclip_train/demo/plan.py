@@ -35,6 +35,11 @@ class TextRecipe:
     stretch: Optional[str]
     train_text: bool
 
+    def __post_init__(self) -> None:
+        if (self.context == 77) != (self.stretch is None):
+            raise ValueError(f"TextRecipe: a context of {self.context} tokens needs "
+                             + ("no stretch" if self.context == 77 else "a stretch ('longclip' or 'interpolate')"))
+
     def flags(self) -> List[str]:
         """Trainer flags; every stage-2 model trains its vision tower (memory included) and, if asked, its text."""
         flags = ["--trainable", "visual,text" if self.train_text else "visual"]
@@ -43,6 +48,7 @@ class TextRecipe:
         return flags
 
     def describe(self) -> str:
+        """The recipe in words, for the report."""
         if self.context == 77:
             return "77 tokens, text tower frozen (the thesis's recipe)"
         return (f"{self.context} tokens ({self.stretch} stretch), text tower "
@@ -90,7 +96,8 @@ class DemoPlan:
     @classmethod
     def quick(cls, stage2_text: str = "thesis") -> "DemoPlan":
         """The same pipeline at a toy size (under 3 minutes on 2 cores)."""
-        return cls(stage2_text=stage2_text, world={"train": 512, "val": 64, "retrieval": 64, "segmentation": 8, "pairs-per-pattern": 4},
+        return cls(world={"train": 512, "val": 64, "retrieval": 64, "segmentation": 8, "pairs-per-pattern": 4},
+                   stage2_text=stage2_text,
                    distill=StageRecipe(
                        epochs=1, lr=2e-3, wd=0.05, warmup=2, extra=("--value-lr", "5e-3")),
                    finetune=StageRecipe(epochs=1, lr=2e-4, wd=0.05, warmup=2), heatmap_examples=1)
