@@ -21,6 +21,10 @@ class StageRecipe:
                 "--warmup", str(self.warmup), "--wd", str(self.wd), *self.extra]
 
 
+CLIP_CONTEXT = 77
+"""Tokens a CLIP text tower reads without a stretched positional table."""
+
+
 @dataclass(frozen=True)
 class TextRecipe:
     """How the text tower reads long captions in stage 2.
@@ -36,27 +40,25 @@ class TextRecipe:
     train_text: bool
 
     def __post_init__(self) -> None:
-        if (self.context == 77) != (self.stretch is None):
-            raise ValueError(f"TextRecipe: a context of {self.context} tokens needs "
-                             + ("no stretch" if self.context == 77 else "a stretch ('longclip' or 'interpolate')"))
+        if (self.context == CLIP_CONTEXT) != (self.stretch is None):
+            needs = "no stretch" if self.stretch is not None else "a stretch ('longclip' or 'interpolate')"
+            raise ValueError(f"TextRecipe: a context of {self.context} tokens needs {needs}")
 
     def flags(self) -> List[str]:
         """Trainer flags; every stage-2 model trains its vision tower (memory included) and, if asked, its text."""
         flags = ["--trainable", "visual,text" if self.train_text else "visual"]
-        if self.context != 77:
-            flags = ["--text-context-length", str(self.context), "--text-pos-stretch", str(self.stretch), *flags]
+        if self.stretch is not None:
+            flags = ["--text-context-length", str(self.context), "--text-pos-stretch", self.stretch, *flags]
         return flags
 
     def describe(self) -> str:
-        """The recipe in words, for the report."""
-        if self.context == 77:
-            return "77 tokens, text tower frozen (the thesis's recipe)"
-        return (f"{self.context} tokens ({self.stretch} stretch), text tower "
-                + ("trained" if self.train_text else "frozen"))
+        """The recipe in words, for the report: "248 tokens (longclip stretch), text tower trained"."""
+        stretch = f" ({self.stretch} stretch)" if self.stretch is not None else ""
+        return f"{self.context} tokens{stretch}, text tower " + ("trained" if self.train_text else "frozen")
 
 
 TEXT_RECIPES: Dict[str, TextRecipe] = {
-    "thesis": TextRecipe(context=77, stretch=None, train_text=False),
+    "thesis": TextRecipe(context=CLIP_CONTEXT, stretch=None, train_text=False),
     "longclip": TextRecipe(context=248, stretch="longclip", train_text=True),
 }
 """Stage-2 text recipes of the demo: the thesis's (the default), and Long-CLIP's stretch with the text tower trained

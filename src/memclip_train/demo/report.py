@@ -342,7 +342,7 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
         "",
         f"Exact-image retrieval in %: short = several paraphrases per image, long = one long caption per image. The "
         f"teacher and the distilled student read 77 tokens ({cut} of {total} long captions are cut); the fine-tuned "
-        f"models read {pipeline.plan.text.describe()}.",
+        f"models read {pipeline.plan.text.describe()} (`--stage2-text {pipeline.plan.stage2_text}`).",
         "",
         results_table(collected, RETRIEVAL_COLUMNS),
         "",
