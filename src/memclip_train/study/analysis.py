@@ -93,8 +93,8 @@ def beyond_teacher(results: Sequence[Dict[str, Any]], markings: List[int],
         teacher = _ranks(results, k, TEACHER, "marking")
         if not len(teacher):
             continue
-        out[k] = {model: paired_difference(_ranks(results, k, model, "marking"), teacher)
-                  for model in models if len(_ranks(results, k, model, "marking"))}
+        ranks = {model: _ranks(results, k, model, "marking") for model in models}
+        out[k] = {model: paired_difference(rows, teacher) for model, rows in ranks.items() if len(rows)}
     return out
 
 
@@ -189,7 +189,7 @@ def tables(summary: Dict[str, Any]) -> str:
                 cells += [_signed(across[part]) if part in across else "-" for part in ("mean", "growth")]
                 lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
     lines += ["", f"**Pre-registered reading:** {summary['verdict']['sentence']}"]
-    over_teacher = summary.get("over_teacher") or {}
+    over_teacher = summary["over_teacher"]
     if over_teacher:
         lines += ["", "**Each model minus the untrained teacher**, marking R@1 (points [95% interval]; added after the "
                       "registration, because the untrained teacher does not score exactly chance):", "",
