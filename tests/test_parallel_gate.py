@@ -46,6 +46,8 @@ def test_a_zero_gate_starts_at_the_teacher_and_opens_at_a_fine_tuning_lr(tmp_pat
     opened = torch.cat([g.detach().abs() for g in memory_gates(student)]).mean().item()
     _, shut_student, _ = fine_tune(tmp_path, gate_lr=FINE_TUNE_LR)
     shut = torch.cat([g.detach().abs() for g in memory_gates(shut_student)]).mean().item()
+    # Adam's step exceeds lr a little when the gradient shrinks over the steps (m-hat above sqrt(v-hat)): with the
+    # RMS-normalised read-out the 30 steps move the gate 3.045e-4, 1.5% past 30 x lr, hence the 10% margin.
     assert shut <= 30 * FINE_TUNE_LR * 1.1, "at the base lr Adam moves the gate by about lr per step at most"
     assert opened > 50 * shut
     with torch.no_grad():
