@@ -8,7 +8,7 @@ from memclip_train.eval import evaluate_pairs
 from memclip_train.eval.__main__ import main
 
 
-def test_synth_command_prints_all_three_tables(tiny_world, tmp_path, capsys, micro_configs):
+def test_synth_command_prints_every_table(tiny_world, tmp_path, capsys, micro_configs):
     code = main(["synth", "--world", str(tiny_world), "--model", "Test-Micro", "--model", "Test-Micro-mem",
                  "--out", str(tmp_path / "out"), "--no-progress"])
     assert code == 0
@@ -20,6 +20,10 @@ def test_synth_command_prints_all_three_tables(tiny_world, tmp_path, capsys, mic
     long = results["retrieval"]["Test-Micro (random)"]["synth-long"]
     assert long["context_length"] == 77 and long["captions_cut"] > 0
     assert list((tmp_path / "out" / "segmentation" / "synth" / "sclip").glob("*_overlays/*.png"))
+    assert "synth-shapes alone" in printed and "Most frequent zero-shot mistakes" in printed
+    breakdown = results["zeroshot_breakdown"]["Test-Micro (random)"]["synth-colours"]
+    images = sum(group["images"] for group in breakdown["by_salience"].values())
+    assert images == len(results["zeroshot"]["Test-Micro (random)"]["synth-colours"]["ranks"])
 
 
 def test_pairs_per_pattern(tiny_world, micro_model):

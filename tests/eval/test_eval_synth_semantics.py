@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from memclip_train.eval.retrieval_sets.base import LayoutError
-from memclip_train.eval.synth_semantics import (load_scenes, prompt_grid, satisfies, semantic_hits, short_claims,
-                                                synth_semantic_results)
+from memclip_train.eval.synth_semantics import (SynthScenes, load_scenes, prompt_grid, salience_group, satisfies,
+                                                semantic_hits, short_claims, synth_semantic_results,
+                                                zeroshot_breakdown)
+from memclip_train.eval.tables import confusions_table, salience_table
 from memclip_train.eval.zeroshot_sets import load_zeroshot_set
 from memclip_train.synth import generate_world
 from memclip_train.synth.config import SynthConfig
@@ -102,3 +104,33 @@ def test_worlds_without_scene_graphs_get_a_clear_error(tmp_path, world):
     (tmp_path / "world.json").write_text((world / "world.json").read_text())
     with pytest.raises(LayoutError, match="scenes.jsonl"):
         load_scenes(tmp_path)
+
+
+def test_salience_groups_say_whether_size_alone_shows_the_captioned_object():
+    small_star = ("star", "red", "small", "solid")
+    assert salience_group(scene("grey", RED_STAR)) == "alone"
+    assert salience_group(scene("grey", RED_STAR, BLUE_RING)) == "largest"
+    assert salience_group(scene("grey", RED_STAR, ("ring", "blue", "large", "outline"))) == "tied"
+    assert salience_group(scene("grey", small_star, BLUE_RING, salient=1)) == "tied"   # two small objects
+
+
+def test_zeroshot_breakdown_splits_accuracy_by_salience_and_counts_confusions():
+    scenes = SynthScenes([scene("grey", RED_STAR),                                          # alone
+                          scene("grey", RED_STAR, BLUE_RING),                               # largest
+                          scene("grey", ("ring", "blue", "large", "solid"), RED_STAR),       # tied
+                          scene("grey", ("ring", "blue", "large", "solid"), RED_STAR)],      # tied
+                         {"shapes": ["star", "ring", "heart"]})
+    result = {"ranks": [0, 0, 1, 2], "predictions": [0, 0, 2, 2]}   # both tied rings called hearts
+    breakdown = zeroshot_breakdown(result, scenes, "shape")
+    assert breakdown["by_salience"] == {"alone": {"top1": 100.0, "images": 1}, "largest": {"top1": 100.0, "images": 1},
+                                        "tied": {"top1": 0.0, "images": 2}}
+    assert breakdown["confusions"] == [["ring", "heart", 2]]
+    older = zeroshot_breakdown({"ranks": [0, 0, 1, 2]}, scenes, "shape")     # results stored before predictions
+    assert older["confusions"] == [] and older["by_salience"]["tied"]["top1"] == 0.0
+    with pytest.raises(ValueError, match="skipped"):
+        zeroshot_breakdown({"ranks": [0, 0]}, scenes, "shape")
+    tables = {"teacher": {"synth-shapes": breakdown}}
+    assert salience_table(tables, ["synth-shapes"], ("alone", "largest", "tied")).splitlines()[2] == \
+        "| teacher | 100.0 | 100.0 | 0.0 |"
+    assert "tied (n=2)" in salience_table(tables, ["synth-shapes"], ("alone", "largest", "tied"))
+    assert "ring -> heart (2)" in confusions_table(tables, ["synth-shapes"])

@@ -112,6 +112,7 @@ def test_accuracy_is_exact_when_the_answer_is_known(tmp_path):
     right = load_zeroshot_set("imagefolder", root, options=ZeroShotOptions(templates="simple"))
     result = evaluate_zeroshot(ColourReader(), ToTensor(), colour_tokenizer, right, **run)
     assert result["metrics"]["top1"] == 100 and result["ranks"] == [0] * 9
+    assert result["predictions"] == list(right.labels)
     names = tmp_path / "names.txt"
     names.write_text("green\nred\nblue\n")  # every class named as another one
     wrong = load_zeroshot_set("imagefolder", root, options=ZeroShotOptions(names))
@@ -124,8 +125,10 @@ def test_accuracy_is_exact_when_the_answer_is_known(tmp_path):
     result = evaluate_zeroshot(ColourReader(), ToTensor(), colour_tokenizer, per_class, **run)
     assert result["metrics"]["top1"] == 100 and result["prompts"] == "per-class prompts (6 in all)"
     half = ZeroShotSet("shapes", right.images, [0, 0, 0, 1, 1, 1, 0, 0, 0], ["b", "g", "r"], class_prompts=prompts)
-    metrics = evaluate_zeroshot(ColourReader(), ToTensor(), colour_tokenizer, half, **run)["metrics"]
+    result = evaluate_zeroshot(ColourReader(), ToTensor(), colour_tokenizer, half, **run)
+    metrics = result["metrics"]
     assert metrics["top1"] == pytest.approx(100 * 6 / 9) and metrics["mean_per_class_top1"] == pytest.approx(75)
+    assert result["predictions"] == list(right.labels)    # what the images show, whatever the labels say
 
 
 def test_zeroshot_set_refuses_inconsistent_definitions():

@@ -42,7 +42,9 @@ from .runner import (ModelCache, pairs_table, run_markings, run_pairs, run_retri
                      run_synth_semantics, run_zeroshot)
 from .segmentation import METHODS
 from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS
-from .tables import competence_table, markings_table, retrieval_table, segmentation_table, zeroshot_table
+from .synth_semantics import SALIENCE_GROUPS, load_scenes, zeroshot_breakdown
+from .tables import (competence_table, confusions_table, markings_table, retrieval_table, salience_table,
+                     segmentation_table, zeroshot_table)
 from .zeroshot_sets import SYNTH_ATTRIBUTES, TEMPLATE_SETS, ZEROSHOT_DATASETS, ZeroShotOptions
 
 logger = logging.getLogger("memclip_train.eval")
@@ -241,8 +243,18 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     semantics = run_synth_semantics(refs, args.world, args.out, batch_size=args.batch_size, **options)
     zeroshot = run_zeroshot(refs, SYNTH_ZEROSHOT, [args.world] * len(SYNTH_ZEROSHOT), args.out, **batches,
                             **options)
+    scenes = load_scenes(args.world)
+    breakdowns = {model: {dataset: zeroshot_breakdown(result, scenes, SYNTH_ATTRIBUTES[dataset])
+                          for dataset, result in per_dataset.items()}
+                  for model, per_dataset in zeroshot.items()}
     tables = ["## Competence (semantic short-caption T2I R@k; zero-shot top-1 of the salient object's attributes, %)",
               competence_table(semantics, zeroshot),
+              "## Zero-shot top-1 by how the image shows the salient object (%): the only object, strictly the "
+              "largest, or tied in size with another (the caption's object is then named by the generator's "
+              "tie-break: fill, then the cell nearest the middle)",
+              salience_table(breakdowns, SYNTH_ZEROSHOT, SALIENCE_GROUPS),
+              "## Most frequent zero-shot mistakes (true -> predicted, images)",
+              confusions_table(breakdowns, SYNTH_ZEROSHOT),
               "## Retrieval (R@k, %)", retrieval_table(retrieval, datasets, ks=(1, 5)),
               f"## Segmentation ({args.method}, mIoU %)", segmentation_table(segmentation, ["synth"]),
               "## Blind pairs (image -> text, % of pairs where both images pick their own caption; blind = 0)",
@@ -251,7 +263,7 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     (args.out / "synth_tables.md").write_text(text + "\n")
     (args.out / "synth_results.json").write_text(json.dumps(
         {"retrieval": retrieval, "segmentation": segmentation, "pairs": pairs, "semantics": semantics,
-         "zeroshot": zeroshot}, indent=1, default=str) + "\n")
+         "zeroshot": zeroshot, "zeroshot_breakdown": breakdowns}, indent=1, default=str) + "\n")
     return text
 
 

@@ -25,6 +25,20 @@ SCENES_LAYOUT = """    <world>/world.json (vocabularies), <world>/retrieval/scen
     written by python -m memclip_train.synth (format version 2 or later)"""
 
 
+SALIENCE_GROUPS = ("alone", "largest", "tied")
+"""How visible the salient object is: the only object; strictly the largest; or as large as another object, so the
+generator's tie-break (solid over striped over outline, then the cell nearest the middle) names it."""
+
+
+def salience_group(scene: Mapping[str, Any]) -> str:
+    """The :data:`SALIENCE_GROUPS` entry of one scene graph."""
+    objects = scene["objects"]
+    if len(objects) == 1:
+        return "alone"
+    size = objects[scene["salient"]]["size"]
+    return "tied" if sum(obj["size"] == size for obj in objects) > 1 else "largest"
+
+
 @dataclass(frozen=True)
 class SynthScenes:
     """The retrieval images' scene graphs and the world's vocabularies.
@@ -40,6 +54,10 @@ class SynthScenes:
     def salient(self, index: int) -> Dict[str, Any]:
         scene = self.scenes[index]
         return scene["objects"][scene["salient"]]
+
+    def salience(self, index: int) -> str:
+        """How an image shows which object its short caption names (one of :data:`SALIENCE_GROUPS`)."""
+        return salience_group(self.scenes[index])
 
     def values(self, attribute: str) -> List[str]:
         """The vocabulary of one prompt attribute, in the world's order."""
@@ -133,3 +151,37 @@ def evaluate_synth_semantics(encode_texts: Callable[[Sequence[str]], torch.Tenso
         short_captions: each image's own short caption, in index order.
     """
     return synth_semantic_results(image_features, encode_texts(short_captions), scenes)
+
+
+def zeroshot_breakdown(result: Mapping[str, Any], scenes: SynthScenes, attribute: str, top: int = 3
+                       ) -> Dict[str, Any]:
+    """Where a zero-shot result on the salient objects' ``attribute`` succeeds and fails.
+
+    Args:
+        result: :func:`..zeroshot.evaluate_zeroshot`'s output on ``synth-{attribute}s``: ``ranks`` (and
+            ``predictions``, absent from results written before they were stored), one per retrieval image.
+        scenes: the world's scene graphs, in the same order.
+        top: how many confusions to return.
+    Returns:
+        {"by_salience": {group: {"top1": %, "images": n}} over the groups present (:data:`SALIENCE_GROUPS`),
+         "confusions": [[true value, predicted value, images], ...] most frequent first (empty without
+         predictions)}.
+    Raises:
+        ValueError: the result does not hold one rank per scene (images were skipped).
+    """
+    ranks = result["ranks"]
+    if len(ranks) != len(scenes.scenes):
+        raise ValueError(f"{len(ranks)} zero-shot ranks for {len(scenes.scenes)} scene graphs (skipped images?)")
+    hits: Dict[str, List[bool]] = {group: [] for group in SALIENCE_GROUPS}
+    for index, rank in enumerate(ranks):
+        hits[scenes.salience(index)].append(rank == 0)
+    by_salience = {group: {"top1": 100.0 * sum(h) / len(h), "images": len(h)} for group, h in hits.items() if h}
+    counts: Dict[Tuple[str, str], int] = {}
+    classes = scenes.values(attribute)
+    for index, predicted in enumerate(result.get("predictions", [])):
+        truth = scenes.salient(index)[attribute]
+        if classes[predicted] != truth:
+            pair = (truth, classes[predicted])
+            counts[pair] = counts.get(pair, 0) + 1
+    confusions = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return {"by_salience": by_salience, "confusions": [[t, p, n] for (t, p), n in confusions]}

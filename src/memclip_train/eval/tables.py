@@ -72,3 +72,32 @@ def markings_table(results: Dict[str, Dict]) -> str:
         lines.append(f"| {model} | {metrics['marking_R@1']:.1f} | {metrics['chance']:.1f} | "
                      f"{metrics['long_t2i_R@1']:.1f} |")
     return "\n".join(lines)
+
+
+def salience_table(breakdowns: Dict[str, Dict[str, Dict]], datasets: Sequence[str], groups: Sequence[str]) -> str:
+    """``breakdowns[model][dataset]`` (:func:`.synth_semantics.zeroshot_breakdown`) -> zero-shot top-1 (%) per
+    dataset and salience group, with the number of images in each group in the header."""
+    first = next(iter(breakdowns.values()), {})
+    header = ["model"]
+    for dataset in datasets:
+        sizes = first.get(dataset, {}).get("by_salience", {})
+        header.extend(f"{dataset} {group} (n={sizes[group]['images']})" if group in sizes else f"{dataset} {group}"
+                      for group in groups)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, per_dataset in breakdowns.items():
+        cells = []
+        for dataset in datasets:
+            by_salience = per_dataset.get(dataset, {}).get("by_salience", {})
+            cells.extend(f"{by_salience[g]['top1']:.1f}" if g in by_salience else "-" for g in groups)
+        lines.append("| " + " | ".join([model] + cells) + " |")
+    return "\n".join(lines)
+
+
+def confusions_table(breakdowns: Dict[str, Dict[str, Dict]], datasets: Sequence[str]) -> str:
+    """``breakdowns[model][dataset]["confusions"]`` -> the most frequent mistakes, "true -> predicted (images)"."""
+    lines = ["| model | " + " | ".join(datasets) + " |", "|" + "---|" * (len(datasets) + 1)]
+    for model, per_dataset in breakdowns.items():
+        cells = [", ".join(f"{t} -> {p} ({n})" for t, p, n in per_dataset.get(d, {}).get("confusions", [])) or "-"
+                 for d in datasets]
+        lines.append("| " + " | ".join([model] + cells) + " |")
+    return "\n".join(lines)

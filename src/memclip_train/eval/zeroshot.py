@@ -71,7 +71,8 @@ def evaluate_zeroshot(model: torch.nn.Module, preprocess: Callable, tokenizer: C
             None.
     Returns:
         {"metrics": {"top1", "top5", "mean_per_class_top1", ...}, "num_images", "num_classes", "prompts",
-         "context_length", "meta", "images_per_second", "skipped_images", "ranks": [rank of the true class]}
+         "context_length", "meta", "images_per_second", "skipped_images", "ranks": [rank of the true class],
+         "predictions": [index of the top-1 class]}, one entry per kept image
     """
     was_training = model.training
     model.eval()
@@ -91,7 +92,8 @@ def evaluate_zeroshot(model: torch.nn.Module, preprocess: Callable, tokenizer: C
                        skipped[0][0])
         dataset = dataset.subset(images.kept)
     labels = torch.tensor(dataset.labels)
-    ranks = true_class_ranks(images.features @ classifier, labels)
+    logits = images.features @ classifier
+    ranks = true_class_ranks(logits, labels)
     return {
         "metrics": accuracy_metrics(ranks, labels, dataset.num_classes),
         "num_images": len(dataset.images),
@@ -102,4 +104,5 @@ def evaluate_zeroshot(model: torch.nn.Module, preprocess: Callable, tokenizer: C
         "images_per_second": images.images_per_second,
         "skipped_images": skipped,
         "ranks": ranks.tolist(),
+        "predictions": logits.argmax(dim=1).tolist(),
     }
