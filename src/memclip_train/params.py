@@ -82,6 +82,7 @@ class DataConfig:
     shuffle_buffer: int = 1000
     imagenet_val: Optional[str] = None
     imagenet_v2: Optional[str] = None
+    zeroshot_synth: Optional[str] = None
     train_data_upsampling_factors: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -425,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--imagenet-val", help="ImageNet val in ImageFolder layout, for zero-shot top-1/top-5 during "
                                           "training (see --zeroshot-frequency)")
     g.add_argument("--imagenet-v2", help="ImageNet-V2 (matched-frequency) for zero-shot evaluation during training")
+    g.add_argument("--zeroshot-synth", metavar="WORLD",
+                   help="a world written by memclip_train.synth: zero-shot shape, colour and size of the salient "
+                        "objects of its retrieval images during training (see --zeroshot-frequency)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=m.model)
     g.add_argument("--pretrained", help="open_clip tag of the teacher, a checkpoint file, or a saved memclip folder")

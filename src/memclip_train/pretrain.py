@@ -5,7 +5,9 @@ Web-scale CLIP sees each image once, with a short alt-text caption. Here the tea
 synthetic scenes (``--train-data synth-stream``, never a fixed set) with their short captions only, in families of
 hard negatives. Then its competence is measured on a held-out written world (zero-shot shape, colour and size,
 semantic and exact retrieval, segmentation, blind pairs), and its weights are exported in fp16 with a record of the
-command, seed and metrics. ``--install`` copies them into the package (``memclip/pretrained/``). Every stage is
+command, seed and metrics. The zero-shot attributes are also measured on the held-out world after every epoch (to
+watch, not to choose: the run always trains its whole schedule); the record keeps that curve and ``competence.png``
+draws it. ``--install`` copies them into the package (``memclip/pretrained/``). Every stage is
 resumable: run the same command again after a kill.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import memclip
 from memclip.atomic_io import atomic_write_json
 from memclip.pretrained import PRETRAINED_DIR, write_shipped
 
+from .demo import figures
 from .stages import Stage, run_stages
 
 MODEL = "ViT-Tiny-8"
@@ -91,7 +94,7 @@ class PretrainPipeline:
                 "--wd", str(plan.wd), "--caption-key", "txt", "--val-data", str(self.world / "val" / "000000.tar"),
                 "--precision", "fp32", "--workers", str(self.workers), "--seed", str(self.seed),
                 "--logs", str(self.run_dir.parent), "--name", self.run_dir.name, "--log-every-n-steps", str(LOG_EVERY),
-                "--save-every-n-steps", "200"]
+                "--save-every-n-steps", "200", "--zeroshot-synth", str(self.world), "--zeroshot-frequency", "1"]
         return args + self._quiet()
 
     def training_stages(self) -> List[Stage]:
@@ -132,6 +135,24 @@ def training_throughput(metrics_file: Path, batch_size: int) -> Dict[str, float]
         return {}
     seconds = sum(LOG_EVERY * batch_size / rate for rate in rates)
     return {"training_seconds": round(seconds), "median_samples_per_second": round(statistics.median(rates), 1)}
+
+
+COMPETENCE_BARS = {"synth-shapes": 90.0, "synth-colours": 90.0}
+"""Zero-shot top-1 (%) the shipped teacher should reach on the held-out world (issue 15's bars)."""
+
+
+def competence_curve(metrics_file: Path, samples_per_epoch: int) -> List[Dict[str, float]]:
+    """Zero-shot top-1 (%) on the held-out world after each epoch (``--zeroshot-synth``), from the run's
+    metrics.jsonl: ``[{"epoch", "samples", "synth-shapes", "synth-colours", "synth-sizes"}, ...]``."""
+    curve = []
+    for row in map(json.loads, metrics_file.read_text().splitlines()):
+        if row.get("kind") != "zeroshot":
+            continue
+        point = {"epoch": row["epoch"], "samples": row["epoch"] * samples_per_epoch}
+        point.update({key[: -len("-zeroshot-top1")]: round(100 * value, 1) for key, value in row.items()
+                      if key.startswith("synth-") and key.endswith("-zeroshot-top1")})
+        curve.append(point)
+    return curve
 
 
 def competence(eval_dir: Path) -> Dict[str, Any]:
@@ -194,8 +215,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pipeline.export(record)
     timings = run_stages([pipeline.evaluation_stage()], args.out / "timings.json", args.force)
     record = json.loads(weights.with_suffix(".json").read_text())
+    curve = competence_curve(pipeline.run_dir / "metrics.jsonl", plan.samples_per_epoch)
     record.update(metrics=competence(pipeline.eval_dir), metrics_world={"seed": plan.world_seed, **plan.world},
-                  evaluation_seconds=timings.get("competence"))
+                  evaluation_seconds=timings.get("competence"), competence_curve=curve)
+    if curve:
+        print(f"competence curve: {figures.competence_curve(curve, COMPETENCE_BARS, args.out / 'competence.png')}")
     atomic_write_json(weights.with_suffix(".json"), record)
     print(json.dumps(record["metrics"], indent=1))
     if args.install:

@@ -94,7 +94,7 @@ class Trainer:
         run_dir: the run folder.
         run_logger: metrics.jsonl and friends.
         state: where the run starts.
-        zeroshot: zero-shot ImageNet sets and their frequency (--imagenet-val/--imagenet-v2), or None.
+        zeroshot: zero-shot sets and their frequency (--imagenet-val/--imagenet-v2/--zeroshot-synth), or None.
         resumed: what :func:`~memclip_train.checkpoints.restore_checkpoint` put back (None: a fresh run): the
             checkpoint ``state`` comes from, the last known good one, and the schedule's state.
     """
@@ -338,7 +338,8 @@ class Trainer:
         return metrics
 
     def zero_shot(self, epoch: int) -> Optional[Dict[str, float]]:
-        """Zero-shot top-1/top-5 on the --imagenet-val/--imagenet-v2 sets, on rank 0, logged as kind 'zeroshot'."""
+        """Zero-shot top-1/top-5 on the --imagenet-val/--imagenet-v2/--zeroshot-synth sets, on rank 0, logged as kind
+        'zeroshot'."""
         metrics = None
         with full_value_tables(self.task.model):
             if self.env.is_master:

@@ -1,5 +1,6 @@
-"""Zero-shot ImageNet during training: open_clip_train's ``--zeroshot-frequency``, ``--imagenet-val`` and
-``--imagenet-v2``, through the eval program's zero-shot code."""
+"""Zero-shot classification during training: open_clip_train's ``--zeroshot-frequency``, ``--imagenet-val`` and
+``--imagenet-v2``, and memclip's ``--zeroshot-synth`` (the synthetic world's salient-object attributes), through the
+eval program's zero-shot code."""
 from __future__ import annotations
 
 import logging
@@ -10,13 +11,15 @@ import torch
 from torch import nn
 
 from .eval.zeroshot import build_classifier, evaluate_zeroshot
-from .eval.zeroshot_sets import ZeroShotSet, load_zeroshot_set
+from .eval.zeroshot_sets import SYNTH_ATTRIBUTES, ZeroShotSet, load_zeroshot_set
 from .params import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 METRIC_PREFIXES = {"imagenet": "imagenet-zeroshot-val", "imagenet-v2": "imagenetv2-zeroshot-val"}
 """open_clip_train's metric names: ``<prefix>-top1`` and ``<prefix>-top5``, as fractions."""
+SYNTH_METRIC_PREFIXES = {name: f"{name}-zeroshot" for name in SYNTH_ATTRIBUTES}
+"""``--zeroshot-synth``'s metrics: ``synth-shapes-zeroshot-top1`` and so on, as fractions."""
 
 
 @dataclass
@@ -35,13 +38,16 @@ class TrainingZeroShot:
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> Optional["TrainingZeroShot"]:
-        """None when the run gives neither --imagenet-val nor --imagenet-v2.
+        """None when the run gives none of --imagenet-val, --imagenet-v2 and --zeroshot-synth.
 
         Raises:
             LayoutError: a folder without the dataset's layout (the message shows it).
         """
         paths = {"imagenet": config.data.imagenet_val, "imagenet-v2": config.data.imagenet_v2}
         sets = {METRIC_PREFIXES[name]: load_zeroshot_set(name, path) for name, path in paths.items() if path}
+        if config.data.zeroshot_synth:
+            sets.update({prefix: load_zeroshot_set(name, config.data.zeroshot_synth)
+                         for name, prefix in SYNTH_METRIC_PREFIXES.items()})
         if not sets:
             return None
         for prefix, dataset in sets.items():

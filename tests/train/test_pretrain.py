@@ -21,6 +21,18 @@ def test_throughput_counts_only_the_intervals_that_trained(tmp_path):
     assert pretrain.training_throughput(metrics, batch_size=10) == {}
 
 
+def test_competence_curve_reads_the_zero_shot_rows_in_percent(tmp_path):
+    rows = [{"kind": "train", "epoch": 1, "step": 50, "samples_per_second": 100.0},
+            {"kind": "zeroshot", "epoch": 1, "synth-shapes-zeroshot-top1": 0.177, "synth-shapes-zeroshot-top5": 0.6,
+             "synth-shapes-zeroshot-skipped": 0, "synth-colours-zeroshot-top1": 0.664},
+            {"kind": "zeroshot", "epoch": 2, "synth-shapes-zeroshot-top1": 0.41, "synth-colours-zeroshot-top1": 0.717}]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert pretrain.competence_curve(metrics, samples_per_epoch=1000) == [
+        {"epoch": 1, "samples": 1000, "synth-shapes": 17.7, "synth-colours": 66.4},
+        {"epoch": 2, "samples": 2000, "synth-shapes": 41.0, "synth-colours": 71.7}]
+
+
 @pytest.mark.slow
 def test_quick_pretraining_exports_records_and_installs(tmp_path, monkeypatch, capsys):
     installed = tmp_path / "package"
@@ -36,6 +48,11 @@ def test_quick_pretraining_exports_records_and_installs(tmp_path, monkeypatch, c
                 "synth-short_t2i_R@1", "semantic_t2i_R@1"):
         assert 0 <= record["metrics"][key] <= 100, key
     assert sorted(p.name for p in installed.iterdir()) == ["ViT-Tiny-8-synth.json", "ViT-Tiny-8-synth.safetensors"]
+    # The zero-shot attributes were watched after the (one) epoch, on the same held-out world as the final metrics.
+    [point] = record["competence_curve"]
+    assert point["epoch"] == 1 and point["samples"] == 128
+    assert set(point) == {"epoch", "samples", "synth-shapes", "synth-colours", "synth-sizes"}
+    assert (out / "competence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The exported fp16 weights are the trained model, to fp16 rounding.
     trained = memclip.create_model(str(out / "logs" / "teacher" / "final"))

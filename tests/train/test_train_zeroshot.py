@@ -1,4 +1,5 @@
-"""Zero-shot ImageNet during training (--zeroshot-frequency, --imagenet-val, --imagenet-v2), as open_clip_train."""
+"""Zero-shot classification during training (--zeroshot-frequency, --imagenet-val, --imagenet-v2, as
+open_clip_train; --zeroshot-synth on a synthetic world)."""
 import json
 
 import pytest
@@ -11,6 +12,8 @@ from memclip_train.eval import autocast_for, load_zeroshot_set
 from memclip_train.eval.zeroshot import evaluate_zeroshot
 from memclip_train.eval.zeroshot_sets import image_folders
 from memclip_train.main import main
+from memclip_train.synth import SynthConfig, generate_world
+from memclip_train.synth.render import RenderConfig
 
 
 @pytest.fixture
@@ -60,3 +63,24 @@ def test_zero_shot_frequency_zero_and_bad_folders(micro_world, tmp_path, capsys,
     assert "imagenet: missing" in err and "expected layout" in err
     with pytest.raises(SystemExit):
         main(train_args(micro_world, tmp_path, "negative", "--zeroshot-frequency", "-1"))
+
+
+def test_zero_shot_on_a_synthetic_world_logs_its_salient_object_attributes(micro_world, tmp_path, capsys):
+    """--zeroshot-synth: the three attribute classifiers each completed epoch, the same figures as the eval program."""
+    world = tmp_path / "heldout"
+    generate_world(SynthConfig(seed=3, train=0, val=0, retrieval=12, segmentation=0, pairs_per_pattern=0,
+                               render=RenderConfig(image_size=32, supersample=2)), world, workers=1, progress=False)
+    assert main(train_args(micro_world, tmp_path, "synth-zs", "--zeroshot-synth", str(world),
+                           "--zeroshot-frequency", "1")) == 0
+    records = [json.loads(line) for line in (tmp_path / "synth-zs" / "metrics.jsonl").read_text().splitlines()]
+    zeroshot = [r for r in records if r["kind"] == "zeroshot"]
+    assert [r["epoch"] for r in zeroshot] == [1, 2]
+    final = memclip.create_model(str(tmp_path / "synth-zs" / "final"))
+    final_preprocess = memclip.create_model_and_transforms(str(tmp_path / "synth-zs" / "final"))[2]
+    cpu = torch.device("cpu")
+    for name in ("synth-shapes", "synth-colours", "synth-sizes"):
+        direct = evaluate_zeroshot(final, final_preprocess, memclip.get_tokenizer(final.memclip_spec),
+                                   load_zeroshot_set(name, world), cpu, autocast_for("fp32", cpu), progress=False)
+        assert zeroshot[-1][f"{name}-zeroshot-top1"] == pytest.approx(direct["metrics"]["top1"] / 100)
+    assert main(train_args(micro_world, tmp_path, "no-world", "--zeroshot-synth", str(micro_world))) == 2
+    assert "scenes.jsonl" in capsys.readouterr().err     # a world without retrieval images has no scene graphs

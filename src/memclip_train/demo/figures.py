@@ -77,3 +77,28 @@ def grouped_bars(values: Dict[str, Dict[str, float]], out: Path, title: str, yla
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out
+
+
+def competence_curve(curve: Sequence[Dict[str, float]], bars: Dict[str, float], out: Path) -> Path:
+    """Zero-shot top-1 (%) of each attribute against training samples seen, with each attribute's bar dashed.
+
+    Args:
+        curve: one dict per evaluation, ``{"samples": n, "<attribute>": top-1 %, ...}``.
+        bars: attribute -> the top-1 it should reach (drawn in the attribute's colour).
+    """
+    attributes = [key for key in curve[0] if key not in ("epoch", "samples")] if curve else []
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    samples = [point["samples"] / 1000 for point in curve]
+    for index, attribute in enumerate(attributes):
+        colour = COLOURS[index % len(COLOURS)]
+        axis.plot(samples, [point[attribute] for point in curve], "o-", color=colour, label=attribute)
+        if attribute in bars:
+            axis.axhline(bars[attribute], color=colour, linestyle="--", linewidth=1)
+    axis.set_xlabel("training samples seen (thousands)")
+    axis.set_ylabel("zero-shot top-1, % (dashed: bar)")
+    axis.set_ylim(0, 100)
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
