@@ -7,8 +7,8 @@ hard negatives. Then its competence is measured on a held-out written world (zer
 semantic and exact retrieval, segmentation, blind pairs), and its weights are exported in fp16 with a record of the
 command, seed and metrics. The zero-shot attributes are also measured on the held-out world after every epoch (to
 watch, not to choose: the run always trains its whole schedule); the record keeps that curve and ``competence.png``
-draws it. ``--install`` copies them into the package (``memclip/pretrained/``). Every stage is
-resumable: run the same command again after a kill.
+draws it. ``--install`` copies the weights and their record into the package (``memclip/pretrained/``). Every
+stage is resumable: run the same command again after a kill.
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from memclip_train.eval.__main__ import _breakdown
 from memclip_train.eval.retrieval_sets.base import LayoutError
 from memclip_train.eval.synth_semantics import (SynthScenes, load_scenes, prompt_grid, salience_group, satisfies,
                                                 semantic_hits, short_claims, synth_semantic_results,
@@ -134,3 +135,10 @@ def test_zeroshot_breakdown_splits_accuracy_by_salience_and_counts_confusions():
         "| teacher | 100.0 | 100.0 | 0.0 |"
     assert "tied (n=2)" in salience_table(tables, ["synth-shapes"], ("alone", "largest", "tied"))
     assert "ring -> heart (2)" in confusions_table(tables, ["synth-shapes"])
+    # --skip-bad left an image out: no breakdown, and the tables show '-' rather than failing the whole evaluation
+    skipped = _breakdown(dict(result, skipped_images=[["4.jpg", "unreadable"]]), scenes, "shape", "teacher")
+    assert skipped == {}
+    assert salience_table({"teacher": {"synth-shapes": skipped}}, ["synth-shapes"], ("alone",)).splitlines()[2] == \
+        "| teacher | - |"
+    assert confusions_table({"teacher": {"synth-shapes": skipped}}, ["synth-shapes"]).splitlines()[2] == \
+        "| teacher | - |"

@@ -42,7 +42,7 @@ from .runner import (ModelCache, pairs_table, run_markings, run_pairs, run_retri
                      run_synth_semantics, run_zeroshot)
 from .segmentation import METHODS
 from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS
-from .synth_semantics import SALIENCE_GROUPS, load_scenes, zeroshot_breakdown
+from .synth_semantics import SALIENCE_GROUPS, SynthScenes, load_scenes, zeroshot_breakdown
 from .tables import (competence_table, confusions_table, markings_table, retrieval_table, salience_table,
                      segmentation_table, zeroshot_table)
 from .zeroshot_sets import SYNTH_ATTRIBUTES, TEMPLATE_SETS, ZEROSHOT_DATASETS, ZeroShotOptions
@@ -231,6 +231,14 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, refs:
 SYNTH_ZEROSHOT = list(SYNTH_ATTRIBUTES)
 
 
+def _breakdown(result: Dict[str, Any], scenes: SynthScenes, attribute: str, what: str) -> Dict[str, Any]:
+    """:func:`zeroshot_breakdown`, or nothing (shown as '-') when --skip-bad left images out of the result."""
+    if result.get("skipped_images"):
+        logger.warning("%s: no breakdown by salience (%d images were skipped)", what, len(result["skipped_images"]))
+        return {}
+    return zeroshot_breakdown(result, scenes, attribute)
+
+
 def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.device) -> str:
     """Competence (semantic retrieval, zero-shot attributes), short- and long-caption retrieval, segmentation and
     blind pairs on the synthetic world, one table each."""
@@ -244,7 +252,7 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     zeroshot = run_zeroshot(refs, SYNTH_ZEROSHOT, [args.world] * len(SYNTH_ZEROSHOT), args.out, **batches,
                             **options)
     scenes = load_scenes(args.world)
-    breakdowns = {model: {dataset: zeroshot_breakdown(result, scenes, SYNTH_ATTRIBUTES[dataset])
+    breakdowns = {model: {dataset: _breakdown(result, scenes, SYNTH_ATTRIBUTES[dataset], f"{model} on {dataset}")
                           for dataset, result in per_dataset.items()}
                   for model, per_dataset in zeroshot.items()}
     tables = ["## Competence (semantic short-caption T2I R@k; zero-shot top-1 of the salient object's attributes, %)",
