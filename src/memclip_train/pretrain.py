@@ -31,6 +31,7 @@ from memclip.pretrained import PRETRAINED_DIR, write_shipped
 
 from .demo import figures
 from .stages import Stage, run_stages
+from .training_zeroshot import SYNTH_METRIC_PREFIXES
 
 MODEL = "ViT-Tiny-8"
 TAG = "synth"
@@ -149,8 +150,8 @@ def competence_curve(metrics_file: Path, samples_per_epoch: int) -> List[Dict[st
         if row.get("kind") != "zeroshot":
             continue
         point = {"epoch": row["epoch"], "samples": row["epoch"] * samples_per_epoch}
-        point.update({key[: -len("-zeroshot-top1")]: round(100 * value, 1) for key, value in row.items()
-                      if key.startswith("synth-") and key.endswith("-zeroshot-top1")})
+        point.update({name: round(100 * row[f"{prefix}-top1"], 1) for name, prefix in SYNTH_METRIC_PREFIXES.items()
+                      if f"{prefix}-top1" in row})
         curve.append(point)
     return curve
 
