@@ -404,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     d, m, o, t, lg = DataConfig(), ModelConfig(), OptimConfig(), TaskConfig(), LoggingConfig()
     g = p.add_argument_group("data")
     g.add_argument("--train-data", help="webdataset shards (brace expansion, '::' joins sources; a folder stands for "
-                   "the shards its sizes.json lists), a CSV file, or 'synth-stream[:family_size=4,max_objects=6]' "
-                   "(fresh synthetic scenes; needs --train-num-samples)")
+                   "the shards its sizes.json lists), a CSV file, or 'synth-stream[:family_size=4,max_objects=6,"
+                   "salience=strict]' (fresh synthetic scenes; needs --train-num-samples)")
     g.add_argument("--val-data", help="validation shards or CSV (retrieval R@1/5 and the distillation cosine)")
     g.add_argument("--dataset-type", default=d.dataset_type, choices=DATASET_TYPES + ("synthetic",),
                    help="'synthetic' (open_clip's random data) is refused: see python -m memclip_train.synth")

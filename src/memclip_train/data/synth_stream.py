@@ -23,7 +23,7 @@ def is_synth_stream(spec: str) -> bool:
 
 
 def parse_stream_spec(spec: str) -> StreamConfig:
-    """``synth-stream`` or ``synth-stream:family_size=4,max_objects=6`` -> the stream's settings.
+    """``synth-stream`` or ``synth-stream:family_size=4,max_objects=6,salience=strict`` -> the stream's settings.
 
     Raises:
         ValueError: not a stream spec, or a malformed / unknown setting.

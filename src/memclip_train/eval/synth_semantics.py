@@ -27,7 +27,8 @@ SCENES_LAYOUT = """    <world>/world.json (vocabularies), <world>/retrieval/scen
 
 SALIENCE_GROUPS = ("alone", "largest", "tied")
 """How visible the salient object is: the only object; strictly the largest; or as large as another object, so the
-generator's tie-break (solid over striped over outline, then the cell nearest the middle) names it."""
+generator's tie-break (solid over striped over outline, then the cell nearest the middle) names it (only in a world
+written with ``--salience tie-break``)."""
 
 
 def salience_group(scene: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ from .config import SynthConfig
 from .generate import generate_world
 from .markings import MarkingConfig
 from .render import RenderConfig
-from .world import WorldConfig
+from .world import SALIENCE, WorldConfig
 
 logger = logging.getLogger("memclip_train.synth")
 
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fewest objects in a scene")
     parser.add_argument("--max-objects", type=_positive, default=defaults.world.max_objects,
                         help="most objects in a scene (at most 9)")
+    parser.add_argument("--salience", choices=SALIENCE, default=defaults.world.salience,
+                        help="strict: the object a short caption names is always strictly the largest; tie-break: "
+                             "sizes as drawn, ties broken by fill then centrality (the generator before strict)")
     parser.add_argument("--max-relations", type=_count, default=defaults.captions.max_relations,
                         help="pairwise relation sentences per long caption, at most")
     parser.add_argument("--paraphrases", type=_positive, default=defaults.captions.paraphrases,
@@ -98,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         pairs_per_pattern=args.pairs_per_pattern,
         samples_per_shard=args.samples_per_shard,
         jpeg_quality=args.jpeg_quality,
-        world=WorldConfig(min_objects=args.min_objects, max_objects=args.max_objects,
+        world=WorldConfig(min_objects=args.min_objects, max_objects=args.max_objects, salience=args.salience,
                           markings=MarkingConfig(count=args.markings, family=args.marking_family)),
         render=RenderConfig(image_size=args.image_size, supersample=args.supersample),
         captions=CaptionConfig(max_relations=args.max_relations, paraphrases=args.paraphrases),

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from .captions import CaptionConfig, long_caption, short_caption
 from .render import RenderConfig
 from .validation import check_int
-from .world import Scene, WorldConfig, salient_object, sample_scene
+from .world import Scene, WorldConfig, is_strictly_salient, salient_object, sample_scene
 
 # How often each attribute of the salient object is the one that changes within a family.
 CHANGE_WEIGHTS: Tuple[Tuple[str, int], ...] = (("shape", 4), ("colour", 1), ("size", 1), ("fill", 1))
@@ -44,28 +44,33 @@ class StreamConfig:
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, str]) -> "StreamConfig":
-        """Build from ``KEY=VALUE`` strings: ``family_size`` and the world's ``min_objects``/``max_objects``.
+        """Build from ``KEY=VALUE`` strings: ``family_size``, the world's ``min_objects``/``max_objects`` (integers)
+        and its ``salience`` (``strict`` or ``tie-break``).
 
         Raises:
-            ValueError: an unknown key or a value that is not an integer.
+            ValueError: an unknown key, an integer setting that is not an integer, or an invalid world.
         """
-        known = ("family_size", "min_objects", "max_objects")
+        known = ("family_size", "min_objects", "max_objects", "salience")
         unknown = sorted(set(overrides) - set(known))
         if unknown:
             raise ValueError(f"synth stream: unknown settings {unknown}; known: {list(known)}")
-        values: Dict[str, int] = {}
+        values: Dict[str, Any] = {}
         for key, text in overrides.items():
+            if key == "salience":
+                values[key] = text
+                continue
             try:
                 values[key] = int(text)
             except ValueError as error:
                 raise ValueError(f"synth stream: {key}={text!r} is not an integer") from error
-        world = {k: values.pop(k) for k in ("min_objects", "max_objects") if k in values}
+        world = {k: values.pop(k) for k in ("min_objects", "max_objects", "salience") if k in values}
         return cls(world=WorldConfig(**world), **values)
 
 
 def change_salient(rng: random.Random, scene: Scene, world: WorldConfig) -> Optional[Scene]:
     """``scene`` with one attribute of its salient object changed, or None when the change would make another
-    object the salient one (the short caption would then name a different object)."""
+    object the salient one (the short caption would then name a different object) or, in a strict world, would
+    leave it no longer strictly the largest."""
     target = salient_object(scene, world)
     names, weights = zip(*CHANGE_WEIGHTS)
     attribute = rng.choices(names, weights)[0]
@@ -81,7 +86,11 @@ def change_salient(rng: random.Random, scene: Scene, world: WorldConfig) -> Opti
     else:
         changed = target.replace(fill=rng.choice([f for f in world.fills if f != target.fill]))
     variant = scene.with_objects([changed if obj is target else obj for obj in scene.objects])
-    return variant if salient_object(variant, world) == changed else None
+    if salient_object(variant, world) != changed:
+        return None
+    if world.salience == "strict" and not is_strictly_salient(variant, world):
+        return None
+    return variant
 
 
 def family(rng: random.Random, world: WorldConfig, size: int, attempts: int = 8) -> List[Scene]:

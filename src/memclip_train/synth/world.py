@@ -2,8 +2,11 @@
 
 A scene is a background (a named colour and a light texture) and 1-6 objects, each alone in one cell of a 3x3 grid,
 so objects never overlap and "left of" / "above" are unambiguous. An object has a shape, a colour, a size, a
-position (its cell), an orientation (only for shapes that point somewhere) and a fill. In a world with markings
-(``WorldConfig.markings.count`` > 0) the salient object of every scene is large and carries one named marking.
+position (its cell), an orientation (only for shapes that point somewhere) and a fill. The *salient* object is the
+one a short caption names: in a ``strict`` world (the default) it is always strictly the largest, so the image itself
+shows which object the caption means; in a ``tie-break`` world (the generator before salience was strict) another
+object may be as large, and a fixed rule picks among them. In a world with markings (``WorldConfig.markings.count``
+> 0) the salient object of every scene is large and carries one named marking.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ POSITIONS: Tuple[Tuple[str, int, int], ...] = (
     ("bottom-left", 2, 0), ("bottom", 2, 1), ("bottom-right", 2, 2),
 )
 GRID = 3
+SALIENCE = ("strict", "tie-break")
 
 
 def _unique_names(config_name: str, names: Sequence[str]) -> None:
@@ -81,6 +85,9 @@ class WorldConfig:
         min_objects, max_objects: objects per scene (uniform), at most 9 (one per cell).
         min_contrast: smallest RGB distance between an object's colour and the background's.
         markings: the named markings painted on salient objects (none by default).
+        salience: ``strict`` (the salient object is strictly larger than every other object of its scene: a sampled
+            scene shrinks the objects that tie with it by one size, or grows it when they all share the smallest
+            size) or ``tie-break`` (sizes are left as drawn; ties go to the rule of `salient_object`).
     """
 
     shapes: Tuple[str, ...] = SHAPES
@@ -95,6 +102,7 @@ class WorldConfig:
     max_objects: int = 6
     min_contrast: float = 90.0
     markings: MarkingConfig = field(default_factory=MarkingConfig)
+    salience: str = "strict"
 
     def __post_init__(self) -> None:
         for name in ("shapes", "oriented_shapes", "orientations", "textures", "fills"):
@@ -131,6 +139,11 @@ class WorldConfig:
         check_int(self, "min_objects", 1, GRID * GRID)
         check_int(self, "max_objects", 1, GRID * GRID)
         check_number(self, "min_contrast", 0.0, 441.0)
+        if self.salience not in SALIENCE:
+            raise ValueError(f"WorldConfig.salience={self.salience!r}: must be one of {list(SALIENCE)}")
+        if self.salience == "strict" and len(self.sizes) < 2 and self.max_objects > 1:
+            raise ValueError("WorldConfig.salience='strict' needs at least two sizes when a scene can hold more than "
+                             "one object; use salience='tie-break'")
         if self.min_objects > self.max_objects:
             raise ValueError(f"WorldConfig: need 1 <= min_objects ({self.min_objects}) <= max_objects "
                              f"({self.max_objects}) <= {GRID * GRID}")
@@ -145,10 +158,13 @@ class WorldConfig:
         return tuple(n for n, rgb in self.colours.items() if colour_distance(rgb, bg) >= self.min_contrast)
 
     def vocabularies(self) -> Dict[str, Any]:
-        """Every vocabulary as plain JSON-ready data (for world.json); markings only when the world has them, so a
-        world without markings records exactly what it did before they existed."""
+        """Every vocabulary as plain JSON-ready data (for world.json); markings only when the world has them, and
+        ``salience`` only when it is strict, so a tie-break world without markings records exactly what the
+        generator wrote before either existed (a world.json without ``salience`` is a tie-break world)."""
         data = dataclasses.asdict(self)
         del data["markings"]
+        if self.salience != "strict":
+            del data["salience"]
         if self.markings.enabled:
             data["markings"] = self.markings.vocabulary()
         data["colours"] = {k: list(v) for k, v in self.colours.items()}
@@ -245,18 +261,46 @@ def sample_scene(rng: random.Random, world: WorldConfig, num_objects: Optional[i
     positions = rng.sample([name for name, _, _ in POSITIONS], num_objects)
     objects = [sample_object(rng, world, background, position) for position in positions]
     scene = Scene(background=background, texture=texture, texture_seed=texture_seed, objects=tuple(objects))
+    if world.salience == "strict":
+        scene = make_salience_strict(scene, world)
     return mark_salient(rng, scene, world) if world.markings.enabled else scene
+
+
+def is_strictly_salient(scene: Scene, world: WorldConfig) -> bool:
+    """True when the salient object is larger than every other object of ``scene`` (or alone in it)."""
+    target = salient_object(scene, world)
+    return all(o.size != target.size for o in scene.objects if o is not target)
+
+
+def make_salience_strict(scene: Scene, world: WorldConfig) -> Scene:
+    """``scene`` with its salient object strictly the largest: every other object of the salient object's size
+    shrinks by one size; when that size is the smallest, the salient object grows by one size instead. The salient
+    object stays the same object, and nothing else changes."""
+    if is_strictly_salient(scene, world):
+        return scene
+    sizes = tuple(world.sizes)
+    target = salient_object(scene, world)
+    rank = sizes.index(target.size)
+    if rank == 0:
+        objects = [o.replace(size=sizes[1]) if o is target else o for o in scene.objects]
+    else:
+        objects = [o.replace(size=sizes[rank - 1]) if o is not target and o.size == target.size else o
+                   for o in scene.objects]
+    return scene.with_objects(objects)
 
 
 def mark_salient(rng: random.Random, scene: Scene, world: WorldConfig, marking: Optional[str] = None) -> Scene:
     """``scene`` with its salient object made large and carrying ``marking`` (a random one of the world's if None).
 
-    Growing the salient object keeps it the largest, but another large object may then win the tie-break: the
-    marking goes to whichever object is salient in the end, so a short caption always names the marked object.
+    Growing the salient object keeps it the largest. In a strict world the other large objects then shrink; in a
+    tie-break world another large object may win the tie-break. Either way the marking goes to whichever object is
+    salient in the end, so a short caption always names the marked object.
     """
     largest = tuple(world.sizes)[-1]
     target = salient_object(scene, world)
     scene = scene.with_objects([o.replace(size=largest) if o is target else o for o in scene.objects])
+    if world.salience == "strict":
+        scene = make_salience_strict(scene, world)
     target = salient_object(scene, world)
     if marking is None:
         marking = world.markings.names()[rng.randrange(world.markings.count)]
