@@ -23,6 +23,9 @@ from .world import Scene, WorldConfig, is_strictly_salient, salient_object, samp
 
 # How often each attribute of the salient object is the one that changes within a family.
 CHANGE_WEIGHTS: Tuple[Tuple[str, int], ...] = (("shape", 4), ("colour", 1), ("size", 1), ("fill", 1))
+# Stream settings that belong to the world, and those that are text rather than integers.
+WORLD_SETTINGS = ("min_objects", "max_objects", "salience")
+TEXT_SETTINGS = ("salience",)
 
 
 @dataclass(frozen=True)
@@ -50,20 +53,17 @@ class StreamConfig:
         Raises:
             ValueError: an unknown key, an integer setting that is not an integer, or an invalid world.
         """
-        known = ("family_size", "min_objects", "max_objects", "salience")
+        known = ("family_size",) + WORLD_SETTINGS
         unknown = sorted(set(overrides) - set(known))
         if unknown:
             raise ValueError(f"synth stream: unknown settings {unknown}; known: {list(known)}")
         values: Dict[str, Any] = {}
         for key, text in overrides.items():
-            if key == "salience":
-                values[key] = text
-                continue
             try:
-                values[key] = int(text)
+                values[key] = text if key in TEXT_SETTINGS else int(text)
             except ValueError as error:
                 raise ValueError(f"synth stream: {key}={text!r} is not an integer") from error
-        world = {k: values.pop(k) for k in ("min_objects", "max_objects", "salience") if k in values}
+        world = {k: values.pop(k) for k in WORLD_SETTINGS if k in values}
         return cls(world=WorldConfig(**world), **values)
 
 
