@@ -115,6 +115,24 @@ def test_augmentation_does_not_depend_on_where_the_shards_live(micro_world, deco
     assert not torch.equal(original, first_batch(copy, seed=1)), "another seed draws other crops"
 
 
+def test_decoding_seeds_only_its_own_cpu_draws(decoder_parts, monkeypatch):
+    """Each sample's crop comes from a per-sample seed; the caller's CPU generator is restored afterwards and the
+    CUDA generators (which the training process may use) are never reseeded."""
+    preprocess, tokenizer = decoder_parts
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(seed))
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer, seed=5)
+    raw = {"__url__": "shard.tar", "__key__": "a", "jpg": jpeg(), "txt": b"a red square"}
+    torch.manual_seed(123)
+    reseeded.clear()
+    before = torch.get_rng_state()
+    first, second = decoder(raw)["image"], decoder(raw)["image"]
+    assert torch.equal(first, second), "the same sample, seed and epoch must be cropped the same way"
+    assert torch.equal(torch.get_rng_state(), before), "decoding must not move the caller's CPU generator"
+    assert reseeded == [], "decoding must not reseed the CUDA generators"
+
+
 def test_epoch_cycles_shards_to_fill_its_batches(micro_world, decoder_parts):
     preprocess, tokenizer = decoder_parts
     decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
