@@ -8,7 +8,7 @@ import pytest
 from memclip.truncation import token_lengths
 from memclip_train.synth import CaptionConfig, WorldConfig, long_caption, paraphrases, sample_scene, short_caption
 from memclip_train.synth.captions import relation
-from memclip_train.synth.world import SceneObject
+from memclip_train.synth.world import SceneObject, salience_order, salient_object
 
 WORLD = WorldConfig()
 CAPTIONS = CaptionConfig()
@@ -105,6 +105,37 @@ def test_paraphrases_are_distinct_and_start_with_the_short_caption():
         assert all(len(t.split()) <= 20 for t in texts)
 
 
+def test_salience_order_describes_the_objects_from_the_most_salient_down():
+    config = CaptionConfig(long_order="salience")
+    for index, scene in enumerate(scenes(150, seed=6)):
+        text = long_caption(scene, WORLD, config, random.Random(index))
+        parts = sentences(text)
+        assert parts[0].lower().startswith(("the image shows", "this picture contains", "a single shape",
+                                            *[f"{n} shapes" for n in NUMBERS])), text
+        ordered = salience_order(scene, WORLD)
+        assert ordered[0] is salient_object(scene, WORLD)
+        # sentence i + 1 describes the i-th most salient object; the details follow
+        for position, obj in enumerate(ordered, start=1):
+            assert describes(parts[position], obj), (position, obj, text)
+        # the same facts as the shuffled caption, only in another order
+        shuffled = long_caption(scene, WORLD, CAPTIONS, random.Random(index))
+        assert len(sentences(shuffled)) == len(parts)
+
+
+def test_salience_order_describes_the_salient_object_within_77_tokens():
+    tokenizer = open_clip.get_tokenizer("ViT-B-16")
+    whole = {}
+    for order in ("shuffled", "salience"):
+        config = CaptionConfig(long_order=order)
+        whole[order] = 0
+        for index, scene in enumerate(scenes(200, seed=7)):
+            parts = sentences(long_caption(scene, WORLD, config, random.Random(index)))
+            prefixes = [" ".join(parts[:n]) for n in range(1, len(parts) + 1)]
+            read = [p for p, length in zip(parts, token_lengths(tokenizer, prefixes).tolist()) if length <= 77]
+            whole[order] += any(describes(p, salient_object(scene, WORLD)) for p in read)
+    assert whole["salience"] == 200 and whole["shuffled"] < 150, whole
+
+
 def test_enough_long_captions_exceed_77_clip_tokens():
     tokenizer = open_clip.get_tokenizer("ViT-B-16")
     texts = [long_caption(scene, WORLD, CAPTIONS, random.Random(i)) for i, scene in enumerate(scenes(300, seed=5))]
@@ -132,3 +163,5 @@ def test_caption_config_rejects_bad_values():
         CaptionConfig(paraphrases=0)
     with pytest.raises(ValueError, match="intro_first"):
         CaptionConfig(intro_first=1.5)
+    with pytest.raises(ValueError, match="long_order"):
+        CaptionConfig(long_order="random")

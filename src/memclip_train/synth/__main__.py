@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..cli import add_debug_flag, report_user_errors
-from .captions import CaptionConfig
+from .captions import LONG_ORDERS, CaptionConfig
 from .config import SynthConfig
 from .generate import generate_world
 from .markings import MarkingConfig
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "sizes as drawn, ties broken by fill then centrality (the generator before strict)")
     parser.add_argument("--max-relations", type=_count, default=defaults.captions.max_relations,
                         help="pairwise relation sentences per long caption, at most")
+    parser.add_argument("--long-order", choices=LONG_ORDERS, default=defaults.captions.long_order,
+                        help="long captions' sentence order: shuffled, or salience (the objects from the most salient "
+                             "down, then the details)")
     parser.add_argument("--paraphrases", type=_positive, default=defaults.captions.paraphrases,
                         help="short captions per retrieval image in captions_short.json")
     parser.add_argument("--markings", type=_count, default=defaults.world.markings.count,
@@ -104,7 +107,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         world=WorldConfig(min_objects=args.min_objects, max_objects=args.max_objects, salience=args.salience,
                           markings=MarkingConfig(count=args.markings, family=args.marking_family)),
         render=RenderConfig(image_size=args.image_size, supersample=args.supersample),
-        captions=CaptionConfig(max_relations=args.max_relations, paraphrases=args.paraphrases),
+        captions=CaptionConfig(max_relations=args.max_relations, paraphrases=args.paraphrases,
+                               long_order=args.long_order),
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 from .validation import check_int, check_number
-from .world import Scene, SceneObject, WorldConfig, marked_object, salient_object
+from .world import Scene, SceneObject, WorldConfig, marked_object, salience_order, salient_object
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SIZE_WORDS = {"small": "small", "medium": "medium-sized", "large": "large"}
@@ -43,6 +43,7 @@ MARKING_SENTENCES = (
     "{ref} is marked with the {name} sign.",
     "The {name} glyph is painted on {ref}.",
 )
+LONG_ORDERS = ("shuffled", "salience")
 ROW_NAMES = ("top row", "middle row", "bottom row")
 COLUMN_NAMES = ("left column", "middle column", "right column")
 
@@ -55,16 +56,23 @@ class CaptionConfig:
         max_relations: pairwise relation sentences in a long caption, at most.
         paraphrases: short captions per image in the COCO-style retrieval json.
         intro_first: probability that the long caption opens with its overview sentence (else it comes later).
+        long_order: the long caption's sentence order. ``"shuffled"``: every sentence in a random order.
+            ``"salience"``: the overview, then the objects from the most salient down (the short caption's object
+            first), then counts, relations and background in a random order, as a describer goes from the subject
+            to the details; the first 77 tokens then describe the main objects whole.
     """
 
     max_relations: int = 4
     paraphrases: int = 5
     intro_first: float = 0.75
+    long_order: str = "shuffled"
 
     def __post_init__(self) -> None:
         check_int(self, "max_relations", 0)
         check_int(self, "paraphrases", 1, 8)
         check_number(self, "intro_first", 0.0, 1.0)
+        if self.long_order not in LONG_ORDERS:
+            raise ValueError(f"CaptionConfig.long_order={self.long_order!r}: expected one of {LONG_ORDERS}")
 
 
 def article(word: str) -> str:
@@ -210,20 +218,28 @@ def long_caption(scene: Scene, world: WorldConfig, config: CaptionConfig, rng: r
     """A multi-sentence description of every object (attributes, position), counts, empty regions and relations,
     and the marking when an object carries one.
 
-    The overview sentence opens the caption with probability ``config.intro_first``; the other sentences come in a
-    random order. A marking's sentence comes before them all.
+    The sentence order follows ``config.long_order`` (see :class:`CaptionConfig`). Shuffled, the overview sentence
+    opens the caption with probability ``config.intro_first`` and the other sentences come in a random order. A
+    marking's sentence comes before them all in either order.
     """
-    body = [object_sentence(obj, rng) for obj in scene.objects]
-    body += count_sentences(scene, rng)
-    body += relation_sentences(scene, rng, config.max_relations)
-    body.append(rng.choice(TEXTURE_SENTENCES[scene.texture]).format(bg=scene.background))
-    rng.shuffle(body)
-    intro = intro_sentence(scene, rng)
-    if rng.random() < config.intro_first:
-        sentences = [intro] + body
+    if config.long_order == "salience":
+        objects = [object_sentence(obj, rng) for obj in salience_order(scene, world)]
+        details = count_sentences(scene, rng) + relation_sentences(scene, rng, config.max_relations)
+        details.append(rng.choice(TEXTURE_SENTENCES[scene.texture]).format(bg=scene.background))
+        rng.shuffle(details)
+        sentences = [intro_sentence(scene, rng)] + objects + details
     else:
-        sentences = body[:]
-        sentences.insert(rng.randrange(1, len(body) + 1), intro)
+        body = [object_sentence(obj, rng) for obj in scene.objects]
+        body += count_sentences(scene, rng)
+        body += relation_sentences(scene, rng, config.max_relations)
+        body.append(rng.choice(TEXTURE_SENTENCES[scene.texture]).format(bg=scene.background))
+        rng.shuffle(body)
+        intro = intro_sentence(scene, rng)
+        if rng.random() < config.intro_first:
+            sentences = [intro] + body
+        else:
+            sentences = body[:]
+            sentences.insert(rng.randrange(1, len(body) + 1), intro)
     marked = marked_object(scene)
     if marked is not None:
         sentences.insert(0, marking_sentence(marked, scene, rng))

@@ -60,8 +60,13 @@ class SynthConfig:
         return getattr(self, split)
 
     def arguments(self) -> Dict[str, Any]:
-        """The settings as JSON-ready data, without the vocabularies (see ``WorldConfig.vocabularies``)."""
+        """The settings as JSON-ready data, without the vocabularies (see ``WorldConfig.vocabularies``).
+
+        The captions' ``long_order`` is recorded only when it is not ``"shuffled"``, so a world with shuffled long
+        captions records exactly what the generator wrote before the option existed."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "world"}
         data["render"] = dataclasses.asdict(self.render)
         data["captions"] = dataclasses.asdict(self.captions)
+        if self.captions.long_order == "shuffled":
+            del data["captions"]["long_order"]
         return data
