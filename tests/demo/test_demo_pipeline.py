@@ -7,7 +7,7 @@ import memclip
 from memclip.parallel import memory_gates
 from memclip_train.demo.pipeline import DemoPipeline
 from memclip_train.demo.plan import DemoPlan, TextRecipe
-from memclip_train.demo.report import COLUMNS, PAIRED_METRICS, bootstrap, gate_sizes, reading
+from memclip_train.demo.report import COLUMNS, PAIRED_METRICS, bootstrap, gate_sizes, headroom, reading
 
 
 def test_stages_are_ordinary_commands_and_the_parallel_student_skips_stage_one(tmp_path):
@@ -29,6 +29,17 @@ def test_stages_are_ordinary_commands_and_the_parallel_student_skips_stage_one(t
     assert elsewhere.models()[0].weights == "/w/t.safetensors"
     without = DemoPipeline(tmp_path, DemoPlan.quick(), parallel=False)
     assert "parallel-finetune" not in [stage.name for stage in without.stages()]
+
+
+@pytest.mark.parametrize("plan", [DemoPlan(), DemoPlan.quick()], ids=["full", "quick"])
+def test_the_demo_world_orders_long_captions_by_salience_and_every_finetune_shares_one_recipe(tmp_path, plan):
+    stages = {stage.name: stage for stage in DemoPipeline(tmp_path, plan).stages()}
+    world = stages["synthetic world"].args
+    assert world[world.index("--long-order") + 1] == "salience"
+    for name in ("student-finetune", "control-finetune", "parallel-finetune"):
+        args = stages[name].args
+        assert args[args.index("--epochs") + 1] == str(plan.finetune.epochs)
+        assert args[args.index("--lr") + 1] == str(plan.finetune.lr)
 
 
 @pytest.mark.parametrize("recipe, context, trainable", [("thesis", None, "visual"),
@@ -71,6 +82,8 @@ def test_reading_names_the_parallel_student_only_when_it_ran():
     assert not any("Parallel memory" in line for line in lines)
     assert any("the memory helped beyond what fine-tuning alone gives" in line for line in lines)
     memory = next(line for line in lines if line.startswith("**Memory or fine-tuning?**"))
+    long = next(line for line in lines if line.startswith("**Long captions.**"))
+    assert "land at 10.0-20.0, partly outside the 20-80 window" in long
     assert "+10.0 points" in memory and "this run could detect a difference of about ±" in memory
 
     collected["parallel student, fine-tuned"] = dict(fake_model(20, rng), gates={"2": {"mean": 0.001, "max": 0.004}})
@@ -82,6 +95,13 @@ def test_reading_names_the_parallel_student_only_when_it_ran():
     parallel = next(line for line in reading(collected, bootstrap(collected, seed=0))
                     if line.startswith("**Parallel memory.**"))
     assert "mean |gate| of 0.200 (largest 0.600)" in parallel and "takes part in every memory block" in parallel
+
+
+@pytest.mark.parametrize("values, where", [([24.0, 24.7, 25.9], "land at 24.0-25.9, inside"),
+                                           ([9.2, 11.1], "land at 9.2-11.1, below"),
+                                           ([85.0], "land at 85.0, above"), ([15.0, 30.0], "partly outside")])
+def test_headroom_says_where_the_fine_tuned_models_land_against_the_window(values, where):
+    assert where in headroom(values) and "20-80 window" in headroom(values)
 
 
 def test_gate_sizes_reads_the_parallel_gates_of_a_saved_model(tmp_path):

@@ -165,3 +165,22 @@ def test_caption_config_rejects_bad_values():
         CaptionConfig(intro_first=1.5)
     with pytest.raises(ValueError, match="long_order"):
         CaptionConfig(long_order="random")
+
+
+@pytest.mark.parametrize("order", ["shuffled", "salience"])
+def test_the_cli_writes_and_records_the_long_caption_order(tmp_path, order):
+    import json
+
+    from memclip_train.synth.__main__ import main
+
+    out = tmp_path / order
+    main(["--out", str(out), "--long-order", order, "--train", "0", "--val", "0", "--retrieval", "12",
+          "--segmentation", "0", "--pairs-per-pattern", "0", "--no-progress"])
+    captions = json.loads((out / "world.json").read_text())["arguments"]["captions"]
+    # A world.json without "long_order" is a shuffled world: what the generator wrote before the option existed.
+    assert captions.get("long_order", "shuffled") == order and ("long_order" in captions) == (order != "shuffled")
+    for row in (json.loads(line) for line in (out / "retrieval" / "scenes.jsonl").read_text().splitlines()):
+        text = (out / "retrieval" / "caption" / f"{row['index']}.txt").read_text()
+        salient = SceneObject(**{k: v for k, v in row["objects"][row["salient"]].items() if k != "bbox"})
+        if order == "salience":
+            assert describes(sentences(text)[1], salient), text
