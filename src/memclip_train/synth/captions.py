@@ -222,17 +222,18 @@ def long_caption(scene: Scene, world: WorldConfig, config: CaptionConfig, rng: r
     opens the caption with probability ``config.intro_first`` and the other sentences come in a random order. A
     marking's sentence comes before them all in either order.
     """
+    def details() -> List[str]:
+        """Counts, relations and the background, in that order (the draws of ``rng`` follow it)."""
+        return (count_sentences(scene, rng) + relation_sentences(scene, rng, config.max_relations)
+                + [rng.choice(TEXTURE_SENTENCES[scene.texture]).format(bg=scene.background)])
+
     if config.long_order == "salience":
         objects = [object_sentence(obj, rng) for obj in salience_order(scene, world)]
-        details = count_sentences(scene, rng) + relation_sentences(scene, rng, config.max_relations)
-        details.append(rng.choice(TEXTURE_SENTENCES[scene.texture]).format(bg=scene.background))
-        rng.shuffle(details)
-        sentences = [intro_sentence(scene, rng)] + objects + details
+        rest = details()
+        rng.shuffle(rest)
+        sentences = [intro_sentence(scene, rng)] + objects + rest
     else:
-        body = [object_sentence(obj, rng) for obj in scene.objects]
-        body += count_sentences(scene, rng)
-        body += relation_sentences(scene, rng, config.max_relations)
-        body.append(rng.choice(TEXTURE_SENTENCES[scene.texture]).format(bg=scene.background))
+        body = [object_sentence(obj, rng) for obj in scene.objects] + details()
         rng.shuffle(body)
         intro = intro_sentence(scene, rng)
         if rng.random() < config.intro_first:
