@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .markings import MarkingConfig
 from .shapes import DRAWABLE_SHAPES, FILL_NAMES, TEXTURE_NAMES
@@ -312,9 +312,9 @@ def marked_object(scene: Scene) -> Optional[SceneObject]:
     return next((o for o in scene.objects if o.marking is not None), None)
 
 
-def salience_order(scene: Scene, world: WorldConfig) -> List[SceneObject]:
-    """The objects of ``scene``, most salient first: the largest; ties go to solid over striped over outline, then
-    to the cell nearest the middle, then to reading order."""
+def _salience_key(world: WorldConfig) -> Callable[[Tuple[int, SceneObject]], Tuple[Any, ...]]:
+    """Sort key of ``(index, object)``, most salient first: the largest; ties go to solid over striped over outline,
+    then to the cell nearest the middle, then to reading order."""
     size_rank = {name: i for i, name in enumerate(world.sizes)}
     fill_rank = {"solid": 0, "striped": 1, "outline": 2}
 
@@ -323,9 +323,15 @@ def salience_order(scene: Scene, world: WorldConfig) -> List[SceneObject]:
         row, column = obj.cell
         return (-size_rank[obj.size], fill_rank.get(obj.fill, 3), abs(row - 1) + abs(column - 1), index)
 
-    return [obj for _, obj in sorted(enumerate(scene.objects), key=key)]
+    return key
+
+
+def salience_order(scene: Scene, world: WorldConfig) -> List[SceneObject]:
+    """The objects of ``scene``, most salient first (see :func:`_salience_key`)."""
+    return [obj for _, obj in sorted(enumerate(scene.objects), key=_salience_key(world))]
 
 
 def salient_object(scene: Scene, world: WorldConfig) -> SceneObject:
-    """The object a short caption names: the first of :func:`salience_order`."""
-    return salience_order(scene, world)[0]
+    """The object a short caption names: the first of :func:`salience_order`, found without sorting (it is asked
+    for once or more per generated sample)."""
+    return min(enumerate(scene.objects), key=_salience_key(world))[1]
