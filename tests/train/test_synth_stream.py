@@ -59,6 +59,42 @@ def test_change_salient_never_changes_which_object_is_named():
             assert salient_object(variant, WORLD).position == salient_object(scene, WORLD).position
 
 
+def test_families_can_name_another_object_and_then_change_that_one():
+    stream = SceneStream(StreamConfig(family_size=4, other_object_rate=1.0), seed=0)
+    named_other = changed = 0
+    for index in range(60):
+        samples = stream.family(0, index)
+        first = samples[0]["scene"]
+        if len(first.objects) < 2:
+            continue
+        salient = salient_object(first, WORLD)
+        named = [o for o in first.objects if samples[0]["txt"] == short_caption(first, WORLD, o)]
+        assert named and salient not in named, samples[0]["txt"]
+        named_other += 1
+        for a, b in zip(samples, samples[1:]):
+            scene_a, scene_b = a["scene"], b["scene"]
+            if scene_b.background != scene_a.background:   # a fresh scene: it names its salient object again
+                assert b["txt"] == short_caption(scene_b, WORLD)
+                break
+            moved = [(x, y) for x, y in zip(scene_a.objects, scene_b.objects) if x != y]
+            assert len(moved) == 1 and moved[0][0].position != salient.position, "only the named object changes"
+            assert salient_object(scene_b, WORLD) == salient, "the salient object stays the salient one"
+            assert b["txt"] == short_caption(scene_b, WORLD, moved[0][1]) and b["txt"] != a["txt"]
+            changed += 1
+    assert named_other >= 40 and changed >= 80
+
+
+def test_the_other_object_rate_is_the_fraction_of_families_naming_another_object():
+    stream = SceneStream(StreamConfig(other_object_rate=0.5), seed=2)
+    other = multi = 0
+    for index in range(300):
+        sample = stream.family(0, index)[0]
+        if len(sample["scene"].objects) > 1:
+            multi += 1
+            other += sample["txt"] != short_caption(sample["scene"], WORLD)
+    assert 0.4 < other / multi < 0.6
+
+
 def test_stream_is_a_pure_function_of_seed_epoch_and_index():
     a, b = SceneStream(StreamConfig(), seed=3), SceneStream(StreamConfig(), seed=3)
     assert [s["txt"] for s in a.family(2, 17)] == [s["txt"] for s in b.family(2, 17)]
@@ -70,6 +106,7 @@ def test_stream_is_a_pure_function_of_seed_epoch_and_index():
 @pytest.mark.parametrize("spec, expected", [
     ("synth-stream", StreamConfig()),
     ("synth-stream:family_size=2,max_objects=3", StreamConfig(family_size=2, world=WorldConfig(max_objects=3))),
+    ("synth-stream:other_object_rate=0.25", StreamConfig(other_object_rate=0.25)),
 ])
 def test_stream_specs(spec, expected):
     assert parse_stream_spec(spec) == expected
@@ -80,6 +117,8 @@ def test_stream_specs(spec, expected):
     ("synth-stream:family_size=two", "not an integer"),
     ("synth-stream:family_size", "KEY=VALUE"),
     ("synth-stream:family_size=0", "family_size"),
+    ("synth-stream:other_object_rate=half", "not a number"),
+    ("synth-stream:other_object_rate=1.5", r"must lie in \[0, 1\]"),
 ])
 def test_bad_stream_specs_are_refused(spec, message):
     with pytest.raises(ValueError, match=message):

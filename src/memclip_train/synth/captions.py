@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .validation import check_int, check_number
 from .world import Scene, SceneObject, WorldConfig, marked_object, salience_order, salient_object
@@ -255,9 +255,9 @@ def short_phrase(size: str, fill: str, colour: str, shape: str, background: str)
                         f"{with_article(background + ' background')}")
 
 
-def short_caption(scene: Scene, world: WorldConfig) -> str:
-    """The most salient object on its background: "a large red star on a grey background"."""
-    obj = salient_object(scene, world)
+def short_caption(scene: Scene, world: WorldConfig, named: Optional[SceneObject] = None) -> str:
+    """One object on its background, by default the most salient: "a large red star on a grey background"."""
+    obj = named if named is not None else salient_object(scene, world)
     return short_phrase(obj.size, obj.fill, obj.colour, obj.shape, scene.background)
 
 
