@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     segmentation.add_argument("--logit-scale", type=float, default=40.0)
     segmentation.add_argument("--num-overlays", type=int, default=8)
     segmentation.add_argument("--limit", type=int, help="evaluate the first N images only")
+    segmentation.add_argument("--probe-data-root", action="append", type=Path,
+                              help="a second labelled set of each --dataset, in the same layout: fit a linear probe on "
+                                   "its patch features and report its mIoU beside the zero-shot one (what the "
+                                   "patches carry, whether or not the text reads it)")
 
     pairs = commands.add_parser("pairs", help="blind-pair accuracy per pattern (synthetic world)")
     _models(pairs)
@@ -160,11 +164,12 @@ def model_refs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Lis
     return [ModelRef(m, p, text, n) for m, p, n in zip(args.model, weights, labels)]
 
 
-def paired_roots(datasets: Sequence[str], roots: Sequence[Path], parser: argparse.ArgumentParser) -> List[Path]:
+def paired_roots(datasets: Sequence[str], roots: Sequence[Path], parser: argparse.ArgumentParser,
+                 flag: str = "--data-root") -> List[Path]:
     if len(roots) == 1:
         return list(roots) * len(datasets)
     if len(roots) != len(datasets):
-        parser.error(f"give one --data-root, or one per --dataset ({len(datasets)}); got {len(roots)}")
+        parser.error(f"give one {flag}, or one per --dataset ({len(datasets)}); got {len(roots)}")
     return list(roots)
 
 
@@ -199,9 +204,11 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, refs:
         (args.out / "zeroshot_table.md").write_text(table + "\n")
     elif args.command == "segmentation":
         roots = paired_roots(args.dataset, args.data_root, parser)
+        probe_roots = paired_roots(args.dataset, args.probe_data_root, parser, "--probe-data-root") if args.probe_data_root else None
         results = run_segmentation(refs, args.dataset, roots, args.method or ["sclip"], args.out, window=args.window,
                                    stride=args.stride, short_side=args.short_side, logit_scale=args.logit_scale,
-                                   num_overlays=args.num_overlays, limit=args.limit, **_run_options(args, device))
+                                   num_overlays=args.num_overlays, limit=args.limit, probe_roots=probe_roots,
+                                   **_run_options(args, device))
         table = segmentation_table(results, args.dataset)
         (args.out / "segmentation_table.md").write_text(table + "\n")
     elif args.command == "pairs":

@@ -18,6 +18,7 @@ from .retrieval import (cache_key, cached_result, data_fingerprint, evaluate_ret
                         sources_fingerprint, store_result)
 from .retrieval_sets import load_retrieval_set
 from .segmentation import ClipSegmenter, SlidingWindow, evaluate_segmentation, load_segmentation_set
+from .segmentation.probe import fit_linear_probe, probe_training_set
 from .synth_semantics import evaluate_synth_semantics, load_scenes
 from .zeroshot import evaluate_zeroshot
 from .zeroshot_sets import ZeroShotOptions, load_zeroshot_set, options_identity
@@ -137,13 +138,20 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
                      out: Path, device: torch.device, precision: str, window: Optional[int] = None,
                      stride: Optional[int] = None, short_side: Optional[int] = None, logit_scale: float = 40.0,
                      num_overlays: int = 8, limit: Optional[int] = None, progress: bool = True,
-                     models: Optional[ModelCache] = None) -> Results:
-    """mIoU of every model x dataset x method; returns results[f"{model} [{method}]"][dataset]."""
+                     models: Optional[ModelCache] = None, probe_roots: Optional[Sequence[Optional[Path]]] = None
+                     ) -> Results:
+    """mIoU of every model x dataset x method; returns results[f"{model} [{method}]"][dataset].
+
+    With ``probe_roots`` (one per dataset, None to skip one), a linear probe fitted on that second labelled set's
+    patch features is scored too, under results[f"{model} [{method}, linear probe]"] (see :mod:`.segmentation.probe`).
+    """
     models = models or ModelCache(device)
     autocast = autocast_for(precision, device)
     results: Results = {}
-    for name, root in zip(datasets, roots):
+    probe_roots = list(probe_roots) if probe_roots is not None else [None] * len(datasets)
+    for name, root, probe_root in zip(datasets, roots, probe_roots):
         dataset = load_segmentation_set(name, root)
+        probe_set = load_segmentation_set(name, probe_root) if probe_root is not None else None
         for ref in refs:
             loaded = models.get(ref)
             size = loaded.model.visual.image_size
@@ -151,20 +159,30 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
             geometry = SlidingWindow.for_model(window or size, dataset.short_side_ratio)
             geometry = SlidingWindow(geometry.window, stride or geometry.stride, short_side or geometry.short_side)
             for method in methods:
-                segmenter = ClipSegmenter(loaded.model, loaded.tokenizer, dataset.class_names, method, geometry,
-                                          device, autocast, logit_scale, dataset.templates)
-                folder = Path(out) / "segmentation" / name / method
-                result = evaluate_segmentation(dataset, segmenter, folder / f"{ref.tag}_overlays", num_overlays,
-                                               limit, progress)
-                result.update({"model": ref.model, "pretrained": ref.pretrained, "dataset": name, "method": method,
-                               "window": geometry.window, "stride": geometry.stride,
-                               "short_side": geometry.short_side, "logit_scale": logit_scale,
-                               "templates": ("80 OpenAI ImageNet templates" if dataset.templates is None else
-                                             f"{len(dataset.templates)} templates of the dataset"),
-                               "precision": precision})
-                store_result(folder / f"{ref.tag}.json", result)
-                logger.info("%s [%s] on %s: mIoU %.1f", ref.label, method, name, result["mIoU"])
-                results.setdefault(f"{ref.label} [{method}]", {})[name] = result
+                variants = [(method, None, {})]
+                if probe_set is not None:
+                    features, labels = probe_training_set(loaded.model, probe_set, method, device, autocast)
+                    weights = fit_linear_probe(features, labels, len(dataset.class_names))
+                    classifier = (weights, torch.arange(len(dataset.class_names)))
+                    variants.append((f"{method}, linear probe", classifier,
+                                     {"probe_data_root": str(probe_root), "probe_patches": len(labels)}))
+                for key, classifier, extra in variants:
+                    segmenter = ClipSegmenter(loaded.model, loaded.tokenizer, dataset.class_names, method, geometry,
+                                              device, autocast, logit_scale, dataset.templates, classifier)
+                    folder = Path(out) / "segmentation" / name / method
+                    stem = ref.tag if classifier is None else f"{ref.tag}_probe"
+                    result = evaluate_segmentation(dataset, segmenter, folder / f"{stem}_overlays", num_overlays,
+                                                   limit, progress)
+                    templates = ("80 OpenAI ImageNet templates" if dataset.templates is None else
+                                 f"{len(dataset.templates)} templates of the dataset")
+                    result.update({"model": ref.model, "pretrained": ref.pretrained, "dataset": name,
+                                   "method": method, "window": geometry.window, "stride": geometry.stride,
+                                   "short_side": geometry.short_side, "logit_scale": logit_scale,
+                                   "templates": templates if classifier is None else "none (linear probe)",
+                                   "precision": precision, **extra})
+                    store_result(folder / f"{stem}.json", result)
+                    logger.info("%s [%s] on %s: mIoU %.1f", ref.label, key, name, result["mIoU"])
+                    results.setdefault(f"{ref.label} [{key}]", {})[name] = result
     return results
 
 

@@ -55,11 +55,15 @@ class SlidingWindow:
 
 class ClipSegmenter:
     """Predicts a label map for an image: dense features of each window, logits against the class queries,
-    averaged over overlapping windows, resized to the image, logit scale, softmax, max over synonyms, argmax."""
+    averaged over overlapping windows, resized to the image, logit scale, softmax, max over synonyms, argmax.
+
+    The queries are the text tower's class embeddings, or ``classifier`` when given: ``(queries (Q, D),
+    query_to_class (Q,))``, e.g. a linear probe's weights (see :mod:`.probe`)."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, class_names: Sequence[str], method: str,
                  geometry: SlidingWindow, device: torch.device, autocast: Callable, logit_scale: float = 40.0,
-                 templates: Optional[Sequence[str]] = None):
+                 templates: Optional[Sequence[str]] = None,
+                 classifier: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
         self.model = model
         self.method = method
         self.geometry = geometry
@@ -70,6 +74,9 @@ class ClipSegmenter:
         self.mean = torch.tensor(cfg["mean"]).view(3, 1, 1)
         self.std = torch.tensor(cfg["std"]).view(3, 1, 1)
         self.num_classes = len(class_names)
+        if classifier is not None:
+            self.queries, self.owners = (t.to(device) for t in classifier)
+            return
         with autocast():
             self.queries, self.owners = class_classifier(model, tokenizer, class_names, device, templates)
 
