@@ -13,8 +13,8 @@ from memclip_train.demo.report import COLUMNS, PAIRED_METRICS, bootstrap, gate_s
 def test_stages_are_ordinary_commands_and_the_parallel_student_skips_stage_one(tmp_path):
     pipeline = DemoPipeline(tmp_path, DemoPlan.quick())
     stages = {stage.name: stage for stage in pipeline.stages()}
-    assert list(stages) == ["synthetic world", "student-distill", "student-finetune", "control-finetune",
-                            "parallel-finetune", "evaluation"]
+    assert list(stages) == ["synthetic world", "probe world", "student-distill", "student-finetune",
+                            "control-finetune", "parallel-finetune", "evaluation"]
     teacher = "synth"                                      # the pretrained tiny CLIP that ships with memclip
     distill, parallel = stages["student-distill"].args, stages["parallel-finetune"].args
     assert "--distill" in distill and distill[distill.index("--pretrained") + 1] == teacher
@@ -27,6 +27,13 @@ def test_stages_are_ordinary_commands_and_the_parallel_student_skips_stage_one(t
                                               "parallel-finetune"]
     elsewhere = DemoPipeline(tmp_path, DemoPlan.quick(), teacher="/w/t.safetensors")
     assert elsewhere.models()[0].weights == "/w/t.safetensors"
+    # The probe world holds only segmentation images, from another seed; the evaluation fits the probe on it.
+    probe, evaluation = stages["probe world"].args, stages["evaluation"].args
+    assert probe[probe.index("--seed") + 1] == "1000" and probe[probe.index("--segmentation") + 1] == "16"
+    assert all(probe[probe.index(f"--{split}") + 1] == "0" for split in ("train", "val", "retrieval"))
+    assert evaluation[evaluation.index("--probe-world") + 1] == str(pipeline.probe_world)
+    with pytest.raises(ValueError, match="probe_images"):
+        DemoPlan(probe_images=0)
     without = DemoPipeline(tmp_path, DemoPlan.quick(), parallel=False)
     assert "parallel-finetune" not in [stage.name for stage in without.stages()]
 

@@ -37,11 +37,12 @@ def test_quick_demo_writes_a_consistent_report(tmp_path, capsys):
             for header, cell in zip(headers, rows[label]):
                 assert cell == f"{data['table'][header]:.1f}", (label, header)
     assert "parallel student, fine-tuned" in results["models"] and "--memory mode=parallel" in printed
-    for stage in ("synthetic world", "student-distill", "student-finetune", "control-finetune", "parallel-finetune",
+    assert "--probe-world" in printed and "a linear probe on its patch features reaches" in report
+    for stage in ("synthetic world", "probe world", "student-distill", "student-finetune", "control-finetune", "parallel-finetune",
                   "evaluation"):
         assert stage in results["timings_seconds"] and f"| {stage} |" in report
 
     # A second run reuses every stage.
     assert main(["--out", str(out), "--quick", "--no-progress"]) == 0
     again = capsys.readouterr().out
-    assert again.count("[skip]") == 6 and "python -m memclip_train.main" not in again
+    assert again.count("[skip]") == 7 and "python -m memclip_train.main" not in again

@@ -19,6 +19,8 @@ PARALLEL = "parallel student, fine-tuned"
 
 
 SHIPPED_TEACHER = "synth"
+PROBE_WORLD_SEED_OFFSET = 1000
+"""The probe world's seed is the demo's seed plus this: its scenes are never the evaluation world's."""
 """The pretrained tag of the tiny CLIP that ships with memclip (``memclip.create_model("ViT-Tiny-8", "synth")``)."""
 
 
@@ -48,6 +50,7 @@ class DemoPipeline:
         self.progress = progress
         self.teacher = str(teacher)
         self.world = self.out / "world"
+        self.probe_world = self.out / "probe-world"
         self.logs = self.out / "logs"
         self.eval_dir = self.out / "eval"
         self.timings: Dict[str, float] = {}
@@ -83,18 +86,23 @@ class DemoPipeline:
             models.append(DemoModel(PARALLEL, "ViT-Tiny-8-mem", final("parallel-finetune")))
         return models
 
+    def _world(self, name: str, folder: Path, seed: int, settings: Dict[str, object]) -> Stage:
+        args = ["--out", str(folder), "--seed", str(seed), "--workers", "2", "--overwrite"]
+        for key, value in settings.items():
+            args += [f"--{key}", str(value)]
+        if not self.progress:
+            args.append("--no-progress")
+        return Stage(name, "memclip_train.synth", args, folder / "world.json", [folder])
+
     def stages(self) -> List[Stage]:
         plan = self.plan
-        world_args = ["--out", str(self.world), "--seed", str(self.seed), "--workers", "2", "--overwrite"]
-        for key, value in plan.world.items():
-            world_args += [f"--{key}", str(value)]
-        if not self.progress:
-            world_args.append("--no-progress")
         finetune = ["--long-short-alpha", str(plan.alpha), "--caption-key", "txt", "--long-caption-key", "json.long",
                     *plan.text.flags()]
         teacher = self.teacher
+        probe_sizes = {"train": 0, "val": 0, "retrieval": 0, "segmentation": plan.probe_images, "pairs-per-pattern": 0}
         stages = [
-            Stage("synthetic world", "memclip_train.synth", world_args, self.world / "world.json", [self.world]),
+            self._world("synthetic world", self.world, self.seed, plan.world),
+            self._world("probe world", self.probe_world, self.seed + PROBE_WORLD_SEED_OFFSET, probe_sizes),
             self._train("student-distill", plan.distill.flags(),
                         ["--model", "ViT-Tiny-8-mem", "--distill", "--pretrained", teacher]),
             self._train("student-finetune", plan.finetune.flags(),
@@ -117,7 +125,8 @@ class DemoPipeline:
         return {stage.name: self.logs / stage.name for stage in self.stages() if stage.resumable}
 
     def _evaluation(self) -> Stage:
-        args = ["synth", "--world", str(self.world), "--out", str(self.eval_dir), "--method", "sclip"]
+        args = ["synth", "--world", str(self.world), "--out", str(self.eval_dir), "--method", "sclip",
+                "--probe-world", str(self.probe_world)]
         for model in self.models():
             args += ["--model", model.model, "--pretrained", str(model.weights), "--label", model.label]
         if not self.progress:

@@ -78,6 +78,8 @@ class DemoPlan:
             the control alone, seed 0: README, "Stage-2 length and rate").
         stage2_text: key of :data:`TEXT_RECIPES`: how the fine-tuned models read long captions.
         alpha: the long/short blend of stage 2.
+        probe_images: segmentation images of a second world (another seed) on which a linear probe is fitted to
+            each model's patch features: what the patches carry, beside what the text reads (zero-shot mIoU).
         heatmap_examples: retrieval images drawn as text -> patch heat maps.
     """
 
@@ -88,9 +90,12 @@ class DemoPlan:
     finetune: StageRecipe = StageRecipe(epochs=4, lr=5e-4, wd=0.05)
     stage2_text: str = "thesis"
     alpha: float = 0.8
+    probe_images: int = 400
     heatmap_examples: int = 2
 
     def __post_init__(self) -> None:
+        if self.probe_images < 1:
+            raise ValueError(f"DemoPlan.probe_images={self.probe_images}: the probe needs at least one image")
         if self.stage2_text not in TEXT_RECIPES:
             raise ValueError(f"DemoPlan.stage2_text={self.stage2_text!r}: known recipes are {list(TEXT_RECIPES)}")
 
@@ -107,4 +112,5 @@ class DemoPlan:
                    stage2_text=stage2_text,
                    distill=StageRecipe(
                        epochs=1, lr=2e-3, wd=0.05, warmup=2, extra=("--value-lr", "5e-3")),
-                   finetune=StageRecipe(epochs=1, lr=2e-4, wd=0.05, warmup=2), heatmap_examples=1)
+                   finetune=StageRecipe(epochs=1, lr=2e-4, wd=0.05, warmup=2), probe_images=16,
+                   heatmap_examples=1)

@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 from memclip.pretrained import shipped_record
 
+from ..eval.runner import PROBE_SUFFIX
 from .bootstrap import paired_difference, recall_interval
 from .figures import grouped_bars, training_curves
 from .pipeline import CONTROL, DISTILLED, OURS, PARALLEL, TEACHER, DemoModel, DemoPipeline
@@ -20,7 +21,8 @@ COMPETENCE_COLUMNS: List[Tuple[str, str, str]] = [
     # (header, source, key)
     ("semantic T2I R@1", "semantics", "semantic_t2i_R@1"), ("zero-shot shape", "zeroshot", "synth-shapes"),
     ("zero-shot colour", "zeroshot", "synth-colours"), ("zero-shot size", "zeroshot", "synth-sizes"),
-    ("seg mIoU", "segmentation", "mIoU"), ("pairs, strict", "pairs", "i2t"), ("pairs, per image", "pairs", "i2t_single"),
+    ("seg mIoU", "segmentation", "mIoU"), ("seg probe mIoU", "segmentation probe", "mIoU"),
+    ("pairs, strict", "pairs", "i2t"), ("pairs, per image", "pairs", "i2t_single"),
 ]
 RETRIEVAL_COLUMNS: List[Tuple[str, str, str]] = [
     ("short T2I R@1", "synth-short", "t2i_R@1"), ("short T2I R@5", "synth-short", "t2i_R@5"),
@@ -60,11 +62,13 @@ def _value(eval_results: Dict[str, Any], label: str, source: str, key: str) -> f
         return eval_results["zeroshot"][label][key]["metrics"]["top1"]
     if source == "pairs":
         return eval_results["pairs"][label][key]
-    return _segmentation(eval_results, label)[key]
+    return _segmentation(eval_results, label, probe=source == "segmentation probe")[key]
 
 
-def _segmentation(eval_results: Dict[str, Any], label: str) -> Dict[str, Any]:
-    return next(v for k, v in eval_results["segmentation"].items() if k.startswith(label))["synth"]
+def _segmentation(eval_results: Dict[str, Any], label: str, probe: bool = False) -> Dict[str, Any]:
+    """The model's zero-shot segmentation result, or its linear probe's (``eval synth --probe-world``)."""
+    return next(v for k, v in eval_results["segmentation"].items()
+                if k.startswith(label + " [") and k.endswith(PROBE_SUFFIX + "]") == probe)["synth"]
 
 
 def query_hits(eval_results: Dict[str, Any], label: str) -> Dict[str, List[bool]]:
@@ -188,7 +192,8 @@ def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List
              f"{value(TEACHER, 'zero-shot shape')}% and its colour {value(TEACHER, 'zero-shot colour')}% of the time "
              f"zero-shot (chance {100 / 10:.0f}% and {100 / 11:.0f}%), retrieves an image that fits a short caption "
              f"{value(TEACHER, 'semantic T2I R@1')}% of the time at rank 1, and segments shapes at "
-             f"{_fmt(teacher['seg mIoU'])} mIoU."]
+             f"{_fmt(teacher['seg mIoU'])} mIoU zero-shot; a linear probe on its patch features reaches "
+             f"{_fmt(teacher['seg probe mIoU'])}, so its patches carry more of the shapes than its text reads."]
     d = diff(DISTILLED, TEACHER)
     shape = diff(DISTILLED, TEACHER, "zero-shot shape")
     lines.append(f"**Distillation.** The distilled student retrieves long captions at T2I R@1 "
@@ -230,7 +235,9 @@ def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List
     lines.append(f"**Fine-grained pairs and segmentation** carry no interval: the strict pair score is "
                  f"{value(OURS, 'pairs, strict')} for the student and {value(CONTROL, 'pairs, strict')} for the "
                  f"control (a model blind to the difference scores 0), and mIoU is {value(OURS, 'seg mIoU')} vs "
-                 f"{value(CONTROL, 'seg mIoU')}. Read small differences there as noise.")
+                 f"{value(CONTROL, 'seg mIoU')} zero-shot and {value(OURS, 'seg probe mIoU')} vs "
+                 f"{value(CONTROL, 'seg probe mIoU')} with a linear probe on the patch features (the teacher: "
+                 f"{value(TEACHER, 'seg probe mIoU')}). Read small differences there as noise.")
     return lines
 
 
@@ -357,7 +364,9 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
         f"All on {total} held-out images. Competence: semantic T2I R@1 counts a short-caption query as a hit when the "
         "top image fits every attribute the caption states; zero-shot top-1 names the salient object's shape, colour "
         "and size with short-caption prompts over the other attributes (chance 10%, 9%, 33%); segmentation is SCLIP's "
-        "protocol at the model's own resolution, mIoU over the shape classes; blind pairs: pairs solved (strict: both "
+        "protocol at the model's own resolution, mIoU over the shape classes (seg probe: a linear classifier fitted "
+        f"on the patch features of {pipeline.plan.probe_images} images of another world and scored the same way); "
+        "blind pairs: pairs solved (strict: both "
         "images pick their own caption) and images that prefer their own caption (per image).",
         "",
         results_table(collected, COMPETENCE_COLUMNS),

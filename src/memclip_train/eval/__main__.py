@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(synth)
     synth.add_argument("--world", type=Path, required=True, help="the folder written by memclip_train.synth")
     synth.add_argument("--method", default="sclip", choices=METHODS)
+    synth.add_argument("--probe-world", type=Path,
+                       help="a second world whose segmentation split fits a linear probe on each model's patch features "
+                            "(its mIoU is reported beside the zero-shot one)")
 
     markings = commands.add_parser("markings", help="marking R@1: which of C names is the marking on the object "
                                                     "(a world written with --markings K)")
@@ -253,7 +256,8 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     batches = {"batch_size": args.batch_size, "workers": args.workers}
     datasets = ["synth-short", "synth-long"]
     retrieval = run_retrieval(refs, datasets, [args.world] * 2, args.out, **batches, **options)
-    segmentation = run_segmentation(refs, ["synth"], [args.world], [args.method], args.out, **options)
+    segmentation = run_segmentation(refs, ["synth"], [args.world], [args.method], args.out, **options,
+                                    probe_roots=[args.probe_world] if args.probe_world else None)
     pairs = run_pairs(refs, args.world, args.out, **options)
     semantics = run_synth_semantics(refs, args.world, args.out, batch_size=args.batch_size, **options)
     zeroshot = run_zeroshot(refs, SYNTH_ZEROSHOT, [args.world] * len(SYNTH_ZEROSHOT), args.out, **batches,

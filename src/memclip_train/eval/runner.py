@@ -134,6 +134,10 @@ def run_zeroshot(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Seque
         lambda ref: dict(ref.identity(), zeroshot_options=options_identity(options)), evaluate, summary)
 
 
+PROBE_SUFFIX = ", linear probe"
+"""What a probe's result key adds to the method: ``"<model> [sclip, linear probe]"``."""
+
+
 def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequence[Path], methods: Sequence[str],
                      out: Path, device: torch.device, precision: str, window: Optional[int] = None,
                      stride: Optional[int] = None, short_side: Optional[int] = None, logit_scale: float = 40.0,
@@ -164,7 +168,7 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
                     features, labels = probe_training_set(loaded.model, probe_set, method, device, autocast)
                     weights = fit_linear_probe(features, labels, len(dataset.class_names))
                     classifier = (weights, torch.arange(len(dataset.class_names)))
-                    variants.append((f"{method}, linear probe", classifier,
+                    variants.append((f"{method}{PROBE_SUFFIX}", classifier,
                                      {"probe_data_root": str(probe_root), "probe_patches": len(labels)}))
                 for key, classifier, extra in variants:
                     segmenter = ClipSegmenter(loaded.model, loaded.tokenizer, dataset.class_names, method, geometry,
