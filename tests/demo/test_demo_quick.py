@@ -38,8 +38,8 @@ def test_quick_demo_writes_a_consistent_report(tmp_path, capsys):
                 assert cell == f"{data['table'][header]:.1f}", (label, header)
     assert "parallel student, fine-tuned" in results["models"] and "--memory mode=parallel" in printed
     assert "--probe-world" in printed and "a linear probe on its patch features reaches" in report
-    for stage in ("synthetic world", "probe world", "student-distill", "student-finetune", "control-finetune", "parallel-finetune",
-                  "evaluation"):
+    for stage in ("synthetic world", "probe world", "student-distill", "student-finetune", "control-finetune",
+                  "parallel-finetune", "evaluation"):
         assert stage in results["timings_seconds"] and f"| {stage} |" in report
 
     # A second run reuses every stage.

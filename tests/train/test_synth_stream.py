@@ -10,7 +10,7 @@ from memclip_train.data.samples import SampleDecoder, SampleFields
 from memclip_train.data.synth_stream import SynthStream, parse_stream_spec
 from memclip_train.main import main
 from memclip_train.synth import WorldConfig, salient_object, short_caption
-from memclip_train.synth.stream import SceneStream, StreamConfig, change_salient
+from memclip_train.synth.stream import SceneStream, StreamConfig, change_named
 from memclip_train.tasks.build import transforms
 
 WORLD = WorldConfig()
@@ -48,13 +48,13 @@ def test_a_family_differs_in_one_attribute_of_the_salient_object():
     assert changed >= 80
 
 
-def test_change_salient_never_changes_which_object_is_named():
+def test_changing_the_salient_object_never_changes_which_object_is_named():
     import random
     rng = random.Random(0)
     from memclip_train.synth import sample_scene
     for _ in range(300):
         scene = sample_scene(rng, WORLD)
-        variant = change_salient(rng, scene, WORLD)
+        variant = change_named(rng, scene, WORLD, salient_object(scene, WORLD).position)
         if variant is not None:
             assert salient_object(variant, WORLD).position == salient_object(scene, WORLD).position
 

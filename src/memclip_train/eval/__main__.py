@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--world", type=Path, required=True, help="the folder written by memclip_train.synth")
     synth.add_argument("--method", default="sclip", choices=METHODS)
     synth.add_argument("--probe-world", type=Path,
-                       help="a second world whose segmentation split fits a linear probe on each model's patch features "
-                            "(its mIoU is reported beside the zero-shot one)")
+                       help="a second world whose segmentation split fits a linear probe on each model's patch "
+                            "features (its mIoU is reported beside the zero-shot one)")
 
     markings = commands.add_parser("markings", help="marking R@1: which of C names is the marking on the object "
                                                     "(a world written with --markings K)")
@@ -207,7 +207,8 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, refs:
         (args.out / "zeroshot_table.md").write_text(table + "\n")
     elif args.command == "segmentation":
         roots = paired_roots(args.dataset, args.data_root, parser)
-        probe_roots = paired_roots(args.dataset, args.probe_data_root, parser, "--probe-data-root") if args.probe_data_root else None
+        probe_roots = (paired_roots(args.dataset, args.probe_data_root, parser, "--probe-data-root")
+                       if args.probe_data_root else None)
         results = run_segmentation(refs, args.dataset, roots, args.method or ["sclip"], args.out, window=args.window,
                                    stride=args.stride, short_side=args.short_side, logit_scale=args.logit_scale,
                                    num_overlays=args.num_overlays, limit=args.limit, probe_roots=probe_roots,

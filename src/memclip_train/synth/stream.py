@@ -13,7 +13,9 @@ batch lacks (in a random batch of 128, colour, size and background alone tell mo
 A short caption names the salient object, as alt-text mostly names an image's main subject. With
 ``other_object_rate`` > 0, that fraction of families names another object of the scene instead (still one short
 caption: "a small blue ring on a grey background"), and its variants change that object. Every object then gets
-named some of the time, so the tower has a reason to see all of them, not only the largest.
+named some of the time, so the tower has a reason to see all of them, not only the largest (measured in the README,
+"Segmentation and blind pairs: what else was tried": more of every object in the patches, less of the salient one in
+the image embedding).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from .render import RenderConfig
 from .validation import check_int
 from .world import Scene, SceneObject, WorldConfig, is_strictly_salient, salient_object, sample_scene
 
-# How often each attribute of the salient object is the one that changes within a family.
+# How often each attribute of the named object is the one that changes within a family.
 CHANGE_WEIGHTS: Tuple[Tuple[str, int], ...] = (("shape", 4), ("colour", 1), ("size", 1), ("fill", 1))
 # Stream settings that belong to the world, and those that are text rather than integers.
 WORLD_SETTINGS = ("min_objects", "max_objects", "salience")
@@ -78,11 +80,6 @@ class StreamConfig:
                                  ) from error
         world = {k: values.pop(k) for k in WORLD_SETTINGS if k in values}
         return cls(world=WorldConfig(**world), **values)
-
-
-def change_salient(rng: random.Random, scene: Scene, world: WorldConfig) -> Optional[Scene]:
-    """``scene`` with one attribute of its salient object changed (see :func:`change_named`)."""
-    return change_named(rng, scene, world, salient_object(scene, world).position)
 
 
 def change_named(rng: random.Random, scene: Scene, world: WorldConfig, position: str) -> Optional[Scene]:
