@@ -101,3 +101,18 @@ def test_layouts(tmp_path):
         load_segmentation_set("cocostuff164k", tmp_path)
     with pytest.raises(ValueError, match="unknown segmentation dataset"):
         load_segmentation_set("cityscapes", tmp_path)
+
+
+def test_the_train_split_is_read_from_each_benchmark_s_own_layout(tmp_path):
+    mask = np.ones((8, 8), dtype=np.int64)
+    root = write_voc(tmp_path / "voc", ["2007_000032", "2007_000039"], [mask, mask])
+    listing = root / "ImageSets" / "Segmentation"
+    (listing / "train.txt").write_text("2007_000039\n")
+    assert [p.stem for p, _ in load_segmentation_set("voc20", root, "train").items] == ["2007_000039"]
+    assert len(load_segmentation_set("voc20", root).items) == 2
+    for name, folder in (("ade20k", "images/training"), ("cocostuff164k", "images/train2017"),
+                         ("cocostuff10k", "images/train2014")):
+        with pytest.raises(FileNotFoundError, match=folder):
+            load_segmentation_set(name, tmp_path / "empty", "train")
+    with pytest.raises(ValueError, match="unknown segmentation split 'test'"):
+        load_segmentation_set("voc20", root, "test")

@@ -1,4 +1,6 @@
 """The linear probe on dense features: patch labels, the fit, and the probe scored by the zero-shot protocol."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -89,7 +91,9 @@ def test_the_cli_reports_the_probe_beside_the_zero_shot_score(tmp_path, micro_co
     table = (tmp_path / "out" / "segmentation_table.md").read_text()
     assert "| micro [vanilla] |" in table and "| micro [vanilla, linear probe] |" in table
     folder = tmp_path / "out" / "segmentation" / "synth" / "vanilla"
-    assert len(list(folder.glob("*_probe.json"))) == 1 and list(folder.glob("*_probe_overlays/*.png"))
+    [probe_json] = folder.glob("*_probe.json")
+    assert list(folder.glob("*_probe_overlays/*.png"))
+    assert json.loads(probe_json.read_text())["probe_split"] == "val"
     with pytest.raises(SystemExit):
         main(args + ["--dataset", "synth", "--data-root", str(world), "--probe-data-root", str(probe_world),
                      "--probe-data-root", str(probe_world), "--probe-data-root", str(probe_world)])

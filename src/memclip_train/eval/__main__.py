@@ -41,7 +41,7 @@ from .retrieval_sets import DATASETS
 from .runner import (ModelCache, pairs_table, run_markings, run_pairs, run_retrieval, run_segmentation,
                      run_synth_semantics, run_zeroshot)
 from .segmentation import METHODS
-from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS
+from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS, SPLITS as SEGMENTATION_SPLITS
 from .synth_semantics import SALIENCE_GROUPS, SynthScenes, load_scenes, zeroshot_breakdown
 from .tables import (competence_table, confusions_table, markings_table, retrieval_table, salience_table,
                      segmentation_table, zeroshot_table)
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="a second labelled set of each --dataset, in the same layout: fit a linear probe on "
                                    "its patch features and report its mIoU beside the zero-shot one (what the "
                                    "patches carry, whether or not the text reads it)")
+    segmentation.add_argument("--probe-split", choices=SEGMENTATION_SPLITS, default="val",
+                              help="the split of --probe-data-root to fit the probe on (train: the benchmark's own "
+                                   "training split, e.g. VOC's ImageSets/Segmentation/train.txt)")
 
     pairs = commands.add_parser("pairs", help="blind-pair accuracy per pattern (synthetic world)")
     _models(pairs)
@@ -212,7 +215,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, refs:
         results = run_segmentation(refs, args.dataset, roots, args.method or ["sclip"], args.out, window=args.window,
                                    stride=args.stride, short_side=args.short_side, logit_scale=args.logit_scale,
                                    num_overlays=args.num_overlays, limit=args.limit, probe_roots=probe_roots,
-                                   **_run_options(args, device))
+                                   probe_split=args.probe_split, **_run_options(args, device))
         table = segmentation_table(results, args.dataset)
         (args.out / "segmentation_table.md").write_text(table + "\n")
     elif args.command == "pairs":

@@ -142,12 +142,12 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
                      out: Path, device: torch.device, precision: str, window: Optional[int] = None,
                      stride: Optional[int] = None, short_side: Optional[int] = None, logit_scale: float = 40.0,
                      num_overlays: int = 8, limit: Optional[int] = None, progress: bool = True,
-                     models: Optional[ModelCache] = None, probe_roots: Optional[Sequence[Optional[Path]]] = None
-                     ) -> Results:
+                     models: Optional[ModelCache] = None, probe_roots: Optional[Sequence[Optional[Path]]] = None,
+                     probe_split: str = "val") -> Results:
     """mIoU of every model x dataset x method; returns results[f"{model} [{method}]"][dataset].
 
-    With ``probe_roots`` (one per dataset, None to skip one), a linear probe fitted on that second labelled set's
-    patch features is scored too, under results[f"{model} [{method}, linear probe]"] (see :mod:`.segmentation.probe`).
+    With ``probe_roots`` (one per dataset, None to skip one), a linear probe fitted on the patch features of the
+    labelled set there (its ``probe_split``: e.g. the benchmark's own ``train`` split) is scored too, under results[f"{model} [{method}, linear probe]"] (see :mod:`.segmentation.probe`).
     """
     models = models or ModelCache(device)
     autocast = autocast_for(precision, device)
@@ -155,7 +155,7 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
     probe_roots = list(probe_roots) if probe_roots is not None else [None] * len(datasets)
     for name, root, probe_root in zip(datasets, roots, probe_roots):
         dataset = load_segmentation_set(name, root)
-        probe_set = load_segmentation_set(name, probe_root) if probe_root is not None else None
+        probe_set = load_segmentation_set(name, probe_root, probe_split) if probe_root is not None else None
         for ref in refs:
             loaded = models.get(ref)
             size = loaded.model.visual.image_size
@@ -169,7 +169,8 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
                     weights = fit_linear_probe(features, labels, len(dataset.class_names))
                     classifier = (weights, torch.arange(len(dataset.class_names)))
                     variants.append((f"{method}{PROBE_SUFFIX}", classifier,
-                                     {"probe_data_root": str(probe_root), "probe_patches": len(labels)}))
+                                     {"probe_data_root": str(probe_root), "probe_split": probe_split,
+                                      "probe_patches": len(labels)}))
                 for key, classifier, extra in variants:
                     segmenter = ClipSegmenter(loaded.model, loaded.tokenizer, dataset.class_names, method, geometry,
                                               device, autocast, logit_scale, dataset.templates, classifier)

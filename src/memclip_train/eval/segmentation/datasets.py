@@ -75,8 +75,8 @@ def _folder_pairs(name: str, root: Path, images: str, masks: str, mask_suffix: s
     return _pairs(name, image_dir, mask_dir, ids, ".jpg", mask_suffix)
 
 
-def _voc_like(name: str, root: Path) -> List[Tuple[Path, Path]]:
-    listing = require(name, root / "ImageSets" / "Segmentation" / "val.txt", LAYOUTS[name])
+def _voc_like(name: str, root: Path, split: str = "val") -> List[Tuple[Path, Path]]:
+    listing = require(name, root / "ImageSets" / "Segmentation" / f"{split}.txt", LAYOUTS[name])
     ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
     return _pairs(name, require(name, root / "JPEGImages", LAYOUTS[name]),
                   require(name, root / "SegmentationClass", LAYOUTS[name]), ids, ".jpg", ".png")
@@ -93,25 +93,42 @@ def synth_templates(world: Path) -> Optional[List[str]]:
             itertools.product(vocab["sizes"], vocab["fills"], vocab["colours"], vocab["backgrounds"])]
 
 
-def load_segmentation_set(name: str, root: Path) -> SegmentationSet:
-    """Load a benchmark by name. Raises ValueError for an unknown name and LayoutError for a wrong layout."""
+SPLITS = ("val", "train")
+"""Splits a set can be read from: ``val`` (what every benchmark evaluates on) and ``train`` (e.g. to fit a linear
+probe): VOC's ``ImageSets/Segmentation/train.txt``, ADE20K's ``images/training``, COCO-Stuff's ``train2017`` (164k)
+or ``train2014`` (10k)."""
+_FOLDERS = {  # dataset -> split -> (images, annotations)
+    "ade20k": {"val": ("images/validation", "annotations/validation"),
+               "train": ("images/training", "annotations/training")},
+    "cocostuff164k": {"val": ("images/val2017", "annotations/val2017"),
+                      "train": ("images/train2017", "annotations/train2017")},
+    "cocostuff10k": {"val": ("images/test2014", "annotations/test2014"),
+                     "train": ("images/train2014", "annotations/train2014")},
+}
+
+
+def load_segmentation_set(name: str, root: Path, split: str = "val") -> SegmentationSet:
+    """Load a benchmark by name and split (:data:`SPLITS`). Raises ValueError for an unknown name or split and
+    LayoutError for a wrong layout."""
     root = Path(root)
+    if split not in SPLITS:
+        raise ValueError(f"unknown segmentation split {split!r}; choose from {list(SPLITS)}")
     if name == "voc20":
         root = root / "VOCdevkit" / "VOC2012" if (root / "VOCdevkit").is_dir() else root
-        return SegmentationSet(name, _voc_like(name, root), VOC20, reduce_zero_label=True)
+        return SegmentationSet(name, _voc_like(name, root, split), VOC20, reduce_zero_label=True)
     if name == "ade20k":
         root = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
-        items = _folder_pairs(name, root, "images/validation", "annotations/validation", ".png")
+        items = _folder_pairs(name, root, *_FOLDERS[name][split], ".png")
         return SegmentationSet(name, items, ADE20K, reduce_zero_label=True)
     if name == "cocostuff164k":
-        items = _folder_pairs(name, root, "images/val2017", "annotations/val2017", "_labelTrainIds.png")
+        items = _folder_pairs(name, root, *_FOLDERS[name][split], "_labelTrainIds.png")
         return SegmentationSet(name, items, COCO_STUFF, reduce_zero_label=False, short_side_ratio=2.0)
     if name == "cocostuff10k":
-        items = _folder_pairs(name, root, "images/test2014", "annotations/test2014", "_labelTrainIds.png")
+        items = _folder_pairs(name, root, *_FOLDERS[name][split], "_labelTrainIds.png")
         return SegmentationSet(name, items, COCO_STUFF, reduce_zero_label=True)
     if name == "synth":
         root = root / "segmentation" if (root / "segmentation").is_dir() else root
         classes = require(name, root / "classes.txt", LAYOUTS[name]).read_text().split("\n")
-        return SegmentationSet(name, _voc_like(name, root), [c for c in classes if c.strip()],
+        return SegmentationSet(name, _voc_like(name, root, split), [c for c in classes if c.strip()],
                                reduce_zero_label=True, short_side_ratio=1.0, templates=synth_templates(root.parent))
     raise ValueError(f"unknown segmentation dataset {name!r}; choose from {sorted(LAYOUTS)}")
