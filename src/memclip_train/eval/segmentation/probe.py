@@ -9,7 +9,9 @@ figures is what the text side leaves unread.
 
 The probe sees each training image once, resized to the model's input size, with its mask resized (nearest) to
 match; a patch is labelled with the class that covers most of it when that class covers at least ``min_share`` of
-it, else it is left out.
+it, else it is left out. On the synthetic world (images at the model's size) that is the view the protocol scores;
+on larger benchmark images the protocol slides windows over a resized image instead, so the probe is fitted on a
+coarser view than it is scored on.
 """
 from __future__ import annotations
 
