@@ -147,7 +147,8 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
     """mIoU of every model x dataset x method; returns results[f"{model} [{method}]"][dataset].
 
     With ``probe_roots`` (one per dataset, None to skip one), a linear probe fitted on the patch features of the
-    labelled set there (its ``probe_split``: e.g. the benchmark's own ``train`` split) is scored too, under results[f"{model} [{method}, linear probe]"] (see :mod:`.segmentation.probe`).
+    labelled set there (its ``probe_split``: e.g. the benchmark's own ``train`` split) is scored too, under
+    results[f"{model} [{method}, linear probe]"] (see :mod:`.segmentation.probe`).
     """
     models = models or ModelCache(device)
     autocast = autocast_for(precision, device)
@@ -156,6 +157,8 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
     for name, root, probe_root in zip(datasets, roots, probe_roots):
         dataset = load_segmentation_set(name, root)
         probe_set = load_segmentation_set(name, probe_root, probe_split) if probe_root is not None else None
+        templates = ("80 OpenAI ImageNet templates" if dataset.templates is None else
+                     f"{len(dataset.templates)} templates of the dataset")
         for ref in refs:
             loaded = models.get(ref)
             size = loaded.model.visual.image_size
@@ -163,27 +166,24 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
             geometry = SlidingWindow.for_model(window or size, dataset.short_side_ratio)
             geometry = SlidingWindow(geometry.window, stride or geometry.stride, short_side or geometry.short_side)
             for method in methods:
-                variants = [(method, None, {})]
+                folder = Path(out) / "segmentation" / name / method
+                variants = [(method, None, {"templates": templates})]
                 if probe_set is not None:
                     features, labels = probe_training_set(loaded.model, probe_set, method, device, autocast)
                     weights = fit_linear_probe(features, labels, len(dataset.class_names))
                     classifier = (weights, torch.arange(len(dataset.class_names)))
                     variants.append((f"{method}{PROBE_SUFFIX}", classifier,
-                                     {"probe_data_root": str(probe_root), "probe_split": probe_split,
-                                      "probe_patches": len(labels)}))
+                                     {"templates": "none (linear probe)", "probe_data_root": str(probe_root),
+                                      "probe_split": probe_split, "probe_patches": len(labels)}))
                 for key, classifier, extra in variants:
                     segmenter = ClipSegmenter(loaded.model, loaded.tokenizer, dataset.class_names, method, geometry,
                                               device, autocast, logit_scale, dataset.templates, classifier)
-                    folder = Path(out) / "segmentation" / name / method
                     stem = ref.tag if classifier is None else f"{ref.tag}_probe"
                     result = evaluate_segmentation(dataset, segmenter, folder / f"{stem}_overlays", num_overlays,
                                                    limit, progress)
-                    templates = ("80 OpenAI ImageNet templates" if dataset.templates is None else
-                                 f"{len(dataset.templates)} templates of the dataset")
                     result.update({"model": ref.model, "pretrained": ref.pretrained, "dataset": name,
                                    "method": method, "window": geometry.window, "stride": geometry.stride,
                                    "short_side": geometry.short_side, "logit_scale": logit_scale,
-                                   "templates": templates if classifier is None else "none (linear probe)",
                                    "precision": precision, **extra})
                     store_result(folder / f"{stem}.json", result)
                     logger.info("%s [%s] on %s: mIoU %.1f", ref.label, key, name, result["mIoU"])
