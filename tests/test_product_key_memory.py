@@ -66,8 +66,9 @@ def test_pruned_search_with_ties_returns_the_bruteforce_tie_scores():
     query[:10, :, 4:] = 0.0  # the second half scores 0 for every sub-key: whole rows of ties
     for knn in (1, 5, 12):
         scores, indices = product_key_topk_torch(query, keys, knn)
-        brute_scores, _ = product_key_topk_bruteforce(query, keys, knn)
+        brute_scores, brute_indices = product_key_topk_bruteforce(query, keys, knn)
         assert torch.equal(scores, brute_scores), knn
+        assert torch.equal(indices, brute_indices), f"knn {knn}: ties are broken alike by the pruned and brute search"
         distinct = indices.sort(-1).values
         assert torch.all(distinct[..., 1:] > distinct[..., :-1]), "a slot is returned at most once"
         assert torch.equal(slot_scores(half_scores(query, keys), indices), scores)
