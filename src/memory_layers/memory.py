@@ -10,18 +10,12 @@ from torch import nn
 
 from . import ops
 from .config import MemoryConfig
+from .ops.runtime import autocast_enabled
 from .usage import SlotUsage
 from .values import ValueTable
 
 # fold the query projection into the sub-keys only when the batch is this many times longer than break-even
 FOLD_MARGIN = 2
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device type
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 def create_value_table(config: MemoryConfig, v_dim: int) -> ValueTable:
@@ -137,7 +131,7 @@ class ProductKeyMemory(nn.Module):
         # the fold saves k_dim - 2 * n_keys columns per token and head (nothing unless 2 * n_keys < k_dim); building
         # the folded matrix costs about n_keys * k_dim / (k_dim - 2 * n_keys) tokens' worth of that
         long_enough = x.shape[0] * (self.k_dim - 2 * self.n_keys) > FOLD_MARGIN * self.n_keys * self.k_dim
-        return plain and long_enough and x.dtype == torch.float32 and not _autocast_enabled(x.device.type)
+        return plain and long_enough and x.dtype == torch.float32 and not autocast_enabled(x.device.type)
 
     def _folded_half_scores(self, x: torch.Tensor) -> torch.Tensor:
         half = self.k_dim // 2
@@ -155,7 +149,8 @@ class ProductKeyMemory(nn.Module):
         scores, indices = ops.topk_from_half_scores(self.half_scores(x), self.knn, self.backend,
                                                      sorted=sorted)
         weights = F.softmax(scores.float(), dim=-1)
-        return indices.view(x.shape[0], -1), weights.view(x.shape[0], -1)
+        bag = self.heads * self.knn
+        return indices.view(x.shape[0], bag), weights.view(x.shape[0], bag)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., input_dim) -> (..., output_dim)."""

@@ -111,7 +111,7 @@ def test_large_tables_always_take_the_fused_path(triton_interpreter, monkeypatch
 def test_small_tables_measure_once_per_key_cache_and_log_the_winner(triton_interpreter, monkeypatch, caplog):
     calls = []
 
-    def fake_time(fn, values, indices, weights, grad):
+    def fake_time(fn, values, indices, weights, grad, read_values=None):
         calls.append((fn.__name__, grad))
         return {"embedding_bag_triton": 2.0, "embedding_bag_dense": 1.0}[fn.__name__]
 
@@ -134,7 +134,8 @@ def test_small_tables_measure_once_per_key_cache_and_log_the_winner(triton_inter
     assert len(ops.bag_path_cache()) == 3 and len(calls) == 6
     ops.clear_path_caches()
     assert ops.bag_path_cache() == {}
-    monkeypatch.setattr(dispatch, "_time_bag", lambda fn, *a: 1.0 if fn.__name__ == "embedding_bag_triton" else 5.0)
+    monkeypatch.setattr(dispatch, "_time_bag",
+                        lambda fn, *a, **k: 1.0 if fn.__name__ == "embedding_bag_triton" else 5.0)
     assert ops.resolve_bag_path(values, indices, weights, backend="triton") == "triton"
 
 

@@ -16,6 +16,8 @@ top_positions`), so both backends return the same slots even when scores tie. Th
 additions the torch selection does (and that gathering the slots' scores from the half scores does), so both
 backends return the same scores.
 
+The launch runs under :func:`memory_layers.ops.runtime.device_guard` of the half scores' device.
+
 Importing this module needs triton, and decorates the kernel: set ``TRITON_INTERPRET=1`` before the first import
 to run it on CPU tensors. :mod:`memory_layers.ops` imports it lazily, only when the triton backend is used.
 
@@ -30,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .runtime import check_triton_launch
+from .runtime import check_triton_launch, device_guard
 from .reference import POSITION_FLIP, candidate_pairs
 
 _INT32_MIN = tl.constexpr(-2147483648)
@@ -147,8 +149,9 @@ def select_topk_triton(halves: torch.Tensor, knn: int) -> Tuple[torch.Tensor, to
     block_n = triton.next_power_of_2(n_keys)
     block_p = pair_a.numel()
     num_warps = 8 if max(block_n, block_p) >= 2048 else 4
-    _select_topk_kernel[(rows,)](
-        halves.contiguous(), pair_a, pair_b, scratch_scores, scratch_ids, scores, slots, n_keys, knn, n_pairs,
-        BLOCK_N=block_n, BLOCK_P=block_p, num_warps=num_warps,
-    )
+    with device_guard(halves.device):
+        _select_topk_kernel[(rows,)](
+            halves.contiguous(), pair_a, pair_b, scratch_scores, scratch_ids, scores, slots, n_keys, knn, n_pairs,
+            BLOCK_N=block_n, BLOCK_P=block_p, num_warps=num_warps,
+        )
     return scores, slots
