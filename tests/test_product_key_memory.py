@@ -280,3 +280,40 @@ def test_usage_statistics():
     even.update(torch.arange(4).view(4, 1), torch.ones(4, 1))
     assert even.summary().kl_from_uniform == pytest.approx(0.0, abs=1e-12)
     assert even.summary().fraction_read == 1.0
+
+
+def test_slot_usage_works_under_deterministic_algorithms(monkeypatch):
+    """On CUDA a weighted ``bincount`` raises under ``torch.use_deterministic_algorithms(True)``; the CPU one does
+    not, so the CUDA behaviour is stood in for: usage tracking must not call it."""
+    from memory_layers.usage import SlotUsage
+
+    bincount = torch.bincount
+
+    def cuda_like_bincount(input, weights=None, minlength=0):
+        if weights is not None and torch.are_deterministic_algorithms_enabled():
+            raise RuntimeError("bincount_cuda does not have a deterministic implementation")
+        return bincount(input, weights, minlength)
+
+    monkeypatch.setattr(torch, "bincount", cuda_like_bincount)
+    usage = SlotUsage(6)
+    torch.use_deterministic_algorithms(True)
+    try:
+        usage.update(torch.tensor([[1, 1, 4], [0, 1, 5]]), torch.tensor([[0.5, 0.25, 0.25], [0.0, 0.5, 0.5]]))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert usage.weight.tolist() == [0.0, 1.25, 0.0, 0.0, 0.25, 0.5]
+    assert usage.reads.tolist() == [0, 3, 0, 0, 1, 1], "a read of weight 0 is not a read"
+    assert usage.tokens == 2 and usage.summary().fraction_read == pytest.approx(3 / 6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_slot_usage_on_cuda_under_deterministic_algorithms():
+    from memory_layers.usage import SlotUsage
+
+    usage = SlotUsage(8)
+    torch.use_deterministic_algorithms(True)
+    try:
+        usage.update(torch.tensor([[1, 2], [2, 7]], device="cuda"), torch.rand(2, 2, device="cuda"))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert usage.summary().fraction_read == pytest.approx(3 / 8)

@@ -204,3 +204,23 @@ def test_import_and_cpu_forward_work_without_triton():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("backend, bag_path", [("torch", "auto"), ("torch", "dense"), ("triton", "fused"),
+                                               ("triton", "dense"), ("triton", "auto")])
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "amp_bf16"])
+def test_an_empty_input_gives_an_empty_output_forward_and_backward(triton_interpreter, backend, bag_path, amp):
+    """0 tokens (a shape a ViT never makes, a library is called with): the right empty shape, zero gradients."""
+    config = MemoryConfig(n_keys=8, heads=2, knn=4, k_dim=16, v_dim=24, gated=True)
+    memory = ProductKeyMemory(32, 32, config, backend=backend, bag_path=bag_path)
+    for shape in [(0, 32), (2, 0, 32)]:
+        memory.zero_grad(set_to_none=True)
+        x = torch.randn(*shape, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = memory(x)
+        assert out.shape == (*shape[:-1], 32)
+        out.float().sum().backward()
+        assert x.grad.shape == x.shape
+        for name, param in memory.named_parameters():
+            assert param.grad is not None and not param.grad.any(), name
+    assert ops.bag_path_cache() == {}, "nothing to time on 0 tokens"

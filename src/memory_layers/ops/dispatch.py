@@ -226,15 +226,13 @@ def _measured_choice(
 
 def _measured_bag_path(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
                        read_values: Optional[torch.Tensor], measure: bool) -> str:
-    """``triton`` or ``dense``: the cached winner for this key, else (with ``measure``) whichever runs faster now
-    (cached), else the rule."""
+    """``triton`` or ``dense``: with ``measure`` the cached winner for this key, else whichever runs faster now
+    (cached); without, or for no tokens, the rule."""
     key = _bag_key(values, indices, weights, read_values)
     grad = bool(key[-1])
     rule = rule_bag_path(values.shape[0], indices.shape[1], indices.shape[0], key[4])
-    if indices.shape[0] == 0:
+    if indices.shape[0] == 0 or not measure:
         return rule
-    if not measure:
-        return _BAG_PATH_CACHE.get(key, rule)
 
     winner, times = _measured_choice(_BAG_PATH_CACHE, key, values.device, rule, lambda: {
         "triton": _time_bag(embedding_bag_triton, values, indices, weights, grad, read_values=read_values),
@@ -297,9 +295,9 @@ def resolve_bag_path(
         values: (S, V) value table; indices, weights: (T, B); read_values: the copy the call reads, if any.
         backend: as in :func:`resolve_backend`.
         path: ``auto``, ``fused`` or ``dense``; None reads ``MEMORY_LAYERS_BAG_PATH`` (default ``auto``).
-        measure: with ``auto`` on the triton backend, time both paths on the first call per key (False: the cached
-            winner, else :func:`rule_bag_path`; what ranks other than a group's first use, see
-            :class:`memory_layers.ShardedValueTable`).
+        measure: with ``auto`` on the triton backend, time both paths on the first call per key and keep the
+            winner (False: :func:`rule_bag_path` alone, which every process computes alike; see
+            :meth:`memory_layers.ShardedValueTable.agreed_implementation`).
     On the triton backend with ``auto`` and S <= :data:`DENSE_MAX_SLOTS`, the first call per key times both paths,
     except under ``torch.compile`` or CUDA-graph capture, where the rule decides.
     """
