@@ -181,3 +181,9 @@ def test_a_single_process_run_stays_unsharded(caplog):
         assert setup_values_parallel(model, DistributedEnv()) == 0
     assert "values_parallel_group_size=2 needs a distributed run" in caplog.text
     assert not value_shards(model)
+
+
+def test_a_table_with_sparse_gradients_is_not_sharded():
+    groups = ValuesParallelGroups(group_size=2, world_size=2, rank_in_group=0, group=None, replicas=None)
+    with pytest.raises(ValueError, match="sparse_grad=True cannot be sharded"):
+        ShardedValueTable.from_full(ValueTable(8, 4, sparse_grad=True), groups)

@@ -171,7 +171,7 @@ def empty_and_amp(rank: int, world: int, group_size: int) -> Dict[str, object]:
     used: List[str] = []
     implementations = dict(dispatch.BAG_IMPLEMENTATIONS)
     for name, fn in implementations.items():
-        dispatch.BAG_IMPLEMENTATIONS[name] = lambda *a, name=name, fn=fn: used.append(name) or fn(*a)
+        dispatch.BAG_IMPLEMENTATIONS[name] = lambda *a, name=name, fn=fn, **k: used.append(name) or fn(*a, **k)
     resolve = ops.resolve_bag_path
     ops.resolve_bag_path = lambda *a, **k: "dense" if dist.get_rank() == 0 else "torch"
     try:

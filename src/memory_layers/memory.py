@@ -20,7 +20,8 @@ FOLD_MARGIN = 2
 
 def create_value_table(config: MemoryConfig, v_dim: int) -> ValueTable:
     """A value table sized for ``config``, with its lr and weight decay."""
-    return ValueTable(config.n_slots, v_dim, lr=config.value_lr, weight_decay=config.value_weight_decay)
+    return ValueTable(config.n_slots, v_dim, lr=config.value_lr, weight_decay=config.value_weight_decay,
+                      sparse_grad=config.sparse_value_grad)
 
 
 class ProductKeyMemory(nn.Module):

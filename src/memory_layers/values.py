@@ -27,14 +27,18 @@ class ValueTable(nn.Module):
         v_dim: row width.
         lr: fixed learning rate of the table.
         weight_decay: weight decay of the table.
+        sparse_grad: the weight's gradient is a sparse COO tensor of the rows read (by the torch and fused paths),
+            for an optimizer that updates those rows only (:class:`memory_layers.RowwiseAdamW`).
     """
 
-    def __init__(self, n_slots: int, v_dim: int, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+    def __init__(self, n_slots: int, v_dim: int, lr: float = 1e-3, weight_decay: float = 0.0,
+                 sparse_grad: bool = False) -> None:
         super().__init__()
         self.n_slots = n_slots
         self.v_dim = v_dim
         self.lr = lr
         self.weight_decay = weight_decay
+        self.sparse_grad = sparse_grad
         self.weight = nn.Parameter(torch.empty(n_slots, v_dim))
         self._read_copy: Optional[Tuple[Tuple[object, ...], torch.Tensor]] = None
         self.reset_parameters()
@@ -71,7 +75,10 @@ class ValueTable(nn.Module):
         """Read bags: indices and weights (T, B) -> (T, v_dim), on ``backend`` and bag ``path`` (None: the
         environment's, see :func:`memory_layers.ops.embedding_bag`). The output is in the weight's dtype, or under
         autocast in the autocast dtype (read from :meth:`read_copy`)."""
-        return ops.embedding_bag(self.weight, indices, weights, backend, path, read_values=self.read_copy())
+        return ops.embedding_bag(self.weight, indices, weights, backend, path, read_values=self.read_copy(),
+                                 sparse_grad=self.sparse_grad)
 
     def extra_repr(self) -> str:
-        return f"n_slots={self.n_slots}, v_dim={self.v_dim}, lr={self.lr:g}, weight_decay={self.weight_decay:g}"
+        sparse = ", sparse_grad=True" if self.sparse_grad else ""
+        return (f"n_slots={self.n_slots}, v_dim={self.v_dim}, lr={self.lr:g}, weight_decay={self.weight_decay:g}"
+                f"{sparse}")

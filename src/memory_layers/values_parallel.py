@@ -222,13 +222,21 @@ class ShardedValueTable(ValueTable):
         self.lr = lr
         self.weight_decay = weight_decay
         self.groups = groups
+        self.sparse_grad = False
         self.weight = nn.Parameter(shard)
         self._read_copy = None
         self._agreed_paths: Dict[tuple, str] = {}
 
     @classmethod
     def from_full(cls, table: ValueTable, groups: ValuesParallelGroups) -> "ShardedValueTable":
-        """This rank's columns of ``table`` (copied; same device, dtype and requires_grad)."""
+        """This rank's columns of ``table`` (copied; same device, dtype and requires_grad).
+
+        Raises:
+            ValueError: ``table`` has sparse gradients (not supported for shards).
+        """
+        if table.sparse_grad:
+            raise ValueError("a value table with sparse_grad=True cannot be sharded (values_parallel_group_size > 1): "
+                             "its shards' gradients are all-reduced dense")
         shard = table.weight.detach()[:, cls._columns(table.v_dim, groups)].clone()
         sharded = cls(shard, table.v_dim, groups, lr=table.lr, weight_decay=table.weight_decay)
         sharded.weight.requires_grad_(table.weight.requires_grad)

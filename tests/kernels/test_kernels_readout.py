@@ -209,3 +209,23 @@ def test_every_triton_launch_runs_under_its_tensors_device(triton_interpreter, m
     guard = runtime.device_guard(torch.device("cuda", 1))
     assert isinstance(guard, torch.cuda.device) and guard.idx == 1
     assert isinstance(runtime.device_guard("cpu"), contextlib.nullcontext)
+
+
+def test_the_fused_backward_gives_a_sparse_gradient_of_the_rows_read(triton_interpreter, monkeypatch):
+    """A large table with sparse_grad: the segment sums of the rows read, coalesced, with hot rows split too."""
+    from memory_layers.ops import triton_bag
+
+    monkeypatch.setattr(triton_bag, "SEGMENT_CHUNK", 3)
+    table, indices, weights = bag_inputs(slots=40)
+    table.sparse_grad = True
+    dense = ValueTable(40, 20)
+    dense.load_state_dict(table.state_dict())
+    for module, path in ((table, "auto"), (dense, "fused")):
+        with torch.autocast(**AMP):
+            module(indices, weights, backend="triton", path=path).float().square().sum().backward()
+    grad = table.weight.grad
+    assert grad.is_sparse and grad.dtype == torch.float32
+    grad = grad.coalesce()
+    assert grad.indices()[0].tolist() == indices.unique().tolist()
+    torch.testing.assert_close(grad.to_dense(), dense.weight.grad, atol=1e-6, rtol=1e-5)
+    assert ops.bag_path_cache() == {}, "auto never weighs the dense path for a sparse gradient"

@@ -89,6 +89,7 @@ def embedding_bag_dense(
     indices: torch.Tensor,
     weights: torch.Tensor,
     read_values: Optional[torch.Tensor] = None,
+    sparse_grad: bool = False,
     chunk_elements: int = DENSE_CHUNK_ELEMENTS,
 ) -> torch.Tensor:
     """Weighted bag as ``scatter(weights) @ table``; repeated indices in a bag add up.
@@ -99,12 +100,15 @@ def embedding_bag_dense(
         weights: (T, B) weights, cast to the compute dtype (as a matmul under autocast casts its inputs).
         read_values: an optional (S, V) copy of ``values`` in a narrower dtype (the bf16 copy under autocast) to
             read instead of ``values``; without it, under autocast an fp32 table is cast for the call.
+        sparse_grad: refused (ValueError): a dense read-out makes a dense value gradient.
         chunk_elements: at most this many (token, slot) entries per dense matrix; at least one token per chunk.
     Returns:
         (T, V) in the dtype of the table read: ``read_values``' when given, else ``values``' (under autocast too:
         the product is computed in the autocast dtype and cast back). Differentiable in values and weights.
     """
     _check_bag_shapes(values, indices, weights)
+    if sparse_grad:
+        raise ValueError("the dense bag path gives a dense value gradient; a sparse one needs path 'fused' or 'auto'")
     if read_values is not None and read_values.shape != values.shape:
         raise ValueError(f"read_values {tuple(read_values.shape)} must have the table's shape {tuple(values.shape)}")
     compute = dense_compute_dtype(values, read_values)

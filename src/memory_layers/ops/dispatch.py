@@ -288,6 +288,7 @@ def resolve_bag_path(
     path: Optional[str] = None,
     read_values: Optional[torch.Tensor] = None,
     measure: bool = True,
+    sparse_grad: bool = False,
 ) -> str:
     """The embedding-bag implementation a call would use: ``torch``, ``triton`` or ``dense``.
 
@@ -298,16 +299,21 @@ def resolve_bag_path(
         measure: with ``auto`` on the triton backend, time both paths on the first call per key and keep the
             winner (False: :func:`rule_bag_path` alone, which every process computes alike; see
             :meth:`memory_layers.ShardedValueTable.agreed_implementation`).
+        sparse_grad: the call wants a sparse value gradient, which the dense path cannot give: ``auto`` never picks
+            it, and ``dense`` raises ValueError.
     On the triton backend with ``auto`` and S <= :data:`DENSE_MAX_SLOTS`, the first call per key times both paths,
     except under ``torch.compile`` or CUDA-graph capture, where the rule decides.
     """
     resolved = resolve_backend(values.device, backend)
     choice = bag_path_choice(path)
     if choice == "dense":
+        if sparse_grad:
+            raise ValueError(f"bag path 'dense' (path= or {BAG_PATH_ENV}) gives a dense value gradient, and this "
+                             "table asks for a sparse one: use 'fused' or 'auto'")
         return "dense"
     if resolved == "torch":
         return "torch"
-    if choice == "fused" or values.shape[0] > DENSE_MAX_SLOTS:
+    if choice == "fused" or values.shape[0] > DENSE_MAX_SLOTS or sparse_grad:
         return "triton"
     return _measured_bag_path(values, indices, weights, read_values, measure)
 
@@ -328,12 +334,12 @@ def select_topk_triton(halves: torch.Tensor, knn: int) -> Tuple[torch.Tensor, to
 
 
 def embedding_bag_triton(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
-                         read_values: Optional[torch.Tensor] = None) -> torch.Tensor:
+                         read_values: Optional[torch.Tensor] = None, sparse_grad: bool = False) -> torch.Tensor:
     """The fused Triton embedding bag; see :func:`memory_layers.ops.triton_bag.embedding_bag_triton`."""
     _require_triton(values.device)
     from .triton_bag import embedding_bag_triton as implementation
 
-    return implementation(values, indices, weights, read_values)
+    return implementation(values, indices, weights, read_values, sparse_grad)
 
 
 def product_key_topk_triton(query: torch.Tensor, keys: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -396,14 +402,14 @@ def product_key_topk(
 
 
 def embedding_bag_reference(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
-                            read_values: Optional[torch.Tensor] = None) -> torch.Tensor:
+                            read_values: Optional[torch.Tensor] = None, sparse_grad: bool = False) -> torch.Tensor:
     """The torch backend's bag: ``F.embedding_bag`` on the table itself (fp32 under autocast, whose copy it does not
     read), its output cast to the read copy's dtype when one is given, so every path returns the same dtype."""
-    out = embedding_bag_torch(values, indices, weights)
+    out = embedding_bag_torch(values, indices, weights, sparse_grad)
     return out if read_values is None else out.to(read_values.dtype)
 
 
-BagImplementation = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+BagImplementation = Callable[..., torch.Tensor]
 BAG_IMPLEMENTATIONS: Dict[str, BagImplementation] = {
     "torch": embedding_bag_reference,
     "triton": embedding_bag_triton,
@@ -419,6 +425,7 @@ def embedding_bag(
     path: Optional[str] = None,
     read_values: Optional[torch.Tensor] = None,
     implementation: Optional[str] = None,
+    sparse_grad: bool = False,
 ) -> torch.Tensor:
     """Weighted sum of value rows per token on the chosen backend and path (see :func:`resolve_bag_path`).
 
@@ -430,11 +437,14 @@ def embedding_bag(
             copy :class:`memory_layers.ValueTable` keeps under autocast: half the bytes of an fp32 table).
         implementation: ``torch``, ``triton`` or ``dense`` to run, already resolved (by a caller that agreed on it
             with other ranks); None resolves it here.
+        sparse_grad: give ``values`` a sparse COO gradient of the rows read (torch and fused paths; see
+            :class:`memory_layers.ValueTable`) instead of a dense (S, V) one.
     Returns:
         (T, V) in the dtype of the table read, the same on every path: ``read_values``' when given, else
         ``values``' (also under autocast).
     """
     _check_bag_shapes(values, indices, weights)
     if implementation is None:
-        implementation = resolve_bag_path(values, indices, weights, backend, path, read_values)
-    return BAG_IMPLEMENTATIONS[implementation](values, indices, weights, read_values)
+        implementation = resolve_bag_path(values, indices, weights, backend, path, read_values,
+                                          sparse_grad=sparse_grad)
+    return BAG_IMPLEMENTATIONS[implementation](values, indices, weights, read_values, sparse_grad=sparse_grad)

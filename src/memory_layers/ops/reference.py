@@ -232,7 +232,8 @@ def column_block(values: torch.Tensor) -> Optional[int]:
     return block if CPU_MIN_BLOCK <= block < v_dim else None
 
 
-def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                        sparse_grad: bool = False) -> torch.Tensor:
     """Weighted sum of value rows per token with torch's fused ``embedding_bag`` (no (T, B, V) tensor).
 
     Without gradient on one CPU thread, the table is read in column blocks (:func:`column_block`); the sums are the
@@ -243,6 +244,7 @@ def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: to
         values: (S, V) value table.
         indices: (T, B) int64 slot ids.
         weights: (T, B) weights (cast to the table's dtype).
+        sparse_grad: give ``values`` a sparse COO gradient of the rows read instead of a dense one.
     Returns:
         (T, V) in the table's dtype.
     """
@@ -251,7 +253,7 @@ def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: to
     block = column_block(values)
     grad = torch.is_grad_enabled() and (values.requires_grad or weights.requires_grad)
     if block is None or grad or torch.get_num_threads() > 1:
-        return F.embedding_bag(indices, values, per_sample_weights=weights, mode="sum")
+        return F.embedding_bag(indices, values, per_sample_weights=weights, mode="sum", sparse=sparse_grad)
     return torch.cat([F.embedding_bag(indices, values[:, start:start + block], per_sample_weights=weights, mode="sum")
                       for start in range(0, values.shape[1], block)], dim=1)
 

@@ -299,37 +299,69 @@ def chunk_layout(offsets: torch.Tensor, n_entries: int, chunk: int) -> ChunkLayo
     )
 
 
-def _bag_grad_values(
-    n_slots: int, master_dtype: torch.dtype, indices: torch.Tensor, weights: torch.Tensor, grad_out: torch.Tensor,
-    chunk: Optional[int] = None,
-) -> torch.Tensor:
-    """grad_values (S, V) in ``master_dtype`` by the chunked segment reduction (no atomics, deterministic); chunks
-    of ``chunk`` entries (default :data:`SEGMENT_CHUNK`)."""
+def _segment_sums(indices: torch.Tensor, weights: torch.Tensor, grad_out: torch.Tensor, out: torch.Tensor,
+                  n_slots: int, row_of_slot: Optional[torch.Tensor], chunk: int) -> None:
+    """Write each read slot's ``sum weight * grad_out[token]`` into ``out[slot]`` (or ``out[row_of_slot[slot]]``)
+    by the chunked segment reduction; rows of slots never read are not touched."""
     tokens, bag = indices.shape
     v_dim = grad_out.shape[1]
     device = grad_out.device
-    grad_values = torch.zeros(n_slots, v_dim, dtype=master_dtype, device=device)
-    n_entries = tokens * bag
-    if n_entries == 0 or v_dim == 0 or n_slots == 0:
-        return grad_values
     order, offsets = sorted_segments(indices, n_slots)
-    layout = chunk_layout(offsets, n_entries, SEGMENT_CHUNK if chunk is None else chunk)
-    acc_dtype = _acc_dtype(grad_values, weights)
+    layout = chunk_layout(offsets, tokens * bag, chunk)
+    row, multi_slot = layout.row, layout.multi_slot
+    if row_of_slot is not None:
+        row = torch.where(row >= 0, row_of_slot[row.clamp_min(0)], row)
+        multi_slot = torch.where(multi_slot >= 0, row_of_slot[multi_slot.clamp_min(0)], multi_slot)
+    acc_dtype = _acc_dtype(out, weights)
     partials = torch.empty(max(1, layout.n_partials), v_dim, device=device,
                            dtype=torch.float64 if acc_dtype == tl.float64 else torch.float32)
     block_v = min(triton.next_power_of_2(v_dim), _MAX_BLOCK_V)
     v_blocks = triton.cdiv(v_dim, block_v)
     with device_guard(device):
         _bag_grad_values_kernel[(layout.start.numel(), v_blocks)](
-            order, layout.start, layout.end, layout.row, layout.partial, weights, grad_out, grad_values, partials,
+            order, layout.start, layout.end, row, layout.partial, weights, grad_out, out, partials,
             bag, v_dim, ACC_DTYPE=acc_dtype, BLOCK_E=_BLOCK_E, BLOCK_V=block_v,
         )
-        if layout.multi_slot.numel():
-            _sum_partials_kernel[(layout.multi_slot.numel(), v_blocks)](
-                partials, layout.multi_slot, layout.multi_first, layout.multi_count, grad_values, v_dim,
-                BLOCK_V=block_v,
+        if multi_slot.numel():
+            _sum_partials_kernel[(multi_slot.numel(), v_blocks)](
+                partials, multi_slot, layout.multi_first, layout.multi_count, out, v_dim, BLOCK_V=block_v,
             )
+
+
+def _bag_grad_values(
+    n_slots: int, master_dtype: torch.dtype, indices: torch.Tensor, weights: torch.Tensor, grad_out: torch.Tensor,
+    chunk: Optional[int] = None,
+) -> torch.Tensor:
+    """grad_values (S, V) in ``master_dtype`` by the chunked segment reduction (no atomics, deterministic); chunks
+    of ``chunk`` entries (default :data:`SEGMENT_CHUNK`)."""
+    grad_values = torch.zeros(n_slots, grad_out.shape[1], dtype=master_dtype, device=grad_out.device)
+    if indices.numel() and grad_out.shape[1] and n_slots:
+        _segment_sums(indices, weights, grad_out, grad_values, n_slots, None,
+                      SEGMENT_CHUNK if chunk is None else chunk)
     return grad_values
+
+
+def sparse_rows(rows: torch.Tensor, values: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:
+    """A coalesced sparse COO (S, V) gradient holding ``values`` (R, V) at the sorted, distinct ``rows`` (R,)."""
+    return torch.sparse_coo_tensor(rows.unsqueeze(0), values, shape, is_coalesced=True, check_invariants=False)
+
+
+def _bag_grad_values_sparse(
+    n_slots: int, master_dtype: torch.dtype, indices: torch.Tensor, weights: torch.Tensor, grad_out: torch.Tensor,
+    chunk: Optional[int] = None,
+) -> torch.Tensor:
+    """The value gradient as a sparse COO (S, V) tensor of the rows read: one host sync (their count)."""
+    v_dim = grad_out.shape[1]
+    counts = torch.bincount(indices.reshape(-1), minlength=n_slots) if indices.numel() else None
+    if counts is None or v_dim == 0:
+        empty = torch.zeros(0, v_dim, dtype=master_dtype, device=grad_out.device)
+        return sparse_rows(torch.zeros(0, dtype=torch.int64, device=grad_out.device), empty, (n_slots, v_dim))
+    read = counts > 0
+    rows = torch.nonzero(read).view(-1)
+    values = torch.empty(rows.numel(), v_dim, dtype=master_dtype, device=grad_out.device)
+    row_of_slot = torch.cumsum(read.to(torch.int64), 0) - 1
+    _segment_sums(indices, weights, grad_out, values, n_slots, row_of_slot, SEGMENT_CHUNK if chunk is None else chunk)
+    return sparse_rows(rows, values, (n_slots, v_dim))
 
 
 class EmbeddingBag(torch.autograd.Function):
@@ -337,16 +369,17 @@ class EmbeddingBag(torch.autograd.Function):
     ``read`` is or copies) and in the weights; not twice."""
 
     @staticmethod
-    def forward(ctx, values: torch.Tensor, read: torch.Tensor, indices: torch.Tensor,
-                weights: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, values: torch.Tensor, read: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                sparse_grad: bool) -> torch.Tensor:
         ctx.save_for_backward(read, indices, weights)
         ctx.master = (values.shape[0], values.dtype)
+        ctx.sparse_grad = sparse_grad
         return _bag_forward(read, indices, weights)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor
-                 ) -> Tuple[Optional[torch.Tensor], None, None, Optional[torch.Tensor]]:
+                 ) -> Tuple[Optional[torch.Tensor], None, None, Optional[torch.Tensor], None]:
         read, indices, weights = ctx.saved_tensors
         if grad_out.dtype not in SUPPORTED_DTYPES:
             grad_out = grad_out.to(read.dtype)
@@ -354,14 +387,15 @@ class EmbeddingBag(torch.autograd.Function):
         grad_values = grad_weights = None
         if ctx.needs_input_grad[0]:
             n_slots, master_dtype = ctx.master
-            grad_values = _bag_grad_values(n_slots, master_dtype, indices, weights, grad_out)
+            reduce = _bag_grad_values_sparse if ctx.sparse_grad else _bag_grad_values
+            grad_values = reduce(n_slots, master_dtype, indices, weights, grad_out)
         if ctx.needs_input_grad[3]:
             grad_weights = _bag_grad_weights(read, indices, grad_out, weights.dtype)
-        return grad_values, None, None, grad_weights
+        return grad_values, None, None, grad_weights, None
 
 
 def embedding_bag_triton(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
-                         read_values: Optional[torch.Tensor] = None) -> torch.Tensor:
+                         read_values: Optional[torch.Tensor] = None, sparse_grad: bool = False) -> torch.Tensor:
     """Weighted sum of value rows per token with the fused Triton kernels (same contract as the references).
 
     Args:
@@ -370,6 +404,8 @@ def embedding_bag_triton(values: torch.Tensor, indices: torch.Tensor, weights: t
         weights: (T, B) weights, any float dtype (fp32 weights on a bf16 table stay fp32 in the accumulation).
         read_values: an optional (S, V) copy of ``values`` in another dtype (the bf16 copy under autocast) that
             the kernels read instead; the value gradient still goes to ``values``.
+        sparse_grad: give ``values`` a sparse COO gradient of the rows read (coalesced; one host sync for their
+            count) instead of a dense (S, V) one.
     Returns:
         (T, V) in the read table's dtype, accumulated in fp32 (fp64 for fp64 operands). Differentiable in values and
         weights; grad_values is in ``values``' dtype, accumulated in fp32 from the output gradient in the dtype it
@@ -390,4 +426,4 @@ def embedding_bag_triton(values: torch.Tensor, indices: torch.Tensor, weights: t
     check_triton_launch(values.device, _bag_forward_kernel)
     if read.stride(1) != 1:
         read = read.contiguous()
-    return EmbeddingBag.apply(values, read, indices.contiguous(), weights.contiguous())
+    return EmbeddingBag.apply(values, read, indices.contiguous(), weights.contiguous(), sparse_grad)
