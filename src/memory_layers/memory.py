@@ -162,6 +162,12 @@ class ProductKeyMemory(nn.Module):
         indices, weights = self.lookup(x, sorted=False)
         if self._usage is not None:
             self._usage.update(indices, weights)
+        return self.read_out(x, indices, weights).reshape(*leading, self.output_dim)
+
+    def read_out(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Steps 4-6 of the forward for given slots: x (T, input_dim), indices and weights (T, heads * knn) ->
+        (T, output_dim). ``forward`` is ``read_out(x, *lookup(x))``; a caller may read other slots (the GPU check
+        reads the fp32 layer at the slots an autocast run chose)."""
         bag = self.values(indices, weights, self.backend, self.bag_path)
         bag = self.value_dropout(bag)
         if self.swilu_proj is not None:
@@ -170,7 +176,7 @@ class ProductKeyMemory(nn.Module):
         out = self.value_proj(bag) if self.value_proj is not None else bag
         if self.gate is not None:
             out = out * torch.sigmoid(self.gate(x))
-        return out.reshape(*leading, self.output_dim)
+        return out
 
     def start_usage_tracking(self) -> SlotUsage:
         """Begin recording which slots this layer reads; returns the accumulator."""
