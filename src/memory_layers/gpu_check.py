@@ -378,7 +378,7 @@ def check_amp_table_backward(shape: Shape, device: torch.device) -> str:
                   _assert_close(f"{path} weight gradient", grad_weights, want_weights, tolerance))
         figures.append(f"{path}: output {errors[0]:.1e} (tol {BF16_TOL:.0e}), value gradient {errors[1]:.1e}, "
                        f"weight gradient {errors[2]:.1e} (tol {tolerance:.0e})")
-    return (f"{shape.slots:,} x {shape.v_dim} fp32 table under amp_bf16, {shape.tokens:,} tokens; " + "; ".join(figures))
+    return f"{shape.slots:,} x {shape.v_dim} fp32 table under amp_bf16, {shape.tokens:,} tokens; " + "; ".join(figures)
 
 
 # ---------------------------------------------------------------------------------------------- host syncs

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,3 +98,22 @@ def test_gpu_check_passes_on_cuda():
                             env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     assert "all checks passed" in result.stdout
+
+
+@pytest.mark.parametrize("check_status", [0, 1])
+def test_the_prepared_script_runs_the_check_then_the_benchmarks_into_one_file(tmp_path, check_status):
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho \"ran $* TRITON_INTERPRET=${TRITON_INTERPRET:-unset}\"\n"
+                    f"case \"$*\" in *gpu_check*) exit {check_status};; esac\n")
+    fake.chmod(0o755)
+    out = tmp_path / "result.txt"
+    env = dict(os.environ, PYTHON=str(fake), OUT=str(out), TRITON_INTERPRET="1")
+    result = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == check_status, result.stderr
+    text = out.read_text()
+    ran = [line for line in text.splitlines() if line.startswith("ran ")]
+    assert [line.split()[2] for line in ran] == ["memory_layers.gpu_check", "memory_layers.bench",
+                                                 "memory_layers.bench"]
+    assert "n_keys=1024" in ran[2] and all(line.endswith("TRITON_INTERPRET=unset") for line in ran)
+    assert f"(exit {check_status})" in text and f"output written to {out}" in result.stdout

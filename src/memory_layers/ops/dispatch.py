@@ -54,7 +54,7 @@ DENSE_MAX_SLOTS = 16384
 # least S rows in all). Estimates for an H100 from FLOPs and bytes (docs/kernels.md): a dense read-out costs about
 # 6 * S * V FLOPs per token, the fused one about 3 * B * V * (bytes per element) bytes; the GPU check prints the
 # measured crossover to refine them.
-DENSE_SLOTS_PER_READ: Dict[torch.dtype, int] = {torch.bfloat16: 64, torch.float16: 64, torch.float32: 8}
+DENSE_SLOTS_PER_READ: Dict[torch.dtype, int] = {torch.bfloat16: 64, torch.float16: 64, torch.float32: 16}
 MEASURE_WARMUP = 1
 MEASURE_ITERATIONS = 3
 
