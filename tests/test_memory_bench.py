@@ -51,6 +51,17 @@ def test_cpu_run_prints_every_path_and_writes_json(tmp_path, capsys, tiny_config
     assert results["dense"]["memory_mb"] * 2**20 >= 96 * slots * 4
     fused = results["fused"]
     assert fused["forward_ms"] is None and ("CUDA" in fused["note"] or "triton" in fused["note"])
+    # the read-out alone: bytes per token beside the time, against a measured copy bandwidth
+    assert "| read-out alone | fwd+bwd ms | MB/token (model) | GB/s | of copy bandwidth | TFLOP/s |" in printed
+    assert "memory roofline: a device-to-device copy moves" in printed and data["copy_bandwidth"] > 0
+    readout = {r["variant"]: r for r in data["readout"]}
+    assert set(readout) == {"reference", "fused", "dense"} and readout["fused"]["train_ms"] is None
+    shape = bench.load_shape(tiny_config)
+    bag, v_dim = shape.memory.heads * shape.memory.knn, shape.memory.value_dim(shape.width)
+    assert readout["reference"]["bytes_per_token"] > 3 * bag * v_dim * 4, "rows read twice, gradient rows once"
+    for variant in ("reference", "dense"):
+        assert readout[variant]["train_ms"] > 0 and 0 < readout[variant]["roofline_fraction"]
+    assert readout["dense"]["tflops"] > 0 and readout["reference"]["tflops"] is None
 
 
 def test_amp_keeps_an_fp32_table_and_big_tables_skip_the_dense_path(tmp_path, tiny_config):

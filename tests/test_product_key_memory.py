@@ -66,8 +66,9 @@ def test_pruned_search_with_ties_returns_the_bruteforce_tie_scores():
     query[:10, :, 4:] = 0.0  # the second half scores 0 for every sub-key: whole rows of ties
     for knn in (1, 5, 12):
         scores, indices = product_key_topk_torch(query, keys, knn)
-        brute_scores, _ = product_key_topk_bruteforce(query, keys, knn)
+        brute_scores, brute_indices = product_key_topk_bruteforce(query, keys, knn)
         assert torch.equal(scores, brute_scores), knn
+        assert torch.equal(indices, brute_indices), f"knn {knn}: ties are broken alike by the pruned and brute search"
         distinct = indices.sort(-1).values
         assert torch.all(distinct[..., 1:] > distinct[..., :-1]), "a slot is returned at most once"
         assert torch.equal(slot_scores(half_scores(query, keys), indices), scores)
@@ -279,3 +280,101 @@ def test_usage_statistics():
     even.update(torch.arange(4).view(4, 1), torch.ones(4, 1))
     assert even.summary().kl_from_uniform == pytest.approx(0.0, abs=1e-12)
     assert even.summary().fraction_read == 1.0
+
+
+def test_slot_usage_works_under_deterministic_algorithms(monkeypatch):
+    """On CUDA a weighted ``bincount`` raises under ``torch.use_deterministic_algorithms(True)``; the CPU one does
+    not, so the CUDA behaviour is stood in for: usage tracking must not call it."""
+    from memory_layers.usage import SlotUsage
+
+    bincount = torch.bincount
+
+    def cuda_like_bincount(input, weights=None, minlength=0):
+        if weights is not None and torch.are_deterministic_algorithms_enabled():
+            raise RuntimeError("bincount_cuda does not have a deterministic implementation")
+        return bincount(input, weights, minlength)
+
+    monkeypatch.setattr(torch, "bincount", cuda_like_bincount)
+    usage = SlotUsage(6)
+    torch.use_deterministic_algorithms(True)
+    try:
+        usage.update(torch.tensor([[1, 1, 4], [0, 1, 5]]), torch.tensor([[0.5, 0.25, 0.25], [0.0, 0.5, 0.5]]))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert usage.weight.tolist() == [0.0, 1.25, 0.0, 0.0, 0.25, 0.5]
+    assert usage.reads.tolist() == [0, 3, 0, 0, 1, 1], "a read of weight 0 is not a read"
+    assert usage.tokens == 2 and usage.summary().fraction_read == pytest.approx(3 / 6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_slot_usage_on_cuda_under_deterministic_algorithms():
+    from memory_layers.usage import SlotUsage
+
+    usage = SlotUsage(8)
+    torch.use_deterministic_algorithms(True)
+    try:
+        usage.update(torch.tensor([[1, 2], [2, 7]], device="cuda"), torch.rand(2, 2, device="cuda"))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert usage.summary().fraction_read == pytest.approx(3 / 8)
+
+
+def _twin_layers(sparse: bool):
+    torch.manual_seed(0)
+    config = MemoryConfig(n_keys=8, heads=2, knn=3, k_dim=8, v_dim=12, sparse_value_grad=sparse)
+    table = ValueTable(64, 12, sparse_grad=sparse)
+    return table, [ProductKeyMemory(16, 16, config, values=table, backend="torch") for _ in range(2)]
+
+
+def test_sparse_value_gradients_hold_the_rows_read_and_equal_the_dense_gradient():
+    x = torch.randn(5, 16)
+    grads = {}
+    for sparse in (False, True):
+        table, (first, second) = _twin_layers(sparse)
+        second(x + first(x)).square().sum().backward()
+        grads[sparse] = table.weight.grad
+    assert grads[True].is_sparse and not grads[False].is_sparse
+    torch.testing.assert_close(grads[True].to_dense(), grads[False])
+    read_rows = set(grads[True].coalesce().indices()[0].tolist())
+    assert read_rows == set(grads[False].abs().sum(1).nonzero().view(-1).tolist()) and len(read_rows) < 64
+
+
+def test_rowwise_adamw_steps_the_rows_read_as_adamw_and_leaves_the_others():
+    from memory_layers import RowwiseAdamW
+
+    x = torch.randn(5, 16)
+    weights = {}
+    for sparse in (False, True):
+        table, layers = _twin_layers(sparse)
+        params = [p for layer in layers for p in layer.parameters()]
+        unique = list({id(p): p for p in params}.values())
+        optimizer = (RowwiseAdamW if sparse else torch.optim.AdamW)(unique, lr=0.1, weight_decay=0.5)
+        before = table.weight.detach().clone()
+        layers[1](x + layers[0](x)).square().sum().backward()
+        torch.nn.utils.clip_grad_norm_(unique, 1.0)
+        read = table.weight.grad.coalesce().indices()[0] if sparse else None
+        optimizer.step()
+        weights[sparse] = (before, table.weight.detach().clone(), read, [p.detach().clone() for p in unique])
+        if sparse:
+            state = optimizer.state[table.weight]
+            assert set(state) == {"step", "exp_avg", "exp_avg_sq"} and state["exp_avg"].shape == (64, 12)
+            adamw = torch.optim.AdamW(unique, lr=0.1, weight_decay=0.5)
+            adamw.load_state_dict(optimizer.state_dict())  # the same state: checkpoints move between them
+    before, dense_after, _, dense_params = weights[False]
+    _, sparse_after, read, sparse_params = weights[True]
+    unread = torch.ones(64, dtype=torch.bool)
+    unread[read] = False
+    torch.testing.assert_close(sparse_after[read], dense_after[read])
+    assert torch.equal(sparse_after[unread], before[unread]), "rows not read keep their values (no decay)"
+    assert not torch.equal(dense_after[unread], before[unread]), "AdamW decays every row"
+    for got, want in zip(sparse_params, dense_params):
+        if got.shape != (64, 12):
+            torch.testing.assert_close(got, want)
+
+
+def test_sparse_value_gradients_are_refused_where_they_cannot_work():
+    with pytest.raises(ValueError, match="sparse_value_grad.*values_parallel_group_size"):
+        MemoryConfig(sparse_value_grad=True, values_parallel_group_size=2)
+    table, (layer, _) = _twin_layers(True)
+    with pytest.raises(ValueError, match="dense value gradient"):
+        layer.values(torch.zeros(2, 6, dtype=torch.long), torch.rand(2, 6), backend="torch", path="dense")

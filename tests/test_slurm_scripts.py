@@ -16,6 +16,16 @@ REQUIRED = {
 }
 
 
+def fake_python(folder, signals: bool) -> str:
+    """A PATH whose ``python`` answers ``-m torch.distributed.run --help`` like a torchrun with or without
+    --signals-to-handle (torch 2.9 and later, or before)."""
+    folder.mkdir(exist_ok=True)
+    flag = "  --signals-to-handle SIGNALS_TO_HANDLE" if signals else ""
+    (folder / "python").write_text(f"#!/bin/sh\necho 'usage: torchrun [--nnodes NNODES]'\necho '{flag}'\n")
+    (folder / "python").chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
 def dry_run(script, **env):
     """(exit code, the printed commands as shell words re-joined with spaces, stderr)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
@@ -52,9 +62,9 @@ def test_distill_submits_itself_and_prints_the_thesis_command():
     assert launch.startswith("+ srun --ntasks-per-node 4")
 
 
-def test_inside_a_job_the_geometry_comes_from_the_allocation():
+def test_inside_a_job_the_geometry_comes_from_the_allocation(tmp_path):
     env = dict(REQUIRED["finetune.sbatch"], SLURM_JOB_ID="4242", SLURM_NNODES="2", SLURM_GPUS_ON_NODE="8",
-               LAUNCHER="torchrun", MASTER_ADDR="node01")
+               LAUNCHER="torchrun", MASTER_ADDR="node01", PATH=fake_python(tmp_path / "bin", signals=True))
     code, out, _ = dry_run("finetune.sbatch", **env)
     assert code == 0
     (launch,) = [line for line in out.splitlines() if line.startswith("+ ")]
@@ -71,6 +81,17 @@ def test_inside_a_job_the_geometry_comes_from_the_allocation():
         assert flag in out, flag
     code, _, err = dry_run("finetune.sbatch", **dict(env, RECIPE="248"))
     assert code == 2 and "RECIPE=248: thesis" in err
+
+
+@pytest.mark.parametrize("signals", [True, False], ids=["torch-2.9+", "older-torch"])
+def test_torchrun_gets_signals_to_handle_only_when_it_takes_it(tmp_path, signals):
+    env = dict(REQUIRED["finetune.sbatch"], SLURM_JOB_ID="4242", LAUNCHER="torchrun",
+               PATH=fake_python(tmp_path / "bin", signals))
+    code, out, err = dry_run("finetune.sbatch", **env)
+    assert code == 0
+    (launch,) = [line for line in out.splitlines() if line.startswith("+ ")]
+    assert ("--signals-to-handle SIGTERM,SIGINT,SIGUSR1" in launch) == signals
+    assert ("no --signals-to-handle" in err) == (not signals) and ("LAUNCHER=srun" in err) == (not signals)
 
 
 def test_shards_come_from_the_converter_output(tmp_path):

@@ -12,7 +12,8 @@ import memclip
 from memclip_train.distributed import DistributedEnv
 from memclip_train.values_parallel_setup import setup_values_parallel
 from memory_layers import ValueTable, param_groups
-from memory_layers.values_parallel import ShardedValueTable, ValuesParallelGroups, shard_value_tables, value_shards
+from memory_layers.values_parallel import (ShardedValueTable, ValuesParallelGroups, shard_value_tables,
+                                           sharded_clip_grad_norm_, value_shards)
 
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}
 
@@ -76,6 +77,45 @@ def test_two_ranks_match_the_unsharded_layer(two_ranks, group_size):
 
 
 @pytest.mark.distributed
+def test_a_rank_without_tokens_and_autocast_match_the_unsharded_layer(two_ranks):
+    for rank, result in enumerate(two_ranks[2]):
+        assert result["empty_out_shape"] == ((0, 32) if rank == 0 else (8, 32))
+        assert result["empty_x_grad_shape"] == result["empty_out_shape"]
+        torch.testing.assert_close(result["empty_out"], result["empty_reference_out"], **TIGHT)
+        torch.testing.assert_close(result["empty_grad"], result["empty_reference_grad"], **TIGHT)
+        assert result["amp_dtypes"] == (torch.bfloat16, torch.bfloat16), "the shards exchange the bf16 read-out"
+        torch.testing.assert_close(result["amp_out"], result["amp_reference_out"], atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.distributed
+def test_the_group_runs_the_bag_path_its_first_rank_chose(two_ranks):
+    """Rank 0 would take the dense path and rank 1 the torch one: both run rank 0's choice (agreed once per shape:
+    the forward, the backward and a second forward all reuse it), so the exchanges match."""
+    for result in two_ranks[2]:
+        assert result["paths_used"] and set(result["paths_used"]) == {"dense"}, result["paths_used"]
+        torch.testing.assert_close(result["agreed_out"], result["agreed_reference_out"], **TIGHT)
+
+
+def test_token_counts_travel_between_hosts_over_the_cpu_group(monkeypatch):
+    """The counts are shapes the host knows: they go over the host-side (gloo) group as CPU tensors, so reading
+    them never waits for the GPU (a .tolist() of a CUDA all-gather did, once per layer and call)."""
+    from memory_layers import values_parallel
+
+    calls = []
+
+    def fake_all_gather(outputs, tensor, group=None):
+        calls.append((tensor.device.type, group))
+        for rank, out in enumerate(outputs):
+            out.fill_(5 + rank)
+
+    monkeypatch.setattr(values_parallel.dist, "all_gather", fake_all_gather)
+    groups = ValuesParallelGroups(group_size=2, world_size=2, rank_in_group=0, group="device group",
+                                  replicas=None, counts_group="host group")
+    assert values_parallel._token_counts(5, groups) == [5, 6]
+    assert calls == [("cpu", "host group")]
+
+
+@pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.parametrize("group_size", [4, 2], ids=["one-group-of-4", "two-groups-of-2"])
 def test_four_ranks_match_the_unsharded_layer(four_ranks, group_size):
@@ -107,7 +147,7 @@ def test_a_shard_of_the_wrong_width_is_refused():
         ShardedValueTable(torch.zeros(64, 12), 25, groups)
 
 
-def test_a_single_process_group_shards_to_itself(tmp_path):
+def test_a_single_process_group_shards_to_itself(tmp_path, monkeypatch):
     """World of one, group of one: the shard is the whole table and the layer is unchanged."""
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1,
                             timeout=timedelta(seconds=60))
@@ -121,6 +161,16 @@ def test_a_single_process_group_shards_to_itself(tmp_path):
         torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
         groups = [group["name"] for group in param_groups(model, lr=1e-3, weight_decay=0.1)]
         assert groups[0] == "values" and isinstance(model.first.values, ValueTable)
+        # sharded_clip_grad_norm_ on a torch without nn.utils.get_total_norm / clip_grads_with_norm_ (before 2.6)
+        for name in ("get_total_norm", "clip_grads_with_norm_"):
+            monkeypatch.delattr(torch.nn.utils, name, raising=False)
+        model(x).square().sum().backward()
+        reference(x).square().sum().backward()
+        norm = sharded_clip_grad_norm_(model.parameters(), 0.01, model)
+        want = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.01)
+        torch.testing.assert_close(norm, want)
+        for got, expected in zip(model.parameters(), reference.parameters()):
+            torch.testing.assert_close(got.grad, expected.grad)
     finally:
         dist.destroy_process_group()
 
@@ -131,3 +181,9 @@ def test_a_single_process_run_stays_unsharded(caplog):
         assert setup_values_parallel(model, DistributedEnv()) == 0
     assert "values_parallel_group_size=2 needs a distributed run" in caplog.text
     assert not value_shards(model)
+
+
+def test_a_table_with_sparse_gradients_is_not_sharded():
+    groups = ValuesParallelGroups(group_size=2, world_size=2, rank_in_group=0, group=None, replicas=None)
+    with pytest.raises(ValueError, match="sparse_grad=True cannot be sharded"):
+        ShardedValueTable.from_full(ValueTable(8, 4, sparse_grad=True), groups)

@@ -18,6 +18,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from memory_layers import MemoryConfig, ProductKeyMemory, create_value_table, param_groups
+from memory_layers import ops
+from memory_layers.ops import dispatch
 from memory_layers.values_parallel import (ShardedValueTable, ddp_ignored_parameter_names,
                                            gather_full_optimizer_state_dict, gather_full_state_dict,
                                            load_full_optimizer_state_dict, shard_value_tables,
@@ -138,13 +140,64 @@ def run(rank: int, world: int, group_size: int) -> Dict[str, object]:
     return result
 
 
+def empty_and_amp(rank: int, world: int, group_size: int) -> Dict[str, object]:
+    """A step where rank 0 has no tokens, a step under bf16 autocast, and a group whose ranks would pick different
+    bag paths; each against the unsharded layer."""
+    result: Dict[str, object] = {}
+    reference = TwoMemories(seed=0)
+    model = copy.deepcopy(reference)
+    shard_value_tables(model, group_size)
+    xs, _ = rank_data(world)
+    xs[0] = xs[0][:0]
+    x = xs[rank].clone().requires_grad_()
+    out = model(x)
+    out.square().sum().backward()
+    result["empty_out_shape"] = tuple(out.shape)
+    result["empty_x_grad_shape"] = tuple(x.grad.shape)
+    result["empty_out"], result["empty_reference_out"] = out.detach(), reference(xs[rank]).detach()
+    shard = model.first.values
+    grad = shard.gather_full(shard.weight.grad)
+    sum(reference(x_r).square().sum() for x_r in xs).backward()
+    result["empty_grad"], result["empty_reference_grad"] = grad, reference.first.values.weight.grad
+
+    xs, _ = rank_data(world)
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(xs[rank])
+        reference_out = reference(xs[rank])
+    result["amp_dtypes"] = (out.dtype, reference_out.dtype)
+    result["amp_out"], result["amp_reference_out"] = out.detach().float(), reference_out.detach().float()
+
+    used: List[str] = []
+    implementations = dict(dispatch.BAG_IMPLEMENTATIONS)
+    for name, fn in implementations.items():
+        dispatch.BAG_IMPLEMENTATIONS[name] = lambda *a, name=name, fn=fn, **k: used.append(name) or fn(*a, **k)
+    resolve = ops.resolve_bag_path
+    ops.resolve_bag_path = lambda *a, **k: "dense" if dist.get_rank() == 0 else "torch"
+    try:
+        fresh = copy.deepcopy(reference)
+        shard_value_tables(fresh, group_size)
+        out = fresh(xs[rank])
+        out.square().sum().backward()
+        fresh(xs[rank])
+    finally:
+        ops.resolve_bag_path = resolve
+        dispatch.BAG_IMPLEMENTATIONS.update(implementations)
+    result["paths_used"] = used
+    result["agreed_out"], result["agreed_reference_out"] = out.detach(), reference(xs[rank]).detach()
+    return result
+
+
 def worker(rank: int, world: int, group_sizes: List[int], init_file: str, out_dir: str) -> None:
     """Run each group size in turn; saves ``g{group_size}_rank{rank}.pt``."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=120))
     for group_size in group_sizes:
-        torch.save(run(rank, world, group_size), Path(out_dir) / f"g{group_size}_rank{rank}.pt")
+        result = run(rank, world, group_size)
+        if group_size == world:
+            result.update(empty_and_amp(rank, world, group_size))
+        torch.save(result, Path(out_dir) / f"g{group_size}_rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
     os._exit(0)

@@ -49,14 +49,25 @@ cluster_geometry() {  # MASTER_ADDR, MASTER_PORT, NNODES, GPUS_PER_NODE from the
   export MASTER_ADDR MASTER_PORT
 }
 
+torchrun_signal_args() {  # --signals-to-handle when this torchrun takes it (torch 2.9 and later), else a warning
+  if python -m torch.distributed.run --help 2>/dev/null | grep -q -- '--signals-to-handle'; then
+    TORCHRUN_SIGNALS=(--signals-to-handle SIGTERM,SIGINT,SIGUSR1)
+  else
+    TORCHRUN_SIGNALS=()
+    echo "warning: this torchrun has no --signals-to-handle (torch < 2.9): it will not forward SIGUSR1 to the" \
+      "trainers, so a job reaching its time limit stops without its last checkpoint; use LAUNCHER=srun" >&2
+  fi
+}
+
 launch() {  # launch "python -m memclip_train.main" (or another module) on every GPU of the allocation
   cluster_geometry
   local launcher=${LAUNCHER:-srun}
   if [ "$launcher" = torchrun ]; then
-    # one task per node; torchrun starts one process per GPU and forwards SIGUSR1 to them
+    # one task per node; torchrun starts one process per GPU and forwards SIGUSR1 to them (when it can)
+    torchrun_signal_args
     run srun --ntasks-per-node 1 --kill-on-bad-exit=1 python -m torch.distributed.run \
       --nnodes "$NNODES" --nproc_per_node "$GPUS_PER_NODE" --rdzv_backend c10d \
-      --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --signals-to-handle SIGTERM,SIGINT,SIGUSR1 "$@"
+      --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" "${TORCHRUN_SIGNALS[@]}" "$@"
   else
     # one task per GPU; memclip reads SLURM_PROCID / SLURM_LOCALID / SLURM_NTASKS and MASTER_ADDR/PORT
     run srun --ntasks-per-node "$GPUS_PER_NODE" --kill-on-bad-exit=1 python "$@"

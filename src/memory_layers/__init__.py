@@ -8,7 +8,7 @@
 """
 from .config import MemoryConfig
 from .memory import ProductKeyMemory, create_value_table
-from .optim import param_groups
+from .optim import RowwiseAdamW, param_groups
 from .tracking import track_usage
 from .usage import SlotUsage, UsageSummary
 from .values import ValueTable
@@ -22,6 +22,7 @@ __all__ = [
     "ValueTable",
     "create_value_table",
     "param_groups",
+    "RowwiseAdamW",
     "track_usage",
     "ShardedValueTable",
     "full_value_tables",

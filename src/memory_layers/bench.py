@@ -21,6 +21,11 @@ under bf16 autocast; ``bf16`` casts the layer itself; ``fp32`` is the CPU defaul
 (``--skew``: a direction shared by every token, as trained models have hot slots) and the share of reads that
 go to the hottest 1% of slots is printed.
 
+A second table times the read-out alone (the embedding bag, forward+backward, on the slots and weights the
+layer chooses for these tokens) on each path, with the bytes it moves per token (a model of its loads and stores,
+:mod:`memory_layers.roofline`), the rate that reaches and its fraction of the memory roofline: a device-to-device
+copy measured on the spot. The dense path is a GEMM and gets its TFLOP/s too.
+
 The paths are timed in turn within each round (interleaved), so the ratios hold up on a machine whose load
 changes. Memory is the peak CUDA allocation above what the weights and the input already hold; on the CPU, where
 torch keeps no allocator statistics, it is the size of the tensors autograd saves for the backward pass. The fused
@@ -50,6 +55,8 @@ from torch import nn
 from .config import MemoryConfig
 from .memory import ProductKeyMemory
 from .ops import dispatch
+from .roofline import copy_bandwidth, readout_traffic
+from .values import ValueTable
 
 VARIANTS = ("reference", "fused", "dense", "auto", "mlp")
 # variant -> (backend, bag path) of the memory layer it builds; mlp runs no memory op
@@ -81,6 +88,24 @@ class Measurement:
     train_ms: Optional[float] = None
     memory_mb: Optional[float] = None
     note: str = ""
+
+
+@dataclass
+class ReadoutMeasurement:
+    """One path's read-out alone (the embedding bag, forward+backward) and what it moves per token."""
+
+    variant: str
+    train_ms: Optional[float] = None
+    bytes_per_token: Optional[float] = None
+    gb_per_s: Optional[float] = None
+    roofline_fraction: Optional[float] = None
+    tflops: Optional[float] = None
+    note: str = ""
+
+
+# read-out variant -> (backend, bag path) of the table read; "auto" is one of these, so it is not repeated
+READOUT_BACKENDS: Dict[str, Tuple[str, str]] = {"reference": ("torch", "fused"), "fused": ("triton", "fused"),
+                                                "dense": ("auto", "dense")}
 
 
 DEFAULT_SHAPE = LayerShape("ViT-B-16-mem", 768, 3072, MemoryConfig(n_keys=64, heads=4, knn=64, k_dim=256, v_dim=1024))
@@ -291,6 +316,67 @@ def run(shape: LayerShape, tokens: int, device: torch.device, precision: str, va
     return [results[variant] for variant in variants]
 
 
+def _readout_case(variant: str, table: ValueTable, indices: torch.Tensor, weights: torch.Tensor,
+                  precision: str) -> _Case:
+    """The read-out alone on the table: forward+backward of ``table(indices, weights)`` on the variant's path."""
+    backend, path = READOUT_BACKENDS[variant]
+    weights = weights.detach().requires_grad_(True)
+    grad = torch.randn(indices.shape[0], table.v_dim, device=indices.device)
+
+    def train() -> None:
+        with precision_context(precision, indices.device):
+            out = table(indices, weights, backend=backend, path=path)
+        torch.autograd.grad(out, (table.weight, weights), grad.to(out.dtype))
+
+    return _Case(variant, table, {"train": train}, {"train": []})
+
+
+def run_readout(shape: LayerShape, tokens: int, device: torch.device, precision: str, variants: Sequence[str],
+                warmup: int, repeats: int, bandwidth: float, seed: int = 0, skew: float = DEFAULT_SKEW
+                ) -> List[ReadoutMeasurement]:
+    """Time the read-out alone on each path (interleaved) on the slots the layer picks for the skewed tokens; the
+    bytes per token, rate and roofline fraction beside each time."""
+    torch.manual_seed(seed)
+    layer = build_module("auto", shape, device, precision)
+    with torch.no_grad(), precision_context(precision, device):
+        indices, weights = layer.lookup(skewed_tokens(tokens, shape.width, skew, device, seed).to(layer.keys.dtype))
+    table = layer.values
+    variants = [v for v in variants if v in READOUT_BACKENDS]
+    notes = {v: skip_reason(v, shape, device) for v in variants}
+    cases = [_readout_case(v, table, indices, weights.float(), precision) for v in variants if not notes[v]]
+    for step in range(warmup + repeats):
+        for case in cases:
+            elapsed = _elapsed_ms(case.calls["train"], device)
+            if step >= warmup:
+                case.times["train"].append(elapsed)
+    read_bytes = 2 if precision != "fp32" else 4
+    results = {v: ReadoutMeasurement(v, note=note) for v, note in notes.items() if note}
+    for case in cases:
+        ms = statistics.median(case.times["train"])
+        path = "dense" if case.variant == "dense" else "fused"
+        traffic = readout_traffic(path, shape.memory.n_slots, indices.shape[1], table.v_dim, tokens, read_bytes,
+                                  read_bytes, table.weight.element_size(), train=True)
+        rate = traffic.bytes_per_token * tokens / (ms / 1e3)
+        tflops = traffic.flops_per_token * tokens / (ms / 1e3) / 1e12 if path == "dense" else None
+        results[case.variant] = ReadoutMeasurement(case.variant, ms, traffic.bytes_per_token, rate / 1e9,
+                                                   rate / bandwidth, tflops)
+    return [results[v] for v in variants]
+
+
+def format_readout_table(results: Sequence[ReadoutMeasurement]) -> str:
+    """A markdown table of the read-out alone: ms, MB moved per token, GB/s, its fraction of the copy bandwidth, and
+    for the dense path (a GEMM) TFLOP/s."""
+    lines = ["| read-out alone | fwd+bwd ms | MB/token (model) | GB/s | of copy bandwidth | TFLOP/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        if r.note:
+            lines.append(f"| {r.variant} | - | - | - | - | - |  ({r.note})")
+            continue
+        lines.append(f"| {r.variant} | {_number(r.train_ms)} | {_number(r.bytes_per_token / 1e6, 3)} | "
+                     f"{_number(r.gb_per_s, 1)} | {_number(r.roofline_fraction, 3)} | {_number(r.tflops, 2)} |")
+    return "\n".join(lines)
+
+
 def _ratio(value: Optional[float], base: Optional[float]) -> str:
     return f"{value / base:.2f}x" if value is not None and base else "-"
 
@@ -419,11 +505,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = run(shape, tokens, device, precision, variants, args.warmup, args.repeats, args.seed, args.skew)
     memory_label = "peak" if device.type == "cuda" else "saved-for-backward"
     print(format_table(results, memory_label))
+    bandwidth = copy_bandwidth(device)
+    readout = run_readout(shape, tokens, device, precision, variants, args.warmup, args.repeats, bandwidth,
+                          args.seed, args.skew)
+    if readout:
+        print(f"memory roofline: a device-to-device copy moves {bandwidth / 1e9:.1f} GB/s here (measured); a "
+              "fraction above 1 means the cache served the gathers")
+        print(format_readout_table(readout))
     if args.json:
         args.json.write_text(json.dumps({"config": shape.name, "tokens": tokens, "precision": precision,
                                          "skew": args.skew, "hot_slot_share": hot, "device": device_name(device),
                                          "memory": memory_label, "n_slots": memory.n_slots,
-                                         "results": [asdict(r) for r in results]}, indent=1) + "\n")
+                                         "results": [asdict(r) for r in results], "copy_bandwidth": bandwidth,
+                                         "readout": [asdict(r) for r in readout]}, indent=1) + "\n")
     return 0
 
 

@@ -39,6 +39,10 @@ class MemoryConfig:
         share_values: one value table for every memory layer of a model, passed explicitly to each layer.
         value_lr: fixed learning rate of the value table (separate from the base lr, not scheduled).
         value_weight_decay: weight decay of the value table.
+        sparse_value_grad: give the value table a sparse gradient of the rows a step reads instead of a dense
+            (n_slots, v_dim) one, for large tables (a dense fp32 gradient of 2**20 x 1024 is 4 GiB each step); the
+            optimizer must take sparse gradients (:class:`memory_layers.RowwiseAdamW`: AdamW on the rows read).
+            Not with ``values_parallel_group_size > 1`` or the dense bag path.
         gated: multiply the read-out by ``sigmoid(gate(x))``, one scalar per token.
         swilu: gate the bag with ``silu(swilu_proj(x))`` before ``value_proj`` (on by default).
         query_batchnorm: batch-normalise the queries (statistics are wrong on padded batches).
@@ -63,6 +67,7 @@ class MemoryConfig:
     share_values: bool = True
     value_lr: float = 1e-3
     value_weight_decay: float = 0.0
+    sparse_value_grad: bool = False
     gated: bool = False
     swilu: bool = True
     query_batchnorm: bool = False
@@ -104,11 +109,14 @@ class MemoryConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 _fail(name, value, "must be a probability in [0, 1)")
-        for name in ("share_values", "gated", "swilu", "query_batchnorm"):
+        for name in ("share_values", "sparse_value_grad", "gated", "swilu", "query_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "must be true or false")
         if self.mode not in MODES:
             _fail("mode", self.mode, f"must be one of {MODES}")
+        if self.sparse_value_grad and self.values_parallel_group_size > 1:
+            _fail("sparse_value_grad", True, "is not supported with values_parallel_group_size > 1 (a shard already "
+                  "holds 1/g of the table; its gradient is all-reduced dense)")
 
     @property
     def n_slots(self) -> int:

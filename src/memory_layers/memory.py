@@ -10,6 +10,7 @@ from torch import nn
 
 from . import ops
 from .config import MemoryConfig
+from .ops.runtime import autocast_enabled
 from .usage import SlotUsage
 from .values import ValueTable
 
@@ -17,16 +18,10 @@ from .values import ValueTable
 FOLD_MARGIN = 2
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device type
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-
-
 def create_value_table(config: MemoryConfig, v_dim: int) -> ValueTable:
     """A value table sized for ``config``, with its lr and weight decay."""
-    return ValueTable(config.n_slots, v_dim, lr=config.value_lr, weight_decay=config.value_weight_decay)
+    return ValueTable(config.n_slots, v_dim, lr=config.value_lr, weight_decay=config.value_weight_decay,
+                      sparse_grad=config.sparse_value_grad)
 
 
 class ProductKeyMemory(nn.Module):
@@ -137,7 +132,7 @@ class ProductKeyMemory(nn.Module):
         # the fold saves k_dim - 2 * n_keys columns per token and head (nothing unless 2 * n_keys < k_dim); building
         # the folded matrix costs about n_keys * k_dim / (k_dim - 2 * n_keys) tokens' worth of that
         long_enough = x.shape[0] * (self.k_dim - 2 * self.n_keys) > FOLD_MARGIN * self.n_keys * self.k_dim
-        return plain and long_enough and x.dtype == torch.float32 and not _autocast_enabled(x.device.type)
+        return plain and long_enough and x.dtype == torch.float32 and not autocast_enabled(x.device.type)
 
     def _folded_half_scores(self, x: torch.Tensor) -> torch.Tensor:
         half = self.k_dim // 2
@@ -155,7 +150,8 @@ class ProductKeyMemory(nn.Module):
         scores, indices = ops.topk_from_half_scores(self.half_scores(x), self.knn, self.backend,
                                                      sorted=sorted)
         weights = F.softmax(scores.float(), dim=-1)
-        return indices.view(x.shape[0], -1), weights.view(x.shape[0], -1)
+        bag = self.heads * self.knn
+        return indices.view(x.shape[0], bag), weights.view(x.shape[0], bag)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., input_dim) -> (..., output_dim)."""
@@ -166,6 +162,12 @@ class ProductKeyMemory(nn.Module):
         indices, weights = self.lookup(x, sorted=False)
         if self._usage is not None:
             self._usage.update(indices, weights)
+        return self.read_out(x, indices, weights).reshape(*leading, self.output_dim)
+
+    def read_out(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Steps 4-6 of the forward for given slots: x (T, input_dim), indices and weights (T, heads * knn) ->
+        (T, output_dim). ``forward`` is ``read_out(x, *lookup(x))``; a caller may read other slots (the GPU check
+        reads the fp32 layer at the slots an autocast run chose)."""
         bag = self.values(indices, weights, self.backend, self.bag_path)
         bag = self.value_dropout(bag)
         if self.swilu_proj is not None:
@@ -174,7 +176,7 @@ class ProductKeyMemory(nn.Module):
         out = self.value_proj(bag) if self.value_proj is not None else bag
         if self.gate is not None:
             out = out * torch.sigmoid(self.gate(x))
-        return out.reshape(*leading, self.output_dim)
+        return out
 
     def start_usage_tracking(self) -> SlotUsage:
         """Begin recording which slots this layer reads; returns the accumulator."""

@@ -1,8 +1,10 @@
-"""Optimizer parameter groups for models that hold product-key memories."""
+"""Optimizer parameter groups for models that hold product-key memories, and AdamW for sparse value gradients."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+import math
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+import torch
 from torch import nn
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -91,3 +93,62 @@ def param_groups(
     if no_decay:
         groups.append({"name": "no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0, "fixed_lr": False})
     return groups
+
+
+class RowwiseAdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` that also takes sparse gradients, updating only the rows they hold (lazy AdamW).
+
+    Dense gradients get torch's AdamW step unchanged. A parameter with a sparse COO gradient (a value table with
+    ``sparse_value_grad``, see :class:`memory_layers.ValueTable`) updates only the rows read this step: their
+    moments, their decoupled weight decay and their values; rows not read keep all three (the semantics of
+    ``torch.optim.SparseAdam``, with AdamW's weight decay). Bias correction uses the parameter's step count. The
+    state has AdamW's keys and shapes (``step``, ``exp_avg``, ``exp_avg_sq``), so a checkpoint moves between this
+    optimizer and AdamW, and between sparse and dense tables.
+
+    Args: those of ``torch.optim.AdamW``; ``amsgrad``, ``maximize``, ``capturable`` and ``differentiable`` apply
+    to dense gradients only (a sparse gradient with them set raises ValueError).
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        sparse = [(group, p) for group in self.param_groups for p in group["params"]
+                  if p.grad is not None and p.grad.is_sparse]
+        hidden = [(p, p.grad) for _, p in sparse]
+        for p, _ in hidden:
+            p.grad = None
+        try:
+            super().step()
+        finally:
+            for p, grad in hidden:
+                p.grad = grad
+        for group, p in sparse:
+            self._sparse_step(group, p)
+        return loss
+
+    def _sparse_step(self, group: Dict[str, Any], param: torch.Tensor) -> None:
+        for flag in ("amsgrad", "maximize", "capturable", "differentiable"):
+            if group.get(flag):
+                raise ValueError(f"RowwiseAdamW: {flag}=True is not supported for sparse gradients")
+        grad = param.grad.coalesce()
+        rows, values = grad.indices()[0], grad.values()
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["step"] += 1
+        step = float(state["step"])
+        beta1, beta2 = group["betas"]
+        lr, eps = group["lr"], group["eps"]
+        exp_avg = state["exp_avg"][rows].lerp_(values, 1 - beta1)
+        exp_avg_sq = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        state["exp_avg"][rows] = exp_avg
+        state["exp_avg_sq"][rows] = exp_avg_sq
+        bias1, bias2 = 1 - beta1 ** step, 1 - beta2 ** step
+        denominator = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(eps)
+        updated = param[rows].mul_(1 - lr * group["weight_decay"]).addcdiv_(exp_avg, denominator, value=-lr / bias1)
+        param[rows] = updated

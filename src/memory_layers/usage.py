@@ -34,7 +34,17 @@ class UsageSummary:
 
 
 class SlotUsage:
-    """Accumulates per-slot read counts and read weights over many forward passes."""
+    """Accumulates per-slot read counts and read weights over many forward passes.
+
+    The accumulators live on the device of the reads (moved there by the first update), so an update adds on the
+    device with ``index_add_``: no host sync per batch, and it works under ``torch.use_deterministic_algorithms``
+    (where CUDA's weighted ``bincount`` raises). :meth:`summary` reads them back.
+
+    Attributes:
+        weight: (n_slots,) fp64 read weight per slot.
+        reads: (n_slots,) int64 reads with non-zero weight per slot.
+        tokens: tokens recorded.
+    """
 
     def __init__(self, n_slots: int) -> None:
         self.n_slots = n_slots
@@ -47,17 +57,20 @@ class SlotUsage:
         """Add one batch: indices and weights (T, B) of the bags read."""
         flat_indices = indices.reshape(-1).to(torch.int64)
         flat_weights = weights.reshape(-1).to(torch.float64)
-        read = flat_weights > 0
-        self.weight += torch.bincount(flat_indices, flat_weights, minlength=self.n_slots).cpu()
-        self.reads += torch.bincount(flat_indices[read], minlength=self.n_slots).cpu()
+        if self.weight.device != flat_indices.device:
+            self.weight = self.weight.to(flat_indices.device)
+            self.reads = self.reads.to(flat_indices.device)
+        self.weight.index_add_(0, flat_indices, flat_weights)
+        self.reads.index_add_(0, flat_indices, (flat_weights > 0).to(torch.int64))
         self.tokens += indices.shape[0]
 
     def summary(self) -> UsageSummary:
-        total = float(self.weight.sum())
-        fraction = float((self.reads > 0).sum()) / self.n_slots
+        weight, reads = self.weight.cpu(), self.reads.cpu()
+        total = float(weight.sum())
+        fraction = float((reads > 0).sum()) / self.n_slots
         if total <= 0.0:
             return UsageSummary(fraction, float("nan"), self.tokens, self.n_slots)
-        p = self.weight / total
+        p = weight / total
         nonzero = p > 0
         kl = float((p[nonzero] * torch.log(p[nonzero] * self.n_slots)).sum())
         return UsageSummary(fraction, max(kl, 0.0), self.tokens, self.n_slots)

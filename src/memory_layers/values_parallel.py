@@ -33,6 +33,12 @@ rank-0-only evaluation; the optimizer state is gathered and sliced by :func:`gat
 
 Every function documented as collective must be called by all ranks of the group (those that create groups or
 touch replicas: all ranks of the world), in the same order.
+
+No rank may read other than the group's rows, and the exchanges must match in size and dtype on every rank, so:
+the token counts travel over a CPU (gloo) side group, host to host, without waiting for the GPU; the bag path
+(fused or dense) is chosen once per shape by the group's first rank and broadcast (every rank then runs it), or,
+under ``torch.compile`` and CUDA-graph capture, taken from the timing-free rule every rank computes alike; and
+every path returns the same dtype (the bf16 copy's under autocast: the exchanges then move half the bytes).
 """
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import ops
+from .ops import dispatch
 from .values import ValueTable
 
 logger = logging.getLogger(__name__)
@@ -62,6 +69,9 @@ class ValuesParallelGroups:
         group: the process group of this rank's ``g`` consecutive ranks (they share one table).
         replicas: the ranks of the other groups holding the same column slice (``rank % g`` equal), or None when
             there is a single group.
+        counts_group: a gloo group of the same ranks as ``group`` for host-side exchanges (token counts, the agreed
+            bag path), so that they never wait for the GPU; ``group`` itself when it is a gloo group. None means
+            ``group``.
     """
 
     group_size: int
@@ -69,6 +79,12 @@ class ValuesParallelGroups:
     rank_in_group: int
     group: Any
     replicas: Optional[Any]
+    counts_group: Optional[Any] = None
+
+    @property
+    def host_group(self) -> Any:
+        """The group for host-side (CPU tensor) exchanges."""
+        return self.group if self.counts_group is None else self.counts_group
 
 
 def _check_group_size(group_size: int) -> None:
@@ -90,17 +106,20 @@ def new_values_parallel_groups(group_size: int) -> ValuesParallelGroups:
     world, rank = dist.get_world_size(), dist.get_rank()
     if world % group_size:
         raise ValueError(f"values_parallel_group_size={group_size} must divide the world size {world}")
-    group = replicas = None
+    group = replicas = counts_group = None
+    host_side = "gloo" not in str(dist.get_backend()).lower()
     for start in range(0, world, group_size):  # every rank creates every group, in the same order
-        created = dist.new_group(list(range(start, start + group_size)))
+        ranks = list(range(start, start + group_size))
+        created = dist.new_group(ranks)
+        created_host = dist.new_group(ranks, backend="gloo") if host_side else None
         if start <= rank < start + group_size:
-            group = created
+            group, counts_group = created, created_host
     if world > group_size:
         for column in range(group_size):
             created = dist.new_group(list(range(column, world, group_size)))
             if rank % group_size == column:
                 replicas = created
-    return ValuesParallelGroups(group_size, world, rank % group_size, group, replicas)
+    return ValuesParallelGroups(group_size, world, rank % group_size, group, replicas, counts_group)
 
 
 # ---------------------------------------------------------------------------------------------- communication
@@ -123,11 +142,12 @@ def _gather_rows(tensor: torch.Tensor, counts: Sequence[int], group: Any) -> tor
     return torch.cat([bucket[:count] for bucket, count in zip(buckets, counts)])
 
 
-def _token_counts(tokens: int, device: torch.device, groups: ValuesParallelGroups) -> List[int]:
-    """Every group rank's token count (one small all-gather and a host sync)."""
-    mine = torch.tensor([tokens], dtype=torch.long, device=device)
+def _token_counts(tokens: int, groups: ValuesParallelGroups) -> List[int]:
+    """Every group rank's token count: a small all-gather of CPU tensors over the host-side group, so the host
+    never waits for the GPU to drain its queue (the counts are shapes, which the host knows)."""
+    mine = torch.tensor([tokens], dtype=torch.long)
     counts = [torch.empty_like(mine) for _ in range(groups.group_size)]
-    dist.all_gather(counts, mine, group=groups.group)
+    dist.all_gather(counts, mine, group=groups.host_group)
     return [int(c) for c in torch.cat(counts).tolist()]
 
 
@@ -168,6 +188,9 @@ class _ReturnToOwners(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------------------------- the table
+IMPLEMENTATIONS = tuple(dispatch.BAG_IMPLEMENTATIONS)
+
+
 class ShardedValueTable(ValueTable):
     """This rank's column slice of a value table; reads return full rows.
 
@@ -199,11 +222,21 @@ class ShardedValueTable(ValueTable):
         self.lr = lr
         self.weight_decay = weight_decay
         self.groups = groups
+        self.sparse_grad = False
         self.weight = nn.Parameter(shard)
+        self._read_copy = None
+        self._agreed_paths: Dict[tuple, str] = {}
 
     @classmethod
     def from_full(cls, table: ValueTable, groups: ValuesParallelGroups) -> "ShardedValueTable":
-        """This rank's columns of ``table`` (copied; same device, dtype and requires_grad)."""
+        """This rank's columns of ``table`` (copied; same device, dtype and requires_grad).
+
+        Raises:
+            ValueError: ``table`` has sparse gradients (not supported for shards).
+        """
+        if table.sparse_grad:
+            raise ValueError("a value table with sparse_grad=True cannot be sharded (values_parallel_group_size > 1): "
+                             "its shards' gradients are all-reduced dense")
         shard = table.weight.detach()[:, cls._columns(table.v_dim, groups)].clone()
         sharded = cls(shard, table.v_dim, groups, lr=table.lr, weight_decay=table.weight_decay)
         sharded.weight.requires_grad_(table.weight.requires_grad)
@@ -228,18 +261,54 @@ class ShardedValueTable(ValueTable):
         """Read bags: indices and weights (T_r, B) -> (T_r, v_dim) full rows. Collective over the group.
 
         Every rank of the group must call it (same B; T_r may differ, including 0). ``backend`` and ``path`` choose
-        the ops as in :class:`memory_layers.ValueTable`.
+        the ops as in :class:`memory_layers.ValueTable`; with ``auto`` the group runs the path its first rank
+        chose (:meth:`agreed_implementation`). The output is in the shard's dtype, or the autocast dtype under
+        autocast, as for the unsharded table.
         """
         if indices.dim() != 2 or weights.shape != indices.shape:
             raise ValueError(f"indices and weights must both be (tokens, bag), got {tuple(indices.shape)} and "
                              f"{tuple(weights.shape)}")
+        read = self.read_copy()
         if self.groups.group_size == 1:
-            return ops.embedding_bag(self.weight, indices, weights, backend, path)
-        counts = _token_counts(indices.shape[0], indices.device, self.groups)
+            return ops.embedding_bag(self.weight, indices, weights, backend, path, read_values=read)
+        counts = _token_counts(indices.shape[0], self.groups)
         group_indices = _gather_rows(indices, counts, self.groups.group)
         group_weights = _GatherBagWeights.apply(weights, counts, self.groups)
-        part = ops.embedding_bag(self.weight, group_indices, group_weights, backend, path)
+        implementation = self.agreed_implementation(group_indices, group_weights, read, backend, path)
+        part = ops.embedding_bag(self.weight, group_indices, group_weights, read_values=read,
+                                 implementation=implementation)
         return _ReturnToOwners.apply(part, counts, self.groups)
+
+    def agreed_implementation(self, indices: torch.Tensor, weights: torch.Tensor, read: Optional[torch.Tensor],
+                              backend: Optional[str], path: Optional[str]) -> str:
+        """The bag implementation (``torch``, ``triton`` or ``dense``) every rank of the group runs for a read of
+        the group's (T_total, B) ``indices`` and ``weights``. Collective over the group on the first call per shape.
+
+        The group's first rank resolves it (timing the paths with ``auto``) and broadcasts it over the host-side
+        group; the others never time anything, and all cache the agreed choice per shape, so ranks can never run
+        paths of different output sizes or dtypes into the exchange (a hang, or garbage). Under ``torch.compile``
+        or CUDA-graph capture a shape not yet agreed takes :func:`memory_layers.ops.dispatch.rule_bag_path`, which
+        depends on the shapes alone and so agrees without communication.
+        """
+        grad = torch.is_grad_enabled() and (self.weight.requires_grad or weights.requires_grad)
+        key = (tuple(self.weight.shape), indices.shape[1], dispatch.dense_compute_dtype(self.weight, read),
+               weights.dtype, dispatch._token_bucket(indices.shape[0]), grad, dispatch.backend_choice(backend),
+               dispatch.bag_path_choice(path))
+        agreed = self._agreed_paths.get(key)
+        if agreed is not None:
+            return agreed
+        first = self.groups.rank_in_group == 0
+        if dispatch.is_capturing(self.weight.device):
+            return ops.resolve_bag_path(self.weight, indices, weights, backend, path, read, measure=False)
+        local = ops.resolve_bag_path(self.weight, indices, weights, backend, path, read, measure=first)
+        code = torch.tensor([IMPLEMENTATIONS.index(local)], dtype=torch.long)
+        dist.broadcast(code, src=dist.get_rank() - self.groups.rank_in_group, group=self.groups.host_group)
+        agreed = IMPLEMENTATIONS[int(code.item())]
+        self._agreed_paths[key] = agreed
+        if agreed != local:
+            logger.debug("rank %d runs the %s bag path its group's first rank chose (it would have run %s)",
+                         dist.get_rank(), agreed, local)
+        return agreed
 
     def gather_full(self, shard: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The full (n_slots, v_dim) tensor from every rank's (n_slots, v_dim // g) ``shard`` (default: the weight;
@@ -355,16 +424,27 @@ def sync_value_shard_grads(model: nn.Module) -> None:
 
 
 def _norm_squared(grads: List[torch.Tensor], device: torch.device) -> torch.Tensor:
-    if not grads:
-        return torch.zeros((), device=device)
-    return torch.nn.utils.get_total_norm(grads, 2.0).to(device=device, dtype=torch.float32) ** 2
+    """The sum of the squared 2-norms of ``grads`` (fp32, on ``device``). Plain ``linalg.vector_norm`` per tensor,
+    which every torch the requirements allow has (``nn.utils.get_total_norm`` appeared in torch 2.6)."""
+    total = torch.zeros((), device=device, dtype=torch.float32)
+    for grad in grads:
+        values = grad.coalesce().values() if grad.is_sparse else grad
+        total = total + torch.linalg.vector_norm(values.detach(), 2.0, dtype=torch.float32).to(device) ** 2
+    return total
+
+
+def _scale_grads(grads: List[torch.Tensor], max_norm: float, total: torch.Tensor) -> None:
+    """Multiply ``grads`` in place by ``min(1, max_norm / (total + 1e-6))``, as ``clip_grad_norm_`` does."""
+    coefficient = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for grad in grads:
+        grad.mul_(coefficient.to(grad.device, grad.dtype))
 
 
 def sharded_clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, model: nn.Module) -> torch.Tensor:
     """``torch.nn.utils.clip_grad_norm_`` (2-norm) where the shards of ``model`` count once per column slice.
 
     Every rank gets the norm of the full (unsharded) gradient, so all ranks clip alike. Collective over the groups
-    when ``parameters`` hold shards; call after :func:`sync_value_shard_grads`. Returns the total norm.
+    when ``parameters`` hold shards; call after :func:`sync_value_shard_grads`. Returns the total norm (fp32).
     """
     params = [p for p in parameters if p.grad is not None]
     shard_groups = {id(t.weight): t.groups for t in value_shards(model)}
@@ -382,7 +462,7 @@ def sharded_clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float,
         dist.all_reduce(local, group=groups.group)
         total = total + local
     total = total.sqrt()
-    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    _scale_grads([p.grad for p in params], max_norm, total)
     return total
 
 

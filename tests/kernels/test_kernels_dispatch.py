@@ -111,7 +111,7 @@ def test_large_tables_always_take_the_fused_path(triton_interpreter, monkeypatch
 def test_small_tables_measure_once_per_key_cache_and_log_the_winner(triton_interpreter, monkeypatch, caplog):
     calls = []
 
-    def fake_time(fn, values, indices, weights, grad):
+    def fake_time(fn, values, indices, weights, grad, read_values=None):
         calls.append((fn.__name__, grad))
         return {"embedding_bag_triton": 2.0, "embedding_bag_dense": 1.0}[fn.__name__]
 
@@ -134,7 +134,8 @@ def test_small_tables_measure_once_per_key_cache_and_log_the_winner(triton_inter
     assert len(ops.bag_path_cache()) == 3 and len(calls) == 6
     ops.clear_path_caches()
     assert ops.bag_path_cache() == {}
-    monkeypatch.setattr(dispatch, "_time_bag", lambda fn, *a: 1.0 if fn.__name__ == "embedding_bag_triton" else 5.0)
+    monkeypatch.setattr(dispatch, "_time_bag",
+                        lambda fn, *a, **k: 1.0 if fn.__name__ == "embedding_bag_triton" else 5.0)
     assert ops.resolve_bag_path(values, indices, weights, backend="triton") == "triton"
 
 
@@ -203,3 +204,23 @@ def test_import_and_cpu_forward_work_without_triton():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("backend, bag_path", [("torch", "auto"), ("torch", "dense"), ("triton", "fused"),
+                                               ("triton", "dense"), ("triton", "auto")])
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "amp_bf16"])
+def test_an_empty_input_gives_an_empty_output_forward_and_backward(triton_interpreter, backend, bag_path, amp):
+    """0 tokens (a shape a ViT never makes, a library is called with): the right empty shape, zero gradients."""
+    config = MemoryConfig(n_keys=8, heads=2, knn=4, k_dim=16, v_dim=24, gated=True)
+    memory = ProductKeyMemory(32, 32, config, backend=backend, bag_path=bag_path)
+    for shape in [(0, 32), (2, 0, 32)]:
+        memory.zero_grad(set_to_none=True)
+        x = torch.randn(*shape, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = memory(x)
+        assert out.shape == (*shape[:-1], 32)
+        out.float().sum().backward()
+        assert x.grad.shape == x.shape
+        for name, param in memory.named_parameters():
+            assert param.grad is not None and not param.grad.any(), name
+    assert ops.bag_path_cache() == {}, "nothing to time on 0 tokens"

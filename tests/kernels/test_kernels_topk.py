@@ -76,15 +76,37 @@ def test_selection_kernel_equals_torch_selection_on_half_scores():
     assert select_topk_triton(halves[:0], 9)[1].shape == (0, 3, 9)
 
 
-def test_topk_with_ties_returns_an_exact_top_set():
-    """Duplicate sub-keys make many slots tie; any tie-break is fine as long as the set of scores is exact."""
-    heads, n_keys, k_dim, knn = 1, 6, 4, 5
-    keys = torch.randn(heads, 2, n_keys, k_dim // 2)
-    keys[:, :, 3] = keys[:, :, 0]
-    keys[:, 1, 5] = keys[:, 1, 2]
-    query = torch.randn(2, heads, k_dim)
-    scores, indices = product_key_topk_triton(query, keys, knn)
-    assert_exact_topk(scores, indices, query, keys, knn)
+def tied_inputs(tokens, heads, n_keys, k_dim):
+    """Small-integer queries and sub-keys: exact integer half scores, so whole rows of slots tie in fp32."""
+    generator = torch.Generator().manual_seed(3)
+    query = torch.randint(-1, 2, (tokens, heads, k_dim), generator=generator).float()
+    keys = torch.randint(-2, 3, (heads, 2, n_keys, k_dim // 2), generator=generator).float()
+    return query, keys
+
+
+@pytest.mark.parametrize("n_keys, knn", [(6, 5), (8, 8), (16, 7), (12, 1)])
+def test_ties_are_broken_alike_by_every_backend(n_keys, knn):
+    """Rows full of exact ties: the kernel, the torch selection and brute force return the very same slots in the
+    same order (ties go to the better-ranked pair; halves tie to the lower sub-key id), and exact top scores."""
+    query, keys = tied_inputs(8, 2, n_keys, 4)
+    scores, slots = product_key_topk_triton(query, keys, knn)
+    torch_scores, torch_slots = product_key_topk_torch(query, keys, knn)
+    brute_scores, brute_slots = product_key_topk_bruteforce(query, keys, knn)
+    assert_exact_topk(scores, slots, query, keys, knn)
+    full = full_scores(query, keys).float()
+    assert (full.topk(knn + 1, dim=-1).values[..., -2:].diff(dim=-1) == 0).any(), "the inputs must tie at the cut"
+    assert torch.equal(slots, torch_slots) and torch.equal(slots, brute_slots)
+    assert torch.equal(scores, torch_scores) and torch.equal(scores, brute_scores)
+    unsorted = select_topk_torch(half_scores(query, keys), knn, sorted=False)[1]
+    assert torch.equal(unsorted.sort(-1).values, slots.sort(-1).values), "unsorted: the same set"
+
+
+def test_ties_between_equal_halves_go_to_the_lower_slot_id():
+    """Every sub-key scores alike: each half ranks its sub-keys by id, so the slots come in slot-id order."""
+    query = torch.zeros(1, 1, 4)
+    keys = torch.randn(1, 2, 5, 2)
+    for select in (product_key_topk_triton, product_key_topk_torch, product_key_topk_bruteforce):
+        assert select(query, keys, 3)[1].tolist() == [[[0, 1, 2]]], select.__name__
 
 
 def test_topk_backward_matches_reference_autograd():

@@ -9,9 +9,11 @@ Embedding-bag path (``path=`` argument, else ``MEMORY_LAYERS_BAG_PATH``, default
     ``fused``  one gather-and-sum kernel (triton backend) or ``F.embedding_bag`` (torch backend);
     ``dense``  weights scattered into a (T, S) matrix times the table (:mod:`memory_layers.ops.dense_bag`);
     ``auto``   on the torch backend ``F.embedding_bag``; on the triton backend ``fused`` for tables of more than
-               :data:`DENSE_MAX_SLOTS` slots, and for smaller tables whichever of the two was faster when first
-               timed for that (device, S, V, B, dtypes, token bucket, grad) key; the winner is cached per process
-               (:func:`clear_path_caches` forgets it) and logged once.
+               :data:`DENSE_MAX_SLOTS` slots, and for smaller tables the path :func:`rule_bag_path` gives from
+               the shapes alone (no timing: the choice under ``torch.compile`` and CUDA-graph capture), refined
+               outside capture by timing both paths on the first call per (device, S, V, B, dtypes, token bucket,
+               grad) key; the winner is cached per process (:func:`clear_path_caches` forgets it) and logged once.
+               A call under capture uses the measured winner when there is one, else the rule.
 
 Top-k: half scores are one fp32 GEMM on every backend; the backend picks the slots from them (sort and pruning).
 With ``auto`` on CUDA, the Triton selection and the torch one are timed on the first call per (device, n_keys,
@@ -30,7 +32,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from .dense_bag import embedding_bag_dense
+from .dense_bag import dense_compute_dtype, embedding_bag_dense
 from .reference import (
     _check_bag_shapes,
     _check_topk_shapes,
@@ -46,8 +48,13 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "triton")
 BAG_PATHS = ("auto", "fused", "dense")
-# Tables up to this many slots may take the dense path on the triton backend (after timing both paths).
+# Tables up to this many slots may take the dense path on the triton backend.
 DENSE_MAX_SLOTS = 16384
+# The timing-free rule: the dense path when S <= DENSE_SLOTS_PER_READ[compute dtype] * B (and the tokens read at
+# least S rows in all). Estimates for an H100 from FLOPs and bytes (docs/kernels.md): a dense read-out costs about
+# 6 * S * V FLOPs per token, the fused one about 3 * B * V * (bytes per element) bytes; the GPU check prints the
+# measured crossover to refine them.
+DENSE_SLOTS_PER_READ: Dict[torch.dtype, int] = {torch.bfloat16: 64, torch.float16: 64, torch.float32: 16}
 MEASURE_WARMUP = 1
 MEASURE_ITERATIONS = 3
 
@@ -112,11 +119,24 @@ def _token_bucket(tokens: int) -> int:
     return 1 << max(0, int(tokens) - 1).bit_length()
 
 
-def _bag_key(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> MeasureKey:
+def _bag_key(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+             read_values: Optional[torch.Tensor] = None) -> MeasureKey:
     grad = torch.is_grad_enabled() and (values.requires_grad or weights.requires_grad)
     slots, v_dim = values.shape
     tokens, bag = indices.shape
-    return (str(values.device), slots, v_dim, bag, values.dtype, weights.dtype, _token_bucket(tokens), grad)
+    return (str(values.device), slots, v_dim, bag, dense_compute_dtype(values, read_values), weights.dtype,
+            _token_bucket(tokens), grad)
+
+
+def rule_bag_path(slots: int, bag: int, tokens: int, compute_dtype: torch.dtype) -> str:
+    """``dense`` or ``triton`` (the fused kernel) from the shapes alone, without timing anything.
+
+    Dense when the table has at most ``DENSE_SLOTS_PER_READ[compute_dtype] * bag`` slots (and at most
+    :data:`DENSE_MAX_SLOTS`) and the call reads at least as many rows as the table holds (``tokens * bag >=
+    slots``: for fewer, one read of the whole table by the GEMM costs more than the gathers).
+    """
+    limit = min(DENSE_MAX_SLOTS, DENSE_SLOTS_PER_READ.get(compute_dtype, 0) * bag)
+    return "dense" if 0 < slots <= limit and tokens * bag >= slots else "triton"
 
 
 def _topk_key(halves: torch.Tensor, knn: int) -> MeasureKey:
@@ -141,15 +161,17 @@ def _mean_seconds(step: Callable[[], None], device: torch.device) -> float:
     return (time.perf_counter() - start) / MEASURE_ITERATIONS
 
 
-def _time_bag(fn: Callable, values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, grad: bool) -> float:
+def _time_bag(fn: Callable, values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, grad: bool,
+              read_values: Optional[torch.Tensor] = None) -> float:
     """Mean seconds of ``fn`` (forward, plus backward when ``grad``) over a few iterations after a warm-up."""
     with torch.enable_grad() if grad else torch.no_grad():
         values = values.detach().requires_grad_(grad and values.requires_grad)
         weights = weights.detach().requires_grad_(grad and weights.requires_grad)
+        read = None if read_values is None else read_values.detach()
         inputs = [t for t in (values, weights) if t.requires_grad]
 
         def step() -> None:
-            out = fn(values, indices, weights)
+            out = fn(values, indices, weights, read)
             if inputs:
                 torch.autograd.grad(out, inputs, torch.ones_like(out))
 
@@ -162,7 +184,7 @@ def _time_select(fn: Callable, halves: torch.Tensor, knn: int) -> float:
         return _mean_seconds(lambda: fn(halves, knn), halves.device)
 
 
-def _is_capturing(device: torch.device) -> bool:
+def is_capturing(device: torch.device) -> bool:
     """True while tracing (torch.compile) or capturing a CUDA graph: no timing or synchronising then."""
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and getattr(compiler, "is_compiling", lambda: False)():
@@ -183,12 +205,13 @@ def _measured_choice(
     The timing runs without the cache lock held and under saved-tensor hooks of its own, so a caller's hooks never
     see its graphs: a non-reentrant gradient checkpoint would otherwise recompute its whole forward when the timing
     backward unpacks a saved tensor, and that forward would call this op again mid-measurement. A call that arrives
-    while this thread is measuring, or while tracing or capturing a CUDA graph, gets ``default`` (not cached).
+    while this thread is measuring, or while tracing or capturing a CUDA graph, gets the cached winner when there is
+    one, else ``default`` (not cached).
     """
     cached = cache.get(key)
     if cached is not None:
         return cached, None
-    if getattr(_MEASURING, "active", False) or _is_capturing(device):
+    if getattr(_MEASURING, "active", False) or is_capturing(device):
         return default, None
     _MEASURING.active = True
     try:
@@ -201,20 +224,26 @@ def _measured_choice(
     return winner, times
 
 
-def _measured_bag_path(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> str:
-    """``triton`` or ``dense``, whichever ran faster on the first call for this key (cached)."""
-    key = _bag_key(values, indices, weights)
+def _measured_bag_path(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                       read_values: Optional[torch.Tensor], measure: bool) -> str:
+    """``triton`` or ``dense``: with ``measure`` the cached winner for this key, else whichever runs faster now
+    (cached); without, or for no tokens, the rule."""
+    key = _bag_key(values, indices, weights, read_values)
     grad = bool(key[-1])
-    winner, times = _measured_choice(_BAG_PATH_CACHE, key, values.device, "triton", lambda: {
-        "triton": _time_bag(embedding_bag_triton, values, indices, weights, grad),
-        "dense": _time_bag(embedding_bag_dense, values, indices, weights, grad),
+    rule = rule_bag_path(values.shape[0], indices.shape[1], indices.shape[0], key[4])
+    if indices.shape[0] == 0 or not measure:
+        return rule
+
+    winner, times = _measured_choice(_BAG_PATH_CACHE, key, values.device, rule, lambda: {
+        "triton": _time_bag(embedding_bag_triton, values, indices, weights, grad, read_values=read_values),
+        "dense": _time_bag(embedding_bag_dense, values, indices, weights, grad, read_values=read_values),
     })
     if times is not None:
         logger.info(
-            "embedding bag on %s, %d slots x %d, bag %d, %s, ~%d tokens%s: %s path (fused %.3f ms, dense %.3f ms)",
-            key[0], key[1], key[2], key[3], str(values.dtype).replace("torch.", ""), key[6],
+            "embedding bag on %s, %d slots x %d, bag %d, %s, ~%d tokens%s: %s path (fused %.3f ms, dense %.3f ms; "
+            "the rule says %s)", key[0], key[1], key[2], key[3], str(key[4]).replace("torch.", ""), key[6],
             ", with grad" if grad else "", "fused" if winner == "triton" else "dense", 1e3 * times["triton"],
-            1e3 * times["dense"],
+            1e3 * times["dense"], "fused" if rule == "triton" else "dense",
         )
     return winner
 
@@ -257,24 +286,36 @@ def resolve_bag_path(
     weights: torch.Tensor,
     backend: Optional[str] = None,
     path: Optional[str] = None,
+    read_values: Optional[torch.Tensor] = None,
+    measure: bool = True,
+    sparse_grad: bool = False,
 ) -> str:
     """The embedding-bag implementation a call would use: ``torch``, ``triton`` or ``dense``.
 
     Args:
-        values: (S, V) value table; indices, weights: (T, B).
+        values: (S, V) value table; indices, weights: (T, B); read_values: the copy the call reads, if any.
         backend: as in :func:`resolve_backend`.
         path: ``auto``, ``fused`` or ``dense``; None reads ``MEMORY_LAYERS_BAG_PATH`` (default ``auto``).
-    On the triton backend with ``auto`` and S <= :data:`DENSE_MAX_SLOTS`, the first call per key times both paths.
+        measure: with ``auto`` on the triton backend, time both paths on the first call per key and keep the
+            winner (False: :func:`rule_bag_path` alone, which every process computes alike; see
+            :meth:`memory_layers.ShardedValueTable.agreed_implementation`).
+        sparse_grad: the call wants a sparse value gradient, which the dense path cannot give: ``auto`` never picks
+            it, and ``dense`` raises ValueError.
+    On the triton backend with ``auto`` and S <= :data:`DENSE_MAX_SLOTS`, the first call per key times both paths,
+    except under ``torch.compile`` or CUDA-graph capture, where the rule decides.
     """
     resolved = resolve_backend(values.device, backend)
     choice = bag_path_choice(path)
     if choice == "dense":
+        if sparse_grad:
+            raise ValueError(f"bag path 'dense' (path= or {BAG_PATH_ENV}) gives a dense value gradient, and this "
+                             "table asks for a sparse one: use 'fused' or 'auto'")
         return "dense"
     if resolved == "torch":
         return "torch"
-    if choice == "fused" or values.shape[0] > DENSE_MAX_SLOTS:
+    if choice == "fused" or values.shape[0] > DENSE_MAX_SLOTS or sparse_grad:
         return "triton"
-    return _measured_bag_path(values, indices, weights)
+    return _measured_bag_path(values, indices, weights, read_values, measure)
 
 
 def _require_triton(device: torch.device) -> None:
@@ -292,12 +333,13 @@ def select_topk_triton(halves: torch.Tensor, knn: int) -> Tuple[torch.Tensor, to
     return implementation(halves, knn)
 
 
-def embedding_bag_triton(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def embedding_bag_triton(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                         read_values: Optional[torch.Tensor] = None, sparse_grad: bool = False) -> torch.Tensor:
     """The fused Triton embedding bag; see :func:`memory_layers.ops.triton_bag.embedding_bag_triton`."""
     _require_triton(values.device)
     from .triton_bag import embedding_bag_triton as implementation
 
-    return implementation(values, indices, weights)
+    return implementation(values, indices, weights, read_values, sparse_grad)
 
 
 def product_key_topk_triton(query: torch.Tensor, keys: torch.Tensor, knn: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -359,8 +401,17 @@ def product_key_topk(
     return topk_from_half_scores(half_scores(query, keys), knn, backend, sorted)
 
 
-_BAG_IMPLEMENTATIONS: Dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "torch": embedding_bag_torch,
+def embedding_bag_reference(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                            read_values: Optional[torch.Tensor] = None, sparse_grad: bool = False) -> torch.Tensor:
+    """The torch backend's bag: ``F.embedding_bag`` on the table itself (fp32 under autocast, whose copy it does not
+    read), its output cast to the read copy's dtype when one is given, so every path returns the same dtype."""
+    out = embedding_bag_torch(values, indices, weights, sparse_grad)
+    return out if read_values is None else out.to(read_values.dtype)
+
+
+BagImplementation = Callable[..., torch.Tensor]
+BAG_IMPLEMENTATIONS: Dict[str, BagImplementation] = {
+    "torch": embedding_bag_reference,
     "triton": embedding_bag_triton,
     "dense": embedding_bag_dense,
 }
@@ -372,14 +423,28 @@ def embedding_bag(
     weights: torch.Tensor,
     backend: Optional[str] = None,
     path: Optional[str] = None,
+    read_values: Optional[torch.Tensor] = None,
+    implementation: Optional[str] = None,
+    sparse_grad: bool = False,
 ) -> torch.Tensor:
     """Weighted sum of value rows per token on the chosen backend and path (see :func:`resolve_bag_path`).
 
     Args:
-        values: (S, V) value table; indices: (T, B) int64 slot ids; weights: (T, B).
+        values: (S, V) value table (the master: the value gradient goes to it, in its dtype).
+        indices: (T, B) int64 slot ids; weights: (T, B).
         backend: ``auto``, ``torch`` or ``triton``; path: ``auto``, ``fused`` or ``dense``.
+        read_values: an optional (S, V) copy of ``values`` in a narrower dtype for the paths to read (the bf16
+            copy :class:`memory_layers.ValueTable` keeps under autocast: half the bytes of an fp32 table).
+        implementation: ``torch``, ``triton`` or ``dense`` to run, already resolved (by a caller that agreed on it
+            with other ranks); None resolves it here.
+        sparse_grad: give ``values`` a sparse COO gradient of the rows read (torch and fused paths; see
+            :class:`memory_layers.ValueTable`) instead of a dense (S, V) one.
     Returns:
-        (T, V) in the table's dtype.
+        (T, V) in the dtype of the table read, the same on every path: ``read_values``' when given, else
+        ``values``' (also under autocast).
     """
     _check_bag_shapes(values, indices, weights)
-    return _BAG_IMPLEMENTATIONS[resolve_bag_path(values, indices, weights, backend, path)](values, indices, weights)
+    if implementation is None:
+        implementation = resolve_bag_path(values, indices, weights, backend, path, read_values,
+                                          sparse_grad=sparse_grad)
+    return BAG_IMPLEMENTATIONS[implementation](values, indices, weights, read_values, sparse_grad=sparse_grad)

@@ -73,12 +73,41 @@ def order_keys(scores: torch.Tensor) -> torch.Tensor:
     return bits ^ ((bits >> (bits.element_size() * 8 - 1)) & torch.iinfo(bits.dtype).max)
 
 
+# the low 32 bits of a packed fp32 ranking key hold ``POSITION_FLIP - position``: a lower position ranks higher
+POSITION_FLIP = (1 << 31) - 1
+
+
+def top_positions(scores: torch.Tensor, k: int, sorted: bool = True) -> torch.Tensor:
+    """Positions of the ``k`` best entries along the last dimension: by score descending, ties to the lower position.
+
+    The order is total, so every device and every kernel returns the same positions (torch's ``topk`` breaks ties in
+    no stated order). A full ranking (k = n) is a stable sort of the scores' integer keys; otherwise fp32 scores are
+    packed with their flipped position into one int64 key, unique per row, and ranked by ``topk``, and fp64 scores
+    (whose integer keys take all 64 bits) by a stable sort.
+
+    Args:
+        scores: (..., n) fp32 or fp64.
+        k: 1 <= k <= n.
+        sorted: best first (True), or the same positions in no particular order (fp32 only; faster on the CPU).
+    Returns:
+        (..., k) int64 positions.
+    """
+    keys = order_keys(scores)
+    if scores.dtype == torch.float32 and k < scores.shape[-1]:
+        positions = torch.arange(scores.shape[-1], dtype=torch.int64, device=scores.device)
+        packed = (keys.to(torch.int64) << 32) + (POSITION_FLIP - positions)
+        return packed.topk(k, dim=-1, sorted=sorted).indices
+    return keys.sort(dim=-1, descending=True, stable=True).indices[..., :k]
+
+
 def select_topk_torch(halves: torch.Tensor, knn: int, sorted: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """The knn best slots per (token, head) from the half scores, and their scores (no gradient).
 
-    Top-knn of each half (a full sort of integer keys of the scores when knn = N), then the top-knn of the sums
-    over only the :func:`candidate_pairs` of their ranks. Few, large tensor ops: on a shared machine every op that
-    runs on several threads can wait for a descheduled one.
+    Top-knn of each half, then the top-knn of the sums over only the :func:`candidate_pairs` of their ranks. Ties
+    are broken the same way on every backend (:func:`top_positions`): among equal half scores the lower sub-key id
+    ranks first, and among equal sums the candidate pair of better ranks, first half first (for slots whose two
+    halves tie exactly: the lower slot id). :func:`product_key_topk_bruteforce` ranks all slots by the same order.
+    Few, large tensor ops: on a shared machine every op that runs on several threads can wait for a descheduled one.
 
     Args:
         halves: (T, H, 2, N) fp32 or fp64 half scores (:func:`half_scores`).
@@ -89,17 +118,14 @@ def select_topk_torch(halves: torch.Tensor, knn: int, sorted: bool = True) -> Tu
         int64 ids ``i * N + j``.
     """
     tokens, heads, _, n_keys = halves.shape
-    keys = order_keys(halves)
-    if knn == n_keys:
-        ids = keys.sort(dim=-1, descending=True).indices
-    else:
-        ids = keys.topk(knn, dim=-1).indices
+    ids = top_positions(halves, knn)
     rows = tokens * heads
     top = halves.gather(-1, ids).reshape(rows, 2, knn)
     pair_a, pair_b = candidate_pairs(knn, str(halves.device))
     sums = top[:, 0].index_select(-1, pair_a) + top[:, 1].index_select(-1, pair_b)
-    scores, best = sums.topk(knn, dim=-1, sorted=sorted)
-    best = best.view(-1)
+    best = top_positions(sums, knn, sorted=sorted or sums.dtype != torch.float32)
+    scores = sums.gather(-1, best)
+    best = best.reshape(-1)
     ids = ids.reshape(rows, 2, knn)
     slots = (ids[:, 0].gather(-1, pair_a.index_select(0, best).view(rows, knn)) * n_keys
              + ids[:, 1].gather(-1, pair_b.index_select(0, best).view(rows, knn)))
@@ -165,11 +191,22 @@ def product_key_topk_torch(query: torch.Tensor, keys: torch.Tensor, knn: int) ->
 def product_key_topk_bruteforce(
     query: torch.Tensor, keys: torch.Tensor, knn: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Top-knn over all N * N slots (memory O(T * H * N^2)); for tests only."""
+    """Top-knn over all N * N slots (memory O(T * H * N^2)); for tests only.
+
+    Ranks every slot by the order the pruned selections use (:func:`select_topk_torch`): score descending, then
+    the slot's rank in the first half, then in the second (ranks: half score descending, ties to the lower sub-key).
+    """
     _check_topk_shapes(query, keys, knn)
-    scores = half_scores(query, keys)
-    full = (scores[:, :, 0].unsqueeze(-1) + scores[:, :, 1].unsqueeze(-2)).flatten(-2)
-    return full.topk(knn, dim=-1)
+    halves = half_scores(query, keys)
+    n_keys = halves.shape[-1]
+    full = (halves[:, :, 0].unsqueeze(-1) + halves[:, :, 1].unsqueeze(-2)).flatten(-2)
+    order = order_keys(halves).sort(dim=-1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(n_keys, device=order.device).expand_as(order))
+    pair_rank = (ranks[:, :, 0].unsqueeze(-1) * n_keys + ranks[:, :, 1].unsqueeze(-2)).flatten(-2)
+    by_rank = pair_rank.argsort(dim=-1, stable=True)
+    best = order_keys(full.gather(-1, by_rank)).sort(dim=-1, descending=True, stable=True).indices[..., :knn]
+    slots = by_rank.gather(-1, best)
+    return full.gather(-1, slots), slots
 
 
 def _check_bag_shapes(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> None:
@@ -195,7 +232,8 @@ def column_block(values: torch.Tensor) -> Optional[int]:
     return block if CPU_MIN_BLOCK <= block < v_dim else None
 
 
-def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                        sparse_grad: bool = False) -> torch.Tensor:
     """Weighted sum of value rows per token with torch's fused ``embedding_bag`` (no (T, B, V) tensor).
 
     Without gradient on one CPU thread, the table is read in column blocks (:func:`column_block`); the sums are the
@@ -206,6 +244,7 @@ def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: to
         values: (S, V) value table.
         indices: (T, B) int64 slot ids.
         weights: (T, B) weights (cast to the table's dtype).
+        sparse_grad: give ``values`` a sparse COO gradient of the rows read instead of a dense one.
     Returns:
         (T, V) in the table's dtype.
     """
@@ -214,7 +253,7 @@ def embedding_bag_torch(values: torch.Tensor, indices: torch.Tensor, weights: to
     block = column_block(values)
     grad = torch.is_grad_enabled() and (values.requires_grad or weights.requires_grad)
     if block is None or grad or torch.get_num_threads() > 1:
-        return F.embedding_bag(indices, values, per_sample_weights=weights, mode="sum")
+        return F.embedding_bag(indices, values, per_sample_weights=weights, mode="sum", sparse=sparse_grad)
     return torch.cat([F.embedding_bag(indices, values[:, start:start + block], per_sample_weights=weights, mode="sum")
                       for start in range(0, values.shape[1], block)], dim=1)
 

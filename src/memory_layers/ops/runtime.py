@@ -4,6 +4,7 @@ imports, and whether its kernels can launch on a device. Shared by the dispatche
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
@@ -66,3 +67,34 @@ def check_triton_launch(device: DeviceLike, kernel: Optional[object] = None) -> 
             "TRITON_INTERPRET=1 is set but the memory_layers triton kernels were imported before it was: set it "
             "before the first use of the triton backend (before memory_layers.ops.triton_* is imported)."
         )
+
+
+def device_guard(device: DeviceLike) -> contextlib.AbstractContextManager:
+    """The context every triton launch runs in: ``torch.cuda.device(device)`` for CUDA tensors, nothing otherwise.
+
+    Triton launches a kernel on the *current* CUDA device, not on its tensors' device: a rank whose tensors live on
+    ``cuda:1`` while ``cuda:0`` is current would launch on the wrong GPU (an illegal address, or a silent wrong
+    result). Every launch in :mod:`memory_layers.ops` enters this guard with its tensors' device.
+    """
+    device = torch.device(device)
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (``cuda``, ``cpu``, ...), on every torch the requirements allow."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return device_type == "cuda" and torch.is_autocast_enabled()
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast casts fp32 matmul inputs to on ``device_type``, or None when autocast is off there."""
+    if not autocast_enabled(device_type):
+        return None
+    get = getattr(torch, "get_autocast_dtype", None)
+    if get is not None:  # torch >= 2.4
+        return get(device_type)
+    return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()

@@ -9,9 +9,14 @@ kernel never reads the keys. Each program
     4. sorts the candidate sums and writes the first knn, fp32 scores and slot ids ``i * N + j``.
 
 Sorting with a payload uses one int64 sort: the fp32 score is mapped to an int32 whose signed order is the float
-order, shifted into the high 32 bits, and the element's position is put in the low 32 bits. The candidate sums
-are the same fp32 additions the torch selection does (and that gathering the slots' scores from the half scores
-does), so both backends return the same scores.
+order, shifted into the high 32 bits, and the element's flipped position (``POSITION_FLIP - position``) is put in
+the low 32 bits, so equal scores rank the lower position first: the lower sub-key id in step 2, the candidate pair
+of better ranks in step 4. That is the order the torch selection uses (:func:`memory_layers.ops.reference.
+top_positions`), so both backends return the same slots even when scores tie. The candidate sums are the same fp32
+additions the torch selection does (and that gathering the slots' scores from the half scores does), so both
+backends return the same scores.
+
+The launch runs under :func:`memory_layers.ops.runtime.device_guard` of the half scores' device.
 
 Importing this module needs triton, and decorates the kernel: set ``TRITON_INTERPRET=1`` before the first import
 to run it on CPU tensors. :mod:`memory_layers.ops` imports it lazily, only when the triton backend is used.
@@ -27,26 +32,27 @@ import torch
 import triton
 import triton.language as tl
 
-from .runtime import check_triton_launch
-from .reference import candidate_pairs
+from .runtime import check_triton_launch, device_guard
+from .reference import POSITION_FLIP, candidate_pairs
 
 _INT32_MIN = tl.constexpr(-2147483648)
+_POSITION_FLIP = tl.constexpr(POSITION_FLIP)
 
 
 @triton.jit
 def _pack_descending(x, position, valid):
-    """fp32 ``x`` and int ``position`` -> int64 whose signed order is (x, position); invalid lanes sort last."""
+    """fp32 ``x`` and int ``position`` -> int64 whose signed order is (x, -position); invalid lanes sort last."""
     bits = x.to(tl.int32, bitcast=True)
     key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
     key = tl.where(valid, key, _INT32_MIN)
-    return (key.to(tl.int64) << 32) | position.to(tl.int64)
+    return (key.to(tl.int64) << 32) | (position.to(tl.int64) * -1 + _POSITION_FLIP)
 
 
 @triton.jit
 def _unpack(packed):
     """Inverse of :func:`_pack_descending`: int64 -> (fp32 value, int32 position)."""
     high = packed >> 32
-    position = (packed - (high << 32)).to(tl.int32)
+    position = ((packed - (high << 32)) * -1 + _POSITION_FLIP).to(tl.int32)
     key = high.to(tl.int32)
     bits = tl.where(key >= 0, key, key ^ 0x7FFFFFFF)
     return bits.to(tl.float32, bitcast=True), position
@@ -143,8 +149,9 @@ def select_topk_triton(halves: torch.Tensor, knn: int) -> Tuple[torch.Tensor, to
     block_n = triton.next_power_of_2(n_keys)
     block_p = pair_a.numel()
     num_warps = 8 if max(block_n, block_p) >= 2048 else 4
-    _select_topk_kernel[(rows,)](
-        halves.contiguous(), pair_a, pair_b, scratch_scores, scratch_ids, scores, slots, n_keys, knn, n_pairs,
-        BLOCK_N=block_n, BLOCK_P=block_p, num_warps=num_warps,
-    )
+    with device_guard(halves.device):
+        _select_topk_kernel[(rows,)](
+            halves.contiguous(), pair_a, pair_b, scratch_scores, scratch_ids, scores, slots, n_keys, knn, n_pairs,
+            BLOCK_N=block_n, BLOCK_P=block_p, num_warps=num_warps,
+        )
     return scores, slots
