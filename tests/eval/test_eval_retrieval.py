@@ -9,6 +9,7 @@ from PIL import Image
 from memclip_train.eval import LoadedModel, ModelRef, RetrievalSet, autocast_for, evaluate_retrieval, run_retrieval
 from memclip_train.eval import runner as runner_module
 from memclip_train.eval.features import BadImageError
+from memclip_train.eval.retrieval_sets import BadItemError
 
 
 class OneHotModel(torch.nn.Module):
@@ -146,7 +147,7 @@ def test_the_cache_follows_the_data_and_skip_bad(urban_root, tmp_path, counted_r
 def test_an_image_without_a_caption_is_named_or_counted(urban_root, tmp_path, micro_configs):
     cpu, ref = torch.device("cpu"), [ModelRef("Test-Micro")]
     Image.new("RGB", (40, 30), (9, 9, 9)).save(urban_root / "image" / "4.jpg")
-    with pytest.raises(BadImageError, match=re.escape(str(urban_root / "image" / "4.jpg"))):
+    with pytest.raises(BadItemError, match=re.escape(str(urban_root / "image" / "4.jpg"))):
         run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", progress=False)
     result = run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", skip_bad=True, progress=False)
     stored = result["Test-Micro (random)"]["urban1k"]

@@ -55,7 +55,8 @@ def test_imagenet_layout_gives_open_clip_names_and_openai_templates(tmp_path):
     image(root / "n00000999" / "b.JPEG", 1)
     image(root / "n00000999" / "c.jpeg", 2)
     for given in (root, root.parent):  # the val folder itself, or the folder above it
-        dataset = load_zeroshot_set("imagenet", given)
+        dataset = load_zeroshot_set("imagenet", given, skip_bad=True)  # 998 class folders are empty
+        assert len(dataset.bad_items) == 998 and "stays a candidate" in dataset.bad_items[0].reason
         assert dataset.labels == [0, 999, 999] and dataset.class_names == list(open_clip.IMAGENET_CLASSNAMES)
         assert dataset.templates is open_clip.OPENAI_IMAGENET_TEMPLATES and "80 OpenAI" in dataset.prompts_name
         assert dataset.prompts_of(0)[0] == "a bad photo of a tench."
@@ -73,10 +74,10 @@ def test_imagenet_v2_labels_are_the_folder_numbers(tmp_path):
         image(folder / "10" / "x.jpeg", 0)
         image(folder / "2" / "y.jpeg", 1)
     image(parent / "imagenetv2-threshold0.7-format-val" / "999" / "z.jpeg", 2)
-    default = load_zeroshot_set("imagenet-v2", parent)
+    default = load_zeroshot_set("imagenet-v2", parent, skip_bad=True)  # most class folders are empty
     assert default.labels == [2, 10] and default.meta["variant"] == "matched-frequency"  # not '10' < '2'
-    assert load_zeroshot_set("imagenet-v2", parent, "threshold0.7").labels == [2, 10, 999]
-    direct = load_zeroshot_set("imagenet-v2", parent / "imagenetv2-matched-frequency-format-val")
+    assert load_zeroshot_set("imagenet-v2", parent, "threshold0.7", skip_bad=True).labels == [2, 10, 999]
+    direct = load_zeroshot_set("imagenet-v2", parent / "imagenetv2-matched-frequency-format-val", skip_bad=True)
     assert [p.name for p in direct.images] == ["y.jpeg", "x.jpeg"]
     with pytest.raises(ValueError, match="unknown variant 'top'"):
         load_zeroshot_set("imagenet-v2", parent, "top")
@@ -183,9 +184,10 @@ def test_command_line_errors(tmp_path, capsys):
                  "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "expected 1000 class folders" in err and "expected layout" in err
-    assert main(["zeroshot", "--model", "ViT-Tiny-8", "--dataset", "imagenet-21k", "--data-root", str(tmp_path),
-                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
-    assert "unknown zero-shot dataset 'imagenet-21k'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as parsed:  # refused when parsed, before any model is loaded
+        main(["zeroshot", "--model", "ViT-Tiny-8", "--dataset", "imagenet-21k", "--data-root", str(tmp_path),
+              "--out", str(tmp_path / "o"), "--no-progress"])
+    assert parsed.value.code == 2 and "unknown zero-shot dataset 'imagenet-21k'" in capsys.readouterr().err
 
 
 def test_a_plug_in_dataset_of_encoded_images_with_per_class_prompts(tmp_path, monkeypatch):
