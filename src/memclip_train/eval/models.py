@@ -88,13 +88,14 @@ class ModelRef:
         return ident
 
 
-_DIGESTS: Dict[Tuple[str, int, int], str] = {}
-"""sha256 of files already hashed in this process, by (absolute path, size, modification time)."""
+_DIGESTS: Dict[Tuple[str, int, int, int, int], str] = {}
+"""sha256 of files already hashed in this process, by (absolute path, inode, size, modification and change time):
+a write or a rename changes the change time, which (unlike the modification time) cannot be set back."""
 
 
 def _file_sha256(path: str) -> str:
     stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    key = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _DIGESTS:
         _DIGESTS[key] = file_sha256(Path(path))
     return _DIGESTS[key]
