@@ -2,6 +2,7 @@
 accuracy on a model whose answer is known, the command line and its cache, and a plug-in dataset."""
 import json
 import logging
+import re
 
 import open_clip
 import pytest
@@ -14,7 +15,7 @@ from torchvision.transforms import ToTensor
 from memclip_train.eval import LayoutError, ModelRef, ZeroShotOptions, ZeroShotSet, autocast_for, load_model
 from memclip_train.eval.__main__ import main
 from memclip_train.eval.runner import run_zeroshot
-from memclip_train.eval.zeroshot import evaluate_zeroshot
+from memclip_train.eval.zeroshot import evaluate_zeroshot, true_class_ranks
 from memclip_train.eval import zeroshot_sets
 from memclip_train.eval.zeroshot_sets import load_zeroshot_set, register_zeroshot_dataset
 
@@ -216,3 +217,78 @@ def test_a_plug_in_dataset_of_encoded_images_with_per_class_prompts(tmp_path, mo
     with pytest.raises(Exception, match=r"#0 \(12 encoded bytes\)"):
         evaluate_zeroshot(loaded.model, loaded.preprocess, loaded.tokenizer, broken, CPU,
                           autocast_for("fp32", CPU), progress=False)
+
+
+def test_nan_scores_rank_the_true_class_last():
+    """A NaN true score used to rank first (rank 0: 'logits > NaN' is false everywhere), and argmax picked NaN."""
+    logits = torch.tensor([[0.1, float("nan"), 0.3], [float("nan"), 0.2, 0.1], [0.5, 0.2, 0.1]])
+    labels = torch.tensor([1, 1, 0])
+    assert true_class_ranks(logits, labels).tolist() == [2, 0, 0]
+    nan = torch.full((2, 4), float("nan"))
+    assert true_class_ranks(nan, torch.tensor([0, 3])).tolist() == [3, 3]
+
+
+class NaNReader(ColourReader):
+    def encode_image(self, images, normalize=False):
+        return torch.full((len(images), 3), float("nan"))
+
+
+def test_non_finite_features_are_an_error_naming_the_model(tmp_path):
+    dataset = load_zeroshot_set("imagefolder", image_folder(tmp_path / "colours", ["blue", "green", "red"]),
+                                options=ZeroShotOptions(templates="simple"))
+    with pytest.raises(ValueError, match="the model gives non-finite"):  # the eval program names its label
+        evaluate_zeroshot(NaNReader(), ToTensor(), colour_tokenizer, dataset, CPU, autocast_for("fp32", CPU),
+                          progress=False)
+
+
+def test_an_empty_class_folder_is_not_an_extra_class(tmp_path, capsys):
+    """An empty class folder used to become a fourth class, a distractor no image has (top-1 moved, no warning)."""
+    root = image_folder(tmp_path / "colours", ["blue", "green", "red"])
+    (root / "purple").mkdir()
+    with pytest.raises(ValueError, match=re.escape(str(root / "purple")) + ", class folder: holds no image"):
+        load_zeroshot_set("imagefolder", root)
+    counted = load_zeroshot_set("imagefolder", root, skip_bad=True)
+    assert counted.class_names == ["blue", "green", "red"] and len(counted.bad_items) == 1
+    argv = ["zeroshot", "--model", "ViT-Tiny-8", "--dataset", "imagefolder", "--data-root", str(root), "--out",
+            str(tmp_path / "out"), "--no-progress", "--templates", "simple"]
+    assert main(argv) == 2 and "purple" in capsys.readouterr().err
+    assert main(argv + ["--skip-bad"]) == 0
+    printed = capsys.readouterr().out
+    assert "imagefolder skipped" in printed and printed.strip().splitlines()[-1].endswith("| 1 |")
+    result = json.loads((tmp_path / "out" / "zeroshot" / "imagefolder" / "ViT-Tiny-8_random.json").read_text())
+    assert result["num_classes"] == 3 and result["skipped"]["bad_items"] == 1
+
+
+def test_images_outside_every_class_folder_are_named(tmp_path):
+    root = image_folder(tmp_path / "colours", ["blue", "green"])
+    image(root / "stray.jpg", 0)
+    with pytest.raises(ValueError, match="stray.jpg, image: is outside every class folder"):
+        load_zeroshot_set("imagefolder", root)
+    assert len(load_zeroshot_set("imagefolder", root, skip_bad=True).images) == 4
+
+
+@pytest.mark.parametrize("template, problem", [
+    ("a {} next to a {}", "has 2 slots"),
+    ("a {0} photo", r"has 1 slots \(\{0\}\)"),
+    ("a {name} photo", "has 1 slots"),
+    ("a {} photo }", "not a format string"),
+])
+def test_templates_are_checked_when_they_are_read(tmp_path, template, problem, capsys):
+    """A template with two {} used to end in an IndexError after the model had loaded."""
+    templates = tmp_path / "templates.txt"
+    templates.write_text(f"a photo of a {{}}.\n{template}\n")
+    root = image_folder(tmp_path / "colours", ["blue", "green"])
+    with pytest.raises(ValueError, match=f"{re.escape(str(templates))}: the template .*{problem}"):
+        load_zeroshot_set("imagefolder", root, options=ZeroShotOptions(templates=str(templates)))
+    with pytest.raises(SystemExit):  # refused when parsed: no model is loaded
+        main(["zeroshot", "--model", "ViT-Tiny-8", "--dataset", "imagefolder", "--data-root", str(root),
+              "--templates", str(templates), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert "argument --templates" in capsys.readouterr().err
+
+
+def test_a_class_name_given_twice_is_warned_about(tmp_path, caplog):
+    root = image_folder(tmp_path / "colours", ["blue", "green", "red"])
+    names = tmp_path / "names.txt"
+    names.write_text("crane\ncrane\nred\n")
+    dataset = load_zeroshot_set("imagefolder", root, options=ZeroShotOptions(names))
+    assert dataset.class_names == ["crane", "crane", "red"] and "given to more than one class" in caplog.text

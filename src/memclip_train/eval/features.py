@@ -30,13 +30,14 @@ def check_finite(features: torch.Tensor, model_name: str, what: str, names: Call
     """Raise :class:`NonFiniteFeaturesError` when a row of ``features`` (N, ...) holds NaN or infinity.
 
     Args:
-        model_name: the model, as tables name it; what: the kind of input ("image", "caption", ...);
+        model_name: the model, as tables name it ('' for "the model"); what: the kind of input ("image", ...);
         names: row index -> how that input is named in the message.
     """
     bad = (~torch.isfinite(features.reshape(len(features), -1))).any(dim=1).nonzero().flatten().tolist()
     if bad:
         raise NonFiniteFeaturesError(
-            f"model {model_name} gives non-finite (NaN or inf) {what} features for {len(bad)} of {len(features)} "
+            f"{f'model {model_name}' if model_name else 'the model'} gives non-finite (NaN or inf) {what} features "
+            f"for {len(bad)} of {len(features)} "
             f"inputs, e.g. {names(bad[0])}: its weights hold NaN/inf or its precision overflows (try --precision "
             "fp32); nothing was scored")
 
@@ -86,7 +87,7 @@ class ImageFeatures:
 @torch.no_grad()
 def encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[Path], device: torch.device,
                   autocast: Callable, batch_size: int = 64, workers: int = 0, skip_bad: bool = False,
-                  progress: bool = True, desc: str = "images", model_name: str = "the model") -> ImageFeatures:
+                  progress: bool = True, desc: str = "images", model_name: str = "") -> ImageFeatures:
     """L2-normalised image features (N, D) in float32 on the CPU; ``paths`` are image files or encoded image bytes.
 
     Raises:
@@ -119,7 +120,7 @@ def encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[
 @torch.no_grad()
 def encode_texts(model: torch.nn.Module, tokenizer: Callable, texts: Sequence[str], device: torch.device,
                  autocast: Callable, batch_size: int = 256, progress: bool = True,
-                 desc: str = "captions", model_name: str = "the model") -> Tuple[torch.Tensor, int]:
+                 desc: str = "captions", model_name: str = "") -> Tuple[torch.Tensor, int]:
     """L2-normalised caption features (N, D) in float32 on the CPU, and how many captions were cut.
 
     Raises:

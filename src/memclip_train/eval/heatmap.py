@@ -20,7 +20,7 @@ from .segmentation.dense import dense_features  # noqa: E402
 
 @torch.no_grad()
 def similarity_map(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, image: Image.Image, text: str,
-                   device: torch.device, method: str = "sclip", model_name: str = "the model") -> np.ndarray:
+                   device: torch.device, method: str = "sclip", model_name: str = "") -> np.ndarray:
     """Cosine similarity of each patch's dense feature with the text embedding: (grid_h, grid_w) float32.
 
     Raises:

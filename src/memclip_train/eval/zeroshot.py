@@ -25,7 +25,7 @@ def _constant(prompt: str) -> Callable[[str], str]:
 
 @torch.no_grad()
 def build_classifier(model: torch.nn.Module, tokenizer: Callable, dataset: ZeroShotSet, device: torch.device,
-                     autocast: Callable, progress: bool = True, model_name: str = "the model") -> torch.Tensor:
+                     autocast: Callable, progress: bool = True, model_name: str = "") -> torch.Tensor:
     """(D, C) float32 class embeddings on the CPU: per class, the normalised mean of its normalised prompt embeddings.
 
     Shared templates go to open_clip's ``build_zero_shot_classifier`` as they are; per-class prompts go class by
@@ -73,7 +73,7 @@ def accuracy_metrics(ranks: torch.Tensor, labels: torch.Tensor, num_classes: int
 def evaluate_zeroshot(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, dataset: ZeroShotSet,
                       device: torch.device, autocast: Callable, batch_size: int = 64, workers: int = 0,
                       skip_bad: bool = False, progress: bool = True,
-                      classifier: Optional[torch.Tensor] = None, model_name: str = "the model") -> Dict[str, Any]:
+                      classifier: Optional[torch.Tensor] = None, model_name: str = "") -> Dict[str, Any]:
     """Classify every image of ``dataset`` by cosine similarity to its class embeddings.
 
     Args:

@@ -70,7 +70,7 @@ class ClipSegmenter:
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, class_names: Sequence[str], method: str,
                  geometry: SlidingWindow, device: torch.device, autocast: Callable, logit_scale: float = 40.0,
                  templates: Optional[Sequence[str]] = None,
-                 classifier: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, model_name: str = "the model"):
+                 classifier: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, model_name: str = ""):
         self.model = model
         self.method = method
         self.geometry = geometry

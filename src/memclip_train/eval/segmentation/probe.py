@@ -54,7 +54,7 @@ def patch_labels(mask: np.ndarray, grid: Tuple[int, int], min_share: float = 0.2
 @torch.no_grad()
 def probe_training_set(model: torch.nn.Module, dataset: SegmentationSet, method: str, device: torch.device,
                        autocast: Callable, min_share: float = 0.25, batch_size: int = 64,
-                       limit: Optional[int] = None, model_name: str = "the model") -> Tuple[torch.Tensor, torch.Tensor]:
+                       limit: Optional[int] = None, model_name: str = "") -> Tuple[torch.Tensor, torch.Tensor]:
     """Labelled patch features of ``dataset``: (features (P, D) L2-normalised, labels (P,) int64).
 
     Raises:
