@@ -32,10 +32,13 @@ def _read_item(dataset: SegmentationSet, index: int) -> Tuple[Image.Image, np.nd
         target = dataset.load_mask(index)
     except Exception as error:
         raise BadImageError(f"cannot read mask {mask_path} ({type(error).__name__}: {error})") from error
+    if target.ndim != 2:
+        raise BadImageError(f"mask {mask_path} is a {target.ndim}-D array (a colour picture?), not one label per "
+                            "pixel (a palette or grayscale PNG)")
     if target.shape != (image.size[1], image.size[0]):
-        raise BadImageError(f"mask {mask_path} is {'x'.join(map(str, target.shape[::-1]))} (and {target.ndim}-D) but "
-                            f"its image {image_path.name} is {image.size[0]}x{image.size[1]}: a label map is one "
-                            "integer per pixel of its image")
+        raise BadImageError(f"mask {mask_path} is {target.shape[1]}x{target.shape[0]} but its image "
+                            f"{image_path.name} is {image.size[0]}x{image.size[1]}: a label map has one label per "
+                            "pixel of its image")
     labelled = target[target != IGNORE]
     outside = labelled[(labelled < 0) | (labelled >= len(dataset.class_names))]
     if outside.size:

@@ -131,8 +131,8 @@ class ClipSegmenter:
 
     def class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(Q, H, W) logits -> (C, H, W): softmax over queries at the logit scale, max over each class's synonyms.
-        A NaN probability is the worst score (-inf), so argmax never picks it."""
-        probabilities = worst_for_nan((logits * self.logit_scale).softmax(0))
+        A NaN logit is the worst score (-inf, probability 0), so argmax never picks it."""
+        probabilities = worst_for_nan((worst_for_nan(logits) * self.logit_scale).softmax(0))
         out = torch.full((self.num_classes,) + tuple(logits.shape[1:]), float("-inf"), device=logits.device)
         for query, owner in enumerate(self.owners.tolist()):
             out[owner] = torch.maximum(out[owner], probabilities[query])
