@@ -1,6 +1,7 @@
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -380,3 +381,15 @@ def test_a_damaged_saved_config_is_an_error_naming_the_file(tmp_path):
     (folder / "memclip_config.json").write_text('{"name": "Test-Micro"}')
     with pytest.raises(memclip.InputError, match="has no 'model_cfg'"):
         memclip.create_model("Test-Micro", pretrained=str(folder))
+
+
+def test_a_damaged_record_of_shipped_weights_is_an_error_naming_it(tmp_path, monkeypatch):
+    from memclip import pretrained
+
+    shipped = tmp_path / "pretrained"
+    shutil.copytree(pretrained.PRETRAINED_DIR, shipped)
+    (shipped / "ViT-Tiny-8-synth.json").write_text('{"model": "ViT-Tiny-8", ')
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", shipped)
+    with pytest.raises(memclip.InputError, match=f"record for ViT-Tiny-8 is damaged: {shipped}/ViT-Tiny-8-synth.json"):
+        memclip.create_model("ViT-Tiny-8", pretrained="synth")
+    assert memclip.create_model("ViT-Tiny-8").memclip_spec.name == "ViT-Tiny-8", "other models are not affected"

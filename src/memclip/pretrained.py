@@ -25,11 +25,11 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 RECORD_FIELDS = ("model", "tag", "weights", "sha256", "bytes")
 
 
-def _records(directory: Path = PRETRAINED_DIR) -> Dict[tuple, Dict[str, Any]]:
+def _records(directory: Optional[Path] = None) -> Dict[tuple, Dict[str, Any]]:
     """(model, tag) -> record, for every valid record file. A file that is not a valid record is skipped with a
     warning naming it, and is an error only when its ``<model>-<tag>`` is asked for (:func:`shipped_record`)."""
     records = {}
-    for path in sorted(directory.glob("*.json")):
+    for path in sorted((directory or PRETRAINED_DIR).glob("*.json")):
         problem = _record_problem(path)
         if problem:
             logger.warning("skipping %s: %s", path, problem)

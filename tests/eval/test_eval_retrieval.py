@@ -3,6 +3,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from memclip_train.eval import LoadedModel, ModelRef, RetrievalSet, autocast_for
 from memclip_train.eval import models as models_module
 from memclip_train.eval.__main__ import main
 from memclip_train.eval import runner as runner_module
-from memclip_train.eval.features import BadImageError
+from memclip_train.eval.features import BadImageError, encode_images
 from memclip_train.eval.retrieval_sets import load_retrieval_set
 
 
@@ -271,3 +272,21 @@ def test_images_listed_twice_are_not_counted_twice(tmp_path):
     with pytest.raises(ValueError, match=r"images\[1\] \(a.jpg\): lists an image file listed before"):
         load_retrieval_set("synth-short", root)
     assert len(load_retrieval_set("synth-short", root, skip_bad=True).bad_items) == 2
+
+
+def float_pixels(image):
+    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+
+
+class MeanPixel(torch.nn.Module):
+    def encode_image(self, images, normalize=True):
+        return torch.stack([images.mean(dim=(1, 2, 3)), torch.ones(len(images))], dim=1)
+
+
+def test_the_eval_reader_scales_a_16_bit_png(tmp_path):
+    """A normally exposed 16-bit PNG used to reach the model 99.5% white (PIL's convert('RGB') clips at 255)."""
+    path = tmp_path / "mid-grey.png"
+    Image.fromarray(np.full((8, 8), 100 * 257, dtype=np.uint16)).save(path)
+    cpu = torch.device("cpu")
+    features = encode_images(MeanPixel(), float_pixels, [path], cpu, autocast_for("fp32", cpu), progress=False).features
+    assert features[0, 0].item() == pytest.approx(100.0)
