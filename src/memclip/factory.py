@@ -187,10 +187,11 @@ def _refuse_other_architecture(spec: ModelSpec, recorded: ModelSpec, checkpoint:
     """
     differences = architecture_differences(spec, recorded)
     if differences:
+        shown = "; ".join(differences[:4]) + (" ..." if len(differences) > 4 else "")
         raise InputError(
             f"model '{spec.name}' was asked for with pretrained {checkpoint.path}, whose weights are of another "
-            f"architecture ('{recorded.teacher}'): {'; '.join(differences[:4])}{' ...' if len(differences) > 4 else ''}."
-            f" Ask for '{recorded.teacher}' (or pass the saved folder itself as the model)")
+            f"architecture ('{recorded.teacher}'): {shown}. Ask for '{recorded.teacher}' (or pass the saved folder "
+            "itself as the model)")
 
 
 @dataclass(frozen=True)

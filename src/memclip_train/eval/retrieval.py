@@ -16,7 +16,7 @@ from memclip.surgery import usage_by_block
 from memory_layers import track_usage
 
 from ..retrieval_metrics import metrics_from_ranks, query_ranks
-from .features import BadImageError, encode_images, encode_texts
+from .features import encode_images, encode_texts
 from .models import LoadedModel
 from .retrieval_sets import RetrievalSet
 

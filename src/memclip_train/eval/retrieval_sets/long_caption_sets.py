@@ -98,7 +98,8 @@ def load_urban1k(root: Path) -> RetrievalSet:
         try:
             lines = caption_file.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as error:
-            bad.append(BadItem(str(caption_file), "caption", f"is not UTF-8 ({error.reason}), so its image has no caption"))
+            bad.append(BadItem(str(caption_file), "caption",
+                               f"is not UTF-8 ({error.reason}), so its image has no caption"))
             left_out.add(image)
             continue
         if not lines or not lines[0].strip():

@@ -117,7 +117,8 @@ class ClipSegmenter:
         crops = torch.stack([pixels[:, y1:y2, x1:x2] for y1, x1, y2, x2 in boxes]).to(self.device)
         with self.autocast():
             features = dense_features(self.model.visual, crops, self.method)
-        check_finite(features.cpu(), self.model_name, "patch", lambda crop: f"the window (y1, x1, y2, x2) = {boxes[crop]}")
+        check_finite(features.cpu(), self.model_name, "patch",
+                     lambda crop: f"the window (y1, x1, y2, x2) = {boxes[crop]}")
         crop_logits = torch.einsum("bhwd,qd->bqhw", features.float(), self.queries.float())
         crop_logits = F.interpolate(crop_logits, size=(self.geometry.window, self.geometry.window), mode="bilinear",
                                     align_corners=False)
