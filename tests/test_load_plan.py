@@ -1,4 +1,5 @@
 """memclip.factory.plan_load: how a checkpoint loads is decided once, from the spec and the checkpoint alone."""
+import pytest
 import torch
 
 import memclip
@@ -47,3 +48,25 @@ def test_a_student_saved_as_a_plain_state_dict_loads_after_the_surgery(tmp_path)
     torch.save(saved, path)
     loaded = memclip.create_model("ViT-Tiny-8-mem", pretrained=str(path)).state_dict()
     assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+
+
+def test_a_recorded_config_of_another_architecture_is_refused_not_adopted():
+    """plan_load used to adopt the recorded config whatever the name asked for: a ViT-Tiny-8 labelled ViT-B-16."""
+    tiny = Checkpoint("runs/tiny/final", {}, get_model_spec("ViT-Tiny-8").to_config())
+    for asked in ("ViT-B-16", "ViT-B-16-mem", "Test-Micro"):
+        with pytest.raises(memclip.InputError, match=f"model '{asked}' was asked for with pretrained runs/tiny/final"):
+            plan_load(get_model_spec(asked), tiny)
+    stretched = get_model_spec("ViT-Tiny-8").replace(model_cfg=dict(get_model_spec("ViT-Tiny-8").model_cfg,
+                                                                    vision_cfg={**get_model_spec("ViT-Tiny-8")
+                                                                                .model_cfg["vision_cfg"],
+                                                                                "image_size": 96}))
+    plan = plan_load(get_model_spec("ViT-Tiny-8"), Checkpoint("big", {}, stretched.to_config()))
+    assert plan.spec.model_cfg["vision_cfg"]["image_size"] == 96, "a resized position table is the same architecture"
+
+
+def test_the_eval_program_takes_the_same_path(tmp_path):
+    from memclip_train.eval import ModelRef, load_model
+
+    folder = memclip.save_pretrained(memclip.create_model("ViT-Tiny-8"), tmp_path / "tiny")
+    with pytest.raises(memclip.InputError, match="another architecture"):
+        load_model(ModelRef("Test-Micro", str(folder)), torch.device("cpu"))

@@ -1,4 +1,9 @@
 import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
 
 import open_clip
 import pytest
@@ -238,3 +243,153 @@ def test_register_open_clip_is_opt_in_and_reversible():
     finally:
         memclip.unregister_open_clip()
     assert "Test-Micro-mem" not in open_clip.list_models()
+
+
+def perturbed(model):
+    """Random weights that differ from a fresh model's (so a load that silently keeps fresh weights shows)."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.02 * torch.randn_like(param))
+    return model.eval()
+
+
+@pytest.mark.parametrize("variant, kwargs, writes", [
+    ("patch stem, 77 tokens", {}, True),
+    ("patch stem, 248 tokens (Long-CLIP stretch)", {"text_tower": {"context_length": 248, "pos_stretch": "longclip"}},
+     True),
+    ("conv stem", {"name": "ViT-Tiny-8"}, False),
+    ("RoPE text tower", {"text_tower": "rope"}, False),
+    ("memory", {"name": "Test-Micro-mem"}, False),
+])
+def test_open_clip_config_is_written_only_when_open_clip_reproduces_the_model(variant, kwargs, writes, tmp_path):
+    """The conv-stem teacher's open_clip_config.json failed in open_clip with missing keys, and a 248-token model
+    loaded in open_clip as a 77-token one (cosine 0.82 with memclip's text features on a 5-word caption)."""
+    kwargs = dict(kwargs)
+    model = perturbed(memclip.create_model(kwargs.pop("name", "Test-Micro"), **kwargs))
+    folder = memclip.save_pretrained(model, tmp_path / "saved")
+    size = model.visual.image_size
+    images = torch.randn(2, 3, *(size if isinstance(size, tuple) else (size, size)))
+    captions = ["a red star", "a small blue ring at the top, " * 12]  # the second is longer than 77 tokens
+    ours = memclip.get_tokenizer(model.memclip_spec)
+    assert (folder / "open_clip_config.json").exists() == writes
+    if not writes:
+        with pytest.raises(Exception):
+            open_clip.create_model(f"local-dir:{folder}")
+        return
+    plain = open_clip.create_model(f"local-dir:{folder}").eval()
+    theirs = open_clip.get_tokenizer(f"local-dir:{folder}")
+    assert theirs.context_length == ours.context_length == model.memclip_spec.context_length
+    with torch.no_grad():
+        assert torch.allclose(plain.encode_image(images), model.encode_image(images), atol=1e-5)
+        assert torch.allclose(plain.encode_text(theirs(captions)), model.encode_text(ours(captions)), atol=1e-5)
+
+
+def test_a_folder_saved_again_as_a_model_open_clip_cannot_build_loses_its_open_clip_config(tmp_path):
+    folder = memclip.save_pretrained(memclip.create_model("Test-Micro"), tmp_path / "saved")
+    assert (folder / "open_clip_config.json").exists()
+    memclip.save_pretrained(memclip.create_model("Test-Micro", text_tower="rope"), folder)
+    assert not (folder / "open_clip_config.json").exists(), "a stale file would describe the old model"
+
+
+def test_weights_of_another_architecture_are_an_error_naming_both(tmp_path):
+    """create_model('ViT-B-16', pretrained=<a ViT-Tiny-8 folder>) used to build the Tiny model labelled ViT-B-16."""
+    folder = memclip.save_pretrained(memclip.create_model("ViT-Tiny-8"), tmp_path / "tiny")
+    for name in ("Test-Micro", "Test-Micro-mem", "ViT-B-16"):  # the same architecture asked for, or a student of it
+        with pytest.raises(memclip.InputError, match=rf"model '{name}' was asked for with pretrained {folder}.*"
+                                                     r"another architecture \('ViT-Tiny-8'\).*vision_cfg.width 128"):
+            memclip.create_model(name, pretrained=str(folder))
+    assert memclip.create_model("ViT-Tiny-8-mem", pretrained=str(folder)).memclip_spec.name == "ViT-Tiny-8-mem"
+
+
+@pytest.mark.parametrize("layout", ["saved folder", "plain state dict", "training checkpoint"])
+def test_weights_whose_dtype_cannot_hold_the_parameters_are_an_error_naming_the_tensor(layout, tmp_path):
+    """float weights stored as int8 used to load without a word, and every weight was then a whole number (zero)."""
+    model = perturbed(memclip.create_model("Test-Micro"))
+    state = {k: (v.to(torch.int8) if k == "visual.proj" else v) for k, v in model.state_dict().items()}
+    if layout == "saved folder":
+        folder = memclip.save_pretrained(model, tmp_path / "saved")
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "open_clip_model.safetensors"),
+                  metadata={"memclip_config": json.dumps(model.memclip_spec.to_config())})
+        source = str(folder)
+    elif layout == "plain state dict":
+        source = str(tmp_path / "int8.pt")
+        torch.save(state, source)
+    else:
+        source = str(tmp_path / "epoch_1.pt")
+        torch.save({"epoch": 1, "state_dict": state, "memclip_config": model.memclip_spec.to_config()}, source)
+    with pytest.raises(memclip.InputError, match=rf"{source}.*visual.proj is int8, which cannot hold the model's "
+                                                 "float32 weights"):
+        memclip.create_model("Test-Micro", pretrained=source)
+
+
+def test_memclip_reads_pickles_only_in_torch_load_s_safe_mode(tmp_path):
+    torch.save(memclip.create_model("Test-Micro").state_dict(), tmp_path / "w.pt")
+    with pytest.raises(memclip.InputError, match="weights_only=True"):
+        memclip.create_model("Test-Micro", pretrained=str(tmp_path / "w.pt"), weights_only=False)
+
+
+@pytest.fixture
+def config_folder(tmp_path, monkeypatch):
+    """A config folder registered for one test (the registry is rescanned without it afterwards)."""
+    from memclip import registry
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    monkeypatch.setattr(registry, "_CONFIG_PATHS", list(registry._CONFIG_PATHS))
+    yield folder
+    monkeypatch.undo()
+    registry._rescan()
+
+
+def test_a_malformed_config_file_is_skipped_until_its_model_is_asked_for(config_folder, caplog):
+    """One malformed JSON in a config folder used to crash `import memclip`, and every program with it."""
+    caplog.set_level(logging.WARNING, logger="memclip.registry")
+    (config_folder / "Test-Broken.json").write_text('{"embed_dim": 32, "vision_cfg": ')
+    (config_folder / "Test-List.json").write_text("[1, 2]")
+    (config_folder / "Test-Fine.json").write_text(json.dumps(memclip.get_model_config("Test-Micro")))
+    memclip.add_model_config(config_folder)
+    assert "Test-Broken.json is skipped: not readable JSON" in caplog.text
+    assert "Test-Fine" in memclip.list_models() and "Test-Broken" not in memclip.list_models()
+    with pytest.raises(memclip.InputError, match=r"model 'Test-Broken': its config file .*Test-Broken.json is not "
+                                                 "readable JSON"):
+        memclip.create_model("Test-Broken")
+    with pytest.raises(memclip.InputError, match="Test-List.json is a JSON list, not a model config"):
+        memclip.get_model_spec("Test-List")
+    (config_folder / "Test-Bad-Memory.json").write_text(json.dumps(
+        {**memclip.get_model_config("Test-Micro"), "memory": {"knn": 99}, "teacher": "Test-Micro"}))
+    memclip.add_model_config(config_folder)
+    with pytest.raises(memclip.InputError, match=r"model config 'Test-Bad-Memory' \(file .*Test-Bad-Memory.json\)"):
+        memclip.get_model_spec("Test-Bad-Memory")
+
+
+@pytest.mark.slow
+def test_a_malformed_file_in_memclip_model_configs_breaks_no_program(tmp_path):
+    (tmp_path / "Broken.json").write_text("{not json")
+    env = dict(os.environ, MEMCLIP_MODEL_CONFIGS=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "memclip_train.eval", "--help"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and "usage:" in done.stdout
+    assert f"model config {tmp_path / 'Broken.json'} is skipped" in done.stderr
+
+
+def test_a_damaged_saved_config_is_an_error_naming_the_file(tmp_path):
+    folder = memclip.save_pretrained(memclip.create_model("Test-Micro"), tmp_path / "saved")
+    (folder / "memclip_config.json").write_text('{"name": "Test-Micro", "model_cfg": ')
+    with pytest.raises(memclip.InputError, match=f"{folder / 'memclip_config.json'} is not valid JSON"):
+        memclip.create_model(str(folder))
+    (folder / "memclip_config.json").write_text('{"name": "Test-Micro"}')
+    with pytest.raises(memclip.InputError, match="has no 'model_cfg'"):
+        memclip.create_model("Test-Micro", pretrained=str(folder))
+
+
+def test_a_damaged_record_of_shipped_weights_is_an_error_naming_it(tmp_path, monkeypatch):
+    from memclip import pretrained
+
+    shipped = tmp_path / "pretrained"
+    shutil.copytree(pretrained.PRETRAINED_DIR, shipped)
+    (shipped / "ViT-Tiny-8-synth.json").write_text('{"model": "ViT-Tiny-8", ')
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", shipped)
+    with pytest.raises(memclip.InputError, match=f"record for ViT-Tiny-8 is damaged: {shipped}/ViT-Tiny-8-synth.json"):
+        memclip.create_model("ViT-Tiny-8", pretrained="synth")
+    assert memclip.create_model("ViT-Tiny-8").memclip_spec.name == "ViT-Tiny-8", "other models are not affected"

@@ -69,3 +69,37 @@ def test_no_import_circles(package):
 
 def test_the_circle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+
+
+def torch_load_calls(path: Path) -> List[ast.Call]:
+    """Every call of ``torch.load`` (also ``torch.serialization.load`` and a ``load`` imported from torch) in a file."""
+    tree = ast.parse(path.read_text())
+    imported = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module in ("torch", "torch.serialization") for alias in node.names if alias.name == "load"}
+    calls = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        dotted = ast.unparse(func)
+        if dotted in ("torch.load", "torch.serialization.load") or (isinstance(func, ast.Name) and func.id in imported):
+            calls.append(node)
+    return calls
+
+
+def test_every_torch_load_is_weights_only():
+    """A pickle can run code when it is loaded: every torch.load in the project (programs, scripts and tests) passes
+    weights_only=True, literally, so no setting of TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD and no torch before 2.6 (whose
+    default is False) can turn it off."""
+    root = SRC.parent
+    files = [p for folder in ("src", "scripts", "tests") for p in (root / folder).rglob("*.py")]
+    unsafe, count = [], 0
+    for path in files:
+        for call in torch_load_calls(path):
+            count += 1
+            safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                       for k in call.keywords)
+            if not safe:
+                unsafe.append(f"{path.relative_to(root)}:{call.lineno}: {ast.unparse(call)}")
+    assert count >= 3, "the search finds the project's torch.load calls"
+    assert not unsafe, "torch.load without weights_only=True:\n" + "\n".join(unsafe)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from memclip_train.retrieval_metrics import retrieval_metrics
+from memclip_train.retrieval_metrics import query_ranks, retrieval_metrics
 
 
 def one_hot(n, d=None):
@@ -58,3 +58,17 @@ def test_bad_inputs():
         retrieval_metrics(one_hot(3), one_hot(2, 3), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="outside"):
         retrieval_metrics(one_hot(2), one_hot(2), torch.tensor([0, 2]))
+
+
+def test_nan_is_the_worst_score():
+    """All-NaN features used to rank every query first (every comparison with NaN is false): R@1 100."""
+    nan = torch.full((3, 2), float("nan"))
+    result = retrieval_metrics(nan, nan, torch.arange(3))
+    assert result["t2i_R@1"] == result["i2t_R@1"] == 0.0
+    assert result["t2i_mean_rank"] == result["i2t_mean_rank"] == 3.0, "last of three, never beyond"
+    # One NaN image among good ones: its own caption ranks it last; the other captions are not hurt by it.
+    images = one_hot(3)
+    images[1] = float("nan")
+    ranks = query_ranks(images, one_hot(3), torch.arange(3))
+    assert ranks["t2i"].tolist() == [1, 3, 1]
+    assert ranks["i2t"].tolist() == [1, 3, 1]

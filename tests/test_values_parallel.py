@@ -21,7 +21,7 @@ TIGHT = {"rtol": 1e-5, "atol": 1e-6}
 def spawn(folder, world: int, group_sizes):
     """Run the worker on ``world`` gloo processes for each group size -> {group_size: [result of each rank]}."""
     mp.spawn(worker, args=(world, list(group_sizes), str(folder / "init"), str(folder)), nprocs=world, join=True)
-    return {g: [torch.load(folder / f"g{g}_rank{rank}.pt", weights_only=False) for rank in range(world)]
+    return {g: [torch.load(folder / f"g{g}_rank{rank}.pt", weights_only=True) for rank in range(world)]
             for g in group_sizes}
 
 

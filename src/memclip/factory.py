@@ -32,6 +32,7 @@ from torch import nn
 from memory_layers import MemoryConfig, ProductKeyMemory
 
 from .clip_model import CLIP
+from .errors import InputError
 from .longclip_weights import from_longclip_state_dict, is_longclip_state_dict
 from .position_stretch import stretch_text_positions
 from .precision import PRECISIONS
@@ -40,7 +41,7 @@ from .rope_text import convert_to_rope_text
 from .stem import attach_stem
 from .surgery import attach_memory
 from .text_tower import TextTowerConfig
-from .weights_io import Checkpoint, load_model_state_dict, load_text_tower, read_checkpoint
+from .weights_io import Checkpoint, load_model_state_dict, load_text_tower, read_checkpoint, tensor_problems
 from .wide_mlp import widen_mlps
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,48 @@ def _holds_keys_beyond_architecture(spec: ModelSpec, state_dict: Dict[str, Any])
     return bool(set(_in_model_layout(state_dict, bare)) - set(bare.state_dict()))
 
 
+_ARCHITECTURE_KEYS = {
+    "vision_cfg": {"layers": 12, "width": 768, "head_width": 64, "mlp_ratio": 4.0, "patch_size": 16,
+                   "timm_model_name": None},
+    "text_cfg": {"layers": 12, "width": 512, "heads": 8, "mlp_ratio": 4.0, "vocab_size": 49408,
+                 "hf_model_name": None},
+}
+"""The config keys that fix an architecture (with open_clip's defaults): weights of another value are of another
+model. Image size and context length are left out: a checkpoint may have resized its position tables."""
+
+
+def architecture_differences(asked: ModelSpec, recorded: ModelSpec) -> list:
+    """The differences between two specs' architectures (``embed_dim``, :data:`_ARCHITECTURE_KEYS`, the stem kind),
+    as ``"vision_cfg.width 128, not 768"`` strings (``recorded``'s value first); empty when they agree."""
+    differences = []
+    if asked.model_cfg.get("embed_dim") != recorded.model_cfg.get("embed_dim"):
+        differences.append(f"embed_dim {recorded.model_cfg.get('embed_dim')}, not {asked.model_cfg.get('embed_dim')}")
+    for tower, defaults in _ARCHITECTURE_KEYS.items():
+        mine, theirs = asked.model_cfg.get(tower) or {}, recorded.model_cfg.get(tower) or {}
+        for key, default in defaults.items():
+            if mine.get(key, default) != theirs.get(key, default):
+                differences.append(f"{tower}.{key} {theirs.get(key, default)}, not {mine.get(key, default)}")
+    if asked.stem.kind != recorded.stem.kind:
+        differences.append(f"a {recorded.stem.kind} stem, not a {asked.stem.kind} stem")
+    return differences
+
+
+def _refuse_other_architecture(spec: ModelSpec, recorded: ModelSpec, checkpoint: Checkpoint) -> None:
+    """Weights recorded with another architecture than the model asked for would build the recorded one under the
+    asked name (a ViT-Tiny-8 labelled ViT-B-16): an error naming both.
+
+    Raises:
+        InputError: the architectures differ.
+    """
+    differences = architecture_differences(spec, recorded)
+    if differences:
+        shown = "; ".join(differences[:4]) + (" ..." if len(differences) > 4 else "")
+        raise InputError(
+            f"model '{spec.name}' was asked for with pretrained {checkpoint.path}, whose weights are of another "
+            f"architecture ('{recorded.teacher}'): {shown}. Ask for '{recorded.teacher}' (or pass the saved folder "
+            "itself as the model)")
+
+
 @dataclass(frozen=True)
 class LoadPlan:
     """How ``pretrained`` goes into the model :func:`create_model` builds, decided once by :func:`plan_load`.
@@ -181,6 +224,9 @@ def plan_load(spec: ModelSpec, checkpoint: Optional[Checkpoint]) -> LoadPlan:
     MLPs: a teacher's weights for a student), else at ``final`` with the recorded config adopted. One without a
     config is loaded at ``open_clip``, unless it holds keys the bare architecture lacks (a student saved as a plain
     state dict): then at ``final``.
+
+    Raises:
+        InputError: the checkpoint records another architecture than ``spec``'s (see :func:`architecture_differences`).
     """
     if checkpoint is None:
         return LoadPlan(spec)
@@ -196,7 +242,11 @@ def plan_load(spec: ModelSpec, checkpoint: Optional[Checkpoint]) -> LoadPlan:
     if checkpoint.config is None:
         stage = "final" if _holds_keys_beyond_architecture(spec, checkpoint.state_dict) else "open_clip"
         return LoadPlan(spec, stage, checkpoint)
-    recorded = ModelSpec.from_config(spec.name, checkpoint.config)
+    try:
+        recorded = ModelSpec.from_config(spec.name, checkpoint.config)
+    except (ValueError, TypeError, KeyError) as error:
+        raise InputError(f"{checkpoint.path}: its recorded model config is invalid ({error})") from error
+    _refuse_other_architecture(spec, recorded, checkpoint)
     grows = ((spec.has_memory and not recorded.has_memory)
              or (not spec.wide_mlp.is_default and recorded.wide_mlp.is_default))
     if grows:
@@ -214,7 +264,14 @@ def _load_planned_weights(model: nn.Module, plan: LoadPlan, stage: str, weights_
     checkpoint = plan.checkpoint
     if stage == "open_clip" and not plan.longclip:
         logger.info("loading teacher weights for %s from %s", plan.spec.name, checkpoint.path)
-        open_clip.load_checkpoint(model, checkpoint.path, strict=True, weights_only=weights_only)
+        problems = [p for p in tensor_problems(model, checkpoint.state_dict) if "shape" not in p]  # open_clip resizes
+        if problems:
+            raise InputError(f"checkpoint {checkpoint.path} does not fit {plan.spec.name}: {'; '.join(problems[:4])}")
+        try:
+            open_clip.load_checkpoint(model, checkpoint.path, strict=True, weights_only=True)
+        except RuntimeError as error:  # missing, unexpected or reshaped tensors
+            raise InputError(f"checkpoint {checkpoint.path} does not fit {plan.spec.name}: "
+                             f"{' '.join(str(error).split())[:1500]}") from error
         return
     logger.info("loading %s weights for %s from %s", "Long-CLIP" if plan.longclip else stage, plan.spec.name,
                 checkpoint.path)
@@ -310,7 +367,8 @@ def create_model(
         text_pretrained: a checkpoint or saved folder whose ``text.*`` weights replace the text tower at the end
             (e.g. a RoPE tower distilled with ``--distill-text``).
         force_*: as in open_clip.
-        weights_only: ``torch.load``'s safe mode (as in open_clip).
+        weights_only: ``torch.load``'s safe mode, as in open_clip; memclip reads weights only in it (``False`` is
+            refused with an error, see :func:`memclip.weights_io.read_weights_file`).
         open_clip_kwargs: passed to ``open_clip.create_model`` for models that go straight to open_clip.
     Returns:
         The model, with ``model.memclip_spec`` (a :class:`ModelSpec`) attached.

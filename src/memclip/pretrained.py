@@ -10,23 +10,44 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 RECORD_FIELDS = ("model", "tag", "weights", "sha256", "bytes")
 
 
-def _records(directory: Path = PRETRAINED_DIR) -> Dict[tuple, Dict[str, Any]]:
+def _records(directory: Optional[Path] = None) -> Dict[tuple, Dict[str, Any]]:
+    """(model, tag) -> record, for every valid record file. A file that is not a valid record is skipped with a
+    warning naming it, and is an error only when its ``<model>-<tag>`` is asked for (:func:`shipped_record`)."""
     records = {}
-    for path in sorted(directory.glob("*.json")):
+    for path in sorted((directory or PRETRAINED_DIR).glob("*.json")):
+        problem = _record_problem(path)
+        if problem:
+            logger.warning("skipping %s: %s", path, problem)
+            continue
         record = json.loads(path.read_text(encoding="utf-8"))
-        if all(key in record for key in RECORD_FIELDS):
-            records[(record["model"], record["tag"])] = dict(record, record_path=str(path))
+        records[(record["model"], record["tag"])] = dict(record, record_path=str(path))
     return records
+
+
+def _record_problem(path: Path) -> str:
+    """Why ``path`` is not a shipped-weights record ('' when it is one)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return f"not valid JSON ({error})"
+    if not isinstance(record, dict) or not all(key in record for key in RECORD_FIELDS):
+        return f"not a record of shipped weights (it needs {list(RECORD_FIELDS)})"
+    return ""
 
 
 def list_shipped_tags(model: str) -> List[str]:
@@ -35,8 +56,17 @@ def list_shipped_tags(model: str) -> List[str]:
 
 
 def shipped_record(model: str, tag: str) -> Optional[Dict[str, Any]]:
-    """The record of a shipped checkpoint (command, seed, metrics, sha256), or None if there is none."""
-    return _records().get((model, tag))
+    """The record of a shipped checkpoint (command, seed, metrics, sha256), or None if there is none.
+
+    Raises:
+        InputError: the record file of ``<model>-<tag>`` exists but is damaged (the message names it).
+    """
+    record = _records().get((model, tag))
+    named = PRETRAINED_DIR / f"{model}-{tag}.json"
+    if record is None and named.is_file() and _record_problem(named):
+        raise InputError(f"memclip's pretrained '{tag}' record for {model} is damaged: {named} is "
+                         f"{_record_problem(named)}; reinstall memclip")
+    return record
 
 
 def file_sha256(path: Path) -> str:
@@ -51,19 +81,19 @@ def shipped_weights(model: str, tag: str) -> Optional[Path]:
     """The verified weights file of a shipped checkpoint, or None when ``(model, tag)`` ships nothing.
 
     Raises:
-        RuntimeError: the file is missing or its sha256 differs from the record (a broken install or checkout;
-            Git LFS pointers are a common cause).
+        InputError: the file is missing or its sha256 differs from the record (a broken install or checkout;
+            Git LFS pointers are a common cause); one line naming the file.
     """
     record = shipped_record(model, tag)
     if record is None:
         return None
     path = Path(record["record_path"]).parent / record["weights"]
     if not path.is_file():
-        raise RuntimeError(f"memclip's pretrained '{tag}' weights for {model} are missing: {path}")
+        raise InputError(f"memclip's pretrained '{tag}' weights for {model} are missing: {path}")
     digest = file_sha256(path)
     if digest != record["sha256"]:
-        raise RuntimeError(f"memclip's pretrained '{tag}' weights for {model} are corrupt: sha256 {digest} of {path} "
-                           f"differs from the recorded {record['sha256']}; reinstall memclip or re-create them")
+        raise InputError(f"memclip's pretrained '{tag}' weights for {model} are corrupt: sha256 {digest} of {path} "
+                         f"differs from the recorded {record['sha256']}; reinstall memclip or re-create them")
     return path
 
 

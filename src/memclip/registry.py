@@ -16,11 +16,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import open_clip
 import open_clip.factory
@@ -48,6 +49,11 @@ _CONFIG_PATHS: List[Path] = [Path(__file__).parent / "model_configs"] + [
     Path(p) for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p
 ]
 _CONFIGS: Dict[str, Dict[str, Any]] = {}
+_CONFIG_FILES: Dict[str, Path] = {}
+_BAD_CONFIGS: Dict[str, Tuple[Path, str]] = {}
+"""Config files that could not be registered: name (file stem) -> (file, why). Asking for that name is an error."""
+_WARNED: set = set()
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,8 +139,36 @@ def _natural_key(text: str) -> list:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", text.lower())]
 
 
+def _read_config_file(file: Path) -> Tuple[Optional[Dict[str, Any]], str]:
+    """(config, '') for a model config file, else (None, why it is not one)."""
+    try:
+        with open(file, "r", encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        return None, f"not readable JSON ({type(error).__name__}: {next(iter(str(error).splitlines()), '')})"
+    if not isinstance(config, dict):
+        return None, f"a JSON {type(config).__name__}, not a model config object"
+    missing = [key for key in OPEN_CLIP_REQUIRED_KEYS if key not in config]
+    if missing:
+        return None, f"not a model config (it lacks {missing})"
+    return config, ""
+
+
+def _warn_once(message: str, *args: Any) -> None:
+    key = message % args
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning(message, *args)
+
+
 def _rescan() -> None:
+    """Register every config file of the config paths. One that cannot be read is skipped with a warning naming it
+    (so a bad file in a shared ``MEMCLIP_MODEL_CONFIGS`` folder breaks no program that does not ask for it), and
+    asking for its name is an error naming it. A name registered by two files takes the later file, with a warning
+    naming both."""
     _CONFIGS.clear()
+    _CONFIG_FILES.clear()
+    _BAD_CONFIGS.clear()
     files: List[Path] = []
     for path in _CONFIG_PATHS:
         if path.is_file() and path.suffix == ".json":
@@ -142,10 +176,18 @@ def _rescan() -> None:
         elif path.is_dir():
             files.extend(sorted(path.glob("*.json")))
     for file in files:
-        with open(file, "r", encoding="utf-8") as f:
-            config = json.load(f)
-        if all(key in config for key in OPEN_CLIP_REQUIRED_KEYS):
-            _CONFIGS[file.stem] = config
+        config, problem = _read_config_file(file)
+        if config is None:
+            _warn_once("model config %s is skipped: %s", file, problem)
+            _BAD_CONFIGS[file.stem] = (file, problem)
+            _CONFIGS.pop(file.stem, None)
+            continue
+        if file.stem in _CONFIG_FILES and _CONFIG_FILES[file.stem].resolve() != file.resolve():
+            _warn_once("model config %s replaces %s (both name the model '%s')", file, _CONFIG_FILES[file.stem],
+                       file.stem)
+        _BAD_CONFIGS.pop(file.stem, None)
+        _CONFIGS[file.stem] = config
+        _CONFIG_FILES[file.stem] = file
 
 
 def add_model_config(path: Union[str, Path]) -> None:
@@ -169,8 +211,20 @@ def is_saved_model_dir(path: Union[str, Path]) -> bool:
 
 
 def read_saved_config(path: Union[str, Path]) -> Dict[str, Any]:
-    with open(Path(path) / SAVED_CONFIG_NAME, "r", encoding="utf-8") as f:
-        return json.load(f)
+    """The ``memclip_config.json`` of a saved folder.
+
+    Raises:
+        InputError: the file is not valid JSON or lacks the model config (the message names the file).
+    """
+    file = Path(path) / SAVED_CONFIG_NAME
+    try:
+        with open(file, "r", encoding="utf-8") as f:
+            saved = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{file} is not valid JSON ({error}): the saved model's config is damaged") from error
+    if not isinstance(saved, dict) or not isinstance(saved.get("model_cfg"), dict):
+        raise InputError(f"{file} has no 'model_cfg' dict: not a folder written by memclip.save_pretrained")
+    return saved
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -181,12 +235,13 @@ def get_model_spec(name: str) -> ModelSpec:
     """
     if is_saved_model_dir(name):
         saved = read_saved_config(name)
-        return ModelSpec.from_config(saved.get("name", Path(name).name), saved["model_cfg"])
-    if name in _CONFIGS:
-        return ModelSpec.from_config(name, _CONFIGS[name])
-    cleaned = name.replace("/", "-")
-    if cleaned in _CONFIGS:
-        return ModelSpec.from_config(cleaned, _CONFIGS[cleaned])
+        return _spec_from_file(saved.get("name", Path(name).name), saved["model_cfg"], Path(name) / SAVED_CONFIG_NAME)
+    for candidate in (name, name.replace("/", "-")):
+        if candidate in _BAD_CONFIGS:
+            file, problem = _BAD_CONFIGS[candidate]
+            raise InputError(f"model '{candidate}': its config file {file} is {problem}")
+        if candidate in _CONFIGS:
+            return _spec_from_file(candidate, _CONFIGS[candidate], _CONFIG_FILES.get(candidate))
     try:
         open_clip_cfg = open_clip.get_model_config(name)
     except (OSError, ValueError):
@@ -199,6 +254,15 @@ def get_model_spec(name: str) -> ModelSpec:
             "See memclip.list_models()."
         )
     return ModelSpec.from_config(name, open_clip_cfg)
+
+
+def _spec_from_file(name: str, config: Dict[str, Any], file: Optional[Path]) -> ModelSpec:
+    """:meth:`ModelSpec.from_config`, its errors naming the file the config came from."""
+    try:
+        return ModelSpec.from_config(name, config)
+    except (ValueError, TypeError, KeyError) as error:
+        where = f" (file {file})" if file else ""
+        raise InputError(f"model config '{name}'{where} is invalid: {error}") from error
 
 
 def get_model_config(name: str) -> Dict[str, Any]:

@@ -7,12 +7,14 @@ Only a model's weights: a run's training state (optimizer, schedule, progress, R
 """
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import open_clip
 import torch
@@ -26,16 +28,58 @@ from .pretrained import list_shipped_tags, shipped_weights
 from .registry import CONFIG_KEY, SAVED_CONFIG_NAME, ModelSpec, is_saved_model_dir, read_saved_config
 from .version import __version__
 
+logger = logging.getLogger(__name__)
+
 WEIGHTS_NAME = "open_clip_model.safetensors"
 OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
+
+
+def open_clip_config(model: nn.Module, spec: ModelSpec) -> Tuple[Optional[Dict[str, Any]], str]:
+    """(the model config plain open_clip rebuilds ``model`` from, '') when open_clip reproduces it exactly, else
+    (None, why not).
+
+    open_clip builds neither memory, a convolutional stem, widened MLPs nor a RoPE text tower; a CLIP text tower
+    stretched to N tokens is, once stretched, an open_clip tower of N positions (the config says N). The claim is
+    then checked: open_clip's model of that config, built on the meta device, must have exactly ``model``'s
+    tensors and shapes (HF and timm towers, which memclip does not change, are not built).
+    """
+    if spec.memory is not None:
+        return None, "it has memory layers"
+    if not spec.stem.is_default:
+        return None, f"its vision tower has a {spec.stem.kind} stem"
+    if not spec.wide_mlp.is_default:
+        return None, "it has widened MLPs"
+    if spec.text.kind != "clip":
+        return None, f"its text tower is {spec.text.kind}"
+    model_cfg = copy.deepcopy(spec.model_cfg)
+    model_cfg.setdefault("text_cfg", {})["context_length"] = spec.context_length
+    if "hf_model_name" in model_cfg["text_cfg"] or "timm_model_name" in model_cfg.get("vision_cfg", {}):
+        return model_cfg, ""
+    cfg = copy.deepcopy(model_cfg)
+    custom_text = cfg.pop("custom_text", False)
+    model_class = open_clip.CoCa if "multimodal_cfg" in cfg else open_clip.CustomTextCLIP if custom_text else \
+        open_clip.CLIP
+    try:
+        with torch.device("meta"):
+            plain = model_class(**cfg).state_dict()
+    except Exception as error:  # a config open_clip cannot build at all
+        return None, f"open_clip cannot build its config ({type(error).__name__}: {error})"
+    own = model.state_dict()
+    differ = sorted(set(own) ^ set(plain)) or [k for k in own if tuple(own[k].shape) != tuple(plain[k].shape)]
+    if differ:
+        return None, f"open_clip's model of its config differs in {len(differ)} tensors, e.g. {differ[0]}"
+    return model_cfg, ""
 
 
 def save_pretrained(model: nn.Module, directory: Union[str, Path], spec: Optional[ModelSpec] = None) -> Path:
     """Write ``model`` to ``directory`` as ``open_clip_model.safetensors`` plus ``memclip_config.json``.
 
     ``memclip.create_model(directory)`` (or ``create_model(name, pretrained=directory)``) loads it back with a
-    strict key check. A model without memory also gets ``open_clip_config.json``, so plain open_clip reads the
-    folder with ``open_clip.create_model('local-dir:DIR')``.
+    strict key check. A model that plain open_clip reproduces exactly (no memory, open_clip's patchify stem, a CLIP
+    text tower of any context, no widened MLPs; see :func:`open_clip_config`) also gets ``open_clip_config.json``,
+    so ``open_clip.create_model('local-dir:DIR')`` reads the folder and gives the same embeddings; for any other
+    model the file is not written (and an old one in the folder is removed), so open_clip refuses the folder
+    rather than load another model.
 
     Args:
         model: a model made by :func:`memclip.create_model` (it carries ``memclip_spec``), or any open_clip model
@@ -55,9 +99,13 @@ def save_pretrained(model: nn.Module, directory: Union[str, Path], spec: Optiona
     metadata = {CONFIG_KEY: json.dumps(spec.to_config())}
     atomic_write(directory / WEIGHTS_NAME,
                  lambda tmp: save_model(model, tmp, metadata=metadata, force_contiguous=True))
-    if spec.memory is None:
-        atomic_write_json(directory / OPEN_CLIP_CONFIG_NAME,
-                          {"model_cfg": spec.model_cfg, "preprocess_cfg": preprocess_cfg})
+    plain_cfg, why_not = open_clip_config(model, spec)
+    if plain_cfg is not None:
+        atomic_write_json(directory / OPEN_CLIP_CONFIG_NAME, {"model_cfg": plain_cfg, "preprocess_cfg": preprocess_cfg})
+    else:
+        logger.info("%s: no %s, plain open_clip cannot rebuild the model (%s); memclip.create_model reads it",
+                    directory, OPEN_CLIP_CONFIG_NAME, why_not)
+        (directory / OPEN_CLIP_CONFIG_NAME).unlink(missing_ok=True)
     atomic_write_json(directory / SAVED_CONFIG_NAME, {
         "name": spec.name,
         "model_cfg": spec.to_config(),
@@ -76,11 +124,44 @@ def _alias_groups(model: nn.Module) -> Dict[str, set]:
     return {key: by_tensor[id(tensor)] for key, tensor in own.items()}
 
 
+def tensor_problems(model: nn.Module, state_dict: Mapping[str, Any]) -> List[str]:
+    """What keeps the tensors of ``state_dict`` that the model has from loading into it as they are: a value that is
+    not a tensor, a shape that differs, or a dtype that cannot hold the parameter (integers or booleans for a floating
+    point weight, which ``load_state_dict`` would silently cast: int8 weights become whole numbers, usually zeros;
+    floating point values for an integer buffer). Any floating point dtype may hold a floating point weight (weights
+    ship in fp16). One line per tensor, naming it."""
+    own = model.state_dict()
+    problems = []
+    for key, value in state_dict.items():
+        if key not in own:
+            continue
+        target = own[key]
+        if not isinstance(value, torch.Tensor):
+            problems.append(f"{key} is a {type(value).__name__}, not a tensor")
+        elif tuple(value.shape) != tuple(target.shape):
+            problems.append(f"{key} has shape {tuple(value.shape)}, the model's {tuple(target.shape)}")
+        elif target.is_floating_point() and not (value.is_floating_point() or value.is_complex()):
+            problems.append(f"{key} is {str(value.dtype).replace('torch.', '')}, which cannot hold the model's "
+                            f"{str(target.dtype).replace('torch.', '')} weights")
+        elif not target.is_floating_point() and not target.is_complex() and value.is_floating_point():
+            problems.append(f"{key} is {str(value.dtype).replace('torch.', '')}, the model's buffer "
+                            f"{str(target.dtype).replace('torch.', '')}")
+    return problems
+
+
+def _refuse_tensor_problems(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
+    problems = tensor_problems(model, state_dict)
+    if problems:
+        raise InputError(f"checkpoint {source or '<state dict>'} does not fit the model: {len(problems)} tensors "
+                         f"cannot load as they are: {'; '.join(problems[:4])}{' ...' if len(problems) > 4 else ''}")
+
+
 def load_model_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
     """Strict load that accepts a shared tensor stored under only one of its names.
 
     Raises:
-        InputError: keys are missing or unexpected, or shapes differ; the message lists them and names ``source``.
+        InputError: keys are missing or unexpected, shapes differ, or a tensor's dtype cannot hold its parameter
+            (see :func:`tensor_problems`); the message lists them and names ``source``.
     """
     aliases = _alias_groups(model)
     expected = set(aliases)
@@ -93,6 +174,7 @@ def load_model_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tenso
             f"{len(missing)} missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
             f"{len(unexpected)} unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
         )
+    _refuse_tensor_problems(model, state_dict, source)
     model.load_state_dict(dict(state_dict), strict=False)
 
 
@@ -125,19 +207,30 @@ def _first_line(error: Exception) -> str:
 
 
 def read_weights_file(path: Union[str, Path], weights_only: bool = True) -> Checkpoint:
-    """Read a .safetensors, .pt, .pth or .bin file: a bare state dict, or a dict with ``state_dict`` (training)."""
+    """Read a .safetensors, .pt, .pth or .bin file: a bare state dict, or a dict with ``state_dict`` (training).
+
+    Pickle files are read only in ``torch.load``'s safe mode: ``weights_only`` is open_clip's argument, and
+    ``False`` is refused (a pickle can run code when it is loaded; convert such a file once, in a process you trust,
+    with ``torch.save(torch.load(path, weights_only=False)["state_dict"], new_path)``).
+
+    Raises:
+        InputError: ``weights_only`` is False, or the file is damaged, refused by the safe mode or not weights.
+    """
     path = str(path)
+    if not weights_only:
+        raise InputError(f"{path}: memclip reads weights only with torch.load(weights_only=True); a file that needs "
+                         "weights_only=False can run code when loaded: convert it once where you trust it")
     try:
         if path.endswith(".safetensors"):
             with safe_open(path, framework="pt") as f:
                 metadata = f.metadata() or {}
             config = json.loads(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
             return Checkpoint(path, load_file(path, device="cpu"), config)
-        loaded = torch.load(path, map_location="cpu", weights_only=weights_only)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise InputError(
-            f"{path} holds objects that torch.load's safe mode refuses ({_first_line(error)}); pass weights_only=False "
-            "only if you trust the file"
+            f"{path} holds objects that torch.load's safe mode refuses ({_first_line(error)}); if you trust the file, "
+            "keep only its tensors: torch.save(torch.load(path, weights_only=False)['state_dict'], new_path)"
         ) from error
     except Exception as error:  # truncated or damaged files fail in many ways inside torch.load and safetensors
         raise InputError(f"{path} is not a readable weights file ({type(error).__name__}: {_first_line(error)})"
@@ -149,7 +242,13 @@ def read_weights_file(path: Union[str, Path], weights_only: bool = True) -> Chec
     if not isinstance(loaded, dict):
         raise InputError(f"{path} is not a state dict or a checkpoint dict (got {type(loaded).__name__})")
     if "state_dict" in loaded:
-        return Checkpoint(path, _strip_module_prefix(loaded["state_dict"]), loaded.get(CONFIG_KEY))
+        if not isinstance(loaded["state_dict"], dict):
+            raise InputError(f"{path}: its 'state_dict' is a {type(loaded['state_dict']).__name__}, not a dict of "
+                             "tensors")
+        config = loaded.get(CONFIG_KEY)
+        if config is not None and not isinstance(config, dict):
+            raise InputError(f"{path}: its '{CONFIG_KEY}' is a {type(config).__name__}, not a model config")
+        return Checkpoint(path, _strip_module_prefix(loaded["state_dict"]), config)
     return Checkpoint(path, _strip_module_prefix(loaded))
 
 

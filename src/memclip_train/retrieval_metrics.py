@@ -3,6 +3,11 @@
 T2I (text -> image): each caption's query ranks all images; R@k counts captions whose true image is in the top k.
 I2T (image -> text): each image's query ranks all captions; R@k counts images with *any* of their captions in the
 top k (CLIP_benchmark, FLAIR). Mean and median ranks are 1-based: rank 1 is a perfect hit.
+
+A NaN score is the worst score: a true candidate scored NaN ranks behind every other candidate, and a NaN competitor
+behind the true one. (Every comparison with NaN is false, so without this a model whose features are all NaN would
+rank every query first.) The eval program refuses non-finite features before they get here; the rule keeps any other
+caller honest.
 """
 from __future__ import annotations
 
@@ -13,13 +18,20 @@ import torch
 DEFAULT_KS = (1, 5, 10)
 
 
+def worst_for_nan(scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` with NaN replaced by -inf, the worst score, so that comparisons and argmax/topk rank it last."""
+    return scores.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+
+
 def _ranks_of_true(similarity: torch.Tensor, is_true: torch.Tensor) -> torch.Tensor:
     """1-based rank of the best-ranked true candidate in each row: (Q, C) scores, (Q, C) bool -> (Q,) int64.
 
-    Ties count against the query: a candidate with a score equal to the true one's ranks ahead of it.
+    Ties count against the query: a candidate with a score equal to the true one's ranks ahead of it. NaN is the
+    worst score (a NaN true score ties with NaN competitors, so it ranks last).
     """
+    similarity = worst_for_nan(similarity)
     best_true = similarity.masked_fill(~is_true, float("-inf")).max(dim=1, keepdim=True).values
-    return (similarity.masked_fill(is_true, float("-inf")) >= best_true).sum(dim=1) + 1
+    return ((similarity >= best_true) & ~is_true).sum(dim=1) + 1
 
 
 @torch.no_grad()

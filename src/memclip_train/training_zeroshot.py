@@ -40,13 +40,18 @@ class TrainingZeroShot:
     def from_config(cls, config: TrainConfig) -> Optional["TrainingZeroShot"]:
         """None when the run gives none of --imagenet-val, --imagenet-v2 and --zeroshot-synth.
 
+        Items the eval program refuses by default (an empty class folder, an image outside the class folders, ...)
+        are left out and counted here, as unreadable images are: the count is logged when the run starts and goes
+        into the metrics as ``{prefix}-bad-items``.
+
         Raises:
             LayoutError: a folder without the dataset's layout (the message shows it).
         """
         paths = {"imagenet": config.data.imagenet_val, "imagenet-v2": config.data.imagenet_v2}
-        sets = {METRIC_PREFIXES[name]: load_zeroshot_set(name, path) for name, path in paths.items() if path}
+        sets = {METRIC_PREFIXES[name]: load_zeroshot_set(name, path, skip_bad=True)
+                for name, path in paths.items() if path}
         if config.data.zeroshot_synth:
-            sets.update({prefix: load_zeroshot_set(name, config.data.zeroshot_synth)
+            sets.update({prefix: load_zeroshot_set(name, config.data.zeroshot_synth, skip_bad=True)
                          for name, prefix in SYNTH_METRIC_PREFIXES.items()})
         if not sets:
             return None
@@ -61,7 +66,8 @@ class TrainingZeroShot:
 
     def evaluate(self, model: nn.Module, preprocess: Callable, tokenizer: Callable, device: torch.device,
                  autocast: Callable, batch_size: int, workers: int, progress: bool) -> Dict[str, float]:
-        """``{prefix}-top1``/``-top5`` (fractions, as open_clip_train logs them) and ``-skipped`` images per set.
+        """``{prefix}-top1``/``-top5`` (fractions, as open_clip_train logs them), ``-skipped`` images and
+        ``-bad-items`` per set.
 
         The class embeddings are built once and reused by sets with the same classes and prompts (ImageNet and
         ImageNet-V2). Unreadable images are skipped and counted rather than ending the run.
@@ -80,6 +86,7 @@ class TrainingZeroShot:
                 metrics[f"{prefix}-top1"] = result["metrics"]["top1"] / 100
                 metrics[f"{prefix}-top5"] = result["metrics"]["top5"] / 100
                 metrics[f"{prefix}-skipped"] = len(result["skipped_images"])
+                metrics[f"{prefix}-bad-items"] = len(result["bad_items"])
         finally:
             model.train(was_training)
         return metrics

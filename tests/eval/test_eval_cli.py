@@ -1,10 +1,16 @@
 """The command line: the synthetic-world comparison, blind pairs, heat maps and errors."""
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from memclip_train.eval import evaluate_pairs
+import memclip
+from memclip import pretrained
+from memclip.pretrained import shipped_record
+from memclip_train.eval import evaluate_pairs, runner
 from memclip_train.eval.__main__ import main
 
 
@@ -80,3 +86,133 @@ def test_user_errors_are_one_line_and_exit_2(case, tiny_world, tmp_path, capsys,
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in err, err[-2000:]
     assert main(argv + ["--debug"]) == 2 and "Traceback" in capsys.readouterr().err
+
+
+def refused_argv(tmp_path):
+    """(argv, the flag the error names) for values that can only be mistakes; the data roots do not exist, so only a
+    refusal when parsing raises SystemExit (a later refusal returns 2)."""
+    out = ["--out", str(tmp_path / "out"), "--no-progress"]
+    retrieval = ["retrieval", "--model", "Test-Micro", "--dataset", "urban1k", "--data-root", str(tmp_path / "no")]
+    segmentation = ["segmentation", "--model", "Test-Micro", "--dataset", "synth", "--data-root", str(tmp_path / "no")]
+    markings = ["markings", "--model", "Test-Micro", "--world", str(tmp_path / "no")]
+    return {
+        "logit scale nan": (segmentation + out + ["--logit-scale", "nan"], "--logit-scale"),
+        "logit scale inf": (segmentation + out + ["--logit-scale", "inf"], "--logit-scale"),
+        "logit scale 0": (segmentation + out + ["--logit-scale", "0"], "--logit-scale"),
+        "stride 0": (segmentation + out + ["--stride", "0"], "--stride"),
+        "window 0": (segmentation + out + ["--window", "0"], "--window"),
+        "short side -3": (segmentation + out + ["--short-side", "-3"], "--short-side"),
+        "limit 0": (segmentation + out + ["--limit", "0"], "--limit"),
+        "overlays -1": (segmentation + out + ["--num-overlays", "-1"], "--num-overlays"),
+        "method twice": (segmentation + out + ["--method", "sclip", "--method", "sclip"], "--method"),
+        "batch size 0": (retrieval + out + ["--batch-size", "0"], "--batch-size"),
+        "workers -1": (retrieval + out + ["--workers", "-1"], "--workers"),
+        "context 0": (retrieval + out + ["--text-context-length", "0"], "--text-context-length"),
+        "stretch alone": (retrieval + out + ["--text-pos-stretch", "longclip"], "--text-pos-stretch"),
+        "one row for two models": (retrieval + ["--model", "Test-Micro"] + out, "--label"),
+        "dataset twice": (retrieval + ["--dataset", "urban1k"] + out, "--dataset"),
+        "variant of a set without any": (["retrieval", "--model", "Test-Micro", "--dataset",
+                                          "synth-short@../../../escape", "--data-root", str(tmp_path / "no")] + out,
+                                         "--dataset"),
+        "candidates 1": (markings + out + ["--candidates", "1"], "--candidates"),
+        "empty heat map text": (["heatmap", "--model", "Test-Micro", "--image", str(tmp_path / "no.jpg"), "--text",
+                                 " ", "--out", str(tmp_path / "h.png")], "--text"),
+    }
+
+
+@pytest.mark.parametrize("case", list(refused_argv(Path("/tmp"))))
+def test_values_that_can_only_be_mistakes_are_refused_when_parsed(case, tmp_path, capsys, micro_configs):
+    """Before, each was accepted, and the run failed later, or evaluated with it (a NaN logit scale, a result
+    written outside the results folder, one model's row replaced by another's)."""
+    argv, flag = refused_argv(tmp_path)[case]
+    with pytest.raises(SystemExit) as parsed:
+        main(argv)
+    err = capsys.readouterr().err
+    assert parsed.value.code == 2 and flag in err.splitlines()[-1], err
+    assert not list(tmp_path.rglob("*.json")), "nothing was evaluated"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_device_this_machine_lacks_is_refused_when_parsed(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["retrieval", "--model", "Test-Micro", "--dataset", "urban1k", "--data-root", str(tmp_path), "--out",
+              str(tmp_path / "out"), "--device", "cuda"])
+    assert "argument --device: cuda: this machine has no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["an existing file", "a read-only file system"])
+def test_an_out_that_cannot_be_written_is_refused_before_evaluating(where, urban_root, tmp_path, capsys,
+                                                                   monkeypatch, micro_configs):
+    """An unwritable --out used to be found only after every model had been evaluated."""
+    if where == "an existing file":
+        out = tmp_path / "results"
+        out.write_text("not a folder")
+    else:
+        out = Path("/sys/kernel/memclip-results")
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("no sysfs: no read-only file system to write to")
+    evaluated = []
+    monkeypatch.setattr(runner, "evaluate_retrieval", lambda *args, **kwargs: evaluated.append(args))
+    with pytest.raises(SystemExit):
+        main(["retrieval", "--model", "Test-Micro", "--dataset", "urban1k", "--data-root", str(urban_root),
+              "--out", str(out), "--no-progress"])
+    assert "argument --out" in capsys.readouterr().err and not evaluated
+
+
+def test_tampered_shipped_weights_are_a_one_line_error_naming_the_file(tmp_path, capsys, monkeypatch):
+    """A tampered shipped weights file used to end in a RuntimeError traceback."""
+    record = dict(shipped_record("ViT-Tiny-8", "synth"))
+    weights = tmp_path / "ViT-Tiny-8-synth.safetensors"
+    data = bytearray((Path(record["record_path"]).parent / record["weights"]).read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    fake = tmp_path / "ViT-Tiny-8-synth.json"
+    fake.write_text(json.dumps({k: v for k, v in record.items() if k != "record_path"}))
+    monkeypatch.setattr(pretrained, "_records", lambda: {("ViT-Tiny-8", "synth"): dict(record,
+                                                                                       record_path=str(fake))})
+    image = tmp_path / "i.png"
+    Image.new("RGB", (64, 64)).save(image)
+    argv = ["heatmap", "--model", "ViT-Tiny-8", "--pretrained", "synth", "--image", str(image), "--text", "a",
+            "--out", str(tmp_path / "h.png")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(weights) in err and "corrupt" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("layout", ["plain state dict", "saved folder"])
+def test_a_reshaped_tensor_is_a_one_line_error_naming_the_file_and_tensor(layout, tmp_path, capsys, micro_configs):
+    """A reshaped tensor used to end in load_state_dict's size-mismatch traceback."""
+    model = memclip.create_model("Test-Micro")
+    with torch.no_grad():
+        model.visual.proj = torch.nn.Parameter(model.visual.proj.reshape(16, 64))
+    if layout == "plain state dict":
+        source = tmp_path / "reshaped.pt"
+        torch.save(model.state_dict(), source)
+    else:
+        source = memclip.save_pretrained(model, tmp_path / "reshaped", memclip.get_model_spec("Test-Micro"))
+    image = tmp_path / "i.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert main(["heatmap", "--model", "Test-Micro", "--pretrained", str(source), "--image", str(image), "--text",
+                 "a", "--out", str(tmp_path / "h.png")]) == 2
+    err = capsys.readouterr().err
+    assert str(source) in err and "visual.proj" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_bad_pair_rows_are_named_or_counted(tiny_world, tmp_path, capsys, micro_configs):
+    """A row with a null caption used to reach the tokenizer; a repeated pair id was counted twice."""
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world / "pairs", world / "pairs")
+    path = world / "pairs" / "pairs.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[3]["b"]["caption"] = None
+    rows.append(dict(rows[0]))
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = ["pairs", "--model", "Test-Micro", "--data-root", str(world), "--out", str(tmp_path / "out"),
+            "--no-progress"]
+    assert main(argv) == 2
+    assert "pairs.jsonl, line 4: side 'b' 'caption' is null" in capsys.readouterr().err
+    assert main(argv + ["--skip-bad"]) == 0
+    assert "| skipped |" in capsys.readouterr().out
+    [stored] = (tmp_path / "out" / "pairs").glob("*.json")
+    result = json.loads(stored.read_text())
+    assert result["pairs"] == 13 and result["skipped"]["bad_items"] == 2

@@ -1,5 +1,6 @@
 """Every retrieval loader reads its dataset's real layout, and wrong layouts say what was expected."""
 import json
+import re
 
 import pytest
 
@@ -105,3 +106,110 @@ def test_broken_json_is_reported(tmp_path):
     (tmp_path / "dataset_coco.json").write_text("{not json")
     with pytest.raises(LayoutError, match="not valid json"):
         load_retrieval_set("coco", tmp_path)
+
+
+def rewrite_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def rewrite_jsonl(path, change):
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    change(rows)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def break_karpathy_sentence(root):
+    rewrite_json(root / "dataset_coco.json", lambda d: d["images"][1]["sentences"].__setitem__(2, {"raw": None}))
+
+
+def repeat_karpathy_image(root):
+    rewrite_json(root / "dataset_coco.json", lambda d: d["images"].insert(1, dict(d["images"][0])))
+
+
+def drop_karpathy_split(root):
+    rewrite_json(root / "dataset_coco.json", lambda d: d["images"][2].pop("split"))
+
+
+def empty_urban_caption(root):
+    (root / "caption" / "2.txt").write_text("\n")
+
+
+def repeat_docci_row(root):
+    rewrite_jsonl(root / "docci_descriptions.jsonlines", lambda rows: rows.append(dict(rows[0])))
+
+
+def null_docci_description(root):
+    rewrite_jsonl(root / "docci_descriptions.jsonlines", lambda rows: rows[1].__setitem__("description", None))
+
+
+def null_iiw_text(root):
+    rewrite_jsonl(root / "datasets" / "DOCCI_Test" / "data.jsonl", lambda rows: rows[0].__setitem__("IIW", None))
+
+
+def drop_dci_extra_caption(root):
+    rewrite_json(root / "densely_captioned_images" / "annotations" / "sa_1.json", lambda a: a.pop("extra_caption"))
+
+
+def repeat_dci_name(root):
+    rewrite_json(root / "densely_captioned_images" / "splits.json", lambda s: s["test"].append("sa_0.json"))
+
+
+def null_sharegpt4v_turn(root):
+    path = root / "share-captioner_coco_lcs_sam_1246k_1107.json"
+    rewrite_json(path, lambda entries: entries[4]["conversations"][1].__setitem__("value", None))
+
+
+@pytest.mark.parametrize("fixture, name, variant, damage, named", [
+    ("coco_root", "coco", None, break_karpathy_sentence, r"images\[1\] \(COCO_val2014_000000000001.jpg\) "
+                                                          r"sentences\[2\]: 'raw' is null"),
+    ("coco_root", "coco", None, repeat_karpathy_image, "lists an image listed before: it would be counted twice"),
+    ("coco_root", "coco", None, drop_karpathy_split, r"images\[2\] .*has no 'split'"),
+    ("urban_root", "urban1k", None, empty_urban_caption, r"caption/2.txt, line 1: is empty"),
+    ("docci", "docci", None, repeat_docci_row, "line 5 .*describes an image described before"),
+    ("docci", "docci", "sentence", null_docci_description, "line 2 .*'description' is null"),
+    ("iiw", "iiw", "docci:full", null_iiw_text, "line 1 .*'IIW' is null"),
+    ("dci", "dci", None, drop_dci_extra_caption, "sa_1.json, extra_caption: is missing"),
+    ("dci", "dci", None, repeat_dci_name, "splits.json, sa_0.json: is listed twice"),
+    ("sharegpt4v", "sharegpt4v-1k", None, null_sharegpt4v_turn, r"entry 4 .*first gpt turn is null"),
+])
+def test_a_bad_item_is_named_by_file_and_item_or_counted(request, long_roots, fixture, name, variant, damage, named):
+    """Before: a null field ended in an AttributeError or KeyError traceback, an empty caption or a missing
+    extra_caption stood in for the real one, and a repeated row or image was counted twice, all with exit 0."""
+    root = long_roots[fixture] if fixture in long_roots else request.getfixturevalue(fixture)
+    whole = load_retrieval_set(name, root, variant)
+    damage(root)
+    with pytest.raises(ValueError, match=named):
+        load_retrieval_set(name, root, variant)
+    counted = load_retrieval_set(name, root, variant, skip_bad=True)
+    assert len(counted.bad_items) == 1 and re.search(named, str(counted.bad_items[0]))
+    assert len(counted.captions) <= len(whole.captions), "what is left out is not counted twice either"
+
+
+def test_flair_urban1k_rows_are_checked(tmp_path):
+    flair = tmp_path / "flair"
+    flair.mkdir()
+    rows = [{"image": "image/1.jpg", "caption": "one"}, {"image": "image/1.jpg", "caption": "one"},
+            {"image": "image/2.jpg", "caption": None}, {"caption": "no image"}, {"image": "image/3.jpg",
+                                                                                 "caption": "three"}]
+    (flair / "annotations.json").write_text(json.dumps({"annotations": rows}))
+    with pytest.raises(ValueError, match=r"annotations\[1\] \(image/1.jpg\): repeats a row"):
+        load_retrieval_set("urban1k", flair)
+    counted = load_retrieval_set("urban1k", flair, skip_bad=True)
+    assert counted.captions == ["one", "three"] and len(counted.bad_items) == 3
+
+
+def test_a_set_without_any_usable_caption_is_a_layout_error(tmp_path):
+    (tmp_path / "dataset_coco.json").write_text(json.dumps({"images": [
+        {"filename": "a.jpg", "split": "test", "sentences": []}]}))
+    with pytest.raises(LayoutError, match="no image with a usable caption"):
+        load_retrieval_set("coco", tmp_path)
+
+
+@pytest.mark.parametrize("name, variant", [("synth-short", "../../../escape"), ("urban1k", "x"),
+                                           ("coco", "val2017/../../x")])
+def test_unknown_variants_are_refused(name, variant):
+    """A dataset without variants used to accept any, and write its result outside the results folder."""
+    with pytest.raises(ValueError, match=f"unknown variant {variant!r}"):
+        load_retrieval_set(name, "/tmp", variant)

@@ -1,14 +1,23 @@
 """Known embeddings give known recalls through the runner; results are cached per model; bad images are named."""
+import json
+import os
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import memclip
+from conftest import image
+from memclip.pretrained import shipped_record
 from memclip_train.eval import LoadedModel, ModelRef, RetrievalSet, autocast_for, evaluate_retrieval, run_retrieval
+from memclip_train.eval import models as models_module
+from memclip_train.eval.__main__ import main
 from memclip_train.eval import runner as runner_module
-from memclip_train.eval.features import BadImageError
+from memclip_train.eval.features import BadImageError, encode_images
+from memclip_train.eval.retrieval_sets import load_retrieval_set
 
 
 class OneHotModel(torch.nn.Module):
@@ -146,8 +155,138 @@ def test_the_cache_follows_the_data_and_skip_bad(urban_root, tmp_path, counted_r
 def test_an_image_without_a_caption_is_named_or_counted(urban_root, tmp_path, micro_configs):
     cpu, ref = torch.device("cpu"), [ModelRef("Test-Micro")]
     Image.new("RGB", (40, 30), (9, 9, 9)).save(urban_root / "image" / "4.jpg")
-    with pytest.raises(BadImageError, match=re.escape(str(urban_root / "image" / "4.jpg"))):
+    with pytest.raises(ValueError, match=re.escape(str(urban_root / "image" / "4.jpg"))):
         run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", progress=False)
     result = run_retrieval(ref, ["urban1k"], [urban_root], tmp_path, cpu, "fp32", skip_bad=True, progress=False)
     stored = result["Test-Micro (random)"]["urban1k"]
     assert stored["num_images"] == 3 and stored["images_without_captions"] == [str(urban_root / "image" / "4.jpg")]
+
+
+@pytest.fixture
+def nan_folder(tmp_path, micro_configs):
+    """A saved Test-Micro whose every weight is NaN."""
+    model = memclip.create_model("Test-Micro")
+    with torch.no_grad():
+        for param in model.parameters():
+            param.fill_(float("nan"))
+    return memclip.save_pretrained(model, tmp_path / "nan-model")
+
+
+def test_a_model_with_non_finite_features_is_an_error_naming_it(urban_root, tmp_path, nan_folder, capsys):
+    """It used to score T2I and I2T R@1 of 100 with exit 0 (every comparison with NaN is false)."""
+    cpu, ref = torch.device("cpu"), ModelRef("Test-Micro", str(nan_folder), name="broken")
+    with pytest.raises(ValueError, match=r"model broken gives non-finite \(NaN or inf\) image features"):
+        run_retrieval([ref], ["urban1k"], [urban_root], tmp_path / "out", cpu, "fp32", progress=False)
+    argv = ["retrieval", "--model", "Test-Micro", "--pretrained", str(nan_folder), "--dataset", "urban1k",
+            "--data-root", str(urban_root), "--out", str(tmp_path / "cli"), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Test-Micro (nan-model)" in err and "non-finite" in err and "Traceback" not in err
+    assert not list((tmp_path / "cli").rglob("*.json")), "no result is written"
+
+
+def test_the_cache_follows_the_weights_content_not_their_file_time(urban_root, tmp_path, counted_runs,
+                                                                  micro_configs):
+    """Weights replaced behind the same path, size and modification time used to be served a stale result."""
+    cpu = torch.device("cpu")
+    folder = memclip.save_pretrained(memclip.create_model("Test-Micro"), tmp_path / "weights")
+    ref = [ModelRef("Test-Micro", str(folder))]
+    first = run_retrieval(ref, ["urban1k"], [urban_root], tmp_path / "out", cpu, "fp32", progress=False)
+    weights = folder / "open_clip_model.safetensors"
+    stat = weights.stat()
+    other = memclip.create_model("Test-Micro")
+    with torch.no_grad():
+        for param in other.parameters():
+            param.copy_(torch.randn_like(param))
+    memclip.save_pretrained(other, folder)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights.stat().st_size == stat.st_size and weights.stat().st_mtime_ns == stat.st_mtime_ns
+    second = run_retrieval(ref, ["urban1k"], [urban_root], tmp_path / "out", cpu, "fp32", progress=False)
+    run_retrieval(ref, ["urban1k"], [urban_root], tmp_path / "out", cpu, "fp32", progress=False)
+    assert counted_runs == ["Test-Micro", "Test-Micro"], "new weights are evaluated again, then reused"
+    label = ref[0].label
+    assert first[label]["urban1k"]["cache_key"] != second[label]["urban1k"]["cache_key"]
+
+
+def test_a_shipped_tag_is_keyed_by_its_recorded_sha256(monkeypatch):
+    """The 'synth' tag used to be keyed by its name alone: new shipped weights reused the old weights' result."""
+    ref = ModelRef("ViT-Tiny-8", "synth")
+    identity = ref.identity()
+    assert identity["pretrained_sha256"] == shipped_record("ViT-Tiny-8", "synth")["sha256"]
+    record = dict(shipped_record("ViT-Tiny-8", "synth"), sha256="0" * 64)
+    monkeypatch.setattr(models_module, "shipped_record", lambda model, tag: record)
+    assert ref.identity() != identity
+
+
+def write_captions_json(root, images, annotations):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "captions_short.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    return root
+
+
+def test_the_coco_captions_reader_keeps_unannotated_images_in_the_gallery(tmp_path, micro_configs, capsys):
+    """An image without an annotation used to be dropped: 2 of 3 images scored, exit 0, nothing reported."""
+    root = tmp_path / "world" / "retrieval"
+    for index in range(3):
+        image(root / "image" / f"{index}.jpg", index)
+    write_captions_json(root, [{"id": i, "file_name": f"image/{i}.jpg"} for i in range(3)],
+                        [{"id": 0, "image_id": 0, "caption": "a red one"}, {"id": 1, "image_id": 2,
+                                                                            "caption": "a blue one"}])
+    with pytest.raises(ValueError, match=re.escape(str(root / "image" / "1.jpg")) + ".*has no caption"):
+        load_retrieval_set("synth-short", root.parent)
+    counted = load_retrieval_set("synth-short", root.parent, skip_bad=True)
+    assert len(counted.images) == 2 and counted.uncaptioned == [root / "image" / "1.jpg"]
+    argv = ["retrieval", "--model", "Test-Micro", "--dataset", "synth-short", "--data-root", str(root.parent),
+            "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 2 and "1.jpg" in capsys.readouterr().err
+    assert main(argv + ["--skip-bad"]) == 0
+    printed = capsys.readouterr().out
+    assert "synth-short skipped" in printed and printed.strip().splitlines()[-1].endswith("| 1 |")
+    [stored] = (tmp_path / "out" / "retrieval" / "synth-short").glob("*.json")
+    result = json.loads(stored.read_text())
+    assert result["num_images"] == 2 and result["skipped"] == {"unreadable_images": 0, "images_without_captions": 1,
+                                                               "bad_items": 0, "total": 1}
+
+
+@pytest.mark.parametrize("annotation, found", [
+    ({"id": 1, "image_id": 0, "caption": None}, "'caption' is null"),
+    ({"id": 1, "image_id": 0, "caption": 7}, "'caption' is a int, not a string"),
+    ({"id": 1, "image_id": 0, "caption": "  "}, "'caption' is empty"),
+    ({"id": 1, "image_id": 5, "caption": "x"}, "image id 5, which 'images' does not list"),
+    ({"id": 1, "caption": "x"}, "image id None"),
+])
+def test_a_bad_coco_annotation_is_named_or_counted(tmp_path, annotation, found):
+    """A null caption used to end in an AttributeError traceback; an unknown image id stopped the whole set."""
+    root = write_captions_json(tmp_path / "c", [{"id": 0, "file_name": "a.jpg"}],
+                               [{"id": 0, "image_id": 0, "caption": "good"}, annotation])
+    with pytest.raises(ValueError, match=re.escape("annotations[1]") + ".*" + re.escape(found)):
+        load_retrieval_set("synth-short", root)
+    counted = load_retrieval_set("synth-short", root, skip_bad=True)
+    assert counted.captions == ["good"] and len(counted.bad_items) == 1
+
+
+def test_images_listed_twice_are_not_counted_twice(tmp_path):
+    root = write_captions_json(tmp_path / "c", [{"id": 0, "file_name": "a.jpg"}, {"id": 1, "file_name": "a.jpg"},
+                                                {"id": 0, "file_name": "b.jpg"}],
+                               [{"id": 0, "image_id": 0, "caption": "good"}])
+    with pytest.raises(ValueError, match=r"images\[1\] \(a.jpg\): lists an image file listed before"):
+        load_retrieval_set("synth-short", root)
+    assert len(load_retrieval_set("synth-short", root, skip_bad=True).bad_items) == 2
+
+
+def float_pixels(image):
+    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+
+
+class MeanPixel(torch.nn.Module):
+    def encode_image(self, images, normalize=True):
+        return torch.stack([images.mean(dim=(1, 2, 3)), torch.ones(len(images))], dim=1)
+
+
+def test_the_eval_reader_scales_a_16_bit_png(tmp_path):
+    """A normally exposed 16-bit PNG used to reach the model 99.5% white (PIL's convert('RGB') clips at 255)."""
+    path = tmp_path / "mid-grey.png"
+    Image.fromarray(np.full((8, 8), 100 * 257, dtype=np.uint16)).save(path)
+    cpu = torch.device("cpu")
+    features = encode_images(MeanPixel(), float_pixels, [path], cpu, autocast_for("fp32", cpu), progress=False).features
+    assert features[0, 0].item() == pytest.approx(100.0)

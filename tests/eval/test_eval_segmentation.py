@@ -1,12 +1,16 @@
 """Segmentation: the mIoU arithmetic, the four last-block methods, label reduction and layouts."""
+import re
+
 import numpy as np
 import pytest
 import torch
 from conftest import write_voc
 from PIL import Image
 
+import memclip
 from memclip_train.eval import ClipSegmenter, SlidingWindow, autocast_for, evaluate_segmentation
-from memclip_train.eval import load_segmentation_set
+from memclip_train.eval import ModelRef, load_segmentation_set
+from memclip_train.eval.runner import run_segmentation
 from memclip_train.eval.segmentation.dense import METHODS, dense_features
 from memclip_train.eval.segmentation.metrics import ConfusionMatrix
 
@@ -116,3 +120,84 @@ def test_the_train_split_is_read_from_each_benchmark_s_own_layout(tmp_path):
             load_segmentation_set(name, tmp_path / "empty", "train")
     with pytest.raises(ValueError, match="unknown segmentation split 'test'"):
         load_segmentation_set("voc20", root, "test")
+
+
+def test_nan_probabilities_are_never_the_argmax(micro_model):
+    """torch's argmax takes NaN for the largest value: a NaN query used to win every pixel."""
+    cpu = torch.device("cpu")
+    segmenter = ClipSegmenter(micro_model.model, micro_model.tokenizer, ["cat", "dog"], "vanilla",
+                              SlidingWindow(32, 16, 48), cpu, autocast_for("fp32", cpu))
+    logits = torch.zeros(2, 2, 2)
+    logits[0] = float("nan")
+    logits[1, 0, 0] = -5.0
+    assert (segmenter.class_probabilities(logits).argmax(0) == 1).all()
+
+
+def test_a_model_with_non_finite_features_is_an_error_naming_it(synth_split, tmp_path, micro_configs):
+    """It used to segment with argmax over NaN (torch takes NaN for the largest) and report an mIoU with exit 0."""
+    broken = memclip.create_model("Test-Micro")
+    with torch.no_grad():
+        broken.visual.proj.fill_(float("nan"))
+    folder = memclip.save_pretrained(broken, tmp_path / "broken")
+    with pytest.raises(ValueError, match=r"model broken gives non-finite \(NaN or inf\) patch features.*a0.jpg"):
+        run_segmentation([ModelRef("Test-Micro", str(folder), name="broken")], ["synth"], [tmp_path], ["sclip"],
+                         tmp_path / "out", torch.device("cpu"), "fp32", progress=False)
+
+
+def test_an_id_listed_twice_and_an_empty_listing_are_refused(synth_split, tmp_path):
+    listing = tmp_path / "segmentation" / "ImageSets" / "Segmentation" / "val.txt"
+    listing.write_text("a0\nb1\na0\n")
+    with pytest.raises(FileNotFoundError, match="image id 'a0' is listed twice"):
+        load_segmentation_set("synth", tmp_path)
+    listing.write_text("\n")
+    with pytest.raises(FileNotFoundError, match="no image ids in"):
+        load_segmentation_set("synth", tmp_path)
+    listing.write_text("a0\n")
+    (tmp_path / "segmentation" / "classes.txt").write_text("circle\nstar\ncircle\n")
+    with pytest.raises(FileNotFoundError, match="the class 'circle' is listed twice"):
+        load_segmentation_set("synth", tmp_path)
+
+
+def blank(image):
+    return np.zeros((image.size[1], image.size[0]), dtype=np.int64)
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("mask of another size", "b1.png is 10x10"),
+    ("label outside the classes", "b1.png holds label 6 outside the 3 classes"),
+    ("undecodable image", "cannot read image"),
+])
+def test_an_unusable_image_or_mask_is_named_or_counted(synth_split, damage, named):
+    """A mask of another size or with an unknown label ended in a ValueError that named no file, after the model ran."""
+    image_path, mask_path = synth_split.items[1]
+    if damage == "mask of another size":
+        Image.fromarray(np.ones((10, 10), dtype=np.uint8)).save(mask_path)
+    elif damage == "label outside the classes":
+        mask = np.asarray(Image.open(mask_path)).copy()
+        mask[25:30, 30:40] = 7  # 7 - 1 = 6 after the label reduction: 3 classes
+        Image.fromarray(mask).save(mask_path)
+    else:
+        image_path.write_bytes(b"broken")
+    with pytest.raises(ValueError, match=named):
+        evaluate_segmentation(synth_split, blank, progress=False)
+    result = evaluate_segmentation(synth_split, blank, progress=False, skip_bad=True)
+    assert result["num_images"] == 2 and result["skipped"]["total"] == 1 and len(result["image_accuracy"]) == 2
+    assert result["skipped_images"][0][0] == str(image_path) and re.search(named, result["skipped_images"][0][1])
+
+
+def test_a_set_without_labelled_pixels_has_no_miou(synth_split):
+    for _, mask_path in synth_split.items:
+        Image.fromarray(np.zeros((40, 48), dtype=np.uint8)).save(mask_path)  # 0 = background, ignored
+    with pytest.raises(ValueError, match="none of the 3 images scored has a labelled pixel"):
+        evaluate_segmentation(synth_split, lambda image: np.zeros((40, 48), dtype=np.int64), progress=False)
+
+
+def test_a_16_bit_image_is_scaled_not_clipped(synth_split, micro_model):
+    """A 16-bit grayscale PNG used to be clipped to white by PIL's convert('RGB')."""
+    seen = []
+    image_path = synth_split.items[0][0]
+    values = np.full((40, 48), 128 * 257, dtype=np.uint16)
+    Image.fromarray(values).save(image_path, format="PNG")
+    evaluate_segmentation(synth_split, lambda image: seen.append(np.asarray(image)) or np.zeros(
+        (image.size[1], image.size[0]), dtype=np.int64), progress=False)
+    assert seen[0].shape == (40, 48, 3) and (seen[0] == 128).all()

@@ -95,6 +95,6 @@ def test_the_cli_reports_the_probe_beside_the_zero_shot_score(tmp_path, micro_co
     assert list(folder.glob("*_probe_overlays/*.png"))
     assert json.loads(probe_json.read_text())["probe_split"] == "val"
     with pytest.raises(SystemExit):
-        main(args + ["--dataset", "synth", "--data-root", str(world), "--probe-data-root", str(probe_world),
+        main(args + ["--dataset", "voc20", "--data-root", str(world), "--probe-data-root", str(probe_world),
                      "--probe-data-root", str(probe_world), "--probe-data-root", str(probe_world)])
     assert "give one --probe-data-root, or one per --dataset (2); got 3" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Semantic retrieval and zero-shot labels from the synthetic world's scene graphs."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -142,3 +143,41 @@ def test_zeroshot_breakdown_splits_accuracy_by_salience_and_counts_confusions():
         "| teacher | - |"
     assert confusions_table({"teacher": {"synth-shapes": skipped}}, ["synth-shapes"]).splitlines()[2] == \
         "| teacher | - |"
+
+
+def test_a_nan_similarity_is_never_in_the_top_k():
+    """torch's topk takes NaN for the largest value: a NaN image used to be every query's first hit."""
+    scenes = [scene("grey", RED_STAR), scene("grey", RED_STAR), scene("navy", BLUE_RING)]
+    similarity = torch.tensor([[float("nan"), 0.1, 0.9]] * 3)
+    hits = semantic_hits(similarity, scenes, ks=(1,))
+    assert hits[1] == [False, False, True]
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda rows: rows.append(dict(rows[3])), "line 31 repeats index 3"),
+    (lambda rows: rows[4].update(salient=9), "line 5 has salient 9"),
+    (lambda rows: rows[2]["objects"][0].pop("colour"), "line 3 has an object without one of"),
+    (lambda rows: rows[7].update(index=99), "line 8 has index 99"),
+])
+def test_malformed_scene_graphs_are_named_by_line(tmp_path, world, change, named):
+    """A repeated, missing or malformed scene graph used to end in a KeyError or IndexError, or to misalign the
+    zero-shot labels with the images."""
+    copy = tmp_path / "w"
+    shutil.copytree(world, copy)
+    path = copy / "retrieval" / "scenes.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    change(rows)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(LayoutError, match=named):
+        load_scenes(copy)
+
+
+def test_a_salient_value_outside_the_vocabulary_is_named(tmp_path, world):
+    copy = tmp_path / "w"
+    shutil.copytree(world, copy)
+    path = copy / "retrieval" / "scenes.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0]["objects"][rows[0]["salient"]]["shape"] = "heptagon"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(LayoutError, match="image 0's salient shape 'heptagon' is not in world.json's vocabulary"):
+        load_zeroshot_set("synth-shapes", copy)

@@ -2,6 +2,7 @@
 accuracy on a model whose answer is known, the command line and its cache, and a plug-in dataset."""
 import json
 import logging
+import re
 
 import open_clip
 import pytest
@@ -14,7 +15,7 @@ from torchvision.transforms import ToTensor
 from memclip_train.eval import LayoutError, ModelRef, ZeroShotOptions, ZeroShotSet, autocast_for, load_model
 from memclip_train.eval.__main__ import main
 from memclip_train.eval.runner import run_zeroshot
-from memclip_train.eval.zeroshot import evaluate_zeroshot
+from memclip_train.eval.zeroshot import evaluate_zeroshot, true_class_ranks
 from memclip_train.eval import zeroshot_sets
 from memclip_train.eval.zeroshot_sets import load_zeroshot_set, register_zeroshot_dataset
 
@@ -55,7 +56,8 @@ def test_imagenet_layout_gives_open_clip_names_and_openai_templates(tmp_path):
     image(root / "n00000999" / "b.JPEG", 1)
     image(root / "n00000999" / "c.jpeg", 2)
     for given in (root, root.parent):  # the val folder itself, or the folder above it
-        dataset = load_zeroshot_set("imagenet", given)
+        dataset = load_zeroshot_set("imagenet", given, skip_bad=True)  # 998 class folders are empty
+        assert len(dataset.bad_items) == 998 and "stays a candidate" in dataset.bad_items[0].reason
         assert dataset.labels == [0, 999, 999] and dataset.class_names == list(open_clip.IMAGENET_CLASSNAMES)
         assert dataset.templates is open_clip.OPENAI_IMAGENET_TEMPLATES and "80 OpenAI" in dataset.prompts_name
         assert dataset.prompts_of(0)[0] == "a bad photo of a tench."
@@ -73,10 +75,10 @@ def test_imagenet_v2_labels_are_the_folder_numbers(tmp_path):
         image(folder / "10" / "x.jpeg", 0)
         image(folder / "2" / "y.jpeg", 1)
     image(parent / "imagenetv2-threshold0.7-format-val" / "999" / "z.jpeg", 2)
-    default = load_zeroshot_set("imagenet-v2", parent)
+    default = load_zeroshot_set("imagenet-v2", parent, skip_bad=True)  # most class folders are empty
     assert default.labels == [2, 10] and default.meta["variant"] == "matched-frequency"  # not '10' < '2'
-    assert load_zeroshot_set("imagenet-v2", parent, "threshold0.7").labels == [2, 10, 999]
-    direct = load_zeroshot_set("imagenet-v2", parent / "imagenetv2-matched-frequency-format-val")
+    assert load_zeroshot_set("imagenet-v2", parent, "threshold0.7", skip_bad=True).labels == [2, 10, 999]
+    direct = load_zeroshot_set("imagenet-v2", parent / "imagenetv2-matched-frequency-format-val", skip_bad=True)
     assert [p.name for p in direct.images] == ["y.jpeg", "x.jpeg"]
     with pytest.raises(ValueError, match="unknown variant 'top'"):
         load_zeroshot_set("imagenet-v2", parent, "top")
@@ -183,9 +185,10 @@ def test_command_line_errors(tmp_path, capsys):
                  "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "expected 1000 class folders" in err and "expected layout" in err
-    assert main(["zeroshot", "--model", "ViT-Tiny-8", "--dataset", "imagenet-21k", "--data-root", str(tmp_path),
-                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
-    assert "unknown zero-shot dataset 'imagenet-21k'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as parsed:  # refused when parsed, before any model is loaded
+        main(["zeroshot", "--model", "ViT-Tiny-8", "--dataset", "imagenet-21k", "--data-root", str(tmp_path),
+              "--out", str(tmp_path / "o"), "--no-progress"])
+    assert parsed.value.code == 2 and "unknown zero-shot dataset 'imagenet-21k'" in capsys.readouterr().err
 
 
 def test_a_plug_in_dataset_of_encoded_images_with_per_class_prompts(tmp_path, monkeypatch):
@@ -214,3 +217,78 @@ def test_a_plug_in_dataset_of_encoded_images_with_per_class_prompts(tmp_path, mo
     with pytest.raises(Exception, match=r"#0 \(12 encoded bytes\)"):
         evaluate_zeroshot(loaded.model, loaded.preprocess, loaded.tokenizer, broken, CPU,
                           autocast_for("fp32", CPU), progress=False)
+
+
+def test_nan_scores_rank_the_true_class_last():
+    """A NaN true score used to rank first (rank 0: 'logits > NaN' is false everywhere), and argmax picked NaN."""
+    logits = torch.tensor([[0.1, float("nan"), 0.3], [float("nan"), 0.2, 0.1], [0.5, 0.2, 0.1]])
+    labels = torch.tensor([1, 1, 0])
+    assert true_class_ranks(logits, labels).tolist() == [2, 0, 0]
+    nan = torch.full((2, 4), float("nan"))
+    assert true_class_ranks(nan, torch.tensor([0, 3])).tolist() == [3, 3]
+
+
+class NaNReader(ColourReader):
+    def encode_image(self, images, normalize=False):
+        return torch.full((len(images), 3), float("nan"))
+
+
+def test_non_finite_features_are_an_error_naming_the_model(tmp_path):
+    dataset = load_zeroshot_set("imagefolder", image_folder(tmp_path / "colours", ["blue", "green", "red"]),
+                                options=ZeroShotOptions(templates="simple"))
+    with pytest.raises(ValueError, match="the model gives non-finite"):  # the eval program names its label
+        evaluate_zeroshot(NaNReader(), ToTensor(), colour_tokenizer, dataset, CPU, autocast_for("fp32", CPU),
+                          progress=False)
+
+
+def test_an_empty_class_folder_is_not_an_extra_class(tmp_path, capsys):
+    """An empty class folder used to become a fourth class, a distractor no image has (top-1 moved, no warning)."""
+    root = image_folder(tmp_path / "colours", ["blue", "green", "red"])
+    (root / "purple").mkdir()
+    with pytest.raises(ValueError, match=re.escape(str(root / "purple")) + ", class folder: holds no image"):
+        load_zeroshot_set("imagefolder", root)
+    counted = load_zeroshot_set("imagefolder", root, skip_bad=True)
+    assert counted.class_names == ["blue", "green", "red"] and len(counted.bad_items) == 1
+    argv = ["zeroshot", "--model", "ViT-Tiny-8", "--dataset", "imagefolder", "--data-root", str(root), "--out",
+            str(tmp_path / "out"), "--no-progress", "--templates", "simple"]
+    assert main(argv) == 2 and "purple" in capsys.readouterr().err
+    assert main(argv + ["--skip-bad"]) == 0
+    printed = capsys.readouterr().out
+    assert "imagefolder skipped" in printed and printed.strip().splitlines()[-1].endswith("| 1 |")
+    result = json.loads((tmp_path / "out" / "zeroshot" / "imagefolder" / "ViT-Tiny-8_random.json").read_text())
+    assert result["num_classes"] == 3 and result["skipped"]["bad_items"] == 1
+
+
+def test_images_outside_every_class_folder_are_named(tmp_path):
+    root = image_folder(tmp_path / "colours", ["blue", "green"])
+    image(root / "stray.jpg", 0)
+    with pytest.raises(ValueError, match="stray.jpg, image: is outside every class folder"):
+        load_zeroshot_set("imagefolder", root)
+    assert len(load_zeroshot_set("imagefolder", root, skip_bad=True).images) == 4
+
+
+@pytest.mark.parametrize("template, problem", [
+    ("a {} next to a {}", "has 2 slots"),
+    ("a {0} photo", r"has 1 slots \(\{0\}\)"),
+    ("a {name} photo", "has 1 slots"),
+    ("a {} photo }", "not a format string"),
+])
+def test_templates_are_checked_when_they_are_read(tmp_path, template, problem, capsys):
+    """A template with two {} used to end in an IndexError after the model had loaded."""
+    templates = tmp_path / "templates.txt"
+    templates.write_text(f"a photo of a {{}}.\n{template}\n")
+    root = image_folder(tmp_path / "colours", ["blue", "green"])
+    with pytest.raises(ValueError, match=f"{re.escape(str(templates))}: the template .*{problem}"):
+        load_zeroshot_set("imagefolder", root, options=ZeroShotOptions(templates=str(templates)))
+    with pytest.raises(SystemExit):  # refused when parsed: no model is loaded
+        main(["zeroshot", "--model", "ViT-Tiny-8", "--dataset", "imagefolder", "--data-root", str(root),
+              "--templates", str(templates), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert "argument --templates" in capsys.readouterr().err
+
+
+def test_a_class_name_given_twice_is_warned_about(tmp_path, caplog):
+    root = image_folder(tmp_path / "colours", ["blue", "green", "red"])
+    names = tmp_path / "names.txt"
+    names.write_text("crane\ncrane\nred\n")
+    dataset = load_zeroshot_set("imagefolder", root, options=ZeroShotOptions(names))
+    assert dataset.class_names == ["crane", "crane", "red"] and "given to more than one class" in caplog.text

@@ -24,7 +24,7 @@ def test_two_processes_match_one(kind, tmp_path, micro_configs):
     out = tmp_path / "rank0.pt"
     mp.spawn(worker, args=(2, str(tmp_path / "init"), str(micro_configs), kind, batch, teacher_state, str(out)),
              nprocs=2, join=True)
-    result = torch.load(out)
+    result = torch.load(out, weights_only=True)
     if kind == "contrastive":
         # Every rank computes the loss over the gathered global batch.
         for loss in result["losses"]:

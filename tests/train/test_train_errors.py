@@ -124,3 +124,14 @@ def test_unreadable_training_shards_stop_with_an_error_naming_them(micro_world, 
         code = main(args)
     lines, err = error_lines(capsys)
     assert code == 2 and len(lines) == 1 and str(shard) in lines[0] and "corrupt tar data" in lines[0], err[-3000:]
+
+
+def test_pretrained_weights_of_another_architecture_are_refused(micro_world, tmp_path, capsys):
+    """`--model Test-Micro --pretrained <a ViT-Tiny-8 folder>` used to train the Tiny model under the micro's name."""
+    import memclip
+
+    folder = memclip.save_pretrained(memclip.create_model("ViT-Tiny-8"), tmp_path / "tiny")
+    code = exit_code(train_args(micro_world, tmp_path, "bad", "--pretrained", str(folder)))
+    lines, err = error_lines(capsys)
+    assert code == 2 and len(lines) == 1 and "'Test-Micro'" in lines[0] and str(folder) in lines[0], err[-3000:]
+    assert not (tmp_path / "bad").exists()

@@ -44,11 +44,13 @@ def test_zero_shot_runs_at_the_frequency_and_after_the_last_epoch(micro_world, t
     for prefix in ("imagenet-zeroshot-val", "imagenetv2-zeroshot-val"):
         assert 0 <= zeroshot[-1][f"{prefix}-top1"] <= zeroshot[-1][f"{prefix}-top5"] <= 1
         assert zeroshot[-1][f"{prefix}-skipped"] == 0
+        assert zeroshot[-1][f"{prefix}-bad-items"] == 996, "the empty class folders are counted"
     final = memclip.create_model(str(tmp_path / "zs" / "final"))
     final_preprocess = memclip.create_model_and_transforms(str(tmp_path / "zs" / "final"))[2]
     cpu = torch.device("cpu")
     direct = evaluate_zeroshot(final, final_preprocess, memclip.get_tokenizer(final.memclip_spec),
-                               load_zeroshot_set("imagenet", val), cpu, autocast_for("fp32", cpu), progress=False)
+                               load_zeroshot_set("imagenet", val, skip_bad=True), cpu, autocast_for("fp32", cpu),
+                               progress=False)
     assert zeroshot[-1]["imagenet-zeroshot-val-top1"] == pytest.approx(direct["metrics"]["top1"] / 100)
     assert zeroshot[-1]["imagenet-zeroshot-val-top5"] == pytest.approx(direct["metrics"]["top5"] / 100)
 

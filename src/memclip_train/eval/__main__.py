@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -33,19 +34,21 @@ from PIL import Image, UnidentifiedImageError
 from memclip.precision import FP32_WEIGHT_PRECISIONS
 
 from ..cli import add_debug_flag, report_user_errors
+from ..flag_types import at_least, non_empty, positive_float
 from .features import BadImageError
 from .heatmap import draw_heatmaps, similarity_map
 from .markings import DEFAULT_CANDIDATES
 from .models import ModelRef, load_model
-from .retrieval_sets import DATASETS
+from .retrieval_sets import DATASETS, check_retrieval_name
 from .runner import (ModelCache, pairs_table, run_markings, run_pairs, run_retrieval, run_segmentation,
-                     run_synth_semantics, run_zeroshot)
+                     run_synth_semantics, run_zeroshot, split_variant)
 from .segmentation import METHODS
 from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS, SPLITS as SEGMENTATION_SPLITS
 from .synth_semantics import SALIENCE_GROUPS, SynthScenes, load_scenes, zeroshot_breakdown
 from .tables import (competence_table, confusions_table, markings_table, retrieval_table, salience_table,
                      segmentation_table, zeroshot_table)
-from .zeroshot_sets import SYNTH_ATTRIBUTES, TEMPLATE_SETS, ZEROSHOT_DATASETS, ZeroShotOptions
+from .zeroshot_sets import (SYNTH_ATTRIBUTES, TEMPLATE_SETS, ZEROSHOT_DATASETS, ZeroShotOptions, check_zeroshot_name,
+                            resolve_templates)
 
 logger = logging.getLogger("memclip_train.eval")
 
@@ -56,18 +59,33 @@ def _models(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", action="append", default=[],
                         help="weights of the model given before it: tag, file or folder; 'none' for random")
     parser.add_argument("--label", action="append", default=[], help="table name of the model given before it")
-    parser.add_argument("--text-context-length", type=int, help="read captions up to N tokens (every model)")
+    parser.add_argument("--text-context-length", type=at_least(1), help="read captions up to N tokens (every model)")
     parser.add_argument("--text-pos-stretch", choices=("longclip", "interpolate"), help="how CLIP towers reach N")
     add_debug_flag(parser)  # every command takes models, so every command gets -v/--debug here
+
+
+def _device(text: str) -> str:
+    """A torch device this machine has (``cuda`` without CUDA would fail only after the data is read)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA device (use cpu)")
+    return text
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results folder")
     parser.add_argument("--precision", default="fp32", choices=FP32_WEIGHT_PRECISIONS)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=0, help="image-loading processes")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=at_least(1), default=64)
+    parser.add_argument("--workers", type=at_least(0), default=0, help="image-loading processes")
+    parser.add_argument("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out, and count in the results and tables, inputs that would change the task "
+                             "(unreadable images, images without captions, bad annotation rows, ...) instead of "
+                             "stopping at the first")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"one of {sorted(DATASETS)}, optionally NAME@VARIANT (repeat)")
     retrieval.add_argument("--data-root", action="append", type=Path, required=True,
                            help="dataset folder: one for all datasets, or one per --dataset in order")
-    retrieval.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images")
     retrieval.add_argument("--no-cache", action="store_true", help="recompute even when a result exists")
 
     zeroshot = commands.add_parser("zeroshot", help="zero-shot classification top-1/top-5 (ImageNet, ImageNet-V2, "
@@ -99,7 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     zeroshot.add_argument("--templates", help=f"{' or '.join(sorted(TEMPLATE_SETS))} (open_clip's ImageNet sets), or "
                                               "a file with one template per line, '{}' for the class name "
                                               "(default: the dataset's, OpenAI's 80 for ImageNet)")
-    zeroshot.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images")
     zeroshot.add_argument("--no-cache", action="store_true", help="recompute even when a result exists")
 
     segmentation = commands.add_parser("segmentation", help="zero-shot semantic segmentation mIoU")
@@ -108,13 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     segmentation.add_argument("--dataset", action="append", required=True, choices=sorted(SEGMENTATION_LAYOUTS))
     segmentation.add_argument("--data-root", action="append", type=Path, required=True)
     segmentation.add_argument("--method", action="append", choices=METHODS, help="last-block method (repeat)")
-    segmentation.add_argument("--window", type=int, help="sliding window (default: the model's image size)")
-    segmentation.add_argument("--stride", type=int, help="window stride (default: half the window)")
-    segmentation.add_argument("--short-side", type=int, help="resize the short side to this (default: 1.5 x window, "
-                                                             "2 x for cocostuff164k)")
-    segmentation.add_argument("--logit-scale", type=float, default=40.0)
-    segmentation.add_argument("--num-overlays", type=int, default=8)
-    segmentation.add_argument("--limit", type=int, help="evaluate the first N images only")
+    segmentation.add_argument("--window", type=at_least(1), help="sliding window (default: the model's image size)")
+    segmentation.add_argument("--stride", type=at_least(1), help="window stride (default: half the window)")
+    segmentation.add_argument("--short-side", type=at_least(1),
+                              help="resize the short side to this (default: 1.5 x window, 2 x for cocostuff164k)")
+    segmentation.add_argument("--logit-scale", type=positive_float, default=40.0)
+    segmentation.add_argument("--num-overlays", type=at_least(0), default=8)
+    segmentation.add_argument("--limit", type=at_least(1), help="evaluate the first N images only")
     segmentation.add_argument("--probe-data-root", action="append", type=Path,
                               help="a second labelled set of each --dataset, in the same layout: fit a linear probe on "
                                    "its patch features and report its mIoU beside the zero-shot one (what the "
@@ -144,22 +160,30 @@ def build_parser() -> argparse.ArgumentParser:
     _models(markings)
     _common(markings)
     markings.add_argument("--world", type=Path, required=True, help="the folder written by memclip_train.synth")
-    markings.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
+    markings.add_argument("--candidates", type=at_least(2), default=DEFAULT_CANDIDATES,
                           help="captions per image: the true marking's and C - 1 others (chance 1/C)")
+    markings.add_argument("--no-cache", action="store_true", help="encode the candidate captions again instead of "
+                                                                  "reading out/markings/text_features")
 
     heatmap = commands.add_parser("heatmap", help="text -> patch similarity maps over an image")
     _models(heatmap)
     heatmap.add_argument("--image", type=Path, required=True)
-    heatmap.add_argument("--text", action="append", required=True, help="a caption (repeat for several maps)")
+    heatmap.add_argument("--text", action="append", required=True, type=non_empty,
+                         help="a caption (repeat for several maps)")
     heatmap.add_argument("--method", default="sclip", choices=METHODS)
     heatmap.add_argument("--out", type=Path, required=True, help="output PNG")
-    heatmap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    heatmap.add_argument("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu")
     return parser
 
 
 def model_refs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> List[ModelRef]:
+    """The models to evaluate. Refuses (naming the flag) what would give a table of other models than asked:
+    flags without their --model, two models under one table name (one result would replace the other), and
+    --text-pos-stretch without --text-context-length (it would do nothing)."""
     if len(args.pretrained) > len(args.model):
         parser.error("more --pretrained than --model: give each --pretrained after its --model")
+    if args.text_pos_stretch and not args.text_context_length:
+        parser.error("--text-pos-stretch needs --text-context-length N (alone it would change nothing)")
     text = None
     if args.text_context_length:
         text = {"context_length": args.text_context_length, "pos_stretch": args.text_pos_stretch}
@@ -167,7 +191,53 @@ def model_refs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Lis
         parser.error("more --label than --model: give each --label after its --model")
     weights = list(args.pretrained) + [None] * (len(args.model) - len(args.pretrained))
     labels = list(args.label) + [None] * (len(args.model) - len(args.label))
-    return [ModelRef(m, p, text, n) for m, p, n in zip(args.model, weights, labels)]
+    refs = [ModelRef(m, p, text, n) for m, p, n in zip(args.model, weights, labels)]
+    seen: Dict[str, ModelRef] = {}
+    for ref in refs:
+        if ref.label in seen:
+            parser.error(f"two models would share the table row {ref.label!r} (--model {seen[ref.label].model} and "
+                         f"--model {ref.model}), and one result would replace the other: give each a distinct --label")
+        seen[ref.label] = ref
+    return refs
+
+
+def _repeated(values: Sequence[Any]) -> Optional[Any]:
+    return next((value for index, value in enumerate(values) if value in values[:index]), None)
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse, before any model or data is loaded, what can only be a mistake: a dataset or method given twice (the
+    second result would replace the first), an unknown dataset variant, a --templates file that is not a list of
+    templates, and an --out that cannot be written (it would fail only after every evaluation)."""
+    for flag, values in (("--dataset", getattr(args, "dataset", None)), ("--method", getattr(args, "method", None))):
+        if values and _repeated(values) is not None:
+            parser.error(f"argument {flag}: {_repeated(values)!r} is given twice (its second result would replace the "
+                         "first)")
+    checks = {"retrieval": check_retrieval_name, "zeroshot": check_zeroshot_name}
+    for spec in getattr(args, "dataset", None) or []:
+        if args.command in checks:
+            try:
+                checks[args.command](*split_variant(spec))
+            except ValueError as error:
+                parser.error(f"argument --dataset: {error}")
+    if getattr(args, "templates", None) and args.templates not in TEMPLATE_SETS:
+        try:
+            resolve_templates(args.templates)
+        except ValueError as error:
+            parser.error(f"argument --templates: {error}")
+    folder = args.out.parent if args.command == "heatmap" else args.out
+    try:
+        check_writable(folder)
+    except OSError as error:
+        parser.error(f"argument --out: {args.out} cannot be written ({type(error).__name__}: {error}); nothing was "
+                     "evaluated")
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and write and remove a file in it. Raises OSError when either fails."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+        pass
 
 
 def paired_roots(datasets: Sequence[str], roots: Sequence[Path], parser: argparse.ArgumentParser,
@@ -185,6 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s | %(levelname)s | %(message)s", datefmt="%H:%M:%S")
     refs = model_refs(args, parser)
+    check_args(args, parser)
     return report_user_errors(parser.prog, args.debug, lambda: run_command(args, parser, refs))
 
 
@@ -215,29 +286,29 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, refs:
         results = run_segmentation(refs, args.dataset, roots, args.method or ["sclip"], args.out, window=args.window,
                                    stride=args.stride, short_side=args.short_side, logit_scale=args.logit_scale,
                                    num_overlays=args.num_overlays, limit=args.limit, probe_roots=probe_roots,
-                                   probe_split=args.probe_split, **_run_options(args, device))
+                                   probe_split=args.probe_split, skip_bad=args.skip_bad, **_run_options(args, device))
         table = segmentation_table(results, args.dataset)
         (args.out / "segmentation_table.md").write_text(table + "\n")
     elif args.command == "pairs":
         results = run_pairs(refs, args.data_root, args.out, caption=args.caption, batch_size=args.batch_size,
-                            **_run_options(args, device))
+                            skip_bad=args.skip_bad, **_run_options(args, device))
         table = pairs_table(results)
     elif args.command == "synth":
         table = run_synth(refs, args, device)
     elif args.command == "markings":
         results = run_markings(refs, args.world, args.out, candidates=args.candidates, batch_size=args.batch_size,
-                               **_run_options(args, device))
+                               use_cache=not args.no_cache, skip_bad=args.skip_bad, **_run_options(args, device))
         table = markings_table(results)
         (args.out / "markings_table.md").write_text(table + "\n")
     else:
         ref = refs[0]
-        loaded = load_model(ref, device)
         try:
             image = Image.open(args.image)
         except UnidentifiedImageError as error:
             raise BadImageError(f"--image {args.image} is not an image PIL can read") from error
+        loaded = load_model(ref, device)
         maps = [similarity_map(loaded.model, loaded.preprocess, loaded.tokenizer, image, text, device,
-                               args.method) for text in args.text]
+                               args.method, model_name=ref.label) for text in args.text]
         table = f"wrote {draw_heatmaps(args.out, image, maps, args.text)}"
     print(table)
 
@@ -257,12 +328,13 @@ def run_synth(refs: Sequence[ModelRef], args: argparse.Namespace, device: torch.
     """Competence (semantic retrieval, zero-shot attributes), short- and long-caption retrieval, segmentation and
     blind pairs on the synthetic world, one table each."""
     options = dict(_run_options(args, device), models=ModelCache(device))
-    batches = {"batch_size": args.batch_size, "workers": args.workers}
+    batches = {"batch_size": args.batch_size, "workers": args.workers, "skip_bad": args.skip_bad}
     datasets = ["synth-short", "synth-long"]
     retrieval = run_retrieval(refs, datasets, [args.world] * 2, args.out, **batches, **options)
     segmentation = run_segmentation(refs, ["synth"], [args.world], [args.method], args.out, **options,
-                                    probe_roots=[args.probe_world] if args.probe_world else None)
-    pairs = run_pairs(refs, args.world, args.out, **options)
+                                    probe_roots=[args.probe_world] if args.probe_world else None,
+                                    skip_bad=args.skip_bad)
+    pairs = run_pairs(refs, args.world, args.out, skip_bad=args.skip_bad, **options)
     semantics = run_synth_semantics(refs, args.world, args.out, batch_size=args.batch_size, **options)
     zeroshot = run_zeroshot(refs, SYNTH_ZEROSHOT, [args.world] * len(SYNTH_ZEROSHOT), args.out, **batches,
                             **options)

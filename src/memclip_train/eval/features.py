@@ -14,9 +14,32 @@ from tqdm import tqdm
 
 from memclip.truncation import token_lengths
 
+from ..image_modes import to_rgb
+
 
 class BadImageError(ValueError):
     """An image that is missing, does not decode or has no caption (the message names the file)."""
+
+
+class NonFiniteFeaturesError(ValueError):
+    """A model gave features with NaN or infinity: its weights are broken or its precision overflows. Nothing can be
+    ranked on them (every comparison with NaN is false), so no number is reported; the message names the model."""
+
+
+def check_finite(features: torch.Tensor, model_name: str, what: str, names: Callable[[int], str]) -> None:
+    """Raise :class:`NonFiniteFeaturesError` when a row of ``features`` (N, ...) holds NaN or infinity.
+
+    Args:
+        model_name: the model, as tables name it ('' for "the model"); what: the kind of input ("image", ...);
+        names: row index -> how that input is named in the message.
+    """
+    bad = (~torch.isfinite(features.reshape(len(features), -1))).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        raise NonFiniteFeaturesError(
+            f"{f'model {model_name}' if model_name else 'the model'} gives non-finite (NaN or inf) {what} features "
+            f"for {len(bad)} of {len(features)} "
+            f"inputs, e.g. {names(bad[0])}: its weights hold NaN/inf or its precision overflows (try --precision "
+            "fp32); nothing was scored")
 
 
 def describe_image(source, index: int) -> str:
@@ -38,7 +61,7 @@ class _ImageFiles(Dataset):
         try:
             source = self.paths[index]
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-                return index, self.preprocess(image.convert("RGB")), ""
+                return index, self.preprocess(to_rgb(image)), ""
         except Exception as error:  # missing files and undecodable bytes: reported by the caller
             return index, None, f"{type(error).__name__}: {error}"
 
@@ -64,11 +87,12 @@ class ImageFeatures:
 @torch.no_grad()
 def encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[Path], device: torch.device,
                   autocast: Callable, batch_size: int = 64, workers: int = 0, skip_bad: bool = False,
-                  progress: bool = True, desc: str = "images") -> ImageFeatures:
+                  progress: bool = True, desc: str = "images", model_name: str = "") -> ImageFeatures:
     """L2-normalised image features (N, D) in float32 on the CPU; ``paths`` are image files or encoded image bytes.
 
     Raises:
         BadImageError: an image is missing or undecodable and ``skip_bad`` is off (the message names it).
+        NonFiniteFeaturesError: the model (``model_name``) gives NaN or infinite features.
     """
     loader = DataLoader(_ImageFiles(paths, preprocess), batch_size=batch_size, num_workers=workers,
                         collate_fn=_collate)
@@ -83,8 +107,9 @@ def encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[
         if images is None:
             continue
         with autocast():
-            encoded = model.encode_image(images.to(device), normalize=True)
-        features.append(encoded.float().cpu())
+            encoded = model.encode_image(images.to(device), normalize=True).float().cpu()
+        check_finite(encoded, model_name, "image", lambda row: describe_image(paths[indices[row]], indices[row]))
+        features.append(encoded)
         kept.extend(indices)
     seconds = max(time.time() - start, 1e-9)
     if not features:
@@ -95,8 +120,12 @@ def encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[
 @torch.no_grad()
 def encode_texts(model: torch.nn.Module, tokenizer: Callable, texts: Sequence[str], device: torch.device,
                  autocast: Callable, batch_size: int = 256, progress: bool = True,
-                 desc: str = "captions") -> Tuple[torch.Tensor, int]:
-    """L2-normalised caption features (N, D) in float32 on the CPU, and how many captions were cut."""
+                 desc: str = "captions", model_name: str = "") -> Tuple[torch.Tensor, int]:
+    """L2-normalised caption features (N, D) in float32 on the CPU, and how many captions were cut.
+
+    Raises:
+        NonFiniteFeaturesError: the model (``model_name``) gives NaN or infinite features.
+    """
     features, cut = [], 0
     context = tokenizer.context_length
     for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
@@ -104,5 +133,7 @@ def encode_texts(model: torch.nn.Module, tokenizer: Callable, texts: Sequence[st
         tokens = tokenizer(chunk)
         cut += int((token_lengths(tokenizer, chunk) > context).sum())
         with autocast():
-            features.append(model.encode_text(tokens.to(device), normalize=True).float().cpu())
+            encoded = model.encode_text(tokens.to(device), normalize=True).float().cpu()
+        check_finite(encoded, model_name, "caption", lambda row: repr(chunk[row][:80]))
+        features.append(encoded)
     return torch.cat(features), cut

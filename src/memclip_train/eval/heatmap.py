@@ -13,23 +13,31 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ..image_modes import to_rgb  # noqa: E402
+from .features import check_finite  # noqa: E402
 from .segmentation.dense import dense_features  # noqa: E402
 
 
 @torch.no_grad()
 def similarity_map(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, image: Image.Image, text: str,
-                   device: torch.device, method: str = "sclip") -> np.ndarray:
-    """Cosine similarity of each patch's dense feature with the text embedding: (grid_h, grid_w) float32."""
-    pixels = preprocess(image.convert("RGB")).unsqueeze(0).to(device)
+                   device: torch.device, method: str = "sclip", model_name: str = "") -> np.ndarray:
+    """Cosine similarity of each patch's dense feature with the text embedding: (grid_h, grid_w) float32.
+
+    Raises:
+        NonFiniteFeaturesError: the model (``model_name``) gives NaN or infinite features.
+    """
+    pixels = preprocess(to_rgb(image)).unsqueeze(0).to(device)
     patches = dense_features(model.visual, pixels, method)[0]
-    text_features = F.normalize(model.encode_text(tokenizer([text]).to(device)).float(), dim=-1)[0]
-    return (patches @ text_features).cpu().numpy()
+    check_finite(patches[None].cpu(), model_name, "patch", lambda _: "the image")
+    text_features = F.normalize(model.encode_text(tokenizer([text]).to(device)).float(), dim=-1)
+    check_finite(text_features.cpu(), model_name, "caption", lambda _: repr(text))
+    return (patches @ text_features[0]).cpu().numpy()
 
 
 def draw_heatmaps(path: Path, image: Image.Image, maps: Sequence[np.ndarray], titles: Sequence[str]) -> Path:
     """Write a PNG: the image, then each map upsampled over it, coloured by cosine similarity with a labelled colour
     bar (the scale spans that map's own range, so maps of different models can be compared by their bars)."""
-    image = image.convert("RGB")
+    image = to_rgb(image)
     figure, axes = plt.subplots(1, len(maps) + 1, figsize=(3.4 * (len(maps) + 1), 3.6))
     axes = np.atleast_1d(axes)
     axes[0].imshow(image)

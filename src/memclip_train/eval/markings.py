@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -25,11 +27,13 @@ import torch
 
 from memclip.atomic_io import atomic_write
 
-from ..retrieval_metrics import query_ranks
+from ..retrieval_metrics import query_ranks, worst_for_nan
 from .features import encode_images, encode_texts
 from .models import LoadedModel
-from .retrieval_sets.base import LayoutError, read_jsonl
+from .retrieval_sets.base import BadItem, LayoutError, read_jsonl, refuse_or_count
 from .retrieval_sets.long_caption_sets import load_urban1k
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = 8
 MARKINGS_LAYOUT = """    <world>/world.json (vocabularies.markings.names), <world>/retrieval/scenes.jsonl and
@@ -46,12 +50,14 @@ class MarkingQueries:
             caption first.
         names: the candidate marking names per image, the true one first.
         markings: K, the number of markings in the world.
+        bad_items: retrieval images left out (``skip_bad``) because they cannot make a marking query.
     """
 
     images: List[Path]
     texts: List[str]
     names: List[List[str]]
     markings: int
+    bad_items: List[BadItem] = field(default_factory=list)
 
     @property
     def candidates(self) -> int:
@@ -71,11 +77,28 @@ def swap_name(caption: str, old: str, new: str) -> str:
     return swapped
 
 
-def load_marking_queries(world: Path, candidates: int = DEFAULT_CANDIDATES) -> MarkingQueries:
+def _true_marking(scene: Any, names: List[str]) -> str:
+    """The marking a scene graph's one marked object carries. Raises ValueError saying what is wrong."""
+    objects = scene.get("objects") if isinstance(scene, dict) else None
+    marked = [obj["marking"] for obj in objects or [] if isinstance(obj, dict) and obj.get("marking") is not None]
+    if len(marked) != 1:
+        raise ValueError(f"its scene graph has {len(marked)} marked objects, not one")
+    if marked[0] not in names:
+        raise ValueError(f"its marking {marked[0]!r} is not one of world.json's names")
+    return marked[0]
+
+
+def load_marking_queries(world: Path, candidates: int = DEFAULT_CANDIDATES, skip_bad: bool = False
+                         ) -> MarkingQueries:
     """Read a world's retrieval split and build ``min(candidates, K)`` candidate captions per image.
 
+    Every retrieval image must make a query: an image without a scene graph or caption, a scene without exactly one
+    marked object, or a caption that does not name the marking exactly once would leave an image out (an easier
+    task), so it is an error naming the file and the image, unless ``skip_bad`` (then it is left out and counted).
+
     Raises:
-        LayoutError: a file is missing, or the world has fewer than two markings.
+        LayoutError: a file is missing or not valid JSON, or the world has fewer than two markings.
+        BadItemError: an image that cannot make a query, unless ``skip_bad``.
         ValueError: ``candidates`` < 2.
     """
     if candidates < 2:
@@ -84,25 +107,43 @@ def load_marking_queries(world: Path, candidates: int = DEFAULT_CANDIDATES) -> M
     world_json = world / "world.json"
     if not world_json.is_file():
         raise LayoutError("markings", world_json, MARKINGS_LAYOUT)
-    markings = json.loads(world_json.read_text())["vocabularies"].get("markings", {})
-    names = markings.get("names", [])
-    if len(names) < 2:
+    try:
+        names = json.loads(world_json.read_text())["vocabularies"].get("markings", {}).get("names", [])
+    except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as error:
+        raise LayoutError("markings", world_json, MARKINGS_LAYOUT, f"no vocabularies ({type(error).__name__}: "
+                                                                  f"{error}) in") from error
+    if not isinstance(names, list) or len(names) < 2:
         raise LayoutError("markings", world_json, MARKINGS_LAYOUT, detail="a world with fewer than two markings:")
     dataset = load_urban1k(world / "retrieval")
-    scenes = sorted(read_jsonl("markings", world / "retrieval" / "scenes.jsonl", MARKINGS_LAYOUT),
-                    key=lambda row: row["index"])
-    if len(scenes) != len(dataset.images):
-        raise LayoutError("markings", world / "retrieval" / "scenes.jsonl", MARKINGS_LAYOUT,
-                          detail=f"{len(scenes)} scene graphs for {len(dataset.images)} images in")
+    dataset.check(skip_bad)
+    scenes_file = world / "retrieval" / "scenes.jsonl"
+    scenes = {row.get("index"): row for row in read_jsonl("markings", scenes_file, MARKINGS_LAYOUT)
+              if isinstance(row, dict)}
     count = min(candidates, len(names))
-    texts, chosen = [], []
-    for scene, caption in zip(scenes, dataset.captions):
-        true = next(obj["marking"] for obj in scene["objects"] if "marking" in obj)
-        others = random.Random(f"memclip-marking-queries/{scene['index']}").sample(
+    images, texts, chosen, bad = [], [], [], list(dataset.bad_items)
+    first_caption = {}
+    for caption, owner in zip(dataset.captions, dataset.text_to_image):
+        first_caption.setdefault(owner, caption)
+    for position, image in enumerate(dataset.images):
+        index = int(image.stem) if image.stem.isdigit() else None
+        try:
+            if index not in scenes:
+                raise ValueError(f"it has no scene graph in {scenes_file.name}")
+            true = _true_marking(scenes[index], names)
+            caption = first_caption[position]
+            swapped = [swap_name(caption, true, true)]
+        except ValueError as error:
+            bad.append(BadItem(str(image), "retrieval image", f"cannot make a marking query ({error})"))
+            continue
+        others = random.Random(f"memclip-marking-queries/{index}").sample(
             [name for name in names if name != true], count - 1)
         chosen.append([true] + others)
-        texts.extend(swap_name(caption, true, name) for name in chosen[-1])
-    return MarkingQueries(list(dataset.images), texts, chosen, len(names))
+        texts.extend(swapped + [swap_name(caption, true, name) for name in others])
+        images.append(image)
+    refuse_or_count("markings", bad[len(dataset.bad_items):], skip_bad)
+    if not images:
+        raise LayoutError("markings", world / "retrieval", MARKINGS_LAYOUT, "no image that makes a marking query in")
+    return MarkingQueries(images, texts, chosen, len(names), bad)
 
 
 def marking_ranks(image_features: torch.Tensor, text_features: torch.Tensor, candidates: int) -> torch.Tensor:
@@ -112,9 +153,10 @@ def marking_ranks(image_features: torch.Tensor, text_features: torch.Tensor, can
         image_features: (N, D) normalised image features.
         text_features: (N * C, D) normalised candidate captions, C per image, the true one first.
     Returns:
-        (N,) int64 ranks; ties count against the true caption.
+        (N,) int64 ranks; ties count against the true caption, and NaN is the worst score.
     """
     scores = torch.einsum("nd,ncd->nc", image_features, text_features.view(len(image_features), candidates, -1))
+    scores = worst_for_nan(scores)
     return (scores[:, 1:] >= scores[:, :1]).sum(dim=1) + 1
 
 
@@ -130,17 +172,44 @@ def text_tower_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def _read_cached_features(path: Path, texts: List[str]) -> Optional[Dict[str, Any]]:
+    """The cached ``{"features", "cut"}`` in ``path``, or None (with a warning) when it cannot be used: a file that
+    does not load in ``torch.load``'s safe mode (damaged, or holding anything but tensors and numbers), or that does
+    not hold one finite feature row per text. Such a file is set aside as ``<name>.bad`` (never overwritten), so the
+    features are recomputed and the evidence kept."""
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        features = stored["features"]
+        if not (isinstance(features, torch.Tensor) and features.dim() == 2 and len(features) == len(texts)
+                and torch.isfinite(features).all() and isinstance(stored["cut"], int)):
+            raise ValueError(f"it does not hold {len(texts)} finite feature rows and a count of cut captions")
+        return {"features": features.float(), "cut": stored["cut"]}
+    except Exception as error:  # damaged files fail in many ways inside torch.load
+        aside = path.with_name(path.name + ".bad")
+        number = 1
+        while aside.exists():
+            number += 1
+            aside = path.with_name(f"{path.name}.bad{number}")
+        os.replace(path, aside)
+        logger.warning("the cached marking text features %s cannot be used (%s: %s): set aside as %s, recomputing",
+                       path, type(error).__name__, next(iter(str(error).splitlines()), ""), aside.name)
+        return None
+
+
 def cached_text_features(loaded: LoadedModel, texts: List[str], device: torch.device, autocast: Callable,
                          cache_dir: Optional[Path], progress: bool) -> Dict[str, Any]:
-    """``{"features": (T, D), "cut": captions cut}``, from ``cache_dir`` when this text tower encoded these texts."""
+    """``{"features": (T, D), "cut": captions cut}``, from ``cache_dir`` when this text tower encoded these texts
+    (a cache file that cannot be used is set aside and the features recomputed); ``cache_dir`` None: no cache."""
     path = None
     if cache_dir is not None:
         key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"{text_tower_digest(loaded.model)}-{key}.pt"
         if path.is_file():
-            return torch.load(path)
+            stored = _read_cached_features(path, texts)
+            if stored is not None:
+                return stored
     features, cut = encode_texts(loaded.model, loaded.tokenizer, texts, device, autocast, progress=progress,
-                                 desc="marking captions")
+                                 desc="marking captions", model_name=loaded.ref.label)
     stored = {"features": features, "cut": cut}
     if path is not None:
         atomic_write(path, lambda temporary: torch.save(stored, temporary))
@@ -154,10 +223,10 @@ def evaluate_markings(loaded: LoadedModel, queries: MarkingQueries, device: torc
 
     Returns:
         {"metrics": {"marking_R@1", "chance", "long_t2i_R@1"}, "ranks": {"marking": [...], "long_t2i": [...]},
-         "num_images", "candidates", "markings", "captions_cut", "context_length"}
+         "num_images", "candidates", "markings", "captions_cut", "context_length", "bad_items", "skipped"}
     """
     images = encode_images(loaded.model, loaded.preprocess, queries.images, device, autocast, batch_size,
-                           progress=progress, desc="marking images")
+                           progress=progress, desc="marking images", model_name=loaded.ref.label)
     texts = cached_text_features(loaded, queries.texts, device, autocast, cache_dir, progress)
     candidates = queries.candidates
     ranks = marking_ranks(images.features, texts["features"], candidates)
@@ -172,4 +241,6 @@ def evaluate_markings(loaded: LoadedModel, queries: MarkingQueries, device: torc
         "markings": queries.markings,
         "captions_cut": texts["cut"],
         "context_length": loaded.tokenizer.context_length,
+        "bad_items": [str(item) for item in queries.bad_items],
+        "skipped": {"images": len(queries.bad_items), "total": len(queries.bad_items)},
     }

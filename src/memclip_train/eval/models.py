@@ -6,12 +6,14 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import open_clip
 import torch
 
 import memclip
+from memclip.pretrained import file_sha256, shipped_record
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +60,58 @@ class ModelRef:
         return bool(tag.get("quick_gelu")) and not spec.model_cfg.get("quick_gelu", False)
 
     def identity(self) -> Dict[str, Any]:
-        """What makes results reusable: the names, and the checkpoint file's size and time when it is a path."""
+        """What makes results reusable: the names, the model's config, and the weights' content: the sha256 of a
+        weights file or saved folder (its weights and config), the recorded sha256 of weights that ship with memclip
+        (which loading checks the file against), or the source of an open_clip tag. So weights replaced behind an
+        unchanged path or tag are evaluated again."""
         ident: Dict[str, Any] = {"model": self.model, "pretrained": self.pretrained, "text_tower": self.text_tower}
         if self.needs_quick_gelu:
             ident["force_quick_gelu"] = True
         for key in ("model", "pretrained"):
             path = getattr(self, key)
             if path and os.path.exists(path):
-                target = path
-                if os.path.isdir(path):
-                    target = os.path.join(path, "open_clip_model.safetensors")
-                if os.path.exists(target):
-                    stat = os.stat(target)
-                    ident[f"{key}_file"] = [os.path.abspath(target), stat.st_size, stat.st_mtime_ns]
+                ident[f"{key}_sha256"] = content_digest(path)
+        spec = None
+        if not os.path.isdir(self.model):
+            try:
+                spec = memclip.get_model_spec(self.model)
+                ident["model_config"] = spec.to_config()
+            except RuntimeError:  # an unknown name: loading it reports the error
+                pass
+        if spec is not None and self.pretrained and not os.path.exists(self.pretrained):
+            record = shipped_record(spec.teacher or spec.name, self.pretrained)
+            if record is not None:
+                ident["pretrained_sha256"] = record["sha256"]
+            else:
+                tag = open_clip.get_pretrained_cfg(spec.teacher or spec.name, self.pretrained)
+                ident["pretrained_source"] = {k: tag.get(k) for k in ("hf_hub", "url", "file") if tag.get(k)}
         return ident
+
+
+_DIGESTS: Dict[Tuple[str, int, int, int, int], str] = {}
+"""sha256 of files already hashed in this process, by (absolute path, inode, size, modification and change time):
+a write or a rename changes the change time, which (unlike the modification time) cannot be set back."""
+
+
+def _file_sha256(path: str) -> str:
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(Path(path))
+    return _DIGESTS[key]
+
+
+def content_digest(path: str) -> str:
+    """sha256 of a weights file, or of a folder's weights and config files (``open_clip_model.safetensors`` and
+    ``*.json``, by name), so a folder whose weights were replaced gets another digest."""
+    if not os.path.isdir(path):
+        return _file_sha256(path)
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(path)):
+        file = os.path.join(path, name)
+        if os.path.isfile(file) and (name.endswith((".safetensors", ".json", ".pt", ".bin"))):
+            digest.update(f"{name}:{_file_sha256(file)}\n".encode())
+    return digest.hexdigest()
 
 
 def _short_path(path: str) -> str:

@@ -16,7 +16,7 @@ from memclip.surgery import usage_by_block
 from memory_layers import track_usage
 
 from ..retrieval_metrics import metrics_from_ranks, query_ranks
-from .features import BadImageError, encode_images, encode_texts
+from .features import encode_images, encode_texts
 from .models import LoadedModel
 from .retrieval_sets import RetrievalSet
 
@@ -35,25 +35,25 @@ def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch
 
     Returns:
         {"metrics": {...}, "num_images", "num_texts", "context_length", "captions_cut", "meta",
-         "images_per_second", "skipped_images", "images_without_captions", "memory_usage",
-         "ranks": {"t2i": [...], "i2t": [...]}}
+         "images_per_second", "skipped_images", "images_without_captions", "bad_items", "skipped",
+         "memory_usage", "ranks": {"t2i": [...], "i2t": [...]}}; ``skipped`` counts what ``skip_bad`` left out
+         (unreadable images, images without captions, bad items of the annotations, and their total).
 
     Raises:
-        BadImageError: an image is unreadable or has no caption, and ``skip_bad`` is off.
+        BadImageError: an image is unreadable and ``skip_bad`` is off.
+        BadItemError: an image has no caption, or the reader found a bad item, and ``skip_bad`` is off.
     """
-    if dataset.uncaptioned and not skip_bad:
-        raise BadImageError(f"{dataset.uncaptioned[0]}: an image of {dataset.name} without a caption "
-                            f"({len(dataset.uncaptioned)} in all); add its caption or pass --skip-bad")
+    dataset.check(skip_bad)
     model = loaded.model
     with track_usage(model) as usage:
         images = encode_images(model, loaded.preprocess, dataset.images, device, autocast, batch_size, workers,
-                               skip_bad, progress, desc=f"{dataset.name} images")
+                               skip_bad, progress, desc=f"{dataset.name} images", model_name=loaded.ref.label)
     if images.bad:
         logger.warning("%s: skipped %d unreadable images (--skip-bad), e.g. %s", dataset.name, len(images.bad),
                        images.bad[0][0])
         dataset = dataset.subset(images.kept)
     texts, cut = encode_texts(model, loaded.tokenizer, dataset.captions, device, autocast, progress=progress,
-                              desc=f"{dataset.name} captions")
+                              desc=f"{dataset.name} captions", model_name=loaded.ref.label)
     ranks = query_ranks(images.features, texts, torch.tensor(dataset.text_to_image))
     metrics = metrics_from_ranks(ranks)
     context = loaded.tokenizer.context_length
@@ -70,9 +70,17 @@ def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch
         "images_per_second": images.images_per_second,
         "skipped_images": [[str(p), m] for p, m in images.bad],
         "images_without_captions": [str(p) for p in dataset.uncaptioned],
+        "bad_items": [str(item) for item in dataset.bad_items],
+        "skipped": skipped_counts(unreadable_images=len(images.bad), images_without_captions=len(dataset.uncaptioned),
+                                  bad_items=len(dataset.bad_items)),
         "memory_usage": memory_usage_summary(model, usage),
         "ranks": {direction: values.tolist() for direction, values in ranks.items()},
     }
+
+
+def skipped_counts(**counts: int) -> Dict[str, int]:
+    """What ``--skip-bad`` left out, by kind, and the ``total`` (which the printed tables show)."""
+    return dict(counts, total=sum(counts.values()))
 
 
 def sources_fingerprint(payload: Any, images: Sequence[Union[str, Path, bytes]]) -> str:
@@ -90,9 +98,10 @@ def sources_fingerprint(payload: Any, images: Sequence[Union[str, Path, bytes]])
 
 
 def data_fingerprint(dataset: RetrievalSet) -> str:
-    """What a retrieval result depends on in the data: the captions and which image each describes, and every image
-    file (see :func:`sources_fingerprint`)."""
-    return sources_fingerprint([dataset.captions, dataset.text_to_image], [*dataset.images, *dataset.uncaptioned])
+    """What a retrieval result depends on in the data: the captions and which image each describes, the bad items
+    left out, and every image file (see :func:`sources_fingerprint`)."""
+    return sources_fingerprint([dataset.captions, dataset.text_to_image, [str(item) for item in dataset.bad_items]],
+                               [*dataset.images, *dataset.uncaptioned])
 
 
 def cache_key(identity: Dict[str, Any], dataset: str, variant: Optional[str], data_root: Path, precision: str,

@@ -11,7 +11,7 @@ import torch
 from memclip.precision import autocast_for
 
 from .models import LoadedModel, ModelRef, load_model
-from .pairs import evaluate_pairs, write_pairs_result
+from .pairs import evaluate_pairs, load_pairs, write_pairs_result
 from .features import encode_images, encode_texts
 from .markings import evaluate_markings, load_marking_queries
 from .retrieval import (cache_key, cached_result, data_fingerprint, evaluate_retrieval, result_path,
@@ -20,6 +20,7 @@ from .retrieval_sets import load_retrieval_set
 from .segmentation import ClipSegmenter, SlidingWindow, evaluate_segmentation, load_segmentation_set
 from .segmentation.probe import fit_linear_probe, probe_training_set
 from .synth_semantics import evaluate_synth_semantics, load_scenes
+from .tables import skipped_total
 from .zeroshot import evaluate_zeroshot
 from .zeroshot_sets import ZeroShotOptions, load_zeroshot_set, options_identity
 
@@ -105,8 +106,10 @@ def run_retrieval(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequ
                 f"({result['num_images']} images, {result['images_per_second']:.0f} images/s, "
                 f"{result['captions_cut']} captions cut at {result['context_length']} tokens)")
 
-    return _evaluate_with_cache(refs, datasets, roots, out, "retrieval", precision, skip_bad, use_cache,
-                                load_retrieval_set, data_fingerprint, lambda ref: ref.identity(), evaluate, summary)
+    return _evaluate_with_cache(
+        refs, datasets, roots, out, "retrieval", precision, skip_bad, use_cache,
+        lambda name, root, variant: load_retrieval_set(name, root, variant, skip_bad), data_fingerprint,
+        lambda ref: ref.identity(), evaluate, summary)
 
 
 def run_zeroshot(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequence[Path], out: Path,
@@ -121,7 +124,7 @@ def run_zeroshot(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Seque
     def evaluate(ref: ModelRef, dataset: Any) -> Dict[str, Any]:
         loaded = models.get(ref)
         return evaluate_zeroshot(loaded.model, loaded.preprocess, loaded.tokenizer, dataset, device, autocast,
-                                 batch_size, workers, skip_bad, progress)
+                                 batch_size, workers, skip_bad, progress, model_name=ref.label)
 
     def summary(result: Dict[str, Any]) -> str:
         return (f"top-1 {result['metrics']['top1']:.1f}, top-5 {result['metrics']['top5']:.1f} "
@@ -129,8 +132,9 @@ def run_zeroshot(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Seque
 
     return _evaluate_with_cache(
         refs, datasets, roots, out, "zeroshot", precision, skip_bad, use_cache,
-        lambda name, root, variant: load_zeroshot_set(name, root, variant, options),
-        lambda dataset: sources_fingerprint([dataset.labels, dataset.class_names], dataset.images),
+        lambda name, root, variant: load_zeroshot_set(name, root, variant, options, skip_bad),
+        lambda dataset: sources_fingerprint([dataset.labels, dataset.class_names,
+                                             [str(item) for item in dataset.bad_items]], dataset.images),
         lambda ref: dict(ref.identity(), zeroshot_options=options_identity(options)), evaluate, summary)
 
 
@@ -143,12 +147,13 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
                      stride: Optional[int] = None, short_side: Optional[int] = None, logit_scale: float = 40.0,
                      num_overlays: int = 8, limit: Optional[int] = None, progress: bool = True,
                      models: Optional[ModelCache] = None, probe_roots: Optional[Sequence[Optional[Path]]] = None,
-                     probe_split: str = "val") -> Results:
+                     probe_split: str = "val", skip_bad: bool = False) -> Results:
     """mIoU of every model x dataset x method; returns results[f"{model} [{method}]"][dataset].
 
     With ``probe_roots`` (one per dataset, None to skip one), a linear probe fitted on the patch features of the
     labelled set there (its ``probe_split``: e.g. the benchmark's own ``train`` split) is scored too, under
-    results[f"{model} [{method}, linear probe]"] (see :mod:`.segmentation.probe`).
+    results[f"{model} [{method}, linear probe]"] (see :mod:`.segmentation.probe`). ``skip_bad`` skips and counts
+    images or masks that cannot be used (see :func:`evaluate_segmentation`) instead of stopping.
     """
     models = models or ModelCache(device)
     autocast = autocast_for(precision, device)
@@ -169,7 +174,8 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
                 folder = Path(out) / "segmentation" / name / method
                 variants = [(method, None, {"templates": templates})]
                 if probe_set is not None:
-                    features, labels = probe_training_set(loaded.model, probe_set, method, device, autocast)
+                    features, labels = probe_training_set(loaded.model, probe_set, method, device, autocast,
+                                                          model_name=ref.label)
                     weights = fit_linear_probe(features, labels, len(dataset.class_names))
                     classifier = (weights, torch.arange(len(dataset.class_names)))
                     variants.append((f"{method}{PROBE_SUFFIX}", classifier,
@@ -177,14 +183,15 @@ def run_segmentation(refs: Sequence[ModelRef], datasets: Sequence[str], roots: S
                                       "probe_split": probe_split, "probe_patches": len(labels)}))
                 for key, classifier, extra in variants:
                     segmenter = ClipSegmenter(loaded.model, loaded.tokenizer, dataset.class_names, method, geometry,
-                                              device, autocast, logit_scale, dataset.templates, classifier)
+                                              device, autocast, logit_scale, dataset.templates, classifier,
+                                              model_name=ref.label)
                     stem = ref.tag if classifier is None else f"{ref.tag}_probe"
                     result = evaluate_segmentation(dataset, segmenter, folder / f"{stem}_overlays", num_overlays,
-                                                   limit, progress)
+                                                   limit, progress, skip_bad)
                     result.update({"model": ref.model, "pretrained": ref.pretrained, "dataset": name,
                                    "method": method, "window": geometry.window, "stride": geometry.stride,
                                    "short_side": geometry.short_side, "logit_scale": logit_scale,
-                                   "precision": precision, **extra})
+                                   "precision": precision, "skip_bad": skip_bad, **extra})
                     store_result(folder / f"{stem}.json", result)
                     logger.info("%s [%s] on %s: mIoU %.1f", ref.label, key, name, result["mIoU"])
                     results.setdefault(f"{ref.label} [{key}]", {})[name] = result
@@ -208,10 +215,11 @@ def run_synth_semantics(refs: Sequence[ModelRef], world: Path, out: Path, device
     for ref in refs:
         loaded = models.get(ref)
         images = encode_images(loaded.model, loaded.preprocess, dataset.images, device, autocast, batch_size,
-                               progress=progress, desc="synth images")
+                               progress=progress, desc="synth images", model_name=ref.label)
 
         def encode(texts: Sequence[str]) -> torch.Tensor:
-            return encode_texts(loaded.model, loaded.tokenizer, texts, device, autocast, progress=progress)[0]
+            return encode_texts(loaded.model, loaded.tokenizer, texts, device, autocast, progress=progress,
+                                model_name=ref.label)[0]
 
         result = evaluate_synth_semantics(encode, images.features, short, scenes)
         result.update({"model": ref.model, "pretrained": ref.pretrained, "world": str(world), "precision": precision})
@@ -222,16 +230,19 @@ def run_synth_semantics(refs: Sequence[ModelRef], world: Path, out: Path, device
 
 
 def run_markings(refs: Sequence[ModelRef], world: Path, out: Path, device: torch.device, precision: str,
-                 candidates: int, batch_size: int = 64, progress: bool = True) -> Dict[str, Dict[str, Any]]:
+                 candidates: int, batch_size: int = 64, progress: bool = True, use_cache: bool = True,
+                 skip_bad: bool = False) -> Dict[str, Dict[str, Any]]:
     """Marking R@1 of every model on a world with markings (see :mod:`.markings`); returns results[model label],
-    each also stored as ``out/markings/<model tag>.json``."""
+    each also stored as ``out/markings/<model tag>.json``. Text features are cached under
+    ``out/markings/text_features`` unless ``use_cache`` is off; ``skip_bad`` skips and counts retrieval images whose
+    scene or caption cannot make a marking query."""
     models = ModelCache(device)
     autocast = autocast_for(precision, device)
-    queries = load_marking_queries(world, candidates)
+    queries = load_marking_queries(world, candidates, skip_bad)
     results = {}
     for ref in refs:
         result = evaluate_markings(models.get(ref), queries, device, autocast, batch_size, progress,
-                                   cache_dir=Path(out) / "markings" / "text_features")
+                                   cache_dir=Path(out) / "markings" / "text_features" if use_cache else None)
         result.update({"model": ref.model, "pretrained": ref.pretrained, "label": ref.label, "world": str(world),
                        "precision": precision})
         store_result(Path(out) / "markings" / f"{ref.tag}.json", result)
@@ -244,22 +255,28 @@ def run_markings(refs: Sequence[ModelRef], world: Path, out: Path, device: torch
 
 def run_pairs(refs: Sequence[ModelRef], root: Path, out: Path, device: torch.device, precision: str,
               caption: str = "caption", batch_size: int = 64, progress: bool = True,
-              models: Optional[ModelCache] = None) -> Dict[str, Dict[str, Any]]:
+              models: Optional[ModelCache] = None, skip_bad: bool = False) -> Dict[str, Dict[str, Any]]:
+    """Blind-pair accuracy of every model (see :mod:`.pairs`); returns results[model label], each also stored as
+    ``out/pairs/<model tag>.json``. The pairs are read (and checked) before any model is loaded."""
     models = models or ModelCache(device)
+    load_pairs(Path(root), caption, skip_bad)
     results = {}
     for ref in refs:
         result = evaluate_pairs(models.get(ref), root, device, autocast_for(precision, device), caption, batch_size,
-                                progress)
+                                progress, skip_bad)
         write_pairs_result(Path(out) / "pairs" / f"{ref.tag}.json", result)
         results[ref.label] = result
     return results
 
 
 def pairs_table(results: Dict[str, Dict[str, Any]]) -> str:
+    """Image-to-text pair accuracy per pattern and overall (%), and the pairs ``--skip-bad`` left out when any."""
     patterns = sorted({p for r in results.values() for p in r["per_pattern"]})
-    header = ["model"] + patterns + ["all"]
+    skipped = any(skipped_total(result) for result in results.values())
+    header = ["model"] + patterns + ["all"] + (["skipped"] if skipped else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, result in results.items():
         cells = [f"{result['per_pattern'][p]['i2t']:.0f}" for p in patterns] + [f"{result['i2t']:.1f}"]
+        cells += [str(skipped_total(result))] if skipped else []
         lines.append("| " + " | ".join([label] + cells) + " |")
     return "\n".join(lines)

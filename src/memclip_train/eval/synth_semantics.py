@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
+from ..retrieval_metrics import worst_for_nan
 from ..synth.captions import short_phrase
 from .retrieval_sets.base import LayoutError, read_jsonl
 
@@ -67,19 +68,56 @@ class SynthScenes:
         return list(self.vocabularies[table])
 
 
+OBJECT_KEYS = ("size", "fill", "colour", "shape")
+
+
+def _scene_problem(row: Any, count: int) -> str:
+    """Why a scenes.jsonl row is not a scene graph of a ``count``-image split ('' when it is one)."""
+    if not isinstance(row, dict):
+        return f"is a {type(row).__name__}, not a scene graph"
+    if not isinstance(row.get("index"), int) or not 0 <= row["index"] < count:
+        return f"has index {row.get('index')!r}, not an image index 0 ... {count - 1}"
+    objects = row.get("objects")
+    if not isinstance(objects, list) or not objects:
+        return "has no objects"
+    if not all(isinstance(obj, dict) and all(isinstance(obj.get(key), str) for key in OBJECT_KEYS) for obj in objects):
+        return f"has an object without one of {OBJECT_KEYS}"
+    if not isinstance(row.get("salient"), int) or not 0 <= row["salient"] < len(objects):
+        return f"has salient {row.get('salient')!r}, not an object index 0 ... {len(objects) - 1}"
+    if not isinstance(row.get("background"), str):
+        return "has no background"
+    return ""
+
+
 def load_scenes(world: Path) -> SynthScenes:
     """Read ``world.json`` and ``retrieval/scenes.jsonl`` of a written world.
 
     Raises:
-        LayoutError: a file is missing (worlds written before format version 2 lack scenes.jsonl: regenerate).
+        LayoutError: a file is missing (worlds written before format version 2 lack scenes.jsonl: regenerate), is not
+            valid JSON, or a scene graph is malformed, listed twice or missing (the message names the line).
     """
     world = Path(world)
     root = world.parent if world.name == "retrieval" else world
     world_json = root / "world.json"
     if not world_json.is_file():
         raise LayoutError("synth", world_json, SCENES_LAYOUT)
-    vocabularies = json.loads(world_json.read_text())["vocabularies"]
-    rows = read_jsonl("synth", root / "retrieval" / SCENES_FILE, SCENES_LAYOUT)
+    try:
+        vocabularies = json.loads(world_json.read_text())["vocabularies"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise LayoutError("synth", world_json, SCENES_LAYOUT, f"no vocabularies ({type(error).__name__}: {error}) in"
+                          ) from error
+    scenes_file = root / "retrieval" / SCENES_FILE
+    rows = read_jsonl("synth", scenes_file, SCENES_LAYOUT)
+    if not rows:
+        raise LayoutError("synth", scenes_file, SCENES_LAYOUT, "no scene graphs in")
+    seen = set()
+    for number, row in enumerate(rows, 1):
+        problem = _scene_problem(row, len(rows))
+        if not problem and row["index"] in seen:
+            problem = f"repeats index {row['index']}"
+        if problem:
+            raise LayoutError("synth", scenes_file, SCENES_LAYOUT, f"line {number} {problem}, in")
+        seen.add(row["index"])
     return SynthScenes(sorted(rows, key=lambda row: row["index"]), vocabularies)
 
 
@@ -106,9 +144,9 @@ def semantic_hits(similarity: torch.Tensor, scenes: Sequence[Mapping[str, Any]],
         similarity: (Q, N) text-image similarities, query i being image i's short caption.
         scenes: the N images' scene graphs.
     Returns:
-        {k: [hit of query 0, hit of query 1, ...]}.
+        {k: [hit of query 0, hit of query 1, ...]}; a NaN similarity is the worst score.
     """
-    top = similarity.topk(max(ks), dim=1).indices.tolist()
+    top = worst_for_nan(similarity).topk(max(ks), dim=1).indices.tolist()
     hits: Dict[int, List[bool]] = {k: [] for k in ks}
     for query, ranked in enumerate(top):
         claims = short_claims(scenes[query])

@@ -9,7 +9,8 @@ import torch
 from open_clip import build_zero_shot_classifier
 from tqdm import tqdm
 
-from .features import describe_image, encode_images
+from ..retrieval_metrics import worst_for_nan
+from .features import check_finite, describe_image, encode_images
 from .zeroshot_sets import ZeroShotSet
 
 logger = logging.getLogger(__name__)
@@ -24,11 +25,14 @@ def _constant(prompt: str) -> Callable[[str], str]:
 
 @torch.no_grad()
 def build_classifier(model: torch.nn.Module, tokenizer: Callable, dataset: ZeroShotSet, device: torch.device,
-                     autocast: Callable, progress: bool = True) -> torch.Tensor:
+                     autocast: Callable, progress: bool = True, model_name: str = "") -> torch.Tensor:
     """(D, C) float32 class embeddings on the CPU: per class, the normalised mean of its normalised prompt embeddings.
 
     Shared templates go to open_clip's ``build_zero_shot_classifier`` as they are; per-class prompts go class by
     class, each prompt as a template that ignores the class name.
+
+    Raises:
+        NonFiniteFeaturesError: a class embedding holds NaN or infinity (the message names ``model_name``).
     """
     with autocast():
         if dataset.templates is not None:
@@ -41,13 +45,19 @@ def build_classifier(model: torch.nn.Module, tokenizer: Callable, dataset: ZeroS
                                                  total=dataset.num_classes, desc=f"{dataset.name} classes",
                                                  leave=False)]
             weights = torch.cat(columns, dim=1)
-    return weights.float().cpu()
+    weights = weights.float().cpu()
+    check_finite(weights.T, model_name, "class", lambda column: repr(dataset.class_names[column]))
+    return weights
 
 
 def true_class_ranks(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(N,) rank of each image's true class among the (N, C) scores: 0 = top-1 (ties count in the image's favour)."""
+    """(N,) rank of each image's true class among the (N, C) scores: 0 = top-1 (ties count in the image's favour).
+
+    NaN is the worst score: a true class scored NaN ranks last (C - 1), a NaN competitor behind the true class.
+    """
     true = logits.gather(1, labels[:, None])
-    return (logits > true).sum(dim=1)
+    ranks = (worst_for_nan(logits) > worst_for_nan(true)).sum(dim=1)
+    return torch.where(true[:, 0].isnan(), logits.shape[1] - 1, ranks)
 
 
 def accuracy_metrics(ranks: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Dict[str, float]:
@@ -63,24 +73,26 @@ def accuracy_metrics(ranks: torch.Tensor, labels: torch.Tensor, num_classes: int
 def evaluate_zeroshot(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, dataset: ZeroShotSet,
                       device: torch.device, autocast: Callable, batch_size: int = 64, workers: int = 0,
                       skip_bad: bool = False, progress: bool = True,
-                      classifier: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+                      classifier: Optional[torch.Tensor] = None, model_name: str = "") -> Dict[str, Any]:
     """Classify every image of ``dataset`` by cosine similarity to its class embeddings.
 
     Args:
         classifier: (D, C) class embeddings to reuse (e.g. ImageNet's for ImageNet-V2); built from the prompts when
             None.
+        model_name: how errors name the model (a non-finite feature is an error, see :func:`.features.check_finite`).
     Returns:
         {"metrics": {"top1", "top5", "mean_per_class_top1", ...}, "num_images", "num_classes", "prompts",
-         "context_length", "meta", "images_per_second", "skipped_images", "ranks": [rank of the true class],
+         "context_length", "meta", "images_per_second", "skipped_images", "bad_items", "skipped" (what
+         ``skip_bad`` left out, by kind, and the total), "ranks": [rank of the true class],
          "predictions": [index of the top-1 class]}, one entry per kept image
     """
     was_training = model.training
     model.eval()
     try:
         if classifier is None:
-            classifier = build_classifier(model, tokenizer, dataset, device, autocast, progress)
+            classifier = build_classifier(model, tokenizer, dataset, device, autocast, progress, model_name)
         images = encode_images(model, preprocess, dataset.images, device, autocast, batch_size, workers, skip_bad,
-                               progress, desc=f"{dataset.name} images")
+                               progress, desc=f"{dataset.name} images", model_name=model_name)
     finally:
         model.train(was_training)
     kept = set(images.kept)
@@ -103,6 +115,9 @@ def evaluate_zeroshot(model: torch.nn.Module, preprocess: Callable, tokenizer: C
         "meta": dataset.meta,
         "images_per_second": images.images_per_second,
         "skipped_images": skipped,
+        "bad_items": [str(item) for item in dataset.bad_items],
+        "skipped": {"unreadable_images": len(skipped), "bad_items": len(dataset.bad_items),
+                    "total": len(skipped) + len(dataset.bad_items)},
         "ranks": ranks.tolist(),
-        "predictions": logits.argmax(dim=1).tolist(),
+        "predictions": worst_for_nan(logits).argmax(dim=1).tolist(),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from .base import LayoutError, RetrievalSet
+from .base import BadItem, BadItemError, LayoutError, RetrievalSet
 from .coco import load_coco, load_flickr30k
 from .long_caption_sets import load_dci, load_docci, load_iiw, load_sharegpt4v, load_urban1k
 from .synth import load_synth
@@ -25,23 +25,38 @@ DATASETS: Dict[str, tuple] = {
 }
 
 
-def load_retrieval_set(name: str, root: Path, variant: Optional[str] = None) -> RetrievalSet:
+def check_retrieval_name(name: str, variant: Optional[str] = None) -> Optional[str]:
+    """The variant ``name`` is read with (``variant`` or the default).
+
+    Raises:
+        ValueError: an unknown name, or a variant the dataset does not have (a dataset without variants takes none).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown retrieval dataset {name!r}; choose from {sorted(DATASETS)}")
+    _, default, variants = DATASETS[name]
+    if variant is not None and variant not in variants:
+        raise ValueError(f"{name}: unknown variant {variant!r}; "
+                         f"{f'choose from {variants}' if variants else 'it has no variants'}")
+    return variant or default
+
+
+def load_retrieval_set(name: str, root: Path, variant: Optional[str] = None, skip_bad: bool = False
+                       ) -> RetrievalSet:
     """Load a benchmark by name from ``root``.
 
     Raises:
         ValueError: unknown name or variant.
         LayoutError: the folder does not have the dataset's layout (the message shows the expected one).
+        BadItemError: an image without a caption or an item that would change the task (see
+            :func:`.base.refuse_or_count`), unless ``skip_bad``: then they are left out and counted in the set.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown retrieval dataset {name!r}; choose from {sorted(DATASETS)}")
-    loader, default, variants = DATASETS[name]
-    variant = variant or default
-    if variants and variant not in variants:
-        raise ValueError(f"{name}: unknown variant {variant!r}; choose from {variants}")
-    dataset = loader(Path(root), variant)
+    variant = check_retrieval_name(name, variant)
+    dataset = DATASETS[name][0](Path(root), variant)
+    dataset.check(skip_bad)
     if variant:
         dataset.meta.setdefault("variant", variant)
     return dataset
 
 
-__all__ = ["DATASETS", "LayoutError", "RetrievalSet", "load_retrieval_set"]
+__all__ = ["DATASETS", "BadItem", "BadItemError", "LayoutError", "RetrievalSet", "check_retrieval_name",
+           "load_retrieval_set"]

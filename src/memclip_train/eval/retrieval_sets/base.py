@@ -1,12 +1,23 @@
-"""`RetrievalSet`: images, captions and which image each caption describes; plus layout errors."""
+"""`RetrievalSet`: images, captions and which image each caption describes; plus layout errors and bad items.
+
+Every reader of the eval program answers five questions about its input, and none of the answers is "silently":
+what it drops, what it would count twice, what it does with an empty set, with a null or wrong-typed field, and what
+would stand in for something missing. A missing file or a wrong layout is a :class:`LayoutError`. An item that would
+change the task (a row without a caption, an image listed twice, an empty caption, a caption for an unknown image, an
+image without any caption, ...) is collected as a :class:`BadItem`; :func:`refuse_or_count` then stops with an error
+that names the file and the first item, or with ``--skip-bad`` leaves the items out and counts them, and the count goes
+into the result JSON and the printed table.
+"""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 PathLike = Union[str, Path]
+logger = logging.getLogger(__name__)
 
 
 class LayoutError(FileNotFoundError):
@@ -15,6 +26,53 @@ class LayoutError(FileNotFoundError):
     def __init__(self, dataset: str, path: PathLike, expected: str, detail: str = "") -> None:
         message = f"{dataset}: {detail or 'missing'} {path}\n  expected layout under --data-root:\n{expected}"
         super().__init__(message)
+
+
+@dataclass(frozen=True)
+class BadItem:
+    """An item of a dataset that cannot be used as it is.
+
+    Attributes:
+        file: the file that holds it (or the folder, for a folder item).
+        item: which item of that file (``entry 12``, ``image id 7``, ``line 3``, ...).
+        reason: what is wrong with it, and what using it anyway would do.
+    """
+
+    file: str
+    item: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}, {self.item}: {self.reason}"
+
+
+class BadItemError(ValueError):
+    """Items that would change the task; the message names the file and the first item (see :func:`refuse_or_count`)."""
+
+
+def refuse_or_count(dataset: str, bad_items: Sequence[BadItem], skip_bad: bool) -> None:
+    """Stop on the first bad item unless ``skip_bad``; with it, log how many were left out.
+
+    Raises:
+        BadItemError: there are bad items and ``skip_bad`` is off.
+    """
+    if not bad_items:
+        return
+    if not skip_bad:
+        raise BadItemError(f"{dataset}: {bad_items[0]} ({len(bad_items)} bad item{'s' * (len(bad_items) > 1)} in "
+                           "all); fix the data, or pass --skip-bad to leave them out and count them")
+    logger.warning("%s: left out %d bad items (--skip-bad), e.g. %s", dataset, len(bad_items), bad_items[0])
+
+
+def text_problem(value: Any) -> Optional[str]:
+    """Why a caption field cannot be a caption (None when it can): null, not a string, or empty."""
+    if value is None:
+        return "is null"
+    if not isinstance(value, str):
+        return f"is a {type(value).__name__}, not a string"
+    if not value.strip():
+        return "is empty"
+    return None
 
 
 @dataclass
@@ -28,6 +86,8 @@ class RetrievalSet:
         text_to_image: for each caption, the index of its image.
         meta: how the set was built (split, definition, caption preprocessing), recorded with every result.
         uncaptioned: images of the dataset's folder that have no caption (an error unless skipped and counted).
+        bad_items: items the reader left out because they would change the task (an error unless skipped and
+            counted, see :func:`refuse_or_count`).
     """
 
     name: str
@@ -36,6 +96,7 @@ class RetrievalSet:
     text_to_image: List[int]
     meta: Dict[str, Any] = field(default_factory=dict)
     uncaptioned: List[Path] = field(default_factory=list)
+    bad_items: List[BadItem] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.captions) != len(self.text_to_image):
@@ -48,7 +109,17 @@ class RetrievalSet:
         remap = {old: new for new, old in enumerate(keep_images)}
         pairs = [(c, remap[o]) for c, o in zip(self.captions, self.text_to_image) if o in remap]
         return RetrievalSet(self.name, [self.images[i] for i in keep_images], [c for c, _ in pairs],
-                            [o for _, o in pairs], dict(self.meta), list(self.uncaptioned))
+                            [o for _, o in pairs], dict(self.meta), list(self.uncaptioned), list(self.bad_items))
+
+    def check(self, skip_bad: bool) -> None:
+        """Stop on the first image without a caption or bad item, unless ``skip_bad`` (then they are counted).
+
+        Raises:
+            BadItemError: there are some and ``skip_bad`` is off.
+        """
+        uncaptioned = [BadItem(str(image), "image", "has no caption: leaving it out would make the gallery "
+                                                    "smaller and the task easier") for image in self.uncaptioned]
+        refuse_or_count(self.name, uncaptioned + list(self.bad_items), skip_bad)
 
 
 def require(dataset: str, path: Path, expected: str) -> Path:
@@ -84,11 +155,23 @@ def add_captions(by_image: Dict[Path, List[str]], image: Path, captions: List[st
     by_image.setdefault(image, []).extend(captions)
 
 
-def grouped(dataset: str, name_to_captions: Dict[Path, List[str]], meta: Dict[str, Any]) -> RetrievalSet:
-    """Build a set from {image path: [captions]} in insertion order."""
-    images, captions, owners = [], [], []
-    for index, (image, texts) in enumerate(name_to_captions.items()):
-        images.append(image)
+def grouped(dataset: str, name_to_captions: Dict[Path, List[str]], meta: Dict[str, Any],
+            bad_items: Sequence[BadItem] = (), source: Optional[Path] = None, layout: str = "") -> RetrievalSet:
+    """Build a set from {image path: [captions]} in insertion order; an image with no caption goes to
+    ``uncaptioned``. ``source`` (the annotation file) and ``layout`` are named when no image has a caption.
+
+    Raises:
+        LayoutError: no image has a caption (the message names ``source`` and the first bad item).
+    """
+    images, captions, owners, uncaptioned = [], [], [], []
+    for image, texts in name_to_captions.items():
+        if not texts:
+            uncaptioned.append(image)
+            continue
         captions.extend(texts)
-        owners.extend([index] * len(texts))
-    return RetrievalSet(dataset, images, captions, owners, meta)
+        owners.extend([len(images)] * len(texts))
+        images.append(image)
+    if not images:
+        detail = f"no image with a usable caption{f' (e.g. {bad_items[0]})' if bad_items else ''} in"
+        raise LayoutError(dataset, source or "the data root", layout or "    (see docs/datasets.md)", detail)
+    return RetrievalSet(dataset, images, captions, owners, meta, uncaptioned, list(bad_items))

@@ -5,7 +5,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List
 
-from .base import LayoutError, RetrievalSet, grouped, read_json
+from .base import BadItem, LayoutError, RetrievalSet, grouped, read_json, text_problem
 
 COCO_LAYOUT = """    <root>/dataset_coco.json            Karpathy splits (images[].filepath, filename, split, sentences[].raw)
     <root>/val2014/COCO_val2014_*.jpg   the images (filepath/filename in the json)
@@ -20,35 +20,90 @@ CAPTIONS_JSON_LAYOUT = """    <file>.json   COCO captions format: {"images": [{"
 
 def read_karpathy(dataset: str, root: Path, json_name: str, image_folder: str, split: str, layout: str,
                   split_name: str) -> RetrievalSet:
-    """Images of ``split`` ('test', or 'all') from a Karpathy-style json, with every one of their sentences."""
-    data = read_json(dataset, root / json_name, layout)
-    if "images" not in data:
-        raise LayoutError(dataset, root / json_name, layout, "no 'images' list in")
+    """Images of ``split`` ('test', or 'all') from a Karpathy-style json, with every one of their sentences.
+
+    Bad items: an entry without a filename or a split, an image listed twice, a sentence whose ``raw`` is missing,
+    null, not a string or empty. An image with no usable sentence is uncaptioned (see :class:`RetrievalSet`).
+    """
+    path_of_json = root / json_name
+    data = read_json(dataset, path_of_json, layout)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise LayoutError(dataset, path_of_json, layout, "no 'images' list in")
     by_image: Dict[Path, List[str]] = OrderedDict()
-    for entry in data["images"]:
-        if split != "all" and entry.get("split") != split:
+    bad: List[BadItem] = []
+    for number, entry in enumerate(data["images"]):
+        item = f"images[{number}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str) or not entry["filename"]:
+            bad.append(BadItem(str(path_of_json), item, "has no 'filename'"))
             continue
-        folder = entry.get("filepath", image_folder)
-        path = root / folder / entry["filename"]
-        by_image[path] = [s["raw"].strip() for s in entry["sentences"]]
+        item = f"images[{number}] ({entry['filename']})"
+        if split != "all" and "split" not in entry:
+            bad.append(BadItem(str(path_of_json), item, f"has no 'split': cannot tell whether it is in '{split}'"))
+            continue
+        if split != "all" and entry["split"] != split:
+            continue
+        path = root / str(entry.get("filepath", image_folder)) / entry["filename"]
+        if path in by_image:
+            bad.append(BadItem(str(path_of_json), item, "lists an image listed before: it would be counted twice"))
+            continue
+        sentences = entry.get("sentences")
+        if not isinstance(sentences, list):
+            bad.append(BadItem(str(path_of_json), item, "has no 'sentences' list: its image has no caption"))
+            continue
+        by_image[path] = []
+        for index, sentence in enumerate(sentences):
+            raw = sentence.get("raw") if isinstance(sentence, dict) else sentence
+            problem = text_problem(raw)
+            if problem:
+                bad.append(BadItem(str(path_of_json), f"{item} sentences[{index}]", f"'raw' {problem}"))
+            else:
+                by_image[path].append(raw.strip())
     return grouped(dataset, by_image, {"split": split_name, "captions_per_image": "all (usually 5)",
-                                       "caption_preprocessing": "raw sentences, stripped"})
+                                       "caption_preprocessing": "raw sentences, stripped"}, bad, path_of_json, layout)
 
 
 def read_captions_json(dataset: str, json_path: Path, image_dir: Path, meta: Dict) -> RetrievalSet:
-    """A COCO-captions file: every image with all its captions, in the json's image order."""
+    """A COCO-captions file: every image with all its captions, in the json's image order.
+
+    Every listed image belongs to the gallery: one without an annotation is uncaptioned (an error unless skipped and
+    counted), never quietly dropped. Bad items: an image entry without an id or file name, an id or file listed twice,
+    an annotation without an image id or with a caption that is null, not a string or empty, and a caption for an
+    image id the file does not list.
+    """
     data = read_json(dataset, json_path, CAPTIONS_JSON_LAYOUT)
-    if "images" not in data or "annotations" not in data:
-        raise LayoutError(dataset, json_path, CAPTIONS_JSON_LAYOUT, "no 'images'/'annotations' in")
-    files = {image["id"]: image["file_name"] for image in data["images"]}
-    by_id: Dict[int, List[str]] = OrderedDict((image_id, []) for image_id in files)
-    for annotation in data["annotations"]:
-        if annotation["image_id"] not in by_id:
-            raise LayoutError(dataset, json_path, CAPTIONS_JSON_LAYOUT,
-                              f"caption for unknown image id {annotation['image_id']} in")
-        by_id[annotation["image_id"]].append(annotation["caption"].strip())
-    by_image = OrderedDict((image_dir / files[i], texts) for i, texts in by_id.items() if texts)
-    return grouped(dataset, by_image, dict(meta, caption_preprocessing="raw captions, stripped"))
+    if (not isinstance(data, dict) or not isinstance(data.get("images"), list)
+            or not isinstance(data.get("annotations"), list)):
+        raise LayoutError(dataset, json_path, CAPTIONS_JSON_LAYOUT, "no 'images'/'annotations' lists in")
+    source = str(json_path)
+    bad: List[BadItem] = []
+    files: Dict[object, str] = OrderedDict()
+    for number, image in enumerate(data["images"]):
+        if (not isinstance(image, dict) or not isinstance(image.get("id"), (int, str))
+                or not isinstance(image.get("file_name"), str) or not image["file_name"]):
+            bad.append(BadItem(source, f"images[{number}]", "has no 'id' or 'file_name'"))
+        elif image["id"] in files:
+            bad.append(BadItem(source, f"images[{number}] (id {image['id']})",
+                               "repeats an image id listed before (its captions would go to the first)"))
+        elif image["file_name"] in files.values():
+            bad.append(BadItem(source, f"images[{number}] ({image['file_name']})",
+                               "lists an image file listed before: it would be counted twice"))
+        else:
+            files[image["id"]] = image["file_name"]
+    by_id: Dict[object, List[str]] = OrderedDict((image_id, []) for image_id in files)
+    for number, annotation in enumerate(data["annotations"]):
+        item = f"annotations[{number}]"
+        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        if not isinstance(image_id, (int, str)) or image_id not in by_id:
+            bad.append(BadItem(source, item, f"is a caption for image id {image_id!r}, which 'images' does not list"))
+            continue
+        problem = text_problem(annotation.get("caption"))
+        if problem:
+            bad.append(BadItem(source, f"{item} (image id {image_id})", f"'caption' {problem}"))
+            continue
+        by_id[image_id].append(annotation["caption"].strip())
+    by_image = OrderedDict((image_dir / files[i], texts) for i, texts in by_id.items())
+    return grouped(dataset, by_image, dict(meta, caption_preprocessing="raw captions, stripped"), bad, json_path,
+                   CAPTIONS_JSON_LAYOUT)
 
 
 def load_coco(root: Path, variant: str = "karpathy") -> RetrievalSet:

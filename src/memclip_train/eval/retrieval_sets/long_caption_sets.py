@@ -9,7 +9,8 @@ from typing import Dict, List, Tuple
 
 from ...convert.exclusion import normalise_image_path
 from ...data.captions import first_sentence
-from .base import LayoutError, RetrievalSet, add_captions, grouped, read_json, read_jsonl, require
+from .base import (BadItem, LayoutError, RetrievalSet, add_captions, grouped, read_json, read_jsonl, require,
+                   text_problem)
 
 URBAN1K_LAYOUT = """    <root>/image/N.jpg and <root>/caption/N.txt   (Long-CLIP's Urban1k; the caption is the file's first line)
   or
@@ -58,49 +59,99 @@ def _image_file(folder: Path, name: str) -> Path:
 
 
 def load_urban1k(root: Path) -> RetrievalSet:
+    """Either Urban-1k layout. Bad items: a FLAIR row without an image or with a caption that is null, not a string
+    or empty, or that repeats a row (it would be counted twice); a caption file that is empty or not UTF-8. Images in
+    ``image/`` without a caption file are uncaptioned."""
     flair = root / "annotations.json"
     if flair.exists():
         data = read_json("urban1k", flair, URBAN1K_LAYOUT)
         rows = data.get("annotations") if isinstance(data, dict) else None
-        if not rows:
+        if not rows or not isinstance(rows, list):
             raise LayoutError("urban1k", flair, URBAN1K_LAYOUT, "no 'annotations' list in")
         by_image: Dict[Path, List[str]] = OrderedDict()
-        for row in rows:
-            add_captions(by_image, root / row["image"], [row["caption"].strip()])
-        return grouped("urban1k", by_image, {"layout": "FLAIR annotations.json", "caption_preprocessing": "stripped"})
+        bad: List[BadItem] = []
+        for number, row in enumerate(rows):
+            item = f"annotations[{number}]"
+            if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not row["image"]:
+                bad.append(BadItem(str(flair), item, "has no 'image'"))
+                continue
+            problem = text_problem(row.get("caption"))
+            caption = None if problem else row["caption"].strip()
+            if problem:
+                bad.append(BadItem(str(flair), f"{item} ({row['image']})", f"'caption' {problem}"))
+            elif caption in by_image.get(root / row["image"], []):
+                bad.append(BadItem(str(flair), f"{item} ({row['image']})", "repeats a row: it would be counted twice"))
+            else:
+                add_captions(by_image, root / row["image"], [caption])
+        return grouped("urban1k", by_image, {"layout": "FLAIR annotations.json", "caption_preprocessing": "stripped"},
+                       bad, flair, URBAN1K_LAYOUT)
     images = require("urban1k", root / "image", URBAN1K_LAYOUT)
     captions = require("urban1k", root / "caption", URBAN1K_LAYOUT)
     by_image: Dict[Path, List[str]] = OrderedDict()
-    for caption_file in sorted(captions.glob("*.txt"), key=lambda p: (len(p.stem), p.stem)):
-        image = _image_file(images, caption_file.stem)
-        lines = caption_file.read_text(encoding="utf-8").splitlines()
-        by_image[image] = [lines[0].strip() if lines else ""]
-    if not by_image:
+    bad = []
+    left_out = set()  # images whose caption file is a bad item (counted there, not again as uncaptioned)
+    caption_files = sorted(captions.glob("*.txt"), key=lambda p: (len(p.stem), p.stem))
+    if not caption_files:
         raise LayoutError("urban1k", captions, URBAN1K_LAYOUT, "no N.txt captions in")
+    for caption_file in caption_files:
+        image = _image_file(images, caption_file.stem)
+        try:
+            lines = caption_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            bad.append(BadItem(str(caption_file), "caption",
+                               f"is not UTF-8 ({error.reason}), so its image has no caption"))
+            left_out.add(image)
+            continue
+        if not lines or not lines[0].strip():
+            bad.append(BadItem(str(caption_file), "line 1", "is empty: its image would be scored on an empty caption"))
+            left_out.add(image)
+            continue
+        by_image[image] = [lines[0].strip()]
     dataset = grouped("urban1k", by_image, {"layout": "Long-CLIP image/ + caption/",
-                                            "caption_preprocessing": "first line of each caption file, stripped"})
+                                            "caption_preprocessing": "first line of each caption file, stripped"},
+                      bad, captions, URBAN1K_LAYOUT)
     dataset.uncaptioned = sorted((p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                                  and p not in by_image), key=lambda p: (len(p.stem), p.stem))
+                                  and p not in by_image and p not in left_out), key=lambda p: (len(p.stem), p.stem))
     return dataset
 
 
 def load_docci(root: Path, split: str = "test", granularity: str = "full") -> RetrievalSet:
     """DOCCI's test split; ``granularity`` ``sentence`` makes each sentence of a description a caption of its image
-    (as ``iiw:sentence``), so image-to-text retrieval hits when any sentence ranks in the top k."""
+    (as ``iiw:sentence``), so image-to-text retrieval hits when any sentence ranks in the top k.
+
+    Bad items: a row without a split or an image file, a description that is null, not a string or empty, and a
+    second row for one image (it would be counted twice)."""
     if granularity not in ("full", "sentence"):
         raise ValueError(f"docci granularity {granularity!r}: full or sentence")
-    rows = read_jsonl("docci", root / "docci_descriptions.jsonlines", DOCCI_LAYOUT)
+    source = root / "docci_descriptions.jsonlines"
+    rows = read_jsonl("docci", source, DOCCI_LAYOUT)
     by_image: Dict[Path, List[str]] = OrderedDict()
-    for row in rows:
-        if row.get("split") == split:
+    bad: List[BadItem] = []
+    for number, row in enumerate(rows, 1):
+        item = f"line {number}"
+        if not isinstance(row, dict) or "split" not in row:
+            bad.append(BadItem(str(source), item, f"has no 'split': cannot tell whether it is in '{split}'"))
+            continue
+        if row["split"] != split:
+            continue
+        if not isinstance(row.get("image_file"), str) or not row["image_file"]:
+            bad.append(BadItem(str(source), item, "has no 'image_file'"))
+            continue
+        image = root / "images" / row["image_file"]
+        problem = text_problem(row.get("description"))
+        if problem:
+            bad.append(BadItem(str(source), f"{item} ({row['image_file']})", f"'description' {problem}"))
+        elif image in by_image:
+            bad.append(BadItem(str(source), f"{item} ({row['image_file']})",
+                               "describes an image described before: it would be counted twice"))
+        else:
             text = row["description"].strip()
-            add_captions(by_image, root / "images" / row["image_file"],
-                         split_sentences(text) if granularity == "sentence" else [text])
-    if not by_image:
-        raise LayoutError("docci", root / "docci_descriptions.jsonlines", DOCCI_LAYOUT, f"no '{split}' rows in")
+            add_captions(by_image, image, split_sentences(text) if granularity == "sentence" else [text])
+    if not by_image and not bad:
+        raise LayoutError("docci", source, DOCCI_LAYOUT, f"no '{split}' rows in")
     preprocessing = "one caption per sentence" if granularity == "sentence" else "full description, stripped"
     return grouped("docci", by_image, {"split": split, "granularity": granularity,
-                                       "caption_preprocessing": preprocessing})
+                                       "caption_preprocessing": preprocessing}, bad, source, DOCCI_LAYOUT)
 
 
 def load_iiw(root: Path, subset: str = "iiw400", granularity: str = "full") -> RetrievalSet:
@@ -109,34 +160,75 @@ def load_iiw(root: Path, subset: str = "iiw400", granularity: str = "full") -> R
     if granularity not in ("full", "sentence"):
         raise ValueError(f"iiw granularity {granularity!r}: full or sentence")
     folder, key = IIW_SUBSETS[subset]
-    rows = read_jsonl("iiw", root / "datasets" / folder / "data.jsonl", IIW_LAYOUT)
+    source = root / "datasets" / folder / "data.jsonl"
+    rows = read_jsonl("iiw", source, IIW_LAYOUT)
     by_image: Dict[Path, List[str]] = OrderedDict()
-    for row in rows:
-        if key not in row or "IIW" not in row:
-            raise LayoutError("iiw", root / "datasets" / folder / "data.jsonl", IIW_LAYOUT,
-                              f"a row lacks '{key}' or 'IIW' in")
-        text = row["IIW"].strip()
-        add_captions(by_image, _image_file(root / "images" / folder, row[key]),
-                     split_sentences(text) if granularity == "sentence" else [" ".join(text.split())])
+    bad: List[BadItem] = []
+    for number, row in enumerate(rows, 1):
+        item = f"line {number}"
+        if not isinstance(row, dict) or not isinstance(row.get(key), str) or not row[key]:
+            bad.append(BadItem(str(source), item, f"has no '{key}'"))
+            continue
+        image = _image_file(root / "images" / folder, row[key])
+        problem = text_problem(row.get("IIW"))
+        if problem:
+            bad.append(BadItem(str(source), f"{item} ({row[key]})", f"'IIW' {problem}"))
+        elif image in by_image:
+            bad.append(BadItem(str(source), f"{item} ({row[key]})",
+                               "describes an image described before: it would be counted twice"))
+        else:
+            text = row["IIW"].strip()
+            add_captions(by_image, image,
+                         split_sentences(text) if granularity == "sentence" else [" ".join(text.split())])
     return grouped("iiw", by_image, {"subset": folder, "granularity": granularity,
                                      "caption_preprocessing": "whitespace collapsed" + (
-                                         ", one caption per sentence" if granularity == "sentence" else "")})
+                                         ", one caption per sentence" if granularity == "sentence" else "")},
+                   bad, source, IIW_LAYOUT)
 
 
 def load_dci(root: Path) -> RetrievalSet:
+    """All of DCI's images. Bad items: a name listed twice in splits.json (it would be counted twice), an annotation
+    that is missing or not valid JSON, without an image, or whose ``short_caption`` is null, not a string or empty, or
+    whose ``extra_caption`` is missing, null or not a string (the short caption would stand in for the whole one; an
+    empty ``extra_caption`` is DCI's own and is kept)."""
     base = root / "densely_captioned_images"
-    splits = read_json("dci", base / "splits.json", DCI_LAYOUT)
+    splits_file = base / "splits.json"
+    splits = read_json("dci", splits_file, DCI_LAYOUT)
+    if not isinstance(splits, dict):
+        raise LayoutError("dci", splits_file, DCI_LAYOUT, "no train/valid/test lists in")
     names = [name for split in ("train", "valid", "test") for name in splits.get(split, [])]
     if not names:
-        raise LayoutError("dci", base / "splits.json", DCI_LAYOUT, "no annotation names in")
+        raise LayoutError("dci", splits_file, DCI_LAYOUT, "no annotation names in")
     by_image: Dict[Path, List[str]] = OrderedDict()
+    bad: List[BadItem] = []
+    seen = set()
     for name in names:
-        annotation = read_json("dci", base / "annotations" / name, DCI_LAYOUT)
-        text = f"{annotation.get('short_caption', '')} {annotation.get('extra_caption', '')}"
-        add_captions(by_image, base / "photos" / annotation["image"], [" ".join(split_sentences(text))])
+        if name in seen:
+            bad.append(BadItem(str(splits_file), str(name), "is listed twice: it would be counted twice"))
+            continue
+        seen.add(name)
+        path = base / "annotations" / str(name)
+        try:
+            annotation = read_json("dci", path, DCI_LAYOUT)
+        except LayoutError as error:
+            bad.append(BadItem(str(path), "annotation", f"is missing or not valid JSON ({str(error).splitlines()[0]})"))
+            continue
+        if not isinstance(annotation, dict) or not isinstance(annotation.get("image"), str):
+            bad.append(BadItem(str(path), "annotation", "has no 'image'"))
+            continue
+        short_problem = text_problem(annotation.get("short_caption"))
+        extra = annotation.get("extra_caption")
+        if short_problem:
+            bad.append(BadItem(str(path), "short_caption", short_problem))
+        elif not isinstance(extra, str):
+            bad.append(BadItem(str(path), "extra_caption", "is missing" if extra is None else
+                               f"is a {type(extra).__name__}, not a string"))
+        else:
+            text = f"{annotation['short_caption']} {extra}"
+            add_captions(by_image, base / "photos" / annotation["image"], [" ".join(split_sentences(text))])
     return grouped("dci", by_image, {"split": f"all {len(by_image)} images (train+valid+test)",
                                      "caption_preprocessing": "short_caption + extra_caption, sentence-split and "
-                                                              "rejoined"})
+                                                              "rejoined"}, bad, splits_file, DCI_LAYOUT)
 
 
 def load_sharegpt4v(root: Path, size: int, definition: str) -> RetrievalSet:
@@ -145,22 +237,39 @@ def load_sharegpt4v(root: Path, size: int, definition: str) -> RetrievalSet:
     path = root / SHAREGPT4V_FILES[definition]
     entries = read_json("sharegpt4v", path, SHAREGPT4V_LAYOUT)
     if not isinstance(entries, list) or len(entries) < size:
+        found = f"{len(entries)} entries" if isinstance(entries, list) else f"a {type(entries).__name__}"
         raise LayoutError("sharegpt4v", path, SHAREGPT4V_LAYOUT,
-                          f"expected a list of at least {size} entries, got {len(entries)} in")
+                          f"expected a list of at least {size} entries, got {found} in")
     by_image: Dict[Path, List[str]] = OrderedDict()
-    for entry in entries[:size]:
-        gpt = [t["value"] for t in entry.get("conversations", []) if t.get("from") == "gpt"]
-        if not gpt:
-            raise LayoutError("sharegpt4v", path, SHAREGPT4V_LAYOUT, f"entry for {entry.get('image')} has no gpt "
-                                                                     "turn in")
+    bad: List[BadItem] = []
+    listed_again = 0
+    for number, entry in enumerate(entries[:size]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
+            bad.append(BadItem(str(path), f"entry {number}", "has no 'image'"))
+            continue
+        turns = entry.get("conversations") if isinstance(entry.get("conversations"), list) else []
+        gpt = [turn.get("value") for turn in turns if isinstance(turn, dict) and turn.get("from") == "gpt"]
+        problem = "has no gpt turn" if not gpt else None
+        if gpt and text_problem(gpt[0]):
+            problem = f"the value of its first gpt turn {text_problem(gpt[0])}"
+        if problem:
+            bad.append(BadItem(str(path), f"entry {number} ({entry['image']})", problem))
+            continue
+        listed_again += root / entry["image"] in by_image
         add_captions(by_image, root / entry["image"], [gpt[0].strip()])
-    overlap, count = training_overlap(root, definition, size, [e["image"] for e in entries[:size]])
+    if listed_again:
+        logger.warning("sharegpt4v-%dk@%s: %d of the first %d entries repeat an image listed before; each such image "
+                       "keeps all its captions (a hit on any counts for image-to-text), so the set has %d images",
+                       size // 1000, definition, listed_again, size, len(by_image))
+    overlap, count = training_overlap(root, definition, size,
+                                      [e["image"] for e in entries[:size] if isinstance(e, dict) and "image" in e])
     if overlap:
         logger.warning("sharegpt4v-%dk@%s: %s", size // 1000, definition, overlap)
     return grouped(f"sharegpt4v-{size // 1000}k", by_image,
                    {"definition": f"{definition}: first {size} entries of {path.name}",
                     "caption_preprocessing": "first gpt turn, stripped", "train_overlap": overlap,
-                    "train_overlap_images": count})
+                    "train_overlap_images": count, "entries_repeating_an_image": listed_again},
+                   bad, path, SHAREGPT4V_LAYOUT)
 
 
 def training_overlap(root: Path, definition: str, size: int, images: List[str]) -> Tuple[str, object]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -13,6 +14,8 @@ from PIL import Image
 from ..retrieval_sets.base import LayoutError, require
 from ...synth.captions import short_phrase
 from .classnames import ADE20K, COCO_STUFF, VOC20
+
+logger = logging.getLogger(__name__)
 
 IGNORE = 255
 LAYOUTS = {
@@ -76,21 +79,57 @@ def _folder_pairs(name: str, root: Path, images: str, masks: str, mask_suffix: s
 
 
 def _voc_like(name: str, root: Path, split: str = "val") -> List[Tuple[Path, Path]]:
+    """The pairs a VOC-style listing names. Raises LayoutError for an empty listing or an id listed twice (it would
+    be scored twice)."""
     listing = require(name, root / "ImageSets" / "Segmentation" / f"{split}.txt", LAYOUTS[name])
     ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise LayoutError(name, listing, LAYOUTS[name], "no image ids in")
+    seen = set()
+    for number, image_id in enumerate(ids, 1):
+        if image_id in seen:
+            raise LayoutError(name, listing, LAYOUTS[name], f"image id {image_id!r} is listed twice (again on line "
+                                                            f"{number}; it would be scored twice) in")
+        seen.add(image_id)
     return _pairs(name, require(name, root / "JPEGImages", LAYOUTS[name]),
                   require(name, root / "SegmentationClass", LAYOUTS[name]), ids, ".jpg", ".png")
 
 
 def synth_templates(world: Path) -> Optional[List[str]]:
     """The world's short-caption prompts with ``{}`` for the shape, over every size, fill, colour and background
-    (None when the world's vocabularies are unknown: no world.json)."""
+    (None, with a warning, when the world's vocabularies are unknown: no world.json; the 80 ImageNet templates are
+    then used, and the result records it).
+
+    Raises:
+        LayoutError: world.json is not valid JSON or lacks the vocabularies.
+    """
     world_json = Path(world) / "world.json"
     if not world_json.is_file():
+        logger.warning("synth segmentation: no %s, so the world's caption prompts are unknown: using the 80 OpenAI "
+                       "ImageNet templates instead (recorded in the result)", world_json)
         return None
-    vocab = json.loads(world_json.read_text())["vocabularies"]
+    try:
+        vocab = json.loads(world_json.read_text())["vocabularies"]
+        grid = [vocab[key] for key in ("sizes", "fills", "colours", "backgrounds")]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise LayoutError("synth", world_json, LAYOUTS["synth"], f"no vocabularies ({type(error).__name__}: "
+                                                                f"{error}) in") from error
+    if not all(isinstance(values, (list, dict)) and values for values in grid):
+        raise LayoutError("synth", world_json, LAYOUTS["synth"], "an empty vocabulary in")
     return [short_phrase(size, fill, colour, "{}", background) for size, fill, colour, background in
-            itertools.product(vocab["sizes"], vocab["fills"], vocab["colours"], vocab["backgrounds"])]
+            itertools.product(*grid)]
+
+
+def _class_names(name: str, path: Path) -> List[str]:
+    """One class per non-blank line of a class list. Raises LayoutError for an empty list or a name listed twice
+    (two classes by one name cannot be told apart)."""
+    names = [line.strip() for line in require(name, path, LAYOUTS[name]).read_text().splitlines() if line.strip()]
+    if not names:
+        raise LayoutError(name, path, LAYOUTS[name], "no class names in")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LayoutError(name, path, LAYOUTS[name], f"the class {twice[0]!r} is listed twice in")
+    return names
 
 
 SPLITS = ("val", "train")
@@ -128,7 +167,6 @@ def load_segmentation_set(name: str, root: Path, split: str = "val") -> Segmenta
         return SegmentationSet(name, items, COCO_STUFF, reduce_zero_label=True)
     if name == "synth":
         root = root / "segmentation" if (root / "segmentation").is_dir() else root
-        classes = require(name, root / "classes.txt", LAYOUTS[name]).read_text().split("\n")
-        return SegmentationSet(name, _voc_like(name, root, split), [c for c in classes if c.strip()],
+        return SegmentationSet(name, _voc_like(name, root, split), _class_names(name, root / "classes.txt"),
                                reduce_zero_label=True, short_side_ratio=1.0, templates=synth_templates(root.parent))
     raise ValueError(f"unknown segmentation dataset {name!r}; choose from {sorted(LAYOUTS)}")

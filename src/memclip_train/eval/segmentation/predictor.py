@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import functional as TF
 
+from ...image_modes import to_rgb
+from ...retrieval_metrics import worst_for_nan
+from ..features import check_finite
 from .dense import dense_features
 
 
@@ -58,27 +61,34 @@ class ClipSegmenter:
     averaged over overlapping windows, resized to the image, logit scale, softmax, max over synonyms, argmax.
 
     The queries are the text tower's class embeddings, or ``classifier`` when given: ``(queries (Q, D),
-    query_to_class (Q,))``, e.g. a linear probe's weights (see :mod:`.probe`)."""
+    query_to_class (Q,))``, e.g. a linear probe's weights (see :mod:`.probe`).
+
+    Raises:
+        NonFiniteFeaturesError: the queries or an image's patch features hold NaN or infinity (naming ``model_name``).
+    """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, class_names: Sequence[str], method: str,
                  geometry: SlidingWindow, device: torch.device, autocast: Callable, logit_scale: float = 40.0,
                  templates: Optional[Sequence[str]] = None,
-                 classifier: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+                 classifier: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, model_name: str = ""):
         self.model = model
         self.method = method
         self.geometry = geometry
         self.device = device
         self.autocast = autocast
         self.logit_scale = logit_scale
+        self.model_name = model_name
         cfg = open_clip.get_model_preprocess_cfg(model)
         self.mean = torch.tensor(cfg["mean"]).view(3, 1, 1)
         self.std = torch.tensor(cfg["std"]).view(3, 1, 1)
         self.num_classes = len(class_names)
         if classifier is not None:
             self.queries, self.owners = (t.to(device) for t in classifier)
-            return
-        with autocast():
-            self.queries, self.owners = class_classifier(model, tokenizer, class_names, device, templates)
+        else:
+            with autocast():
+                self.queries, self.owners = class_classifier(model, tokenizer, class_names, device, templates)
+        check_finite(self.queries.float().cpu(), model_name, "class",
+                     lambda query: repr(class_names[int(self.owners[query])]))
 
     def _windows(self, height: int, width: int) -> List[Tuple[int, int, int, int]]:
         window, stride = self.geometry.window, self.geometry.stride
@@ -96,7 +106,7 @@ class ClipSegmenter:
         """Class-query logits (Q, H, W) at the image's original size (before the logit scale)."""
         width, height = image.size
         scale = self.geometry.short_side / min(width, height)
-        resized = image.convert("RGB").resize((max(1, round(width * scale)), max(1, round(height * scale))),
+        resized = to_rgb(image).resize((max(1, round(width * scale)), max(1, round(height * scale))),
                                               Image.BICUBIC)
         pixels = (TF.to_tensor(resized) - self.mean) / self.std
         _, h, w = pixels.shape
@@ -107,6 +117,8 @@ class ClipSegmenter:
         crops = torch.stack([pixels[:, y1:y2, x1:x2] for y1, x1, y2, x2 in boxes]).to(self.device)
         with self.autocast():
             features = dense_features(self.model.visual, crops, self.method)
+        check_finite(features.cpu(), self.model_name, "patch",
+                     lambda crop: f"the window (y1, x1, y2, x2) = {boxes[crop]}")
         crop_logits = torch.einsum("bhwd,qd->bqhw", features.float(), self.queries.float())
         crop_logits = F.interpolate(crop_logits, size=(self.geometry.window, self.geometry.window), mode="bilinear",
                                     align_corners=False)
@@ -119,9 +131,10 @@ class ClipSegmenter:
         return F.interpolate(averaged[None], size=(height, width), mode="bilinear", align_corners=False)[0]
 
     def class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """(Q, H, W) logits -> (C, H, W): softmax over queries at the logit scale, max over each class's synonyms."""
-        probabilities = (logits * self.logit_scale).softmax(0)
-        out = torch.full((self.num_classes,) + tuple(logits.shape[1:]), -1.0, device=logits.device)
+        """(Q, H, W) logits -> (C, H, W): softmax over queries at the logit scale, max over each class's synonyms.
+        A NaN logit is the worst score (-inf, probability 0), so argmax never picks it."""
+        probabilities = worst_for_nan((worst_for_nan(logits) * self.logit_scale).softmax(0))
+        out = torch.full((self.num_classes,) + tuple(logits.shape[1:]), float("-inf"), device=logits.device)
         for query, owner in enumerate(self.owners.tolist()):
             out[owner] = torch.maximum(out[owner], probabilities[query])
         return out

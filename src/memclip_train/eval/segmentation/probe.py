@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import functional as TF
 
+from ...image_modes import to_rgb
+from ..features import check_finite
 from .datasets import IGNORE, SegmentationSet
 from .dense import dense_features
 
@@ -52,8 +54,12 @@ def patch_labels(mask: np.ndarray, grid: Tuple[int, int], min_share: float = 0.2
 @torch.no_grad()
 def probe_training_set(model: torch.nn.Module, dataset: SegmentationSet, method: str, device: torch.device,
                        autocast: Callable, min_share: float = 0.25, batch_size: int = 64,
-                       limit: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Labelled patch features of ``dataset``: (features (P, D) L2-normalised, labels (P,) int64)."""
+                       limit: Optional[int] = None, model_name: str = "") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Labelled patch features of ``dataset``: (features (P, D) L2-normalised, labels (P,) int64).
+
+    Raises:
+        NonFiniteFeaturesError: the model (``model_name``) gives NaN or infinite patch features.
+    """
     size = model.visual.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     cfg = open_clip.get_model_preprocess_cfg(model)
@@ -62,10 +68,11 @@ def probe_training_set(model: torch.nn.Module, dataset: SegmentationSet, method:
     features, labels = [], []
     for start in range(0, count, batch_size):
         indices = range(start, min(start + batch_size, count))
-        pixels = torch.stack([(TF.to_tensor(Image.open(dataset.items[i][0]).convert("RGB")
+        pixels = torch.stack([(TF.to_tensor(to_rgb(Image.open(dataset.items[i][0]))
                                             .resize(size[::-1], Image.BICUBIC)) - mean) / std for i in indices])
         with autocast():
             dense = dense_features(model.visual, pixels.to(device), method).float().cpu()
+        check_finite(dense, model_name, "patch", lambda row: str(dataset.items[indices[row]][0]))
         grid = tuple(dense.shape[1:3])
         for row, index in enumerate(indices):
             mask = np.asarray(Image.fromarray(dataset.load_mask(index).astype(np.uint8))

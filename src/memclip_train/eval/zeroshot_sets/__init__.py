@@ -8,17 +8,21 @@ classes or a list of prompts per class. ``python -m memclip_train.eval zeroshot 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
-from .base import ImageSource, Template, ZeroShotSet
+from ..retrieval_sets.base import refuse_or_count
+from .base import ImageSource, Template, ZeroShotSet, template_problem
 from .image_folders import (IMAGENET_V2_VARIANTS, OPENAI_TEMPLATES_NAME, load_image_folder, load_imagenet,
                             load_imagenet_v2)
 from .synth import ATTRIBUTE_OF as SYNTH_ATTRIBUTES
 from .synth import loader as synth_loader
+
+logger = logging.getLogger(__name__)
 
 Loader = Callable[[Path, Optional[str]], ZeroShotSet]
 TEMPLATE_SETS: Dict[str, Tuple[Sequence[Template], str]] = {
@@ -84,13 +88,23 @@ def read_lines(path: Path, what: str) -> List[str]:
 
 
 def resolve_templates(spec: str) -> Tuple[Sequence[Template], str]:
-    """``openai``/``simple`` -> open_clip's template set; a file -> its lines (each must hold ``{}``)."""
+    """``openai``/``simple`` -> open_clip's template set; a file -> its lines, each checked when read (exactly one
+    ``{}``, see :func:`.base.template_problem`).
+
+    Raises:
+        ValueError: a missing or empty file, or a line that is not a template (naming the file and the line).
+    """
     if spec in TEMPLATE_SETS:
         return TEMPLATE_SETS[spec]
     templates = read_lines(Path(spec), f"--templates (one of {sorted(TEMPLATE_SETS)}, or a)")
-    without = [t for t in templates if "{}" not in t]
-    if without:
-        raise ValueError(f"--templates {spec}: the template {without[0]!r} has no {{}} for the class name")
+    for template in templates:
+        problem = template_problem(template)
+        if problem:
+            raise ValueError(f"--templates {spec}: the template {template!r} {problem}")
+    twice = sorted({t for t in templates if templates.count(t) > 1})
+    if twice:
+        raise ValueError(f"--templates {spec}: the template {twice[0]!r} is listed twice (it would weigh twice in "
+                         "each class's mean)")
     return templates, f"{len(templates)} templates from {Path(spec).name}"
 
 
@@ -105,8 +119,14 @@ def apply_options(dataset: ZeroShotSet, options: ZeroShotOptions) -> ZeroShotSet
     if options.class_names is not None:
         names = read_lines(options.class_names, "--class-names")
         if len(names) != dataset.num_classes:
+            left_out = dataset.meta.get("empty_class_folders_left_out", 0)
             raise ValueError(f"--class-names {options.class_names}: {len(names)} names for {dataset.num_classes} "
-                             f"classes of {dataset.name}")
+                             f"classes of {dataset.name}" + (f" ({left_out} empty class folders were left out, "
+                                                             "--skip-bad)" if left_out else ""))
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            logger.warning("--class-names %s: %d names are given to more than one class, e.g. %r: those classes "
+                           "share one text embedding", options.class_names, len(twice), twice[0])
         changes["class_names"] = names
         changes["meta"] = dict(dataset.meta, class_names=str(options.class_names))
     if options.templates is not None:
@@ -126,13 +146,11 @@ def options_identity(options: ZeroShotOptions) -> Dict[str, object]:
     return identity
 
 
-def load_zeroshot_set(name: str, root: Path, variant: Optional[str] = None,
-                      options: Optional[ZeroShotOptions] = None) -> ZeroShotSet:
-    """Load a registered dataset from ``root``, with its variant (or the default) and the options applied.
+def check_zeroshot_name(name: str, variant: Optional[str] = None) -> Optional[str]:
+    """The variant ``name`` is read with (``variant`` or the default).
 
     Raises:
-        ValueError: unknown name, variant, or bad options.
-        LayoutError: the folder does not have the dataset's layout (the message shows the expected one).
+        ValueError: an unknown name or variant.
     """
     if name not in ZEROSHOT_DATASETS:
         raise ValueError(f"unknown zero-shot dataset {name!r}; choose from {sorted(ZEROSHOT_DATASETS)}")
@@ -140,11 +158,29 @@ def load_zeroshot_set(name: str, root: Path, variant: Optional[str] = None,
     variant = variant or entry.default_variant
     if variant is not None and variant not in entry.variants:
         raise ValueError(f"{name}: unknown variant {variant!r}; choose from {entry.variants or 'none'}")
-    dataset = apply_options(entry.load(Path(root), variant), options or ZeroShotOptions())
+    return variant
+
+
+def load_zeroshot_set(name: str, root: Path, variant: Optional[str] = None,
+                      options: Optional[ZeroShotOptions] = None, skip_bad: bool = False) -> ZeroShotSet:
+    """Load a registered dataset from ``root``, with its variant (or the default) and the options applied.
+
+    Raises:
+        ValueError: unknown name, variant, or bad options.
+        LayoutError: the folder does not have the dataset's layout (the message shows the expected one).
+        BadItemError: the reader found items that would change the task (an empty class folder, ...), unless
+            ``skip_bad``: then they are left out and counted in the set's ``bad_items``.
+    """
+    variant = check_zeroshot_name(name, variant)
+    entry = ZEROSHOT_DATASETS[name]
+    loaded = entry.load(Path(root), variant)
+    refuse_or_count(name, loaded.bad_items, skip_bad)
+    dataset = apply_options(loaded, options or ZeroShotOptions())
     if variant:
         dataset.meta.setdefault("variant", variant)
     return dataset
 
 
 __all__ = ["ImageSource", "SYNTH_ATTRIBUTES", "TEMPLATE_SETS", "Template", "ZEROSHOT_DATASETS", "ZeroShotDataset",
-           "ZeroShotOptions", "ZeroShotSet", "load_zeroshot_set", "options_identity", "register_zeroshot_dataset"]
+           "ZeroShotOptions", "ZeroShotSet", "check_zeroshot_name", "load_zeroshot_set", "options_identity",
+           "register_zeroshot_dataset"]

@@ -1,15 +1,33 @@
 """`ZeroShotSet`: labelled images, class names, and the prompts that describe each class."""
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from ..retrieval_sets.base import BadItem
 
 ImageSource = Union[str, Path, bytes]
 """An image file path, or the encoded bytes of an image (e.g. a ``jpg`` field read from a webdataset shard)."""
 
 Template = Union[str, Callable[[str], str]]
 """A prompt template, as open_clip takes them: a format string with one ``{}``, or a callable ``name -> prompt``."""
+
+
+def template_problem(template: str) -> Optional[str]:
+    """Why a prompt template cannot be filled with one class name (None when it can): it must hold exactly one
+    ``{}`` and no other ``{...}`` (a literal brace is written ``{{`` or ``}}``)."""
+    try:
+        slots = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as error:
+        return f"is not a format string ({error}; write a literal brace as '{{{{' or '}}}}')"
+    if not slots:
+        return "has no {} for the class name"
+    if slots != [""]:
+        shown = ", ".join("{" + name + "}" for name in slots)
+        return f"has {len(slots)} slots ({shown}); it needs exactly one {{}}, for the class name"
+    return None
 
 
 @dataclass
@@ -29,6 +47,9 @@ class ZeroShotSet:
         class_prompts: per class, its prompts (non-empty lists), or None.
         prompts_name: how the prompts are described in results and tables ("80 OpenAI ImageNet templates").
         meta: how the set was built (layout, variant, class-names file), recorded with every result.
+        bad_items: what the reader left out because it would change the task (an empty class folder, an image
+            outside any class folder, ...): an error unless skipped and counted (see
+            :func:`..retrieval_sets.base.refuse_or_count`).
     """
 
     name: str
@@ -39,6 +60,7 @@ class ZeroShotSet:
     class_prompts: Optional[List[List[str]]] = None
     prompts_name: str = ""
     meta: Dict[str, Any] = field(default_factory=dict)
+    bad_items: List[BadItem] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels):
@@ -54,6 +76,10 @@ class ZeroShotSet:
             raise ValueError(f"{self.name}: give either templates or class_prompts (exactly one)")
         if self.templates is not None and len(self.templates) == 0:
             raise ValueError(f"{self.name}: empty template list")
+        for template in self.templates or ():
+            problem = template_problem(template) if isinstance(template, str) else None
+            if problem:
+                raise ValueError(f"{self.name}: the template {template!r} {problem}")
         if self.class_prompts is not None:
             if len(self.class_prompts) != len(self.class_names):
                 raise ValueError(f"{self.name}: {len(self.class_prompts)} prompt lists for {len(self.class_names)} "
@@ -79,4 +105,5 @@ class ZeroShotSet:
     def subset(self, keep: Sequence[int]) -> "ZeroShotSet":
         """Only the listed images (the classes and prompts stay)."""
         return ZeroShotSet(self.name, [self.images[i] for i in keep], [self.labels[i] for i in keep],
-                           self.class_names, self.templates, self.class_prompts, self.prompts_name, dict(self.meta))
+                           self.class_names, self.templates, self.class_prompts, self.prompts_name, dict(self.meta),
+                           list(self.bad_items))

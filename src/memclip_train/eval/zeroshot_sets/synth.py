@@ -26,6 +26,11 @@ def load_synth_attribute(name: str, root: Path) -> ZeroShotSet:
     if missing:
         raise LayoutError(name, missing[0], SCENES_LAYOUT, f"{len(missing)} retrieval images are missing, e.g.")
     classes = scenes.values(attribute)
+    unknown = [i for i in range(len(images)) if scenes.salient(i)[attribute] not in classes]
+    if unknown:
+        raise LayoutError(name, root / "retrieval" / "scenes.jsonl", SCENES_LAYOUT,
+                          f"image {unknown[0]}'s salient {attribute} {scenes.salient(unknown[0])[attribute]!r} is not "
+                          f"in world.json's vocabulary {classes} ({len(unknown)} images in all), in")
     labels = [classes.index(scenes.salient(i)[attribute]) for i in range(len(images))]
     prompts, stated = prompt_grid(scenes)
     class_prompts = [[p for p, s in zip(prompts, stated) if s[attribute] == value] for value in classes]
