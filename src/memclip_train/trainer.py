@@ -81,6 +81,33 @@ def stability_advice(config: TrainConfig) -> str:
     return ", ".join(tips[:-1]) + " or " + tips[-1]
 
 
+class _BatchTally:
+    """Passes a loader's batches through, counting what they say about themselves: captions a stand-in replaced
+    (``<role>_missing``) and samples skipped (``_skipped``, per worker)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.missing: Counter = Counter()
+        self.skipped: Dict[Any, Dict[str, int]] = {}
+
+    def __iter__(self):
+        for batch in self.loader:
+            for name in [k for k in batch if k.endswith("_missing")]:
+                self.missing[name[:-len("_missing")]] += int(batch.pop(name))
+            if "_skipped" in batch:
+                self.skipped[batch.get("_worker")] = batch["_skipped"]
+            yield batch
+
+    def metrics(self, prefix: str) -> Dict[str, int]:
+        skipped: Counter = Counter()
+        for counts in self.skipped.values():
+            skipped.update(counts)
+        values = {f"{prefix}captions_missing_{role}": count for role, count in sorted(self.missing.items())}
+        values.update({f"{prefix}skipped_{reason.replace(' ', '_')}": count
+                       for reason, count in sorted(skipped.items())})
+        return values
+
+
 class Trainer:
     """Runs a task for the configured epochs from ``state`` (a fresh or resumed run).
 
@@ -179,6 +206,7 @@ class Trainer:
         self.train.stream.set_epoch(epoch, resume)
         position = resume or StreamPosition()
         batch_index = self.state.batch_in_epoch
+        self.captions_missing = Counter()
         self.task.model.train()
         micro: List[Dict[str, torch.Tensor]] = []
         save_due = False
@@ -190,6 +218,8 @@ class Trainer:
             self.skipped[worker] = batch.pop("_skipped")
             for name in [k for k in batch if k.endswith("_cut")]:
                 self.captions_cut[name[:-4]] += int(batch.pop(name))
+            for name in [k for k in batch if k.endswith("_missing")]:
+                self.captions_missing[name[:-len("_missing")]] += int(batch.pop(name))
             micro.append({k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()})
             batch_index += 1
             bar.update(1)
@@ -218,6 +248,18 @@ class Trainer:
                     bar.close()
                     self._raise_preempted()
         bar.close()
+        self._report_missing_captions(epoch)
+
+    def _report_missing_captions(self, epoch: int) -> None:
+        """Say how many samples of the epoch lacked a caption that a stand-in replaced (counted in metrics.jsonl as
+        ``captions_missing_long`` and ``captions_missing_short``, per epoch)."""
+        data = self.config.data
+        stand_ins = {"long": f"--long-caption-key {data.long_caption_key} (the short caption stood in)",
+                     "short": f"--caption-key {data.caption_key} (the long caption's first sentence stood in)"}
+        said = [f"{count} lacked {stand_ins.get(role, role)}" for role, count in sorted(self.captions_missing.items())
+                if count]
+        if said:
+            logger.warning("epoch %d: of its samples on this process, %s", epoch, "; ".join(said))
 
     # ------------------------------------------------------------------ one optimizer step
     def step(self, micro: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
@@ -292,6 +334,7 @@ class Trainer:
         if not hasattr(self, "skipped"):
             self.skipped: Dict[Any, Dict[str, int]] = {}
             self.captions_cut: Counter = Counter()
+            self.captions_missing: Counter = Counter()  # per epoch
 
     def log_train(self, epoch: int) -> str:
         self.check_finite()
@@ -309,6 +352,7 @@ class Trainer:
             skipped.update(counts)
         values.update({f"skipped_{k.replace(' ', '_')}": v for k, v in skipped.items()})
         values.update({f"captions_cut_{k}": v for k, v in self.captions_cut.items()})
+        values.update({f"captions_missing_{k}": v for k, v in self.captions_missing.items()})
         self.run_logger.log("train", self.state.step, epoch, values)
         logger.info("epoch %d step %d/%d | %s", epoch, self.state.step, self.steps_per_epoch * (epoch + 1),
                     " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
@@ -325,8 +369,10 @@ class Trainer:
 
     def _validate_here(self, epoch: int) -> Dict[str, float]:
         start = time.time()
+        tally = _BatchTally(self.val.loader)
         with track_usage(self.task.model) as usage:
-            metrics = self.task.validate(self.val.loader, self.autocast)
+            metrics = self.task.validate(tally, self.autocast)
+        metrics.update(tally.metrics("val_"))
         for index, summary in usage_by_block(self.task.model, usage).items():
             metrics[f"memory{index}_fraction_read"] = summary.fraction_read
             metrics[f"memory{index}_kl_from_uniform"] = summary.kl_from_uniform

@@ -261,3 +261,81 @@ def test_a_malformed_csv_source_is_named_with_its_line(tmp_path, decoder_parts):
     decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
     with pytest.raises(ValueError, match=f"{re.escape(str(table))}: .*line 3"):
         CsvStream(str(table), decoder, batch_size=3, batches_per_worker=None)
+
+
+def test_any_sample_whose_text_cannot_be_decoded_is_skipped_and_counted(tmp_path, decoder_parts):
+    def spoil(index, fields):
+        if index == 2:
+            fields["json"] = ("[" * 200_000 + "]" * 200_000).encode()  # a RecursionError in json.loads
+        if index == 4:
+            fields["json"] = b'{"long": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+
+    shard = write_shard(tmp_path, 8, spoil)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("long", "short")), preprocess, tokenizer)
+    batches = stream_batches(ShardStream([str(shard)], decoder, batch_size=2, batches_per_worker=None))
+    assert sum(len(b["image"]) for b in batches) == 6
+    assert batches[-1]["_skipped"] == {"bad text": 2}
+
+
+def test_a_caption_that_is_not_text_is_skipped_and_counted_never_stringified(tmp_path, decoder_parts):
+    def spoil(index, fields):
+        if index == 1:
+            fields["json"] = {"long": ["a red star", "a blue ring"]}
+        if index == 3:
+            fields["json"] = {"long": 12}
+        if index == 5:
+            fields["json"] = ["not", "an", "object"]
+        if index == 6:
+            fields["json"] = {"long": None}  # null: absent, the short caption stands in (and is counted)
+
+    shard = write_shard(tmp_path, 8, spoil)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("long", "short")), preprocess, tokenizer)
+    batches = stream_batches(ShardStream([str(shard)], decoder, batch_size=5, batches_per_worker=None))
+    assert sum(len(b["image"]) for b in batches) == 5
+    assert batches[-1]["_skipped"] == {"caption not text": 3}
+    assert sum(int(b["long_missing"]) for b in batches) == 1 and sum(int(b["short_missing"]) for b in batches) == 0
+
+
+def test_stand_in_captions_are_counted(tmp_path, decoder_parts):
+    def change(index, fields):
+        if index < 3:
+            del fields["json"]  # no long caption: the short one stands in
+        elif index < 5:
+            del fields["txt"]  # no short caption: the long one's first sentence stands in
+
+    shard = write_shard(tmp_path, 8, change)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("long", "short")), preprocess, tokenizer)
+    batches = stream_batches(ShardStream([str(shard)], decoder, batch_size=4, batches_per_worker=None))
+    assert [int(b["long_missing"]) for b in batches] == [3, 0]
+    assert [int(b["short_missing"]) for b in batches] == [1, 1]
+
+
+@pytest.mark.parametrize("name", ["../elsewhere/000000.tar", "/tmp/000000.tar", "..", "sub/000000.tar"])
+def test_sizes_json_names_only_shards_in_its_folder(tmp_path, name):
+    folder = tmp_path / "train"
+    write_shard(folder, 3)
+    (folder / "sizes.json").write_text(json.dumps({"000000.tar": 3, name: 3}))
+    with pytest.raises(ValueError, match=re.escape(f"the shard name {name!r} is not a file in {folder}")):
+        resolve_webdataset(str(folder), None, "--train-data")
+    with pytest.raises(ValueError, match="not a file in"):
+        resolve_webdataset(str(folder / "000000.tar"), None, "--train-data")
+
+
+@pytest.mark.parametrize("sizes,named", [("[1, 2]", "got a list"), ('{"000000.tar": "3"}', "'3' is not an integer"),
+                                         ('{"000000.tar": -1}', "-1 is not an integer"), ("{", "not a readable json"),
+                                         ('{"000000.tar": 0}', "lists no sample")])
+def test_a_malformed_sizes_json_is_named(tmp_path, sizes, named):
+    folder = tmp_path / "train"
+    write_shard(folder, 3)
+    (folder / "sizes.json").write_text(sizes)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        resolve_webdataset(str(folder / "000000.tar"), None, "--train-data")
+
+
+def test_a_shard_listed_twice_is_reported(micro_world, caplog):
+    shard = str(micro_world / "train" / "000000.tar")
+    assert resolve_webdataset(f"{shard}::{shard}", None, "--train-data")[1] == 96
+    assert "lists 1 shard more than once" in caplog.text and shard in caplog.text

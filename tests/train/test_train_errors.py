@@ -124,3 +124,22 @@ def test_unreadable_training_shards_stop_with_an_error_naming_them(micro_world, 
         code = main(args)
     lines, err = error_lines(capsys)
     assert code == 2 and len(lines) == 1 and str(shard) in lines[0] and "corrupt tar data" in lines[0], err[-3000:]
+
+
+def test_a_long_caption_key_that_no_sample_holds_is_refused_before_training(micro_world, tmp_path, capsys):
+    args = train_args(micro_world, tmp_path, "typo", "--long-short-alpha", "0.8", "--long-caption-key", "json.lnog")
+    assert exit_code(args) == 2
+    lines, err = error_lines(capsys)
+    assert len(lines) == 1 and "--long-caption-key json.lnog: none of the first 16 samples" in lines[0], err[-2000:]
+    assert "json.long" in lines[0] and "txt" in lines[0]
+    assert not (tmp_path / "typo").exists()
+
+
+def test_stage_2_on_a_table_without_a_long_caption_column_is_refused(tmp_path, capsys):
+    table = tmp_path / "train.csv"
+    table.write_text("filepath\ttitle\n0.jpg\ta red star\n")
+    args = ["--model", "Test-Micro", "--train-data", str(table), "--long-short-alpha", "0.8", "--precision", "fp32",
+            "--logs", str(tmp_path), "--name", "table", "--workers", "0"]
+    assert exit_code(args) == 2
+    lines, _ = error_lines(capsys)
+    assert len(lines) == 1 and "--csv-long-caption-key" in lines[0]
