@@ -15,7 +15,7 @@ import memclip
 from memclip_train.data.captions import first_sentence
 from memclip_train.data.csv_stream import CsvStream
 from memclip_train.data.samples import SampleDecoder, SampleFields
-from memclip_train.data.shard_stream import NoSamplesError, ShardStream
+from memclip_train.data.shard_stream import NoSamplesError, ShardStream, StreamPosition
 from memclip_train.data.shard_writer import ShardWriter
 from memclip_train.data.sources import expand_urls, resolve_webdataset
 from memclip_train.tasks.build import transforms
@@ -339,3 +339,29 @@ def test_a_shard_listed_twice_is_reported(micro_world, caplog):
     shard = str(micro_world / "train" / "000000.tar")
     assert resolve_webdataset(f"{shard}::{shard}", None, "--train-data")[1] == 96
     assert "lists 1 shard more than once" in caplog.text and shard in caplog.text
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_stream_whose_shards_all_became_unreadable_stops_instead_of_hanging(tmp_path, decoder_parts,
+                                                                                       workers):
+    shards = [tmp_path / f"{index:06d}.tar" for index in range(2)]
+    for shard in shards:
+        shard.write_text("garbage where a shard was\n")
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    stream = ShardStream([str(s) for s in shards], decoder, batch_size=4, batches_per_worker=4, shuffle_buffer=10)
+    stream.set_epoch(0, StreamPosition(consumed={0: 9, 1: 9}, batches={0: 2, 1: 2}))  # stopped mid-epoch
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
+    with deadline(60, "a resumed stream of unreadable shards"), pytest.raises(NoSamplesError) as error:
+        list(loader)
+    assert str(shards[0]) in str(error.value) and "corrupt tar data" in str(error.value)
+
+
+def test_a_resumed_stream_that_passes_over_whole_passes_still_fills_its_batches(tmp_path, decoder_parts):
+    shard = write_shard(tmp_path, 6)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    stream = ShardStream([str(shard)], decoder, batch_size=2, batches_per_worker=9, shuffle_buffer=1)
+    stream.set_epoch(0, StreamPosition(consumed={0: 14}, batches={0: 7}))  # more than two passes consumed
+    with deadline(60, "a resumed stream"):
+        assert len(list(stream)) == 2
