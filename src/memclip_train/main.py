@@ -16,6 +16,7 @@ import logging
 import random
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -24,13 +25,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import memclip
+from memclip.atomic_io import stray_temporaries_in
+
 from .checkpoints import TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
-from .cli import report_user_errors
+from .cli import UserError, report_user_errors
 from .data.loaders import build_data
 from .data.sources import has_captions
-from .distributed import DistributedEnv, barrier, init_distributed
+from .distributed import DistributedEnv, all_reduce_max, barrier, init_distributed
 from .params import PROG, TrainConfig, parse_args
 from .preemption import PREEMPTED_EXIT_CODE, Preempted
+from .run_lock import RunLock, RunLocked
 from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
 from .trainer import NonFiniteLoss, Trainer
@@ -46,17 +50,62 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_run_dir(config: TrainConfig, env: DistributedEnv) -> Tuple[Path, bool]:
-    """The run folder, and whether this run created it; refuses to reuse an existing one unless resuming."""
+def prepare_run_dir(config: TrainConfig, env: DistributedEnv) -> Tuple[Path, bool, Optional[RunLock]]:
+    """The run folder, whether this run created it, and its lock (held by the first process; None elsewhere).
+
+    Refuses an existing folder unless resuming, and a folder that another process trains; removes the temporary
+    files that killed writes left in it (every process learns whether the first one could take the folder).
+
+    Raises:
+        FileExistsError: the folder exists and the run does not resume.
+        RunLocked: another process trains the folder (or did, from another host).
+    """
     run_dir = Path(config.logging.logs) / config.run_name
-    created = not run_dir.exists()
+    created, lock, refused = False, None, None
     if env.is_master:
-        if not created and not config.logging.resume:
-            raise FileExistsError(f"run folder {run_dir} exists: pass --resume latest to continue it, or another "
-                                  "--name")
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        try:
+            created = _create_folder(run_dir, bool(config.logging.resume))
+            lock = RunLock(run_dir)
+            lock.acquire()
+            (run_dir / "checkpoints").mkdir(exist_ok=True)
+            remove_leftover_temporaries(run_dir)
+        except (FileExistsError, RunLocked) as error:
+            refused = error
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+    if all_reduce_max(torch.tensor(int(refused is not None)), env).item():
+        raise refused if refused is not None else UserError(f"the first process could not take the run folder "
+                                                            f"{run_dir} (see its error)")
     barrier(env)
-    return run_dir, created
+    return run_dir, created, lock
+
+
+def _create_folder(run_dir: Path, resume: bool) -> bool:
+    """Create ``run_dir`` (atomically: of two runs started at once, one creates it); whether this call did."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+        return True
+    except FileExistsError:
+        if not resume:
+            raise FileExistsError(f"run folder {run_dir} exists: pass --resume latest to continue it, or another "
+                                  "--name") from None
+        return False
+
+
+def remove_leftover_temporaries(run_dir: Path) -> None:
+    """Delete the hidden ``.<name>.<random>.tmp`` files that writes killed mid-way (``kill -9``, power loss) left in
+    the run folder, its checkpoints and its final model (the run's lock is held: nobody else writes there)."""
+    leftovers = [path for folder in (run_dir, run_dir / "checkpoints", run_dir / "final")
+                 for path in stray_temporaries_in(folder)]
+    if not leftovers:
+        return
+    size = sum(path.stat().st_size for path in leftovers)
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    names = ", ".join(str(path.relative_to(run_dir)) for path in leftovers)
+    logger.info("removed %d temporary file%s (%.1f MB) left by interrupted writes: %s", len(leftovers),
+                "s" if len(leftovers) > 1 else "", size / 1e6, names)
 
 
 def holds_checkpoints(run_dir: Path) -> bool:
@@ -117,33 +166,44 @@ def wrap_for_training(config: TrainConfig, env: DistributedEnv, model: torch.nn.
     return model
 
 
+@dataclass
+class RunProgress:
+    """How far a run got: once training has begun, a failure never removes its folder (its log, its checkpoints)."""
+
+    training_began: bool = False
+
+
 def run(config: TrainConfig) -> Path:
     """Train as ``config`` says; returns the run folder. Also the entry point for tests and the demo.
 
-    A run that fails before writing any checkpoint removes the folder it created (its log went to the console too),
-    so the corrected command can run under the same --name.
+    A run that fails before training begins removes the folder it created (its log went to the console too), so the
+    corrected command can run under the same --name. Once training has begun, the folder and everything in it stay.
     """
     d = config.distributed
     env = init_distributed(config.device, d.dist_url, d.dist_backend, set_device_rank=not d.no_set_device_rank)
-    run_dir, created = prepare_run_dir(config, env)
+    run_dir, created, lock = prepare_run_dir(config, env)
     local = config.logging.log_local
     log_file = setup_logging(run_dir / (f"out-{env.rank}.log" if local else "out.log"),
                              env.local_rank == 0 if local else env.is_master, debug=config.logging.debug)
+    progress = RunProgress()
     finished = False
     try:
-        _train(config, env, run_dir)
+        _train(config, env, run_dir, progress)
         finished = True
         return run_dir
     finally:
         if log_file is not None:
             logging.getLogger().removeHandler(log_file)
             log_file.close()
-        if not finished and created and env.is_master and not holds_checkpoints(run_dir):
+        if not finished and created and env.is_master and not progress.training_began \
+                and not holds_checkpoints(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
-            logger.info("removed %s: the run stopped before writing a checkpoint", run_dir)
+            logger.info("removed %s: the run stopped before training began", run_dir)
+        if lock is not None:
+            lock.release()
 
 
-def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
+def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path, progress: RunProgress) -> Path:
     logger.info("run %s on %s (%d process%s)", run_dir, env.device, env.world_size, "es" if env.distributed else "")
     seed_everything(config.seed)
     val_captions = bool(config.data.val_data) and has_captions(
@@ -160,6 +220,8 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
         val = build_data(config.data.val_data, config.data, task.val_fields, task.preprocess_val, task.tokenizer,
                          config.optim.batch_size, env, config.seed, train=False,
                          num_samples=config.data.val_num_samples)
+        if env.is_master:  # rank 0 validates: find unusable validation data now, not after an epoch of training
+            val.stream.check_usable()
     zeroshot = TrainingZeroShot.from_config(config)
     optimizer = create_optimizer(config, task.model)
     scaler = create_scaler(config, env)
@@ -172,6 +234,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
         run_logger.drop_after(state.step)
     trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
                       zeroshot=zeroshot, resumed=resumed)
+    progress.training_began = True
     try:
         trainer.fit()
     except NonFiniteLoss as error:  # logged here, while out.log is still open

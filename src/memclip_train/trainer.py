@@ -183,12 +183,12 @@ class Trainer:
             completed = epoch + 1
             self.state = TrainState(epoch=completed, batch_in_epoch=0, step=self.state.step)
             self.check_finite()
+            self.save_epoch(completed)  # before evaluating: a failure there keeps the epoch's training
             frequency = self.config.logging.val_frequency
             if self.val is not None and frequency and (completed % frequency == 0 or completed == epochs):
                 self.validate(completed)
             if self.zeroshot is not None and self.zeroshot.due(completed):
                 self.zero_shot(completed)
-            self.save_epoch(completed)
             if self.stop and completed < epochs:
                 self._raise_preempted()
         with full_value_tables(self.task.model):

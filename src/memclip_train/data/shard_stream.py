@@ -254,6 +254,26 @@ class BatchStream(IterableDataset):
         if pending and not self.training:
             yield self._batch(pending, worker, consumed, skips)
 
+    def check_usable(self) -> None:
+        """Decode samples from the start of the source, in this process, until one succeeds: data that holds no
+        usable sample then stops a run when it starts, not after its first epoch has trained (validation data).
+
+        Raises:
+            NoSamplesError: a whole pass over the source yielded no usable sample; the message names the source and
+                the skip counts.
+        """
+        skips = SkipCounter()
+        tried, samples = self._pass(0, 0, 1, skips)
+        for raw in samples:
+            try:
+                self.decoder(raw)
+                return
+            except SkipSample as error:
+                skips.add(error.reason, error.key, str(error))
+        skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(skips.counts.items()))
+        raise NoSamplesError(f"no usable sample in {self._describe()}: nothing could be read, or every sample was "
+                             f"skipped ({skipped or 'no sample could be read'})")
+
     def _batch(self, pending: list, worker: int, consumed: int, skips: SkipCounter) -> Dict[str, Any]:
         batch = collate(pending)
         batch["_worker"] = worker
