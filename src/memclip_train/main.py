@@ -27,13 +27,14 @@ from torch.nn.parallel import DistributedDataParallel
 import memclip
 from memclip.atomic_io import stray_temporaries_in
 
-from .checkpoints import TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
+from .checkpoints import Resumed, TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
 from .cli import UserError, report_user_errors
-from .data.loaders import build_data
+from .data.loaders import RunData, build_data
 from .data.sources import has_captions
 from .distributed import DistributedEnv, all_reduce_max, barrier, init_distributed
 from .params import PROG, TrainConfig, parse_args
 from .preemption import PREEMPTED_EXIT_CODE, Preempted
+from .resume_plan import check_task, describe, plan_resume, run_shape, saved_shape
 from .run_lock import RunLock, RunLocked
 from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
@@ -226,7 +227,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path, progress: Ru
     optimizer = create_optimizer(config, task.model)
     scaler = create_scaler(config, env)
     found = resume_point(config, run_dir)
-    resumed = restore_checkpoint(*found, task.model, optimizer, scaler, config.model.model) if found else None
+    resumed = resume(config, env, found, task.model, optimizer, scaler, train) if found else None
     state = resumed.state if resumed is not None else TrainState()
     model = wrap_for_training(config, env, task.model)
     run_logger = RunLogger(run_dir, config, env.is_master)
@@ -246,6 +247,29 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path, progress: Ru
     finally:
         run_logger.close()
     return run_dir
+
+
+def resume(config: TrainConfig, env: DistributedEnv, found: Tuple[Path, Dict[str, Any]], model: torch.nn.Module,
+           optimizer: torch.optim.Optimizer, scaler: Optional[Any], train: RunData) -> Resumed:
+    """Restore a checkpoint and carry its position into this run's units, by samples seen (see
+    :mod:`memclip_train.resume_plan`).
+
+    Raises:
+        UserError: another task, model configuration or parameter groups, or a position that cannot be carried over
+            exactly (unless ``--resume-with-changes``); the message names what changed.
+    """
+    path, checkpoint = found
+    now = run_shape(config, env.world_size, train)
+    saved = saved_shape(checkpoint, now)
+    check_task(saved, now, path)  # before the optimizer: another task's state would not load, and say nothing
+    accept = config.logging.resume_with_changes
+    resumed = restore_checkpoint(path, checkpoint, model, optimizer, scaler, config.model.model, accept)
+    if "samples_seen" not in checkpoint:  # written before samples were counted
+        resumed.state.samples_seen = resumed.state.step * saved.step_samples
+    plan = plan_resume(saved, now, resumed.state, path, accept)
+    (logger.info if plan.exact else logger.warning)("%s", describe(plan, now))
+    resumed.state = plan.state
+    return resumed
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

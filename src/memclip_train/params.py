@@ -291,6 +291,7 @@ class LoggingConfig:
     save_every_n_steps: int = 0
     val_frequency: int = 1
     resume: Optional[str] = None
+    resume_with_changes: bool = False
     progress: bool = True
     zeroshot_frequency: int = 2
     log_local: bool = False
@@ -518,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--zeroshot-frequency", type=int, default=lg.zeroshot_frequency,
                    help="zero-shot ImageNet every N epochs and after the last (0: never)")
     g.add_argument("--resume", help="a checkpoint path, or 'latest' for the newest in this run's folder")
+    g.add_argument("--resume-with-changes", action="store_true",
+                   help="resume although --batch-size, --workers, the data, the processes or the model configuration "
+                        "changed so that the position cannot be carried over exactly: continue by samples seen")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--log-local", action="store_true", help="every node's first process writes out-RANK.log")
     add_debug_flag(g)

@@ -24,6 +24,7 @@ from .data.shard_stream import StreamPosition
 from .distributed import DistributedEnv, all_reduce_max, barrier
 from .params import TrainConfig
 from .preemption import Preempted, PreemptionFlag
+from .resume_plan import run_shape
 from .run_logger import RunLogger
 from .schedule import LearningRateSchedule
 from .tasks.base import Task
@@ -145,6 +146,8 @@ class Trainer:
         self.zeroshot = zeroshot
         self.accum = config.optim.accum_freq
         self.steps_per_epoch = train.batches_per_epoch // self.accum
+        self.shape = run_shape(config, env.world_size, train)
+        self.step_samples = self.shape.step_samples
         if self.steps_per_epoch < 1:
             raise ValueError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
         o = config.optim
@@ -181,7 +184,8 @@ class Trainer:
         for epoch in range(self.state.epoch, epochs):
             self.train_epoch(epoch)
             completed = epoch + 1
-            self.state = TrainState(epoch=completed, batch_in_epoch=0, step=self.state.step)
+            self.state = TrainState(epoch=completed, batch_in_epoch=0, step=self.state.step,
+                                    samples_seen=self.state.samples_seen)
             self.check_finite()
             self.save_epoch(completed)  # before evaluating: a failure there keeps the epoch's training
             frequency = self.config.logging.val_frequency
@@ -229,6 +233,7 @@ class Trainer:
             self.interval_samples += sum(len(next(iter(m.values()))) for m in micro) * self.env.world_size
             micro = []
             self.state.step += 1
+            self.state.samples_seen += self.step_samples
             self.state.batch_in_epoch = batch_index
             self.state.stream_position = position.to_dict()
             self.watch.update(self.state.step, terms)
@@ -263,7 +268,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ one optimizer step
     def step(self, micro: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-        self.schedule(self.state.step)
+        # The schedule's position is the samples seen in steps of this run's size: the step count itself when the
+        # batch never changed, and the same fraction of the run after a resume with another --batch-size.
+        self.schedule(self.state.samples_seen // self.step_samples)
         self.optimizer.zero_grad(set_to_none=True)
         if self.task.couples_batch and len(micro) > 1:
             terms = self._accumulate_features(micro)
@@ -432,7 +439,7 @@ class Trainer:
         with full_value_tables(self.task.model):  # checkpoints hold the full tables (collective when sharded)
             if self.env.is_master:
                 save_checkpoint(path, self.task.model, optimizer_state, self.schedule.state_dict(), self.scaler,
-                                self.state, self.run_dir.name, self.config.to_dict())
+                                self.state, self.run_dir.name, self.config.to_dict(), self.shape.to_dict())
         self.checkpoints.saved(path, self.state.step)
         barrier(self.env)
 
