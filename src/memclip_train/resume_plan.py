@@ -224,9 +224,10 @@ def _approximate(saved: RunShape, now: RunShape, state: TrainState) -> TrainStat
 def describe(plan: ResumePlan, now: RunShape) -> str:
     """One line for the log: where the run continues, in samples."""
     state = plan.state
-    text = (f"continuing at {state.samples_seen} samples seen (schedule step {state.samples_seen // now.step_samples}); "
-            f"epoch {state.epoch}, batch {state.batch_in_epoch} at --batch-size {now.batch_size}")
+    position = state.samples_seen // now.step_samples
+    text = (f"continuing at {state.samples_seen} samples seen (schedule step {position}); epoch {state.epoch}, "
+            f"batch {state.batch_in_epoch} at --batch-size {now.batch_size}")
     if plan.changes:
-        text += (" (exact" if plan.exact else " (approximate: --resume-with-changes") + \
-            f" despite: {'; '.join(plan.changes)})"
+        how = "exact" if plan.exact else "approximate: --resume-with-changes"
+        text += f" ({how} despite: {'; '.join(plan.changes)})"
     return text
