@@ -266,6 +266,24 @@ class CheckpointLedger:
         self.steps[path] = step
         self.last_saved = path
 
+    def save_failed(self, path: Path) -> None:
+        """Writing ``path`` failed (disk full, Ctrl-C): when it was ``epoch_latest.pt``, the checkpoint it was to
+        replace becomes ``epoch_latest.pt`` again."""
+        previous = self.folder / PREVIOUS
+        if path.name != LATEST or previous not in self.steps:
+            return
+        if self.writes_files and previous.exists() and not path.exists():
+            os.replace(previous, path)
+        self.steps[path] = self.steps.pop(previous)
+
+    def newest(self) -> Optional[Tuple[Path, int]]:
+        """The checkpoint ``--resume latest`` would continue from, with its step (None: none written)."""
+        present = {path: step for path, step in self.steps.items() if not self.writes_files or path.exists()}
+        if not present:
+            return None
+        latest = self.folder / LATEST
+        return (latest, present[latest]) if latest in present else max(present.items(), key=lambda item: item[1])
+
     def discard_from(self, step: int) -> Tuple[Optional[Tuple[Path, int]], List[Path]]:
         """Set aside every checkpoint of ``step`` or later; returns the last good one (path, step), if any, and the
         files set aside."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import memclip
 from memclip.atomic_io import stray_temporaries_in
 
 from .checkpoints import Resumed, TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
-from .cli import UserError, report_user_errors
+from .cli import ProgramFailed, UserError, report_user_errors
 from .data.loaders import RunData, build_data
 from .data.sources import has_captions
 from .distributed import DistributedEnv, all_reduce_max, barrier, init_distributed
@@ -38,7 +39,7 @@ from .resume_plan import check_task, describe, plan_resume, run_shape, saved_sha
 from .run_lock import RunLock, RunLocked
 from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
-from .trainer import NonFiniteLoss, Trainer
+from .trainer import NonFiniteLoss, RunStopped, Trainer, WriteFailed
 from .training_zeroshot import TrainingZeroShot
 from .values_parallel_setup import setup_values_parallel
 
@@ -244,6 +245,9 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path, progress: Ru
     except Preempted as error:
         logger.warning("%s", error)
         raise
+    except RunStopped as error:
+        logger.error("%s", error)
+        raise
     finally:
         run_logger.close()
     return run_dir
@@ -273,18 +277,44 @@ def resume(config: TrainConfig, env: DistributedEnv, found: Tuple[Path, Dict[str
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     config = parse_args(argv)
-    return report_user_errors(PROG, config.logging.debug, lambda: train_to_exit_code(config))
+    return report_user_errors(PROG, config.logging.debug, lambda: train_to_exit_code(config, argv))
 
 
-def train_to_exit_code(config: TrainConfig) -> int:
-    """0 when the run finished, 2 when its loss became non-finite, PREEMPTED_EXIT_CODE after a signal."""
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues a run started with ``argv``."""
+    args = list(argv)
+    if "--resume" in args:
+        args[args.index("--resume") + 1:args.index("--resume") + 2] = ["latest"]
+    else:
+        args += ["--resume", "latest"]
+    return f"{PROG} " + " ".join(shlex.quote(arg) for arg in args)
+
+
+INTERRUPTED_EXIT_CODE = 130
+"""Exit code after Ctrl-C, the shell's convention for SIGINT."""
+
+
+def train_to_exit_code(config: TrainConfig, argv: Optional[Sequence[str]] = None) -> int:
+    """0 when the run finished, 2 when its loss became non-finite, PREEMPTED_EXIT_CODE after a signal.
+
+    Raises:
+        ProgramFailed: a write failed (code 2) or Ctrl-C stopped the run (code 130); its one line names the checkpoint
+            that is still good and the command that resumes it.
+    """
     try:
         run(config)
     except NonFiniteLoss:
         return 2
     except Preempted:
         return PREEMPTED_EXIT_CODE
+    except RunStopped as error:
+        resume = (f"resume with: {resume_command(argv)}" if argv is not None else "resume with --resume latest") \
+            if error.good is not None else "rerun the command to start again"
+        hint = "free space or make the folder writable, then " if isinstance(error, WriteFailed) else ""
+        code = 2 if isinstance(error, WriteFailed) else INTERRUPTED_EXIT_CODE
+        raise ProgramFailed(f"{error}; nothing else was lost: {hint}{resume}", code) from error
     return 0
 
 

@@ -6,7 +6,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from .distributed import DistributedEnv, all_reduce_max, barrier
 from .params import TrainConfig
 from .preemption import Preempted, PreemptionFlag
 from .resume_plan import run_shape
-from .run_logger import RunLogger
+from .run_logger import RunFileError, RunLogger
 from .schedule import LearningRateSchedule
 from .tasks.base import Task
 from .training_zeroshot import TrainingZeroShot
@@ -36,6 +36,25 @@ logger = logging.getLogger(__name__)
 class NonFiniteLoss(RuntimeError):
     """The loss or the weights became NaN or Inf; the message names the step, the loss terms and the last good
     checkpoint."""
+
+
+class RunStopped(RuntimeError):
+    """Training stopped before its end for a reason outside the run (a write that failed, Ctrl-C); nothing that was
+    written is lost. ``good`` is the checkpoint ``--resume latest`` continues from, with its step (None: none yet)."""
+
+    def __init__(self, what: str, good: Optional[Tuple[Path, int]]) -> None:
+        kept = (f"the newest checkpoint, {good[0]} (step {good[1]}), is whole" if good is not None
+                else "no checkpoint was written yet")
+        super().__init__(f"{what}; {kept}")
+        self.good = good
+
+
+class WriteFailed(RunStopped):
+    """A file of the run could not be written (disk full, read-only file system, permissions)."""
+
+
+class Interrupted(RunStopped):
+    """Ctrl-C (SIGINT) stopped the run."""
 
 
 class NonFiniteWatch:
@@ -172,9 +191,21 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> None:
         """Train to the last epoch and save the final model; SIGUSR1/SIGTERM are handled while it runs (the run
-        saves and raises :class:`Preempted` at the next safe step)."""
-        with self.preemption:
-            self._fit()
+        saves and raises :class:`Preempted` at the next safe step).
+
+        Raises:
+            WriteFailed: a checkpoint, the log of metrics or the final model could not be written (disk full, a
+                read-only file system); the message names the file and the checkpoint that is still good.
+            Interrupted: Ctrl-C; the message names the checkpoint to resume from.
+        """
+        try:
+            with self.preemption:
+                self._fit()
+        except RunFileError as error:
+            raise WriteFailed(f"could not write {error.filename} ({error.strerror})", self.checkpoints.newest()) \
+                from error
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted (Ctrl-C) at step {self.state.step}", self.checkpoints.newest()) from None
 
     def _fit(self) -> None:
         epochs = self.config.optim.epochs
@@ -197,7 +228,11 @@ class Trainer:
                 self._raise_preempted()
         with full_value_tables(self.task.model):
             if self.env.is_master:
-                final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
+                try:
+                    final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
+                except OSError as error:
+                    raise RunFileError(error.errno, error.strerror or str(error),
+                                       error.filename or str(self.run_dir / "final")) from error
                 logger.info("final model: %s (load with memclip.create_model('%s'))", final, final)
         self.checkpoints.finish()
 
@@ -436,10 +471,17 @@ class Trainer:
             self._stop_non_finite(self.state.step, f"the weights became non-finite at step {self.state.step}")
         optimizer_state = gather_full_optimizer_state_dict(self.optimizer, self.task.model)
         self.checkpoints.before_save(path)
-        with full_value_tables(self.task.model):  # checkpoints hold the full tables (collective when sharded)
-            if self.env.is_master:
-                save_checkpoint(path, self.task.model, optimizer_state, self.schedule.state_dict(), self.scaler,
-                                self.state, self.run_dir.name, self.config.to_dict(), self.shape.to_dict())
+        try:
+            with full_value_tables(self.task.model):  # checkpoints hold the full tables (collective when sharded)
+                if self.env.is_master:
+                    save_checkpoint(path, self.task.model, optimizer_state, self.schedule.state_dict(), self.scaler,
+                                    self.state, self.run_dir.name, self.config.to_dict(), self.shape.to_dict())
+        except OSError as error:  # the temporary file is gone; put back what before_save moved aside
+            self.checkpoints.save_failed(path)
+            raise RunFileError(error.errno, error.strerror or str(error), str(path)) from error
+        except KeyboardInterrupt:
+            self.checkpoints.save_failed(path)
+            raise
         self.checkpoints.saved(path, self.state.step)
         barrier(self.env)
 
