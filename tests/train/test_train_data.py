@@ -365,3 +365,12 @@ def test_a_resumed_stream_that_passes_over_whole_passes_still_fills_its_batches(
     stream.set_epoch(0, StreamPosition(consumed={0: 14}, batches={0: 7}))  # more than two passes consumed
     with deadline(60, "a resumed stream"):
         assert len(list(stream)) == 2
+
+
+def test_a_table_without_rows_is_refused(tmp_path, decoder_parts):
+    table = tmp_path / "train.csv"
+    table.write_text("filepath\ttitle\n")
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    with pytest.raises(ValueError, match=f"{re.escape(str(table))}: the table has no rows"):
+        CsvStream(str(table), decoder, batch_size=3, batches_per_worker=None)
