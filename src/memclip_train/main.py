@@ -75,7 +75,7 @@ def prepare_run_dir(config: TrainConfig, env: DistributedEnv) -> Tuple[Path, boo
             refused = error
             if created:
                 shutil.rmtree(run_dir, ignore_errors=True)
-    if all_reduce_max(torch.tensor(int(refused is not None)), env).item():
+    if all_reduce_max(torch.tensor(int(refused is not None), device=env.device), env).item():
         raise refused if refused is not None else UserError(f"the first process could not take the run folder "
                                                             f"{run_dir} (see its error)")
     barrier(env)
