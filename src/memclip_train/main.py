@@ -36,7 +36,7 @@ from .distributed import DistributedEnv, all_reduce_max, barrier, init_distribut
 from .params import PROG, TrainConfig, parse_args
 from .preemption import PREEMPTED_EXIT_CODE, Preempted
 from .resume_plan import check_task, describe, plan_resume, run_shape, saved_shape
-from .run_lock import RunLock, RunLocked
+from .run_lock import RunLock
 from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
 from .trainer import NonFiniteLoss, RunStopped, Trainer, WriteFailed
@@ -71,8 +71,10 @@ def prepare_run_dir(config: TrainConfig, env: DistributedEnv) -> Tuple[Path, boo
             lock.acquire()
             (run_dir / "checkpoints").mkdir(exist_ok=True)
             remove_leftover_temporaries(run_dir)
-        except (FileExistsError, RunLocked) as error:
+        except Exception as error:  # re-raised below, once every process knows
             refused = error
+            if lock is not None:
+                lock.release()
             if created:
                 shutil.rmtree(run_dir, ignore_errors=True)
     if all_reduce_max(torch.tensor(int(refused is not None), device=env.device), env).item():
