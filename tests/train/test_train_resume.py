@@ -157,6 +157,7 @@ def test_a_resume_that_changes_the_model_task_or_workers_is_refused_naming_it(mi
                                                                               capsys, change, named):
     model = ["--model", "Test-Micro-mem"] if "Test-Micro-mem" in change else []
     args = interrupted_run(micro_world, tmp_path, monkeypatch, "changed", 4, *model)
+    capsys.readouterr()  # the interrupted run's own line
     resumed = args + ["--resume", "latest"]
     for index in range(0, len(change), 2):
         flag, value = change[index], change[index + 1]
