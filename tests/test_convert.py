@@ -242,3 +242,73 @@ def test_a_malformed_table_is_named_with_its_line(tmp_path, capsys):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1 and str(table) in lines[0] and "line 3" in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["train", "../elsewhere", "", ".", "a/b"])
+def test_a_val_name_that_is_not_a_folder_of_its_own_is_refused(sharegpt4v, tmp_path, capsys, name):
+    json_path, root = sharegpt4v
+    out = tmp_path / "shards"
+    assert exit_code(["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--out", str(out),
+                      "--val-name", name, "--no-progress"]) == 2
+    assert f"--val-name {name if name == 'train' else repr(name)}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_empty_source_and_a_split_whose_every_entry_is_skipped_are_errors(tmp_path, capsys):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    assert exit_code(["sharegpt4v", "--json", str(empty), "--out", str(tmp_path / "o1")]) == 2
+    assert "holds no entries" in capsys.readouterr().err
+    table = tmp_path / "pairs.csv"
+    table.write_text("filepath,caption\ngone.jpg,a\nlost.jpg,b\n")
+    assert exit_code(["csv", "--csv", str(table), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "train: every one of its 2 entries was skipped ({'missing': 2})" in err
+
+
+def test_wrong_typed_sharegpt4v_fields_are_named_and_null_captions_skipped(tmp_path, capsys):
+    make_image(tmp_path / "a.jpg")
+    entries = [{"image": "a.jpg", "conversations": [{"from": "gpt", "value": "A red patch. Bright."}]},
+               {"image": "a.jpg", "conversations": [{"from": "gpt", "value": None}]}]
+    source = tmp_path / "share.json"
+    source.write_text(json.dumps(entries))
+    assert convert_main(["sharegpt4v", "--json", str(source), "--out", str(tmp_path / "ok"), "--val-size", "0",
+                         "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "ok" / "conversion.json").read_text())
+    assert summary["splits"]["train"]["samples_written"] == 1
+    assert summary["splits"]["train"]["skipped"] == {"no_caption": 1}
+    for spoil, named in [({"value": 12}, "entry 1: the gpt turn's value is a int, not text"),
+                         ({"value": ["a", "b"]}, "entry 1: the gpt turn's value is a list, not text")]:
+        entries[1]["conversations"] = [{"from": "gpt", **spoil}]
+        source.write_text(json.dumps(entries))
+        assert exit_code(["sharegpt4v", "--json", str(source), "--out", str(tmp_path / "bad"), "--val-size", "0",
+                          "--no-progress"]) == 2
+        assert named in capsys.readouterr().err
+    entries[1] = {"image": 7, "conversations": []}
+    source.write_text(json.dumps(entries))
+    assert exit_code(["sharegpt4v", "--json", str(source), "--out", str(tmp_path / "bad"), "--val-size", "0"]) == 2
+    assert "entry 1: 'image' is a int, not a path" in capsys.readouterr().err
+
+
+def test_a_missing_long_caption_is_not_stood_in_for_but_counted(tmp_path):
+    make_image(tmp_path / "x.jpg")
+    table = tmp_path / "pairs.csv"
+    table.write_text('filepath,caption,long_caption\nx.jpg,a red patch,"A red patch. Bright."\nx.jpg,a blue one,\n')
+    out = tmp_path / "out"
+    assert convert_main(["csv", "--csv", str(table), "--image-root", str(tmp_path), "--out", str(out),
+                         "--no-progress"]) == 0
+    samples = read_split(out / "train")
+    assert samples[0]["json"]["long"] == "A red patch. Bright."
+    assert "long" not in samples[1]["json"] and samples[1]["txt"] == "a blue one"
+    summary = json.loads((out / "conversion.json").read_text())
+    assert summary["splits"]["train"]["lacking"] == {"long_caption": 1}
+
+
+def test_train_entries_sharing_a_held_out_image_are_counted(sharegpt4v, tmp_path, caplog):
+    json_path, root = sharegpt4v
+    out = tmp_path / "shards"
+    assert convert_main(["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--out", str(out),
+                         "--no-progress"]) == 0
+    summary = json.loads((out / "conversion.json").read_text())
+    assert summary["train_entries_sharing_a_held_out_image"] == 7  # 1001 names a missing image
+    assert "7 train entries show an image that a held-out (val-1k) entry shows too" in caplog.text

@@ -2,7 +2,9 @@
 
 A reader never sees a half-written file: a crash leaves the old file (or none) and a stray temporary file, named
 ``.<name>.<random>.tmp`` (:func:`stray_temporaries` finds them). Used for model weights, training checkpoints,
-tar shards, JSON indexes and results, so each of those is either whole or absent.
+tar shards, JSON indexes and results, so each of those is either whole or absent. A new file gets the mode a plain
+``open`` would give it (``0o666`` less the umask), and a replaced file keeps its mode, so files written for others on
+a shared cluster stay readable by them.
 
     >>> atomic_write_json("runs/x/result.json", {"R@1": 41.2})
     >>> atomic_write("runs/x/model.pt", lambda temporary: torch.save(state, temporary))
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, List, Optional, Union
@@ -21,11 +24,37 @@ PathLike = Union[str, Path]
 TEMPORARY_SUFFIX = ".tmp"
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but only where /proc is missing)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode(path: Path) -> int:
+    """The mode ``open(path, "w")`` would leave: an existing file's own, else ``0o666`` less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
 def _temporary_beside(path: Path) -> Path:
-    """A new empty file ``.<name>.<random>.tmp`` in ``path``'s folder (created with the folder if missing)."""
+    """A new empty file ``.<name>.<random>.tmp`` in ``path``'s folder (created with the folder if missing), with
+    the mode the target will have (``mkstemp`` alone makes it 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, _file_mode(path))
+    finally:
+        os.close(fd)
     return Path(temporary)
 
 
@@ -33,6 +62,11 @@ def stray_temporaries(path: PathLike) -> List[Path]:
     """The temporary files an interrupted atomic write of ``path`` left beside it."""
     path = Path(path)
     return sorted(path.parent.glob(f".{path.name}.*{TEMPORARY_SUFFIX}"))
+
+
+def stray_temporaries_in(folder: PathLike) -> List[Path]:
+    """The temporary files interrupted atomic writes left in ``folder`` (not in its subfolders)."""
+    return sorted(p for p in Path(folder).glob(f".*{TEMPORARY_SUFFIX}") if p.is_file())
 
 
 class AtomicFile:

@@ -1,9 +1,11 @@
 """Training checkpoints: open_clip's keys plus what an exact resume needs, written atomically.
 
 Keys: ``epoch`` (epochs completed), ``name``, ``state_dict``, ``optimizer``, ``scaler`` (open_clip's), plus
-``scheduler`` (the learning-rate schedule's settings), ``step`` (optimizer steps so far), ``batch_in_epoch`` and
-``stream_position`` (where a mid-epoch save stands), ``rng`` (torch, CUDA, Python and NumPy states), ``args`` (the
-TrainConfig) and ``memclip_config`` (so ``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of
+``scheduler`` (the learning-rate schedule's settings), ``step`` (optimizer steps so far), ``samples_seen`` (samples
+trained, over all processes), ``batch_in_epoch`` and ``stream_position`` (where a mid-epoch save stands),
+``run_shape`` (what those positions mean: :class:`~memclip_train.resume_plan.RunShape`), ``rng`` (torch, CUDA,
+Python and NumPy states), ``args`` (the TrainConfig) and ``memclip_config`` (so
+``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of
 it loads with ``weights_only=True``. A model's weights alone (``save_pretrained``, tags, weight files) are
 :mod:`memclip.weights_io`'s.
 """
@@ -35,12 +37,14 @@ _EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt$")
 
 @dataclass
 class TrainState:
-    """Progress of a run: epochs completed, batches done in the current epoch, optimizer steps, stream position."""
+    """Progress of a run: epochs completed, batches done in the current epoch, optimizer steps, samples trained
+    over all processes (the learning-rate schedule's position), stream position."""
 
     epoch: int = 0
     batch_in_epoch: int = 0
     step: int = 0
     stream_position: Dict[str, Any] = field(default_factory=dict)
+    samples_seen: int = 0
 
 
 def capture_rng() -> Dict[str, Any]:
@@ -66,10 +70,11 @@ def restore_rng(state: Dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[str, Any],
                     scheduler_state: Dict[str, Any], scaler: Optional[Any], state: TrainState, name: str,
-                    args: Dict[str, Any]) -> None:
+                    args: Dict[str, Any], run_shape: Optional[Dict[str, Any]] = None) -> None:
     """Write a checkpoint through a temporary file and a rename (a reader never sees half of one).
 
-    ``optimizer_state`` is the optimizer's state dict (with full value tables when they are sharded).
+    ``optimizer_state`` is the optimizer's state dict (with full value tables when they are sharded); ``run_shape``
+    what the state's positions mean.
     """
     payload = {
         "epoch": state.epoch,
@@ -78,12 +83,15 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[st
         "optimizer": optimizer_state,
         "scheduler": scheduler_state,
         "step": state.step,
+        "samples_seen": state.samples_seen,
         "batch_in_epoch": state.batch_in_epoch,
         "stream_position": state.stream_position,
         "rng": capture_rng(),
         "args": args,
         CONFIG_KEY: model.memclip_spec.to_config(),
     }
+    if run_shape is not None:
+        payload["run_shape"] = run_shape
     if scaler is not None:
         payload["scaler"] = scaler.state_dict()
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
@@ -100,31 +108,62 @@ class Resumed:
     scheduler_state: Optional[Dict[str, Any]] = None
 
 
+def config_differences(saved: Any, now: Any, prefix: str = "") -> List[str]:
+    """``["memory.knn 4 -> 2", ...]``: the leaves where two model configurations differ."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [difference for key in sorted(set(saved) | set(now), key=str)
+                for difference in config_differences(saved.get(key), now.get(key), f"{prefix}{key}.")]
+    if isinstance(saved, (list, tuple)) and isinstance(now, (list, tuple)) and list(saved) == list(now):
+        return []
+    return [] if saved == now else [f"{prefix.rstrip('.')} {saved} -> {now}"]
+
+
+def _groups(param_groups: List[Dict[str, Any]]) -> List[str]:
+    return [f"{group.get('name', index)} ({len(group['params'])} tensors)" for index, group in enumerate(param_groups)]
+
+
 def restore_checkpoint(path: Path, checkpoint: Dict[str, Any], model: torch.nn.Module,
-                       optimizer: torch.optim.Optimizer, scaler: Optional[Any], model_name: str) -> Resumed:
+                       optimizer: torch.optim.Optimizer, scaler: Optional[Any], model_name: str,
+                       accept_changes: bool = False) -> Resumed:
     """The mirror of :func:`save_checkpoint`: put ``checkpoint`` (read from ``path``) back into the run's model,
     optimizer (full value tables go back to this rank's shards), scaler and random number generators.
 
     Raises:
-        UserError: the checkpoint is of another ``--model``, or does not fit this run's model (memory or text
-            settings); the message names both.
+        UserError: the checkpoint is of another ``--model``, does not fit this run's model (memory or text
+            settings), was trained with another model configuration (``--memory knn=2``: unless ``accept_changes``),
+            or its optimizer holds other parameter groups (``--trainable``, ``--lock-*``); the message names both.
     """
     theirs = checkpoint.get("args", {}).get("model", {}).get("model")
     if theirs is not None and theirs != model_name:
         raise UserError(f"--resume {path} holds a --model {theirs} run, not --model {model_name}: resume it with "
                         f"--model {theirs}")
+    spec = getattr(model, "memclip_spec", None)
+    changed = config_differences(checkpoint.get(CONFIG_KEY), spec.to_config()) \
+        if spec is not None and CONFIG_KEY in checkpoint else []
+    if changed and not accept_changes:
+        raise UserError(f"--resume {path} was trained with another model configuration ({'; '.join(changed)}): "
+                        "resume it with its own --memory and text flags, or pass --resume-with-changes to continue "
+                        "its weights in this model")
+    if changed:
+        logger.warning("--resume-with-changes: continuing %s in another model configuration (%s)", path,
+                       "; ".join(changed))
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
         raise UserError(f"--resume {path} does not fit --model {model_name} with this run's --memory and text "
                         f"settings ({str(error).splitlines()[0]})") from error
+    saved_groups, groups = _groups(checkpoint["optimizer"]["param_groups"]), _groups(optimizer.param_groups)
+    if saved_groups != groups:
+        raise UserError(f"--resume {path}: its optimizer trains other parameters ({', '.join(saved_groups)}) than "
+                        f"this run's ({', '.join(groups)}): --trainable, --lock-* or the task changed. Resume with its "
+                        f"flags, or start a new run (another --name) from its weights with --pretrained {path}")
     load_full_optimizer_state_dict(optimizer, checkpoint["optimizer"], model)
     if scaler is not None and "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])
     if "rng" in checkpoint:
         restore_rng(checkpoint["rng"])
     state = TrainState(checkpoint["epoch"], checkpoint.get("batch_in_epoch", 0), checkpoint.get("step", 0),
-                       checkpoint.get("stream_position", {}))
+                       checkpoint.get("stream_position", {}), checkpoint.get("samples_seen", 0))
     logger.info("resumed from %s: epoch %d, batch %d, step %d", path, state.epoch, state.batch_in_epoch, state.step)
     return Resumed(path, state, checkpoint.get("scheduler"))
 
@@ -226,6 +265,24 @@ class CheckpointLedger:
     def saved(self, path: Path, step: int) -> None:
         self.steps[path] = step
         self.last_saved = path
+
+    def save_failed(self, path: Path) -> None:
+        """Writing ``path`` failed (disk full, Ctrl-C): when it was ``epoch_latest.pt``, the checkpoint it was to
+        replace becomes ``epoch_latest.pt`` again."""
+        previous = self.folder / PREVIOUS
+        if path.name != LATEST or previous not in self.steps:
+            return
+        if self.writes_files and previous.exists() and not path.exists():
+            os.replace(previous, path)
+        self.steps[path] = self.steps.pop(previous)
+
+    def newest(self) -> Optional[Tuple[Path, int]]:
+        """The checkpoint ``--resume latest`` would continue from, with its step (None: none written)."""
+        present = {path: step for path, step in self.steps.items() if not self.writes_files or path.exists()}
+        if not present:
+            return None
+        latest = self.folder / LATEST
+        return (latest, present[latest]) if latest in present else max(present.items(), key=lambda item: item[1])
 
     def discard_from(self, step: int) -> Tuple[Optional[Tuple[Path, int]], List[Path]]:
         """Set aside every checkpoint of ``step`` or later; returns the last good one (path, step), if any, and the

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import random
+import shlex
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -24,16 +26,20 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import memclip
-from .checkpoints import TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
-from .cli import report_user_errors
-from .data.loaders import build_data
+from memclip.atomic_io import stray_temporaries_in
+
+from .checkpoints import Resumed, TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
+from .cli import ProgramFailed, UserError, report_user_errors
+from .data.loaders import RunData, build_data
 from .data.sources import has_captions
-from .distributed import DistributedEnv, barrier, init_distributed
+from .distributed import DistributedEnv, all_reduce_max, barrier, init_distributed
 from .params import PROG, TrainConfig, parse_args
 from .preemption import PREEMPTED_EXIT_CODE, Preempted
+from .resume_plan import check_task, describe, plan_resume, run_shape, saved_shape
+from .run_lock import RunLock
 from .run_logger import RunLogger, setup_logging
 from .tasks import build_task
-from .trainer import NonFiniteLoss, Trainer
+from .trainer import NonFiniteLoss, RunStopped, Trainer, WriteFailed
 from .training_zeroshot import TrainingZeroShot
 from .values_parallel_setup import setup_values_parallel
 
@@ -46,17 +52,64 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_run_dir(config: TrainConfig, env: DistributedEnv) -> Tuple[Path, bool]:
-    """The run folder, and whether this run created it; refuses to reuse an existing one unless resuming."""
+def prepare_run_dir(config: TrainConfig, env: DistributedEnv) -> Tuple[Path, bool, Optional[RunLock]]:
+    """The run folder, whether this run created it, and its lock (held by the first process; None elsewhere).
+
+    Refuses an existing folder unless resuming, and a folder that another process trains; removes the temporary
+    files that killed writes left in it (every process learns whether the first one could take the folder).
+
+    Raises:
+        FileExistsError: the folder exists and the run does not resume.
+        RunLocked: another process trains the folder (or did, from another host).
+    """
     run_dir = Path(config.logging.logs) / config.run_name
-    created = not run_dir.exists()
+    created, lock, refused = False, None, None
     if env.is_master:
-        if not created and not config.logging.resume:
-            raise FileExistsError(f"run folder {run_dir} exists: pass --resume latest to continue it, or another "
-                                  "--name")
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        try:
+            created = _create_folder(run_dir, bool(config.logging.resume))
+            lock = RunLock(run_dir)
+            lock.acquire()
+            (run_dir / "checkpoints").mkdir(exist_ok=True)
+            remove_leftover_temporaries(run_dir)
+        except Exception as error:  # re-raised below, once every process knows
+            refused = error
+            if lock is not None:
+                lock.release()
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+    if all_reduce_max(torch.tensor(int(refused is not None), device=env.device), env).item():
+        raise refused if refused is not None else UserError(f"the first process could not take the run folder "
+                                                            f"{run_dir} (see its error)")
     barrier(env)
-    return run_dir, created
+    return run_dir, created, lock
+
+
+def _create_folder(run_dir: Path, resume: bool) -> bool:
+    """Create ``run_dir`` (atomically: of two runs started at once, one creates it); whether this call did."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+        return True
+    except FileExistsError:
+        if not resume:
+            raise FileExistsError(f"run folder {run_dir} exists: pass --resume latest to continue it, or another "
+                                  "--name") from None
+        return False
+
+
+def remove_leftover_temporaries(run_dir: Path) -> None:
+    """Delete the hidden ``.<name>.<random>.tmp`` files that writes killed mid-way (``kill -9``, power loss) left in
+    the run folder, its checkpoints and its final model (the run's lock is held: nobody else writes there)."""
+    leftovers = [path for folder in (run_dir, run_dir / "checkpoints", run_dir / "final")
+                 for path in stray_temporaries_in(folder)]
+    if not leftovers:
+        return
+    size = sum(path.stat().st_size for path in leftovers)
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    names = ", ".join(str(path.relative_to(run_dir)) for path in leftovers)
+    logger.info("removed %d temporary file%s (%.1f MB) left by interrupted writes: %s", len(leftovers),
+                "s" if len(leftovers) > 1 else "", size / 1e6, names)
 
 
 def holds_checkpoints(run_dir: Path) -> bool:
@@ -117,33 +170,44 @@ def wrap_for_training(config: TrainConfig, env: DistributedEnv, model: torch.nn.
     return model
 
 
+@dataclass
+class RunProgress:
+    """How far a run got: once training has begun, a failure never removes its folder (its log, its checkpoints)."""
+
+    training_began: bool = False
+
+
 def run(config: TrainConfig) -> Path:
     """Train as ``config`` says; returns the run folder. Also the entry point for tests and the demo.
 
-    A run that fails before writing any checkpoint removes the folder it created (its log went to the console too),
-    so the corrected command can run under the same --name.
+    A run that fails before training begins removes the folder it created (its log went to the console too), so the
+    corrected command can run under the same --name. Once training has begun, the folder and everything in it stay.
     """
     d = config.distributed
     env = init_distributed(config.device, d.dist_url, d.dist_backend, set_device_rank=not d.no_set_device_rank)
-    run_dir, created = prepare_run_dir(config, env)
+    run_dir, created, lock = prepare_run_dir(config, env)
     local = config.logging.log_local
     log_file = setup_logging(run_dir / (f"out-{env.rank}.log" if local else "out.log"),
                              env.local_rank == 0 if local else env.is_master, debug=config.logging.debug)
+    progress = RunProgress()
     finished = False
     try:
-        _train(config, env, run_dir)
+        _train(config, env, run_dir, progress)
         finished = True
         return run_dir
     finally:
         if log_file is not None:
             logging.getLogger().removeHandler(log_file)
             log_file.close()
-        if not finished and created and env.is_master and not holds_checkpoints(run_dir):
+        if not finished and created and env.is_master and not progress.training_began \
+                and not holds_checkpoints(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
-            logger.info("removed %s: the run stopped before writing a checkpoint", run_dir)
+            logger.info("removed %s: the run stopped before training began", run_dir)
+        if lock is not None:
+            lock.release()
 
 
-def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
+def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path, progress: RunProgress) -> Path:
     logger.info("run %s on %s (%d process%s)", run_dir, env.device, env.world_size, "es" if env.distributed else "")
     seed_everything(config.seed)
     val_captions = bool(config.data.val_data) and has_captions(
@@ -160,11 +224,13 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
         val = build_data(config.data.val_data, config.data, task.val_fields, task.preprocess_val, task.tokenizer,
                          config.optim.batch_size, env, config.seed, train=False,
                          num_samples=config.data.val_num_samples)
+        if env.is_master:  # rank 0 validates: find unusable validation data now, not after an epoch of training
+            val.stream.check_usable()
     zeroshot = TrainingZeroShot.from_config(config)
     optimizer = create_optimizer(config, task.model)
     scaler = create_scaler(config, env)
     found = resume_point(config, run_dir)
-    resumed = restore_checkpoint(*found, task.model, optimizer, scaler, config.model.model) if found else None
+    resumed = resume(config, env, found, task.model, optimizer, scaler, train) if found else None
     state = resumed.state if resumed is not None else TrainState()
     model = wrap_for_training(config, env, task.model)
     run_logger = RunLogger(run_dir, config, env.is_master)
@@ -172,6 +238,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
         run_logger.drop_after(state.step)
     trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
                       zeroshot=zeroshot, resumed=resumed)
+    progress.training_began = True
     try:
         trainer.fit()
     except NonFiniteLoss as error:  # logged here, while out.log is still open
@@ -180,24 +247,76 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     except Preempted as error:
         logger.warning("%s", error)
         raise
+    except RunStopped as error:
+        logger.error("%s", error)
+        raise
     finally:
         run_logger.close()
     return run_dir
 
 
+def resume(config: TrainConfig, env: DistributedEnv, found: Tuple[Path, Dict[str, Any]], model: torch.nn.Module,
+           optimizer: torch.optim.Optimizer, scaler: Optional[Any], train: RunData) -> Resumed:
+    """Restore a checkpoint and carry its position into this run's units, by samples seen (see
+    :mod:`memclip_train.resume_plan`).
+
+    Raises:
+        UserError: another task, model configuration or parameter groups, or a position that cannot be carried over
+            exactly (unless ``--resume-with-changes``); the message names what changed.
+    """
+    path, checkpoint = found
+    now = run_shape(config, env.world_size, train)
+    saved = saved_shape(checkpoint, now)
+    check_task(saved, now, path)  # before the optimizer: another task's state would not load, and say nothing
+    accept = config.logging.resume_with_changes
+    resumed = restore_checkpoint(path, checkpoint, model, optimizer, scaler, config.model.model, accept)
+    if "samples_seen" not in checkpoint:  # written before samples were counted
+        resumed.state.samples_seen = resumed.state.step * saved.step_samples
+    plan = plan_resume(saved, now, resumed.state, path, accept)
+    (logger.info if plan.exact else logger.warning)("%s", describe(plan, now))
+    resumed.state = plan.state
+    return resumed
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     config = parse_args(argv)
-    return report_user_errors(PROG, config.logging.debug, lambda: train_to_exit_code(config))
+    return report_user_errors(PROG, config.logging.debug, lambda: train_to_exit_code(config, argv))
 
 
-def train_to_exit_code(config: TrainConfig) -> int:
-    """0 when the run finished, 2 when its loss became non-finite, PREEMPTED_EXIT_CODE after a signal."""
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues a run started with ``argv``."""
+    args = list(argv)
+    if "--resume" in args:
+        args[args.index("--resume") + 1:args.index("--resume") + 2] = ["latest"]
+    else:
+        args += ["--resume", "latest"]
+    return f"{PROG} " + " ".join(shlex.quote(arg) for arg in args)
+
+
+INTERRUPTED_EXIT_CODE = 130
+"""Exit code after Ctrl-C, the shell's convention for SIGINT."""
+
+
+def train_to_exit_code(config: TrainConfig, argv: Optional[Sequence[str]] = None) -> int:
+    """0 when the run finished, 2 when its loss became non-finite, PREEMPTED_EXIT_CODE after a signal.
+
+    Raises:
+        ProgramFailed: a write failed (code 2) or Ctrl-C stopped the run (code 130); its one line names the checkpoint
+            that is still good and the command that resumes it.
+    """
     try:
         run(config)
     except NonFiniteLoss:
         return 2
     except Preempted:
         return PREEMPTED_EXIT_CODE
+    except RunStopped as error:
+        resume = (f"resume with: {resume_command(argv)}" if argv is not None else "resume with --resume latest") \
+            if error.good is not None else "rerun the command to start again"
+        hint = "free space or make the folder writable, then " if isinstance(error, WriteFailed) else ""
+        code = 2 if isinstance(error, WriteFailed) else INTERRUPTED_EXIT_CODE
+        raise ProgramFailed(f"{error}; nothing else was lost: {hint}{resume}", code) from error
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -53,9 +54,37 @@ def _check(condition: bool, message: str) -> None:
 
 def _is_non_negative_number(text: str) -> bool:
     try:
-        return float(text) >= 0
+        return math.isfinite(float(text)) and float(text) >= 0
     except ValueError:
         return False
+
+
+def _finite(value: Optional[float]) -> bool:
+    """Whether a number flag holds a real number (None: not given). NaN and infinities, in any spelling argparse's
+    ``float`` accepts (``nan``, ``NaN``, ``inf``, ``1e999``), are not."""
+    return value is None or math.isfinite(value)
+
+
+def _check_number(flag: str, value: Optional[float], low: float = None, high: float = None,
+                  low_open: bool = False, high_open: bool = False) -> None:
+    """A number flag (None: not given) is finite and inside its range; the message names the flag, its value and the
+    range."""
+    if value is None:
+        return
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or below or above:
+        lower = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        upper = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+        if low is not None and high is not None:
+            where = f" in {lower}, {upper}"
+        elif low is not None:
+            where = f" {'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            where = f" {'<' if high_open else '<='} {high:g}"
+        else:
+            where = ""
+        raise ConfigError(f"{flag} {value}: must be a finite number{where}")
 
 
 @dataclass(frozen=True)
@@ -96,13 +125,20 @@ class DataConfig:
                                            "replacement), as in open_clip_train")
             _check(len(factors) == len(sources), f"--train-data-upsampling-factors: {len(factors)} factors for "
                                                  f"{len(sources)} '::'-separated --train-data sources")
-            _check(all(_is_non_negative_number(f) for f in factors),
-                   f"--train-data-upsampling-factors {self.train_data_upsampling_factors!r}: numbers >= 0")
+            _check(all(_is_non_negative_number(f) for f in factors) and any(float(f) > 0 for f in factors),
+                   f"--train-data-upsampling-factors {self.train_data_upsampling_factors!r}: finite numbers >= 0, "
+                   "at least one above 0")
         _check(self.workers >= 0, f"--workers {self.workers}: must be >= 0")
         for name in ("train_num_samples", "val_num_samples"):
             value = getattr(self, name)
             _check(value is None or value > 0, f"--{name.replace('_', '-')} {value}: must be positive")
         _check(self.shuffle_buffer >= 1, f"--shuffle-buffer {self.shuffle_buffer}: must be >= 1")
+        for flag, key in (("--caption-key", self.caption_key), ("--long-caption-key", self.long_caption_key),
+                          ("--csv-img-key", self.csv_img_key), ("--csv-caption-key", self.csv_caption_key),
+                          ("--csv-separator", self.csv_separator)):
+            _check(bool(key), f"{flag} is empty: name a field (or, for --csv-separator, a separator)")
+        _check(self.csv_long_caption_key is None or bool(self.csv_long_caption_key),
+               "--csv-long-caption-key is empty: name a column")
 
 
 @dataclass(frozen=True)
@@ -150,7 +186,20 @@ class ModelConfig:
             bad = [p for p in self.trainable if p not in TRAINABLE_PARTS]
             _check(not bad and bool(self.trainable), f"--trainable {','.join(self.trainable)}: parts are "
                                                      f"{TRAINABLE_PARTS}")
-        _check(self.value_lr is None or self.value_lr >= 0, f"--value-lr {self.value_lr}: must be >= 0")
+        _check_number("--value-lr", self.value_lr, low=0)
+        for flag, value in (("--text-context-length", self.text_context_length),
+                            ("--force-context-length", self.force_context_length)):
+            _check(value is None or value >= 1, f"{flag} {value}: must be at least 1 token")
+        _check_number("--rope-ntk-factor", self.rope_ntk_factor, low=0, low_open=True)
+        sizes = (self.force_image_size,) if isinstance(self.force_image_size, int) else self.force_image_size or ()
+        _check(len(sizes) <= 2 and all(size >= 1 for size in sizes),
+               f"--force-image-size {' '.join(map(str, sizes))}: one or two sizes (height width), each >= 1")
+        for flag, values in (("--image-mean", self.image_mean), ("--image-std", self.image_std)):
+            _check(values is None or len(values) in (1, 3), f"{flag} {values}: one value, or three (R G B)")
+            for value in values or ():
+                _check_number(flag, value, low=0 if flag == "--image-std" else None,
+                              low_open=flag == "--image-std")
+        _check_aug_cfg(dict(self.aug_cfg))
         if self.text_tower is not None:
             _check(self.text_tower.split(":", 1)[0] in ("clip", "rope"),
                    f"--text-tower {self.text_tower!r}: clip, rope or rope:PATH")
@@ -217,7 +266,17 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, f"--batch-size {self.batch_size}: must be >= 1")
         _check(self.epochs >= 1, f"--epochs {self.epochs}: must be >= 1")
-        _check(self.lr >= 0 and self.wd >= 0, "--lr and --wd must be >= 0")
+        _check_number("--lr", self.lr, low=0)
+        _check_number("--wd", self.wd, low=0)
+        _check_number("--beta1", self.beta1, low=0, high=1, high_open=True)
+        _check_number("--beta2", self.beta2, low=0, high=1, high_open=True)
+        _check_number("--eps", self.eps, low=0)
+        _check_number("--momentum", self.momentum, low=0, high=1, high_open=True)
+        _check_number("--lr-cooldown-end", self.lr_cooldown_end, low=0)
+        _check_number("--lr-cooldown-power", self.lr_cooldown_power, low=0, low_open=True)
+        _check(self.lr_scheduler != "const-cooldown" or self.lr_cooldown_end <= self.lr,
+               f"--lr-cooldown-end {self.lr_cooldown_end:g} is above --lr {self.lr:g}: the cooldown would raise the "
+               "learning rate")
         _check(self.warmup >= 0, f"--warmup {self.warmup}: must be >= 0")
         _check(self.lr_scheduler in LR_SCHEDULERS, f"--lr-scheduler {self.lr_scheduler!r}: one of {LR_SCHEDULERS}")
         _check(self.lr_scheduler != "const-cooldown" or self.epochs_cooldown is not None,
@@ -227,7 +286,7 @@ class OptimConfig:
         _check(self.opt == "adamw" or (self.opt.startswith("timm/") and len(self.opt) > 5),
                f"--opt {self.opt!r}: 'adamw' or a timm optimizer 'timm/NAME' (e.g. timm/sgd, timm/lamb)")
         _check(self.accum_freq >= 1, f"--accum-freq {self.accum_freq}: must be >= 1")
-        _check(self.grad_clip_norm is None or self.grad_clip_norm > 0, "--grad-clip-norm must be > 0")
+        _check_number("--grad-clip-norm", self.grad_clip_norm, low=0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -259,11 +318,10 @@ class TaskConfig:
         _check(not (self.siglip and self.distill_model), "--siglip and --distill-model cannot be combined (as in "
                                                         "open_clip_train, logit distillation is CLIP's softmax loss)")
         _check(self.distill_loss in DISTILL_LOSSES, f"--distill-loss {self.distill_loss!r}: one of {DISTILL_LOSSES}")
-        _check(self.distill_layer_weight >= 0, f"--distill-layer-weight {self.distill_layer_weight}: must be >= 0")
+        _check_number("--distill-layer-weight", self.distill_layer_weight, low=0)
         bad = [p for p in self.distill_trainable if p not in TRAINABLE_PARTS]
         _check(not bad, f"--distill-trainable: parts are {TRAINABLE_PARTS}, got {bad}")
-        _check(self.long_short_alpha is None or 0.0 <= self.long_short_alpha <= 1.0,
-               f"--long-short-alpha {self.long_short_alpha}: must be in [0, 1]")
+        _check_number("--long-short-alpha", self.long_short_alpha, low=0, high=1)
         chosen = [name for name, on in (("--distill", self.distill), ("--distill-text", self.distill_text),
                                         ("--long-short-alpha", self.long_short_alpha is not None)) if on]
         _check(len(chosen) <= 1, f"{' and '.join(chosen)} cannot be combined: pick one task per run")
@@ -291,6 +349,7 @@ class LoggingConfig:
     save_every_n_steps: int = 0
     val_frequency: int = 1
     resume: Optional[str] = None
+    resume_with_changes: bool = False
     progress: bool = True
     zeroshot_frequency: int = 2
     log_local: bool = False
@@ -307,6 +366,9 @@ class LoggingConfig:
         _check(self.save_frequency >= 0 and self.save_every_n_steps >= 0, "save frequencies must be >= 0")
         _check(self.val_frequency >= 0, "--val-frequency must be >= 0")
         _check(self.zeroshot_frequency >= 0, f"--zeroshot-frequency {self.zeroshot_frequency}: must be >= 0")
+        _check(self.name is None or (self.name.strip() not in ("", ".", "..") and ".." not in self.name.split("/")),
+               f"--name {self.name!r}: a run folder's name under --logs (not empty, and not leaving --logs)")
+        _check(self.resume is None or bool(self.resume), "--resume is empty: a checkpoint path, or latest")
 
 
 @dataclass(frozen=True)
@@ -352,20 +414,67 @@ class TrainConfig:
 
 
 def _memory_setting(text: str) -> Tuple[str, Any]:
-    """``knn=32``, ``layers=2,3``, ``mode=parallel``, ``gated=true`` -> (key, value) with a typed value."""
+    """``knn=32``, ``layers=2,3``, ``mode=parallel``, ``gated=true`` -> (key, value) with a typed value.
+
+    A number that is not finite (``value_lr=nan``, ``=inf``, ``=1e999``) is refused here, whatever the knob."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--memory {text!r}: expected KEY=VALUE, e.g. knn=32 or layers=2,3")
     if key == "layers":
-        return key, tuple(int(v) for v in raw.split(",") if v.strip())
+        try:
+            return key, tuple(int(v) for v in raw.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--memory {text!r}: layers are block indices, e.g. layers=2,3") from None
     if raw.lower() in ("true", "false"):
         return key, raw.lower() == "true"
     for cast in (int, float):
         try:
-            return key, cast(raw)
+            value = cast(raw)
         except ValueError:
-            pass
+            continue
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"--memory {text!r}: {key} must be a finite number")
+        return key, value
     return key, raw
+
+
+AUG_PROBABILITIES = ("re_prob", "color_jitter_prob", "gray_scale_prob")
+
+
+def _check_aug_cfg(aug: Dict[str, Any]) -> None:
+    """``--aug-cfg`` holds open_clip's AugmentationCfg keys with values that can be right: a (low, high) scale in
+    (0, 1], a positive ratio range, probabilities in [0, 1], a count >= 0, finite jitter."""
+    from open_clip.transform import AugmentationCfg
+
+    known = [f.name for f in dataclasses.fields(AugmentationCfg)]
+    unknown = sorted(set(aug) - set(known))
+    _check(not unknown, f"--aug-cfg {', '.join(unknown)}: not an open_clip augmentation setting ({', '.join(known)})")
+
+    def numbers(value: Any) -> Tuple[float, ...]:
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        _check(all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values),
+               f"--aug-cfg {value!r}: expected finite numbers")
+        return tuple(values)
+
+    for key, value in aug.items():
+        if value is None or key == "use_timm":
+            continue
+        values = numbers(value)
+        if key == "scale":
+            _check(len(values) == 2 and 0 < values[0] <= values[1] <= 1,
+                   f"--aug-cfg scale={value!r}: (low, high) with 0 < low <= high <= 1")
+        elif key == "ratio":
+            _check(len(values) == 2 and 0 < values[0] <= values[1], f"--aug-cfg ratio={value!r}: (low, high) > 0")
+        elif key in AUG_PROBABILITIES:
+            _check(len(values) == 1 and 0 <= values[0] <= 1, f"--aug-cfg {key}={value!r}: a probability in [0, 1]")
+        elif key == "re_count":
+            _check(len(values) == 1 and values[0] >= 0, f"--aug-cfg re_count={value!r}: a count >= 0")
+        elif key == "color_jitter":
+            _check(len(values) in (1, 3, 4) and all(v >= 0 for v in values),
+                   f"--aug-cfg color_jitter={value!r}: one, three or four strengths >= 0")
+    jitter = aug.get("color_jitter")
+    _check(not aug.get("color_jitter_prob") or (isinstance(jitter, (tuple, list)) and len(jitter) == 4),
+           "--aug-cfg color_jitter_prob needs color_jitter=(brightness, contrast, saturation, hue)")
 
 
 def _parts(text: str) -> Tuple[str, ...]:
@@ -518,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--zeroshot-frequency", type=int, default=lg.zeroshot_frequency,
                    help="zero-shot ImageNet every N epochs and after the last (0: never)")
     g.add_argument("--resume", help="a checkpoint path, or 'latest' for the newest in this run's folder")
+    g.add_argument("--resume-with-changes", action="store_true",
+                   help="resume although --batch-size, --workers, the data, the processes or the model configuration "
+                        "changed so that the position cannot be carried over exactly: continue by samples seen")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--log-local", action="store_true", help="every node's first process writes out-RANK.log")
     add_debug_flag(g)

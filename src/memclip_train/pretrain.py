@@ -29,6 +29,7 @@ import memclip
 from memclip.atomic_io import atomic_write_json
 from memclip.pretrained import PRETRAINED_DIR, write_shipped
 
+from .cli import add_debug_flag, report_user_errors
 from .demo import figures
 from .stages import Stage, run_stages
 from .training_zeroshot import SYNTH_METRIC_PREFIXES
@@ -194,8 +195,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f"copy the weights and their record into the package ({PRETRAINED_DIR})")
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--no-progress", action="store_true")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return report_user_errors(parser.prog, args.debug, lambda: pretrain(args, argv))
+
+
+def pretrain(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+    """The pretraining that ``main`` parsed.
+
+    Raises:
+        StageMismatch: a stage in --out was made with other settings (``--force`` redoes them).
+        ProgramFailed: a stage failed.
+    """
     plan = PretrainPlan.quick() if args.quick else PretrainPlan()
     changes = {k: v for k, v in (("samples_per_epoch", args.samples_per_epoch), ("epochs", args.epochs)) if v}
     plan = PretrainPlan(**{**asdict(plan), **changes})

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -14,6 +15,21 @@ from .params import TrainConfig, format_params
 
 logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
+
+
+class RunFileError(OSError):
+    """A file of the run folder could not be written (disk full, a read-only file system); ``filename`` names it."""
+
+
+class _LogFile(logging.FileHandler):
+    """out.log; when it cannot be written (disk full), one line says so on stderr and the file is given up, instead
+    of a traceback for every later record (the console keeps the log)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        sys.stderr.write(f"could not write {self.baseFilename} ({getattr(error, 'strerror', None) or error}); the "
+                         "log goes on on the console only\n")
+        logging.getLogger().removeHandler(self)
 
 
 def setup_logging(path: Optional[Path], is_master: bool, debug: bool = False) -> Optional[logging.Handler]:
@@ -33,7 +49,7 @@ def setup_logging(path: Optional[Path], is_master: bool, debug: bool = False) ->
     if path is None or not is_master:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(path, mode="a")
+    file_handler = _LogFile(path, mode="a")
     file_handler.setFormatter(formatter)
     root.addHandler(file_handler)
     return file_handler
@@ -105,8 +121,12 @@ class RunLogger:
             return
         record = {"kind": kind, "step": step, "epoch": epoch, "time": round(time.time(), 3)}
         record.update({k: _clean(v) for k, v in values.items()})
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as error:  # disk full, read-only: name the file (a write error carries no name)
+            raise RunFileError(error.errno, error.strerror or str(error), str(path)) from error
         numeric = {k: v for k, v in values.items() if isinstance(v, (int, float))}
         if self.tensorboard is not None:
             for key, value in numeric.items():

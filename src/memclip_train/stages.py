@@ -1,6 +1,23 @@
-"""Pipelines of the project's own commands (the demo, teacher pretraining): each stage is one ordinary command,
-printed, run in-process, and skipped when its output already exists (``force`` redoes it; an interrupted training
-stage resumes with ``--resume latest``)."""
+"""Pipelines of the project's own commands (the demo, the study, teacher pretraining, the sweep's world): each stage
+is one ordinary command, printed and run in-process.
+
+A stage is reused only when the command that made it is this one. Before a stage runs, ``stages.json`` beside the
+pipeline's timing file records its command; when it finishes, that it finished. A rerun then:
+
+- skips a finished stage whose recorded command matches (its output still there);
+- continues an interrupted one (a training stage with ``--resume latest``) when it matches;
+- refuses a stage whose recorded command differs, or whose output exists without a record (an older memclip, another
+  program), with :class:`StageMismatch` naming the difference;
+- under ``force``, removes every stage's outputs and redoes it.
+
+Flags that change only how a command reports (``--no-progress``) are not part of its settings.
+
+    world = Stage("world", "memclip_train.synth", ["--out", "w", "--seed", "0"], done=Path("w/world.json"),
+                  outputs=[Path("w")])
+    run_stages([world], Path("out/timings.json"))     # runs it, records it in out/stages.json
+    run_stages([world], Path("out/timings.json"))     # [skip] world
+    run_stages([seed_1], Path("out/timings.json"))    # StageMismatch: stage 'world' ... --seed 0 (now 1)
+"""
 from __future__ import annotations
 
 import json
@@ -9,9 +26,20 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from .cli import ProgramFailed
+from memclip.atomic_io import atomic_write_json
+
+from .cli import ProgramFailed, UserError
+
+RECORD_FILE = "stages.json"
+REPORTING_FLAGS = ("--no-progress", "--progress")
+"""Flags that change how a command reports, not what it makes: left out of a stage's settings."""
+
+
+class StageMismatch(UserError):
+    """A stage's output was made by another command (or by one nobody recorded); the message names the difference
+    and how to redo it."""
 
 
 @dataclass
@@ -19,7 +47,7 @@ class Stage:
     """One command of a pipeline.
 
     Attributes:
-        name: the stage's name in reports and timings.
+        name: the stage's name in reports, timings and the record (unique within a pipeline).
         module: the ``python -m`` module that runs it.
         args: its arguments.
         done: a file that exists once the stage has finished.
@@ -38,9 +66,91 @@ class Stage:
     def resumable(self) -> bool:
         return self.run_dir is not None
 
+    @property
+    def settings(self) -> List[str]:
+        """What decides the stage's output: its module and arguments, less :data:`REPORTING_FLAGS`."""
+        return [self.module] + [arg for arg in self.args if arg not in REPORTING_FLAGS]
+
     def command(self, args: Sequence[str] = None) -> str:
         return "python -m " + self.module + " " + " ".join(shlex.quote(a) for a in (self.args if args is None
                                                                                    else args))
+
+    def has_output(self) -> bool:
+        return self.done.exists() or (self.resumable and self.run_dir.exists())
+
+
+def _options(settings: Sequence[str]) -> Dict[str, List[Tuple[str, ...]]]:
+    """``["m", "synth", "--seed", "0", "--model", "a", "--model", "b"]`` -> ``{"": [("m", "synth")], "--seed":
+    [("0",)], "--model": [("a",), ("b",)]}``: each flag's values, per occurrence (leading words under "")."""
+    options: Dict[str, List[Tuple[str, ...]]] = {}
+    flag, values = "", []
+    for arg in list(settings) + ["--"]:
+        if arg.startswith("--") and len(arg) > 2 or arg == "--":
+            options.setdefault(flag, []).append(tuple(values))
+            flag, values = arg, []
+        else:
+            values.append(arg)
+    return options
+
+
+def differences(recorded: Sequence[str], now: Sequence[str]) -> List[str]:
+    """What changed between two settings, flag by flag: ``["--seed 0 (now 1)", "--quick (not given now)"]``."""
+    old, new = _options(recorded), _options(now)
+
+    def shown(flag: str, occurrences: List[Tuple[str, ...]]) -> str:
+        values = " ".join(" ".join(v) for v in occurrences)
+        return f"{flag} {values}".strip() if flag else values
+
+    said = []
+    for flag in list(old) + [f for f in new if f not in old]:
+        if old.get(flag) == new.get(flag):
+            continue
+        if flag not in new:
+            said.append(f"{shown(flag, old[flag])} (not given now)")
+        elif flag not in old:
+            said.append(f"{shown(flag, new[flag])} (not given before)")
+        else:
+            said.append(f"{shown(flag, old[flag])} (now {shown('', new[flag])})")
+    return said
+
+
+class StageRecords:
+    """``stages.json``: the settings of every stage a pipeline started, and whether it finished."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: Dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def check(self, stage: Stage) -> bool:
+        """Whether ``stage`` has finished with these settings (and can be skipped).
+
+        Raises:
+            StageMismatch: its output was made with other settings, or by a command that nobody recorded.
+        """
+        record = self.data.get(stage.name)
+        if record is None:
+            if stage.has_output():
+                made = stage.done if stage.done.exists() else stage.run_dir
+                raise StageMismatch(f"stage '{stage.name}': {made} exists, but {self.path} does not say which command "
+                                    "made it (an older memclip, or another program). Redo it with --force, or write "
+                                    "to another --out")
+            return False
+        changed = differences(record["settings"], stage.settings)
+        if changed:
+            raise StageMismatch(f"stage '{stage.name}' in {self.path.parent} was made with other settings: "
+                                f"{'; '.join(changed)}. Redo it with --force, or write to another --out")
+        return bool(record.get("finished")) and stage.done.exists()
+
+    def started(self, stage: Stage) -> None:
+        self.data[stage.name] = {"settings": stage.settings, "command": stage.command(), "finished": False}
+        self._write()
+
+    def finished(self, stage: Stage, seconds: float) -> None:
+        self.data[stage.name].update(finished=True, seconds=round(seconds, 1))
+        self._write()
+
+    def _write(self) -> None:
+        atomic_write_json(self.path, self.data)
 
 
 def entry(module: str) -> Callable[[Sequence[str]], int]:
@@ -57,7 +167,7 @@ def entry(module: str) -> Callable[[Sequence[str]], int]:
 
 
 def run_command(module: str, args: List[str], log: Callable[[str], None] = print) -> None:
-    """Print and run one command in-process.
+    """Print and run one command in-process (no record: for commands whose output is not reused).
 
     Raises:
         ProgramFailed: the command exited with a non-zero code (which it carries).
@@ -70,16 +180,20 @@ def run_command(module: str, args: List[str], log: Callable[[str], None] = print
 
 def run_stages(stages: Sequence[Stage], timing_file: Path, force: bool = False,
                log: Callable[[str], None] = print) -> Dict[str, float]:
-    """Run every stage that has not finished; returns seconds per stage (earlier runs' figures for skipped ones,
-    kept in ``timing_file``).
+    """Run every stage that has not finished with its settings; returns seconds per stage (earlier runs' figures for
+    skipped ones, kept in ``timing_file``). The record is ``stages.json`` beside ``timing_file``.
 
     Raises:
+        StageMismatch: a stage's output was made with other settings (or nobody recorded which), without ``force``;
+            checked for every stage before any runs.
         ProgramFailed: a stage failed (it carries the stage's exit code).
     """
+    records = StageRecords(timing_file.parent / RECORD_FILE)
+    finished = {stage.name: records.check(stage) for stage in stages} if not force else {}
     timings = json.loads(timing_file.read_text()) if timing_file.exists() and not force else {}
     for stage in stages:
-        if stage.done.exists() and not force:
-            log(f"[skip] {stage.name}: found {stage.done}")
+        if finished.get(stage.name):
+            log(f"[skip] {stage.name}: finished earlier with the same settings ({stage.done})")
             continue
         if force:
             for path in stage.outputs:
@@ -89,11 +203,13 @@ def run_stages(stages: Sequence[Stage], timing_file: Path, force: bool = False,
             args += ["--resume", "latest"]
             log(f"[resume] {stage.name}: continuing the interrupted run")
         log(f"\n$ {stage.command(args)}")
+        timing_file.parent.mkdir(parents=True, exist_ok=True)
+        records.started(stage)
         start = time.time()
         code = entry(stage.module)(args)
         if code not in (0, None):
             raise ProgramFailed(f"stage '{stage.name}' failed (exit code {code}); see the output above", code)
         timings[stage.name] = round(time.time() - start, 1)
-        timing_file.parent.mkdir(parents=True, exist_ok=True)
-        timing_file.write_text(json.dumps(timings, indent=2) + "\n")
+        records.finished(stage, timings[stage.name])
+        atomic_write_json(timing_file, timings)
     return timings

@@ -10,11 +10,12 @@
 
 Each point distils a student from the teacher with one memory setting (``--memory KEY=VALUE`` of the trainer),
 fine-tunes it on long + short captions, and evaluates retrieval on the --eval datasets (default: the synthetic
-world's long and short captions). Points that finished are skipped when the sweep runs again. Results go to
-sweep_results.csv/.json and sweep.png. Without --train-data, --world defaults to a synthetic world generated first
-(the demo's first stage) and --teacher to the pretrained tiny CLIP that ships with memclip (tag 'synth'). Flags the
-sweep does not know (or those after ``--``) are training flags of ``python -m memclip_train.main``, given to both
-stages after the preset's own.
+world's long and short captions). Points that finished are skipped when the sweep runs again with the same
+settings (each result records its commands; other settings are refused, naming the difference, unless --force).
+Results go to sweep_results.csv/.json and sweep.png. Without --train-data, --world defaults to a synthetic world
+generated first (the demo's first stage) and --teacher to the pretrained tiny CLIP that ships with memclip (tag
+'synth'). Flags the sweep does not know (or those after ``--``) are training flags of ``python -m
+memclip_train.main``, given to both stages after the preset's own.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import memclip  # noqa: E402
+from memclip.atomic_io import atomic_write_json  # noqa: E402
 from memclip.weights_io import names_a_path  # noqa: E402
 
 from .cli import add_debug_flag, report_user_errors  # noqa: E402
@@ -46,6 +48,7 @@ from .eval.retrieval import result_path  # noqa: E402
 from .eval.retrieval_sets import DATASETS as RETRIEVAL_DATASETS  # noqa: E402
 from .eval.runner import split_variant  # noqa: E402
 from .params import build_parser as training_parser  # noqa: E402
+from .stages import StageMismatch, differences, run_stages  # noqa: E402
 
 logger = logging.getLogger("memclip_train.sweep")
 GRIDS = ("nkeys-vdim", "knn", "placement")
@@ -178,16 +181,21 @@ class SweepData:
 
 
 class Sweep:
-    """Runs the points of the chosen grids into ``out`` (one folder per point)."""
+    """Runs the points of the chosen grids into ``out`` (one folder per point).
+
+    A finished point is reused only when its result records the same commands (its ``settings``); otherwise the
+    sweep stops naming the difference, unless ``force`` redoes it.
+    """
 
     def __init__(self, out: Path, pipeline: DemoPipeline, model: str, teacher: str, preset: SweepPreset,
-                 data: SweepData) -> None:
+                 data: SweepData, force: bool = False) -> None:
         self.out = Path(out)
         self.pipeline = pipeline
         self.model = model
         self.teacher = teacher
         self.preset = preset
         self.data = data
+        self.force = force
 
     def _train(self, args: List[str]) -> None:
         if not self.data.launcher:
@@ -200,31 +208,64 @@ class Sweep:
     def _result_file(self, point: SweepPoint) -> Path:
         return self.out / "points" / f"{point.key}.json"
 
-    def run_point(self, point: SweepPoint) -> Dict[str, Any]:
-        result_file = self._result_file(point)
-        if result_file.exists():
-            logger.info("[skip] %s: finished earlier (%s)", point.key, result_file)
-            return json.loads(result_file.read_text())
+    def commands(self, point: SweepPoint) -> Dict[str, List[str]]:
+        """The point's three commands: ``{"distill": args, "finetune": args, "eval": args}`` (training ones with the
+        launcher in front when there is one)."""
         logs = self.out / "runs" / point.key
-        shutil.rmtree(logs, ignore_errors=True)
-        start = time.time()
         d, p = self.data, self.preset
         data = ["--train-data", d.train, *(["--val-data", d.val] if d.val else []), "--logs-dir", str(logs),
                 "--log-every-n-steps", "10", "--no-progress", *p.flags]
-        self._train([*data, "--name", "distill", "--model", self.model, "--distill", "--pretrained", self.teacher,
-                     *p.distill.flags(), *point.flags(), *d.flags, *d.distill_flags])
-        self._train([*data, "--name", "finetune", "--model", self.model, "--pretrained",
-                     str(logs / "distill" / "final"), "--long-short-alpha", "0.8", *p.finetune_text,
-                     *p.finetune.flags(), *d.flags, *d.finetune_flags])
-        eval_out = logs / "eval"
+        distill = [*data, "--name", "distill", "--model", self.model, "--distill", "--pretrained", self.teacher,
+                   *p.distill.flags(), *point.flags(), *d.flags, *d.distill_flags]
+        finetune = [*data, "--name", "finetune", "--model", self.model, "--pretrained",
+                    str(logs / "distill" / "final"), "--long-short-alpha", "0.8", *p.finetune_text,
+                    *p.finetune.flags(), *d.flags, *d.finetune_flags]
         evaluation = [arg for spec, root in d.evaluation for arg in ("--dataset", spec, "--data-root", root)]
-        self.pipeline.run_command("memclip_train.eval", [
-            "retrieval", "--model", self.model, "--pretrained", str(logs / "finetune" / "final"), "--label",
-            point.key, *evaluation, "--out", str(eval_out), "--no-progress"])
+        evaluate = ["retrieval", "--model", self.model, "--pretrained", str(logs / "finetune" / "final"), "--label",
+                    point.key, *evaluation, "--out", str(logs / "eval"), "--no-progress"]
+        launcher = shlex.split(d.launcher)
+        return {"distill": [*launcher, *distill], "finetune": [*launcher, *finetune], "eval": evaluate}
+
+    def _reusable(self, point: SweepPoint, commands: Dict[str, List[str]]) -> Optional[Dict[str, Any]]:
+        """The point's earlier result when it was made by these commands; None when it must be (re)done.
+
+        Raises:
+            StageMismatch: the result was made by other commands (or records none), and ``force`` is off.
+        """
+        result_file = self._result_file(point)
+        if not result_file.exists() or self.force:
+            return None
+        result = json.loads(result_file.read_text())
+        recorded = result.get("settings")
+        if recorded is None:
+            raise StageMismatch(f"point {point.key}: {result_file} does not record the commands that made it (an "
+                                "older memclip). Redo it with --force, or write to another --out")
+        changed = [f"{stage}: {change}" for stage in commands
+                   for change in differences(recorded.get(stage, []), commands[stage])]
+        if changed:
+            raise StageMismatch(f"point {point.key} in {self.out} was made with other settings: {'; '.join(changed)}. "
+                                "Redo it with --force, or write to another --out")
+        return result
+
+    def run_point(self, point: SweepPoint) -> Dict[str, Any]:
+        result_file = self._result_file(point)
+        commands = self.commands(point)
+        earlier = self._reusable(point, commands)
+        if earlier is not None:
+            logger.info("[skip] %s: finished earlier with the same settings (%s)", point.key, result_file)
+            return earlier
+        logs = self.out / "runs" / point.key
+        shutil.rmtree(logs, ignore_errors=True)
+        start = time.time()
+        launcher = len(shlex.split(self.data.launcher))
+        self._train(commands["distill"][launcher:])
+        self._train(commands["finetune"][launcher:])
+        eval_out = logs / "eval"
+        self.pipeline.run_command("memclip_train.eval", commands["eval"])
         result = {"grid": point.grid, "point": point.label, "memory": point.memory,
                   "memory_parameters": _memory_parameters(self.model, point.memory),
                   "seconds": round(time.time() - start, 1)}
-        for spec, _ in d.evaluation:
+        for spec, _ in self.data.evaluation:
             folder = result_path(eval_out, *split_variant(spec), point.key).parent
             metrics = json.loads(next(folder.glob("*.json")).read_text())["metrics"]
             for key in ("t2i_R@1", "t2i_R@5", "i2t_R@1", "i2t_R@5"):
@@ -233,8 +274,8 @@ class Sweep:
         distill_val = [json.loads(line) for line in metrics_file.read_text().splitlines()
                        if '"kind": "val"' in line] if metrics_file.exists() else []
         result["distill_val_cosine"] = distill_val[-1]["val_distill_cosine"] if distill_val else None
-        result_file.parent.mkdir(parents=True, exist_ok=True)
-        result_file.write_text(json.dumps(result, indent=2) + "\n")
+        result["settings"] = commands
+        atomic_write_json(result_file, result)
         return result
 
     def run(self, points: Sequence[SweepPoint]) -> List[Dict[str, Any]]:
@@ -315,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--launcher", default="", help="run training as LAUNCHER -m memclip_train.main, e.g. "
                                                        "'torchrun --nproc_per_node 4' (default: in this process)")
     parser.add_argument("--quick", action="store_true", help="a toy world and one epoch per stage")
+    parser.add_argument("--force", action="store_true",
+                        help="redo points (and the generated world) that were made with other settings")
     return parser
 
 
@@ -374,8 +417,7 @@ def sweep(args: argparse.Namespace, passthrough: List[str], stage_flags: Tuple[L
             pipeline.world = args.world
         else:
             world = next(stage for stage in pipeline.stages() if stage.name == "synthetic world")
-            if not world.done.exists():
-                pipeline.run_command(world.module, world.args)
+            run_stages([world], pipeline.out / "timings.json", args.force)
         train, val = pipeline.train_spec(), args.val_data or str(pipeline.world / "val" / "000000.tar")
     distill_epochs = args.distill_epochs or (1 if args.quick else preset.distill.epochs)
     recipes = dataclasses.replace(preset, distill=dataclasses.replace(preset.distill, epochs=distill_epochs),
@@ -383,7 +425,7 @@ def sweep(args: argparse.Namespace, passthrough: List[str], stage_flags: Tuple[L
                                                                epochs=args.finetune_epochs or preset.finetune.epochs))
     data = SweepData(train, val, evaluation, tuple(passthrough), tuple(stage_flags[0]), tuple(stage_flags[1]),
                      args.launcher)
-    results = Sweep(args.out, pipeline, model, teacher, recipes, data).run(points)
+    results = Sweep(args.out, pipeline, model, teacher, recipes, data, args.force).run(points)
     print(f"{len(results)} points -> {args.out / 'sweep_results.csv'}, {args.out / 'sweep.png'}")
     prefixes = [result_prefix(spec) for spec, _ in data.evaluation][:2]
     for row in results:

@@ -6,7 +6,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -24,7 +24,8 @@ from .data.shard_stream import StreamPosition
 from .distributed import DistributedEnv, all_reduce_max, barrier
 from .params import TrainConfig
 from .preemption import Preempted, PreemptionFlag
-from .run_logger import RunLogger
+from .resume_plan import run_shape
+from .run_logger import RunFileError, RunLogger
 from .schedule import LearningRateSchedule
 from .tasks.base import Task
 from .training_zeroshot import TrainingZeroShot
@@ -35,6 +36,25 @@ logger = logging.getLogger(__name__)
 class NonFiniteLoss(RuntimeError):
     """The loss or the weights became NaN or Inf; the message names the step, the loss terms and the last good
     checkpoint."""
+
+
+class RunStopped(RuntimeError):
+    """Training stopped before its end for a reason outside the run (a write that failed, Ctrl-C); nothing that was
+    written is lost. ``good`` is the checkpoint ``--resume latest`` continues from, with its step (None: none yet)."""
+
+    def __init__(self, what: str, good: Optional[Tuple[Path, int]]) -> None:
+        kept = (f"the newest checkpoint, {good[0]} (step {good[1]}), is whole" if good is not None
+                else "no checkpoint was written yet")
+        super().__init__(f"{what}; {kept}")
+        self.good = good
+
+
+class WriteFailed(RunStopped):
+    """A file of the run could not be written (disk full, read-only file system, permissions)."""
+
+
+class Interrupted(RunStopped):
+    """Ctrl-C (SIGINT) stopped the run."""
 
 
 class NonFiniteWatch:
@@ -81,6 +101,33 @@ def stability_advice(config: TrainConfig) -> str:
     return ", ".join(tips[:-1]) + " or " + tips[-1]
 
 
+class _BatchTally:
+    """Passes a loader's batches through, counting what they say about themselves: captions a stand-in replaced
+    (``<role>_missing``) and samples skipped (``_skipped``, per worker)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.missing: Counter = Counter()
+        self.skipped: Dict[Any, Dict[str, int]] = {}
+
+    def __iter__(self):
+        for batch in self.loader:
+            for name in [k for k in batch if k.endswith("_missing")]:
+                self.missing[name[:-len("_missing")]] += int(batch.pop(name))
+            if "_skipped" in batch:
+                self.skipped[batch.get("_worker")] = batch["_skipped"]
+            yield batch
+
+    def metrics(self, prefix: str) -> Dict[str, int]:
+        skipped: Counter = Counter()
+        for counts in self.skipped.values():
+            skipped.update(counts)
+        values = {f"{prefix}captions_missing_{role}": count for role, count in sorted(self.missing.items())}
+        values.update({f"{prefix}skipped_{reason.replace(' ', '_')}": count
+                       for reason, count in sorted(skipped.items())})
+        return values
+
+
 class Trainer:
     """Runs a task for the configured epochs from ``state`` (a fresh or resumed run).
 
@@ -118,6 +165,8 @@ class Trainer:
         self.zeroshot = zeroshot
         self.accum = config.optim.accum_freq
         self.steps_per_epoch = train.batches_per_epoch // self.accum
+        self.shape = run_shape(config, env.world_size, train)
+        self.step_samples = self.shape.step_samples
         if self.steps_per_epoch < 1:
             raise ValueError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
         o = config.optim
@@ -142,9 +191,21 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> None:
         """Train to the last epoch and save the final model; SIGUSR1/SIGTERM are handled while it runs (the run
-        saves and raises :class:`Preempted` at the next safe step)."""
-        with self.preemption:
-            self._fit()
+        saves and raises :class:`Preempted` at the next safe step).
+
+        Raises:
+            WriteFailed: a checkpoint, the log of metrics or the final model could not be written (disk full, a
+                read-only file system); the message names the file and the checkpoint that is still good.
+            Interrupted: Ctrl-C; the message names the checkpoint to resume from.
+        """
+        try:
+            with self.preemption:
+                self._fit()
+        except RunFileError as error:
+            raise WriteFailed(f"could not write {error.filename} ({error.strerror})", self.checkpoints.newest()) \
+                from error
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted (Ctrl-C) at step {self.state.step}", self.checkpoints.newest()) from None
 
     def _fit(self) -> None:
         epochs = self.config.optim.epochs
@@ -154,19 +215,24 @@ class Trainer:
         for epoch in range(self.state.epoch, epochs):
             self.train_epoch(epoch)
             completed = epoch + 1
-            self.state = TrainState(epoch=completed, batch_in_epoch=0, step=self.state.step)
+            self.state = TrainState(epoch=completed, batch_in_epoch=0, step=self.state.step,
+                                    samples_seen=self.state.samples_seen)
             self.check_finite()
+            self.save_epoch(completed)  # before evaluating: a failure there keeps the epoch's training
             frequency = self.config.logging.val_frequency
             if self.val is not None and frequency and (completed % frequency == 0 or completed == epochs):
                 self.validate(completed)
             if self.zeroshot is not None and self.zeroshot.due(completed):
                 self.zero_shot(completed)
-            self.save_epoch(completed)
             if self.stop and completed < epochs:
                 self._raise_preempted()
         with full_value_tables(self.task.model):
             if self.env.is_master:
-                final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
+                try:
+                    final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
+                except OSError as error:
+                    raise RunFileError(error.errno, error.strerror or str(error),
+                                       error.filename or str(self.run_dir / "final")) from error
                 logger.info("final model: %s (load with memclip.create_model('%s'))", final, final)
         self.checkpoints.finish()
 
@@ -179,6 +245,7 @@ class Trainer:
         self.train.stream.set_epoch(epoch, resume)
         position = resume or StreamPosition()
         batch_index = self.state.batch_in_epoch
+        self.captions_missing = Counter()
         self.task.model.train()
         micro: List[Dict[str, torch.Tensor]] = []
         save_due = False
@@ -190,6 +257,8 @@ class Trainer:
             self.skipped[worker] = batch.pop("_skipped")
             for name in [k for k in batch if k.endswith("_cut")]:
                 self.captions_cut[name[:-4]] += int(batch.pop(name))
+            for name in [k for k in batch if k.endswith("_missing")]:
+                self.captions_missing[name[:-len("_missing")]] += int(batch.pop(name))
             micro.append({k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()})
             batch_index += 1
             bar.update(1)
@@ -199,6 +268,7 @@ class Trainer:
             self.interval_samples += sum(len(next(iter(m.values()))) for m in micro) * self.env.world_size
             micro = []
             self.state.step += 1
+            self.state.samples_seen += self.step_samples
             self.state.batch_in_epoch = batch_index
             self.state.stream_position = position.to_dict()
             self.watch.update(self.state.step, terms)
@@ -218,10 +288,24 @@ class Trainer:
                     bar.close()
                     self._raise_preempted()
         bar.close()
+        self._report_missing_captions(epoch)
+
+    def _report_missing_captions(self, epoch: int) -> None:
+        """Say how many samples of the epoch lacked a caption that a stand-in replaced (counted in metrics.jsonl as
+        ``captions_missing_long`` and ``captions_missing_short``, per epoch)."""
+        data = self.config.data
+        stand_ins = {"long": f"--long-caption-key {data.long_caption_key} (the short caption stood in)",
+                     "short": f"--caption-key {data.caption_key} (the long caption's first sentence stood in)"}
+        said = [f"{count} lacked {stand_ins.get(role, role)}" for role, count in sorted(self.captions_missing.items())
+                if count]
+        if said:
+            logger.warning("epoch %d: of its samples on this process, %s", epoch, "; ".join(said))
 
     # ------------------------------------------------------------------ one optimizer step
     def step(self, micro: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-        self.schedule(self.state.step)
+        # The schedule's position is the samples seen in steps of this run's size: the step count itself when the
+        # batch never changed, and the same fraction of the run after a resume with another --batch-size.
+        self.schedule(self.state.samples_seen // self.step_samples)
         self.optimizer.zero_grad(set_to_none=True)
         if self.task.couples_batch and len(micro) > 1:
             terms = self._accumulate_features(micro)
@@ -292,6 +376,7 @@ class Trainer:
         if not hasattr(self, "skipped"):
             self.skipped: Dict[Any, Dict[str, int]] = {}
             self.captions_cut: Counter = Counter()
+            self.captions_missing: Counter = Counter()  # per epoch
 
     def log_train(self, epoch: int) -> str:
         self.check_finite()
@@ -309,6 +394,7 @@ class Trainer:
             skipped.update(counts)
         values.update({f"skipped_{k.replace(' ', '_')}": v for k, v in skipped.items()})
         values.update({f"captions_cut_{k}": v for k, v in self.captions_cut.items()})
+        values.update({f"captions_missing_{k}": v for k, v in self.captions_missing.items()})
         self.run_logger.log("train", self.state.step, epoch, values)
         logger.info("epoch %d step %d/%d | %s", epoch, self.state.step, self.steps_per_epoch * (epoch + 1),
                     " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
@@ -325,8 +411,10 @@ class Trainer:
 
     def _validate_here(self, epoch: int) -> Dict[str, float]:
         start = time.time()
+        tally = _BatchTally(self.val.loader)
         with track_usage(self.task.model) as usage:
-            metrics = self.task.validate(self.val.loader, self.autocast)
+            metrics = self.task.validate(tally, self.autocast)
+        metrics.update(tally.metrics("val_"))
         for index, summary in usage_by_block(self.task.model, usage).items():
             metrics[f"memory{index}_fraction_read"] = summary.fraction_read
             metrics[f"memory{index}_kl_from_uniform"] = summary.kl_from_uniform
@@ -383,10 +471,17 @@ class Trainer:
             self._stop_non_finite(self.state.step, f"the weights became non-finite at step {self.state.step}")
         optimizer_state = gather_full_optimizer_state_dict(self.optimizer, self.task.model)
         self.checkpoints.before_save(path)
-        with full_value_tables(self.task.model):  # checkpoints hold the full tables (collective when sharded)
-            if self.env.is_master:
-                save_checkpoint(path, self.task.model, optimizer_state, self.schedule.state_dict(), self.scaler,
-                                self.state, self.run_dir.name, self.config.to_dict())
+        try:
+            with full_value_tables(self.task.model):  # checkpoints hold the full tables (collective when sharded)
+                if self.env.is_master:
+                    save_checkpoint(path, self.task.model, optimizer_state, self.schedule.state_dict(), self.scaler,
+                                    self.state, self.run_dir.name, self.config.to_dict(), self.shape.to_dict())
+        except OSError as error:  # the temporary file is gone; put back what before_save moved aside
+            self.checkpoints.save_failed(path)
+            raise RunFileError(error.errno, error.strerror or str(error), str(path)) from error
+        except KeyboardInterrupt:
+            self.checkpoints.save_failed(path)
+            raise
         self.checkpoints.saved(path, self.state.step)
         barrier(self.env)
 

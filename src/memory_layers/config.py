@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Sequence, Tuple, Type, TypeVar
 
@@ -103,8 +104,8 @@ class MemoryConfig:
             _fail("v_dim", self.v_dim, "must be a positive integer, or -1 for the block width")
         for name in ("value_lr", "value_weight_decay", "gate_lr"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                _fail(name, value, "must be a non-negative number")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                _fail(name, value, "must be a finite number >= 0")
         for name in ("input_dropout", "query_dropout", "value_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:

@@ -46,3 +46,14 @@ def test_quick_demo_writes_a_consistent_report(tmp_path, capsys):
     assert main(["--out", str(out), "--quick", "--no-progress"]) == 0
     again = capsys.readouterr().out
     assert again.count("[skip]") == 7 and "python -m memclip_train.main" not in again
+
+    # Another seed, or the full demo, into the same folder: refused before any work, naming the difference.
+    report_bytes = (out / "REPORT.md").read_bytes()
+    for flags, named in ((["--quick", "--seed", "1"], "other settings: --seed 0 (now 1)"),
+                         ([], "stage 'synthetic world' in")):
+        assert main(["--out", str(out), "--no-progress", *flags]) == 2
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if "error:" in line]
+        assert len(lines) == 1 and named in lines[0] and "--force" in lines[0], captured.err[-2000:]
+        assert "python -m memclip_train" not in captured.out
+    assert (out / "REPORT.md").read_bytes() == report_bytes, "the toy report is not replaced by a refused run"

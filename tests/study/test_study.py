@@ -136,3 +136,11 @@ def test_a_rerun_skips_finished_points(tmp_path, capsys):
     assert (out / "study.png").stat().st_size > 10_000
     costs = json.loads((out / "costs.json").read_text())
     assert costs["dense"]["vision_flops"] > costs["control"]["vision_flops"]
+
+    # Another teacher into the same --out: its points are refused, naming the difference, not reused.
+    other = tmp_path / "other-teacher"
+    memclip.save_pretrained(memclip.create_model("ViT-Tiny-8"), other)
+    assert main(["--out", str(out), "--quick", "--teacher", str(other), "--markings", "8", "--seeds", "0",
+                 "--models", "control"]) == 2
+    err = capsys.readouterr().err
+    assert "point K8-teacher in" in err and f'--teacher "{teacher}" (now "{other}")' in err and "--force" in err

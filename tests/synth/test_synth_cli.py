@@ -58,6 +58,20 @@ def test_overwrite_refuses_a_folder_the_generator_did_not_write(tmp_path, capsys
     assert sorted(p.name for p in (out / "train").iterdir()) == ["000000.tar", "000001.tar", "000002.tar"]
 
 
+@pytest.mark.parametrize("world_json,named", [('{"files": "train/000000.tar"}', "'files' is not a list of paths"),
+                                              ('{"files": [1, 2]}', "'files' is not a list of paths"),
+                                              ('{"files": ["a"], "folders": "train"}', "'folders' is not a list"),
+                                              ('{"files": [', "is not readable json")])
+def test_overwrite_refuses_a_world_json_it_cannot_trust(tmp_path, capsys, world_json, named):
+    out = tmp_path / "world"
+    (out / "train").mkdir(parents=True)
+    (out / "t").write_text("a file whose name is one letter of 'train/000000.tar'")
+    (out / "world.json").write_text(world_json)
+    code, err = run(capsys, "--out", str(out), "--overwrite", *TINY)
+    assert code == 2 and named in err and str(out / "world.json") in err
+    assert (out / "t").exists() and (out / "train").is_dir()
+
+
 def test_overwrite_replaces_an_interrupted_generation(tmp_path, monkeypatch):
     out = tmp_path / "world"
 

@@ -67,3 +67,7 @@ def test_quick_pretraining_exports_records_and_installs(tmp_path, monkeypatch, c
     assert pretrain.main(["--out", str(out), "--quick", "--no-progress"]) == 0
     assert "skip" in capsys.readouterr().out.lower()
     assert json.loads(weights.with_suffix(".json").read_text())["sha256"] == record["sha256"]
+    # Another seed into the same --out: refused, naming it, instead of reporting the seed-0 teacher.
+    assert pretrain.main(["--out", str(out), "--quick", "--no-progress", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "stage 'teacher' in" in err and "--seed 0 (now 1)" in err

@@ -119,6 +119,8 @@ def test_stream_specs(spec, expected):
     ("synth-stream:family_size=0", "family_size"),
     ("synth-stream:other_object_rate=half", "not a number"),
     ("synth-stream:other_object_rate=1.5", r"must lie in \[0, 1\]"),
+    ("synth-stream:other_object_rate=nan", r"must lie in \[0, 1\]"),
+    ("synth-stream:family_size=4,family_size=2", "family_size is given twice"),
 ])
 def test_bad_stream_specs_are_refused(spec, message):
     with pytest.raises(ValueError, match=message):

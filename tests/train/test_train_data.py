@@ -15,7 +15,7 @@ import memclip
 from memclip_train.data.captions import first_sentence
 from memclip_train.data.csv_stream import CsvStream
 from memclip_train.data.samples import SampleDecoder, SampleFields
-from memclip_train.data.shard_stream import NoSamplesError, ShardStream
+from memclip_train.data.shard_stream import NoSamplesError, ShardStream, StreamPosition
 from memclip_train.data.shard_writer import ShardWriter
 from memclip_train.data.sources import expand_urls, resolve_webdataset
 from memclip_train.tasks.build import transforms
@@ -260,4 +260,117 @@ def test_a_malformed_csv_source_is_named_with_its_line(tmp_path, decoder_parts):
     preprocess, tokenizer = decoder_parts
     decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
     with pytest.raises(ValueError, match=f"{re.escape(str(table))}: .*line 3"):
+        CsvStream(str(table), decoder, batch_size=3, batches_per_worker=None)
+
+
+def test_any_sample_whose_text_cannot_be_decoded_is_skipped_and_counted(tmp_path, decoder_parts):
+    def spoil(index, fields):
+        if index == 2:
+            fields["json"] = ("[" * 200_000 + "]" * 200_000).encode()  # a RecursionError in json.loads
+        if index == 4:
+            fields["json"] = b'{"long": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+
+    shard = write_shard(tmp_path, 8, spoil)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("long", "short")), preprocess, tokenizer)
+    batches = stream_batches(ShardStream([str(shard)], decoder, batch_size=2, batches_per_worker=None))
+    assert sum(len(b["image"]) for b in batches) == 6
+    assert batches[-1]["_skipped"] == {"bad text": 2}
+
+
+def test_a_caption_that_is_not_text_is_skipped_and_counted_never_stringified(tmp_path, decoder_parts):
+    def spoil(index, fields):
+        if index == 1:
+            fields["json"] = {"long": ["a red star", "a blue ring"]}
+        if index == 3:
+            fields["json"] = {"long": 12}
+        if index == 5:
+            fields["json"] = ["not", "an", "object"]
+        if index == 6:
+            fields["json"] = {"long": None}  # null: absent, the short caption stands in (and is counted)
+
+    shard = write_shard(tmp_path, 8, spoil)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("long", "short")), preprocess, tokenizer)
+    batches = stream_batches(ShardStream([str(shard)], decoder, batch_size=5, batches_per_worker=None))
+    assert sum(len(b["image"]) for b in batches) == 5
+    assert batches[-1]["_skipped"] == {"caption not text": 3}
+    assert sum(int(b["long_missing"]) for b in batches) == 1 and sum(int(b["short_missing"]) for b in batches) == 0
+
+
+def test_stand_in_captions_are_counted(tmp_path, decoder_parts):
+    def change(index, fields):
+        if index < 3:
+            del fields["json"]  # no long caption: the short one stands in
+        elif index < 5:
+            del fields["txt"]  # no short caption: the long one's first sentence stands in
+
+    shard = write_shard(tmp_path, 8, change)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("long", "short")), preprocess, tokenizer)
+    batches = stream_batches(ShardStream([str(shard)], decoder, batch_size=4, batches_per_worker=None))
+    assert [int(b["long_missing"]) for b in batches] == [3, 0]
+    assert [int(b["short_missing"]) for b in batches] == [1, 1]
+
+
+@pytest.mark.parametrize("name", ["../elsewhere/000000.tar", "/tmp/000000.tar", "..", "sub/000000.tar"])
+def test_sizes_json_names_only_shards_in_its_folder(tmp_path, name):
+    folder = tmp_path / "train"
+    write_shard(folder, 3)
+    (folder / "sizes.json").write_text(json.dumps({"000000.tar": 3, name: 3}))
+    with pytest.raises(ValueError, match=re.escape(f"the shard name {name!r} is not a file in {folder}")):
+        resolve_webdataset(str(folder), None, "--train-data")
+    with pytest.raises(ValueError, match="not a file in"):
+        resolve_webdataset(str(folder / "000000.tar"), None, "--train-data")
+
+
+@pytest.mark.parametrize("sizes,named", [("[1, 2]", "got a list"), ('{"000000.tar": "3"}', "'3' is not an integer"),
+                                         ('{"000000.tar": -1}', "-1 is not an integer"), ("{", "not a readable json"),
+                                         ('{"000000.tar": 0}', "lists no sample")])
+def test_a_malformed_sizes_json_is_named(tmp_path, sizes, named):
+    folder = tmp_path / "train"
+    write_shard(folder, 3)
+    (folder / "sizes.json").write_text(sizes)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        resolve_webdataset(str(folder / "000000.tar"), None, "--train-data")
+
+
+def test_a_shard_listed_twice_is_reported(micro_world, caplog):
+    shard = str(micro_world / "train" / "000000.tar")
+    assert resolve_webdataset(f"{shard}::{shard}", None, "--train-data")[1] == 96
+    assert "lists 1 shard more than once" in caplog.text and shard in caplog.text
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_stream_whose_shards_all_became_unreadable_stops_instead_of_hanging(tmp_path, decoder_parts,
+                                                                                       workers):
+    shards = [tmp_path / f"{index:06d}.tar" for index in range(2)]
+    for shard in shards:
+        shard.write_text("garbage where a shard was\n")
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    stream = ShardStream([str(s) for s in shards], decoder, batch_size=4, batches_per_worker=4, shuffle_buffer=10)
+    stream.set_epoch(0, StreamPosition(consumed={0: 9, 1: 9}, batches={0: 2, 1: 2}))  # stopped mid-epoch
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
+    with deadline(60, "a resumed stream of unreadable shards"), pytest.raises(NoSamplesError) as error:
+        list(loader)
+    assert str(shards[0]) in str(error.value) and "corrupt tar data" in str(error.value)
+
+
+def test_a_resumed_stream_that_passes_over_whole_passes_still_fills_its_batches(tmp_path, decoder_parts):
+    shard = write_shard(tmp_path, 6)
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    stream = ShardStream([str(shard)], decoder, batch_size=2, batches_per_worker=9, shuffle_buffer=1)
+    stream.set_epoch(0, StreamPosition(consumed={0: 14}, batches={0: 7}))  # more than two passes consumed
+    with deadline(60, "a resumed stream"):
+        assert len(list(stream)) == 2
+
+
+def test_a_table_without_rows_is_refused(tmp_path, decoder_parts):
+    table = tmp_path / "train.csv"
+    table.write_text("filepath\ttitle\n")
+    preprocess, tokenizer = decoder_parts
+    decoder = SampleDecoder(SampleFields(captions=("text",)), preprocess, tokenizer)
+    with pytest.raises(ValueError, match=f"{re.escape(str(table))}: the table has no rows"):
         CsvStream(str(table), decoder, batch_size=3, batches_per_worker=None)

@@ -135,3 +135,56 @@ def test_pretrained_weights_of_another_architecture_are_refused(micro_world, tmp
     lines, err = error_lines(capsys)
     assert code == 2 and len(lines) == 1 and "'Test-Micro'" in lines[0] and str(folder) in lines[0], err[-3000:]
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_long_caption_key_that_no_sample_holds_is_refused_before_training(micro_world, tmp_path, capsys):
+    args = train_args(micro_world, tmp_path, "typo", "--long-short-alpha", "0.8", "--long-caption-key", "json.lnog")
+    assert exit_code(args) == 2
+    lines, err = error_lines(capsys)
+    assert len(lines) == 1 and "--long-caption-key json.lnog: none of the first 16 samples" in lines[0], err[-2000:]
+    assert "json.long" in lines[0] and "txt" in lines[0]
+    assert not (tmp_path / "typo").exists()
+
+
+def test_stage_2_on_a_table_without_a_long_caption_column_is_refused(tmp_path, capsys):
+    table = tmp_path / "train.csv"
+    table.write_text("filepath\ttitle\n0.jpg\ta red star\n")
+    args = ["--model", "Test-Micro", "--train-data", str(table), "--long-short-alpha", "0.8", "--precision", "fp32",
+            "--logs", str(tmp_path), "--name", "table", "--workers", "0"]
+    assert exit_code(args) == 2
+    lines, _ = error_lines(capsys)
+    assert len(lines) == 1 and "--csv-long-caption-key" in lines[0]
+
+
+def test_validation_data_without_a_usable_sample_is_refused_before_training(micro_world, tmp_path, capsys, caplog):
+    val = tmp_path / "val.tar"
+    with tarfile.open(micro_world / "val" / "000000.tar") as source, tarfile.open(val, "w") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member).read()
+            if member.name.endswith(".jpg"):
+                data = b"not a jpeg"
+                member.size = len(data)
+            target.addfile(member, io.BytesIO(data))
+    args = train_args(micro_world, tmp_path, "badval", "--epochs", "1", "--val-data", str(val),
+                      "--val-num-samples", "32")
+    assert main(args) == 2
+    lines, err = error_lines(capsys)
+    assert len(lines) == 1 and str(val) in lines[0] and "undecodable image: 32" in lines[0], err[-2000:]
+    assert "epoch 0 step" not in caplog.text, "no training before the validation data is known to be usable"
+    assert not (tmp_path / "badval").exists()
+
+
+def test_a_failure_after_training_began_keeps_the_log_and_the_epoch(micro_world, tmp_path, monkeypatch, capsys):
+    from memclip_train.tasks.contrastive import ContrastiveTask
+
+    def broken(self, loader, autocast):
+        raise ValueError("validation broke")
+
+    monkeypatch.setattr(ContrastiveTask, "validate", broken)
+    args = train_args(micro_world, tmp_path, "kept", "--epochs", "2", "--val-data",
+                      str(micro_world / "val" / "000000.tar"))
+    assert main(args) == 2
+    assert "validation broke" in error_lines(capsys)[0][0]
+    run = tmp_path / "kept"
+    assert (run / "out.log").read_text().count("step 6/6") == 1
+    assert (run / "checkpoints" / "epoch_1.pt").exists(), "the trained epoch is kept"

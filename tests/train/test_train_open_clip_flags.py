@@ -27,7 +27,7 @@ SAMPLES = {
     "--train-data": ["a.tar::b.tar"], "--train-data-upsampling-factors": ["1::2"], "--precision": ["pure_bf16"],
     "--dataset-type": ["csv"], "--lr-scheduler": ["const-cooldown"], "--opt": ["timm/sgd"],
     "--report-to": ["tensorboard"], "--loss-dist-impl": ["shift"], "--image-mean": ["0.5", "0.4", "0.3"],
-    "--image-std": ["0.2", "0.2", "0.2"], "--force-image-size": ["96", "64"], "--aug-cfg": ["scale=(0.5, 1.0)", "x=y"],
+    "--image-std": ["0.2", "0.2", "0.2"], "--force-image-size": ["96", "64"], "--aug-cfg": ["scale=(0.5, 1.0)", "re_prob=0.25"],
     "--model": ["ViT-B-16"], "--distill-model": ["ViT-B-32"], "--device": ["cpu"], "--dist-backend": ["gloo"],
     "--image-interpolation": ["bilinear"], "--image-resize-mode": ["squash"], "--force-patch-dropout": ["0.25"],
 }
@@ -96,6 +96,48 @@ def test_every_open_clip_train_flag_is_accepted_or_refused_with_a_reason():
         parsed_ours = build_parser().parse_args(argv)
         assert comparable(flag, getattr(parsed_ours, action.dest)) == \
             comparable(flag, getattr(parsed_theirs, action.dest)), flag
+
+
+MISTAKES = [
+    (["--lr", "nan"], "--lr nan"), (["--lr", "NaN"], "--lr nan"), (["--lr", "inf"], "--lr inf"),
+    (["--lr", "1e999"], "--lr inf"), (["--lr=-1e-3"], "--lr -0.001"), (["--wd", "inf"], "--wd inf"),
+    (["--beta1", "1"], "--beta1 1.0"), (["--beta2", "1.5"], "--beta2 1.5"), (["--beta2=-0.1"], "--beta2 -0.1"),
+    (["--beta1", "nan"], "--beta1 nan"), (["--eps=-1e-8"], "--eps -1e-08"), (["--eps", "nan"], "--eps nan"),
+    (["--momentum", "1"], "--momentum 1.0"), (["--lr-cooldown-power", "0"], "--lr-cooldown-power 0.0"),
+    (["--lr-cooldown-end", "nan"], "--lr-cooldown-end nan"),
+    (["--lr-scheduler", "const-cooldown", "--epochs-cooldown", "1", "--lr-cooldown-end", "1"], "--lr-cooldown-end 1"),
+    (["--grad-clip-norm", "inf"], "--grad-clip-norm inf"), (["--grad-clip-norm", "0"], "--grad-clip-norm 0.0"),
+    (["--value-lr", "nan"], "--value-lr nan"), (["--value-lr=-inf"], "--value-lr -inf"),
+    (["--memory", "value_lr=nan"], "value_lr must be a finite number"),
+    (["--memory", "value_lr=Infinity"], "value_lr must be a finite number"),
+    (["--memory", "layers=a,b"], "layers are block indices"),
+    (["--distill-layer-weight", "inf"], "--distill-layer-weight inf"),
+    (["--long-short-alpha", "nan"], "--long-short-alpha nan"),
+    (["--image-std", "0", "0.2", "0.2"], "--image-std 0.0"), (["--image-std=-0.2"], "--image-std -0.2"),
+    (["--image-mean", "nan", "0.4", "0.3"], "--image-mean nan"), (["--image-mean", "0.5", "0.4"], "--image-mean"),
+    (["--text-context-length", "0"], "--text-context-length 0"),
+    (["--text-context-length=-5"], "--text-context-length -5"),
+    (["--force-context-length", "0"], "--force-context-length 0"), (["--force-image-size", "0"], "--force-image-size"),
+    (["--force-image-size", "64", "64", "64"], "--force-image-size"), (["--rope-ntk-factor", "0"], "--rope-ntk-factor"),
+    (["--rope-ntk-factor", "nan"], "--rope-ntk-factor nan"),
+    (["--aug-cfg", "scale=(0.9, 1.2)"], "--aug-cfg scale"), (["--aug-cfg", "re_prob=2"], "--aug-cfg re_prob"),
+    (["--aug-cfg", "colour=1"], "--aug-cfg colour: not an open_clip augmentation setting"),
+    (["--aug-cfg", "color_jitter_prob=0.5"], "--aug-cfg color_jitter_prob needs color_jitter"),
+    (["--dataset-resampled", "--train-data", "a.tar::b.tar", "--train-data-upsampling-factors", "1::inf"],
+     "--train-data-upsampling-factors"),
+    (["--dataset-resampled", "--train-data", "a.tar::b.tar", "--train-data-upsampling-factors", "0::0"],
+     "at least one above 0"),
+    (["--caption-key", ""], "--caption-key is empty"), (["--csv-separator", ""], "--csv-separator is empty"),
+    (["--name", ""], "--name ''"), (["--name", "../elsewhere"], "--name '../elsewhere'"),
+]
+
+
+@pytest.mark.parametrize("flags,named", MISTAKES, ids=[" ".join(flags) for flags, _ in MISTAKES])
+def test_a_flag_value_that_can_only_be_a_mistake_is_refused_when_parsed(flags, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--train-data", "a.tar", *flags])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and named in err, err[-500:]
 
 
 def test_every_accepted_flag_reaches_the_training_config():

@@ -133,3 +133,34 @@ def test_parallel_student_fine_tunes_from_the_teacher(micro_world, teacher_check
     model = memclip.create_model(str(tmp_path / "parallel-ft" / "final"))
     gates = memory_gates(model)
     assert len(gates) == 2 and all(bool(g.ne(0).any()) for g in gates), "the gates open during fine-tuning"
+
+
+def test_stage_2_counts_the_samples_whose_long_caption_is_missing_per_epoch(micro_world, tmp_path, caplog):
+    import io
+    import tarfile
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lacking = set()
+    with tarfile.open(micro_world / "train" / "000000.tar") as source, \
+            tarfile.open(folder / "000000.tar", "w") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member).read()
+            key = member.name.split(".")[0]
+            if member.name.endswith(".json") and int(key) % 4 == 0:
+                record = json.loads(data)
+                del record["long"]
+                data = json.dumps(record).encode()
+                member.size = len(data)
+                lacking.add(key)
+            target.addfile(member, io.BytesIO(data))
+    (folder / "sizes.json").write_text(json.dumps({"000000.tar": 48}))
+    args = train_args(micro_world, tmp_path, "stage2", "--long-short-alpha", "0.8", "--log-every-n-steps", "100",
+                      "--shuffle-buffer", "1")
+    args[args.index("--train-data") + 1] = str(folder)
+    assert main(args + ["--val-data", str(folder)]) == 0
+    val = [r for r in read_metrics(tmp_path / "stage2") if r["kind"] == "val"]
+    assert [r["val_captions_missing_long"] for r in val] == [12, 12]
+    ends = [r for r in read_metrics(tmp_path / "stage2") if r["kind"] == "train"]
+    assert [r["epoch"] for r in ends] == [0, 1]
+    assert [r["captions_missing_long"] for r in ends] == [len(lacking)] * 2 and len(lacking) == 12
+    assert f"epoch 0: of its samples on this process, {len(lacking)} lacked --long-caption-key json.long" in caplog.text

@@ -3,6 +3,7 @@ checkpoints are named and never overwritten."""
 import json
 import math
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -157,8 +158,7 @@ def test_a_resumed_run_logs_each_step_once_and_checkpoints_hold_the_schedule(mic
     args = train_args(micro_world, tmp_path, "again", "--save-every-n-steps", "2", "--log-every-n-steps", "1")
     with monkeypatch.context() as patch:
         patch.setattr(ContrastiveTask, "loss", crash_at_the_fourth_step)
-        with pytest.raises(KeyboardInterrupt):
-            main(args)
+        assert main(args) == 130  # Ctrl-C: one line naming the checkpoint to resume from
     assert load_checkpoint(tmp_path / "again" / "checkpoints" / "epoch_latest.pt")["step"] == 2
     assert main(args + ["--resume", "latest"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
@@ -166,3 +166,60 @@ def test_a_resumed_run_logs_each_step_once_and_checkpoints_hold_the_schedule(mic
     assert steps == list(range(1, 13)), "a step redone after the resume is logged once"
     checkpoint = load_checkpoint(tmp_path / "again" / "checkpoints" / "epoch_2.pt")
     assert checkpoint["scheduler"] == {"kind": "cosine", "warmup": 2, "total_steps": 12}
+
+
+def fail_on_save(monkeypatch, number, error):
+    """Make the ``number``-th checkpoint write raise ``error`` part-way (after the temporary file has some bytes)."""
+    import memclip_train.checkpoints as checkpoints
+    original, calls = checkpoints.torch.save, {"n": 0}
+
+    def save(payload, path):
+        calls["n"] += 1
+        if calls["n"] == number:
+            with open(path, "wb") as file:
+                file.write(b"half a checkpoint")
+            raise error
+        return original(payload, path)
+
+    monkeypatch.setattr(checkpoints.torch, "save", save)
+
+
+@pytest.mark.parametrize("error,code,said", [
+    (OSError(28, "No space left on device"), 2, "(No space left on device)"),
+    (OSError(30, "Read-only file system"), 2, "(Read-only file system)"),
+    (KeyboardInterrupt(), 130, "interrupted (Ctrl-C) at step 4"),
+])
+def test_a_checkpoint_write_that_fails_ends_in_one_line_naming_the_good_checkpoint_and_the_resume(
+        micro_world, tmp_path, monkeypatch, capsys, error, code, said):
+    args = train_args(micro_world, tmp_path, "full", "--save-every-n-steps", "2", "--epochs", "1")
+    with monkeypatch.context() as patch:
+        fail_on_save(patch, 2, error)
+        assert main(args) == code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    folder = tmp_path / "full" / "checkpoints"
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert said in lines[0] and f"the newest checkpoint, {folder / 'epoch_latest.pt'} (step 2), is whole" in lines[0]
+    if code == 2:
+        assert f"could not write {folder / 'epoch_latest.pt'}" in lines[0]
+    resume = lines[0].split("resume with: ")[1]
+    assert resume.startswith("python -m memclip_train.main ") and resume.endswith("--resume latest")
+    assert load_checkpoint(folder / "epoch_latest.pt")["step"] == 2 and not list(folder.glob(".*.tmp"))
+    assert main(shlex.split(resume)[3:]) == 0, "the printed command resumes the run"
+    assert load_checkpoint(folder / "epoch_1.pt")["step"] == 6
+
+
+def test_a_metrics_file_that_cannot_be_written_ends_in_one_line(micro_world, tmp_path, monkeypatch, capsys):
+    from memclip_train import run_logger
+    real_open = open
+
+    def full_disk_open(path, *args, **kwargs):
+        if str(path).endswith("metrics.jsonl") and args[:1] == ("a",):
+            raise OSError(28, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(run_logger, "open", full_disk_open, raising=False)
+    assert main(train_args(micro_world, tmp_path, "nometrics", "--epochs", "1")) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and f"could not write {tmp_path / 'nometrics' / 'metrics.jsonl'}" in lines[0]
+    assert "no checkpoint was written yet" in lines[0] and "rerun the command" in lines[0]

@@ -43,6 +43,16 @@ def test_small_sweep_writes_results_and_skips_finished_points(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert capsys.readouterr().out.count("python -m memclip_train.main") == 0
+    # Other settings into the same --out: refused naming the difference, not answered with the old points.
+    assert main(with_value(args, "--finetune-epochs", "2")) == 2
+    err = capsys.readouterr().err
+    assert "point knn__knn2 in" in err and "finetune: --epochs 1 (now 2)" in err and "--force" in err
+
+
+def with_value(args, flag, value):
+    args = list(args)
+    args[args.index(flag) + 1] = value
+    return args
 
 
 def test_thesis_preset_holds_the_thesis_values():

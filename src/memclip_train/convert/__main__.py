@@ -4,11 +4,12 @@
         --image-root /data/sharegpt4v --out /data/shards/sharegpt4v --workers 16 --max-side 512
     python -m memclip_train.convert csv --csv pairs.csv --image-root /data/images --out /data/shards/mine
 
-Both write OUT/train/{000000..}.tar with sizes.json (samples: jpg, txt = short caption, json = {long, short,
-source, ...}) and, unless --val-size 0, the held-out first entries under OUT/<val-name>/. Images are read only from
-inside the --image-root folders (after symlinks); others are skipped as outside_root. A killed run resumes with the
-same settings: finished shards are kept, missing ones are written. OUT/conversion.json records the settings and
-what every shard holds and skipped, over all runs. --exclude-images FILE (repeat) keeps an evaluation set's images
+Both write OUT/train/{000000..}.tar with sizes.json (samples: jpg, txt = short caption, json = {long (when the
+source has one: nothing stands in for it), short, source, ...}) and, unless --val-size 0, the held-out first entries
+under OUT/<val-name>/ (a folder of its own: not train). Images are read only from inside the --image-root folders
+(after symlinks); others are skipped as outside_root. A killed run resumes with the same settings: finished shards
+are kept, missing ones are written. OUT/conversion.json records the settings and what every shard holds, skipped
+and lacks, over all runs; an empty source, or a split whose every entry was skipped, is an error. --exclude-images FILE (repeat) keeps an evaluation set's images
 out of train/, e.g. share4v_sam_10k.json.
 """
 from __future__ import annotations
@@ -21,10 +22,10 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..cli import add_debug_flag, report_user_errors
+from ..cli import UserError, add_debug_flag, report_user_errors
 from .conversion_log import ConversionLog
 from .csv_table import read_csv_table
-from .exclusion import exclude_images, read_image_list
+from .exclusion import exclude_images, normalise_image_path, read_image_list
 from .records import ImageOptions, Record
 from .tar_shards import write_split
 from .sharegpt4v import read_sharegpt4v
@@ -103,11 +104,17 @@ def convert(args: argparse.Namespace) -> None:
     for root in roots:
         if not root.is_dir():
             raise NotADirectoryError(f"--image-root {root} is not a folder")
+    check_val_name(args.val_name)
     options = ImageOptions(max_side=args.max_side, jpeg_quality=args.jpeg_quality)
     records = read_records(args)
+    if not records:
+        raise UserError(f"{source_file} holds no entries: nothing to convert")
+    if args.val_size >= len(records):
+        logger.warning("--val-size %d holds out all %d entries: train/ gets none", args.val_size, len(records))
     excluded = set().union(*(read_image_list(path) for path in args.exclude_images))
     start = time.time()
     train, dropped = exclude_images(records[args.val_size:], excluded)
+    shared = shares_held_out_images(records[:args.val_size], train)
     splits = {args.val_name: records[:args.val_size], "train": train}
     settings = {"source": source_file.name, "entries": len(records), "--val-size": args.val_size,
                 "--val-name": args.val_name, "--samples-per-shard": args.samples_per_shard,
@@ -124,6 +131,10 @@ def convert(args: argparse.Namespace) -> None:
                                         "entries": dropped}
         logger.info("excluded %d train entries whose images are in %s", dropped,
                     ", ".join(p.name for p in args.exclude_images))
+    if shared:
+        about["train_entries_sharing_a_held_out_image"] = shared
+        logger.warning("%d train entries show an image that a held-out (%s) entry shows too: the held-out split is "
+                       "not disjoint from train by image (--exclude-images can keep them out)", shared, args.val_name)
     args.out.mkdir(parents=True, exist_ok=True)
     log = ConversionLog(args.out, settings, about)
     for name, split in splits.items():
@@ -132,8 +143,31 @@ def convert(args: argparse.Namespace) -> None:
         totals = write_split(split, args.out / name, roots, options, source_file.name, log,
                              args.samples_per_shard, args.workers, progress=not args.no_progress)
         logger.info("%-8s %s", name, json.dumps(totals))
+        if not totals["samples_written"]:
+            log.finish(time.time() - start)
+            raise UserError(f"{name}: every one of its {len(split)} entries was skipped ({totals['skipped']}); see "
+                            f"{log.path}")
     log.finish(time.time() - start)
     logger.info("summary: %s", log.path)
+
+
+def shares_held_out_images(held_out: Sequence[Record], train: Sequence[Record]) -> int:
+    """How many train records show an image that a held-out record shows too."""
+    images = {normalise_image_path(record.image) for record in held_out}
+    return sum(normalise_image_path(record.image) in images for record in train)
+
+
+def check_val_name(name: str) -> None:
+    """``--val-name`` must name a folder of its own beside ``train/`` (held-out entries written into ``train/``
+    would be lost among, or mixed with, the training shards).
+
+    Raises:
+        UserError: naming the value.
+    """
+    if name == "train":
+        raise UserError("--val-name train: the held-out split needs a folder of its own beside train/ (e.g. val)")
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise UserError(f"--val-name {name!r}: a plain folder name beside train/ (e.g. val)")
 
 
 if __name__ == "__main__":

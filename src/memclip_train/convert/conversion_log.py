@@ -58,9 +58,12 @@ class ConversionLog:
         self.data["splits"].setdefault(split, {}).update(shards=shards, shards_already_done=already_done)
         self._totals(split)
 
-    def record(self, split: str, shard: str, written: int, skipped: Mapping[str, int]) -> None:
-        """A finished shard of ``split``: its samples and what it skipped."""
-        self.shards(split)[shard] = {"written": written, "skipped": dict(sorted(skipped.items()))}
+    def record(self, split: str, shard: str, written: int, skipped: Mapping[str, int],
+               lacking: Mapping[str, int] = None) -> None:
+        """A finished shard of ``split``: its samples, what it skipped, and what its written samples lack
+        (``{"long_caption": n}``)."""
+        self.shards(split)[shard] = {"written": written, "skipped": dict(sorted(skipped.items())),
+                                     "lacking": dict(sorted((lacking or {}).items()))}
         self._totals(split)
 
     def totals(self, split: str) -> Dict[str, Any]:
@@ -73,10 +76,13 @@ class ConversionLog:
     def _totals(self, split: str) -> None:
         record = self.data["splits"][split]
         skipped: Counter = Counter()
+        lacking: Counter = Counter()
         for shard in record["per_shard"].values():
             skipped.update(shard["skipped"])
+            lacking.update(shard.get("lacking", {}))
         record["samples_written"] = sum(shard["written"] for shard in record["per_shard"].values())
         record["skipped"] = dict(sorted(skipped.items()))
+        record["lacking"] = dict(sorted(lacking.items()))
         self._write()
 
     def _write(self) -> None:

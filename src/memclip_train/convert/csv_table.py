@@ -11,8 +11,9 @@ from .records import Record
 
 def read_csv_table(path: Path, img_key: str = "filepath", caption_key: str = "caption",
                    long_caption_key: Optional[str] = "long_caption", separator: str = ",") -> List[Record]:
-    """Rows of a caption table, in file order. Without a short caption column, the long one's first sentence is
-    used; without a long column, the caption serves as both.
+    """Rows of a caption table, in file order. Without a short caption column (or in a row whose cell is empty), the
+    long one's first sentence is used (Long-CLIP's convention); without a long caption, the record has none (the
+    shard then holds no ``json.long``, and the trainer counts or refuses it: nothing stands in for it).
 
     Raises:
         ValueError: a named column is missing (the message lists the table's columns), or the file is malformed
@@ -28,6 +29,7 @@ def read_csv_table(path: Path, img_key: str = "filepath", caption_key: str = "ca
     for index, row in enumerate(table.itertuples(index=False)):
         values = dict(zip(table.columns, row))
         long = values[long_caption_key].strip() if has_long else ""
-        short = values[caption_key].strip() if caption_key in values else first_sentence(long)
-        records.append(Record(key=f"{index:09d}", image=values[img_key], long=long or short, short=short))
+        short = values[caption_key].strip() if caption_key in values else ""
+        records.append(Record(key=f"{index:09d}", image=values[img_key], long=long,
+                              short=short or first_sentence(long)))
     return records

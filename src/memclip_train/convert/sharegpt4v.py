@@ -1,4 +1,9 @@
-"""ShareGPT4V json -> records: the long caption is the first GPT turn, the short one its first sentence."""
+"""ShareGPT4V json -> records: the long caption is the first GPT turn, the short one its first sentence.
+
+An entry without a GPT turn (or with a null one) becomes a record without captions, which the writer skips and counts
+as ``no_caption``; a field of the wrong type (an image that is not a path, a turn whose value is not text) is an error
+naming the file and the entry, never a caption made of ``str(value)``.
+"""
 from __future__ import annotations
 
 import json
@@ -15,10 +20,20 @@ SHAREGPT4V_FILES = (
 
 
 def long_caption(entry: Dict[str, Any]) -> str:
-    """The first ``gpt`` turn of an entry's conversation ('' if there is none)."""
-    for turn in entry.get("conversations") or []:
+    """The first ``gpt`` turn of an entry's conversation ('' if there is none, or its value is null).
+
+    Raises:
+        TypeError: the conversation is not a list, or the turn's value is not text.
+    """
+    conversations = entry.get("conversations") or []
+    if not isinstance(conversations, list):
+        raise TypeError(f"'conversations' is a {type(conversations).__name__}, not a list of turns")
+    for turn in conversations:
         if isinstance(turn, dict) and turn.get("from") == "gpt":
-            return str(turn.get("value", "")).strip()
+            value = turn.get("value")
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"the gpt turn's value is a {type(value).__name__}, not text")
+            return (value or "").strip()
     return ""
 
 
@@ -34,8 +49,14 @@ def read_sharegpt4v(path: Path) -> List[Record]:
         raise ValueError(f"{path}: expected a json list of {{'image', 'conversations'}} entries (ShareGPT4V layout)")
     records = []
     for index, entry in enumerate(entries):
-        if "image" not in entry or "conversations" not in entry:
-            raise ValueError(f"{path}: entry {index} lacks 'image' or 'conversations' (keys: {sorted(entry)})")
-        text = long_caption(entry)
-        records.append(Record(key=f"{index:09d}", image=str(entry["image"]), long=text, short=first_sentence(text)))
+        if not isinstance(entry, dict) or "image" not in entry or "conversations" not in entry:
+            keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+            raise ValueError(f"{path}: entry {index} lacks 'image' or 'conversations' (it holds {keys})")
+        if not isinstance(entry["image"], str):
+            raise ValueError(f"{path}: entry {index}: 'image' is a {type(entry['image']).__name__}, not a path")
+        try:
+            text = long_caption(entry)
+        except TypeError as error:
+            raise ValueError(f"{path}: entry {index}: {error}") from error
+        records.append(Record(key=f"{index:09d}", image=entry["image"], long=text, short=first_sentence(text)))
     return records

@@ -31,7 +31,9 @@ class ShardJob:
     source_name: str
 
 
-def _samples(job: ShardJob, skipped: Counter) -> Iterator[Tuple[str, Dict[str, object]]]:
+def _samples(job: ShardJob, skipped: Counter, lacking: Counter) -> Iterator[Tuple[str, Dict[str, object]]]:
+    """The samples of a job's records; skipped records are counted in ``skipped`` by reason, written samples that
+    lack a caption in ``lacking``."""
     for record in job.records:
         if not record.long and not record.short:
             skipped["no_caption"] += 1
@@ -42,18 +44,20 @@ def _samples(job: ShardJob, skipped: Counter) -> Iterator[Tuple[str, Dict[str, o
             skipped[error.reason] += 1
             logger.debug("%s", error)
             continue
-        yield record.key, {
-            "jpg": jpeg,
-            "txt": record.short or record.long,
-            "json": {"long": record.long or record.short, "short": record.short or record.long,
-                     "source": job.source_name, "image": record.image, "width": width, "height": height},
-        }
+        about = {"short": record.short or record.long, "source": job.source_name, "image": record.image,
+                 "width": width, "height": height}
+        if record.long:
+            about["long"] = record.long
+        else:  # never the short caption in its place: the trainer counts (or refuses) a missing long caption
+            lacking["long_caption"] += 1
+        yield record.key, {"jpg": jpeg, "txt": record.short or record.long, "json": about}
 
 
-def _run_job(job: ShardJob) -> Tuple[str, int, Counter]:
+def _run_job(job: ShardJob) -> Tuple[str, int, Counter, Counter]:
     skipped: Counter = Counter()
-    written = write_shard(job.path, _samples(job, skipped))
-    return job.path.name, written, skipped
+    lacking: Counter = Counter()
+    written = write_shard(job.path, _samples(job, skipped, lacking))
+    return job.path.name, written, skipped, lacking
 
 
 def _count_samples(path: Path) -> int:
@@ -106,6 +110,6 @@ def write_split(
 
 def _record(results: Iterator, jobs: Sequence[ShardJob], bar: tqdm, log: ConversionLog, split: str) -> None:
     lengths = {job.path.name: len(job.records) for job in jobs}
-    for name, written, skipped in results:
-        log.record(split, name, written, skipped)
+    for name, written, skipped, lacking in results:
+        log.record(split, name, written, skipped, lacking)
         bar.update(lengths[name])

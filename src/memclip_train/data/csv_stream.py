@@ -16,7 +16,7 @@ def read_caption_table(path: str, img_key: str, caption_key: str, long_caption_k
     """The table with its image, caption and (optional) long-caption columns.
 
     Raises:
-        ValueError: a named column is missing; the message lists the table's columns.
+        ValueError: a named column is missing (the message lists the table's columns), or the table has no rows.
     """
     table = read_table(path, separator)
     wanted = [img_key, caption_key] + ([long_caption_key] if long_caption_key else [])
@@ -24,6 +24,8 @@ def read_caption_table(path: str, img_key: str, caption_key: str, long_caption_k
     if missing:
         raise ValueError(f"{path}: missing columns {missing} (the table has {list(table.columns)}); "
                          "set --csv-img-key / --csv-caption-key / --csv-long-caption-key / --csv-separator")
+    if table.empty:
+        raise ValueError(f"{path}: the table has no rows")
     return table
 
 
@@ -31,7 +33,9 @@ class CsvStream(BatchStream):
     """Rows permuted per (seed, epoch, cycle), split over (rank, worker) slots, read as raw samples
     ``{"jpg": bytes, "txt": caption, "json": {"long": ...}}`` so the same decoder serves shards and tables.
 
-    Image paths are absolute or relative to the table's folder.
+    Image paths are absolute or relative to the table's folder. Every cell is read as text: an empty caption cell
+    is a missing caption and a row whose image file does not exist has no image, both skipped and counted by the
+    decoder; a table without rows is an error.
     """
 
     def __init__(self, path: str, decoder: Callable[[Mapping[str, Any]], Dict[str, Any]], batch_size: int,

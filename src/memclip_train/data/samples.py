@@ -3,6 +3,16 @@
 Random augmentation is seeded per sample from (seed, epoch, shard file name, sample key), so a sample is transformed
 the same way whether or not the run was interrupted and resumed, and wherever the shards live (another folder, a
 bucket, a pipe): the stream position alone decides what the model sees.
+
+What the decoder does with what it is given (nothing silently):
+
+- dropped, and counted by reason (:class:`SkipSample`): no image, an image that does not decode, no caption, text
+  that cannot be decoded for any reason (not UTF-8, json that does not parse or nests too deep), a caption field that
+  is not text (a number, a list, an object; ``null`` counts as absent);
+- stood in, and counted per batch (``<role>_missing``): in stage 2 a sample without the long caption trains on its
+  short one, and one without a short caption on the long caption's first sentence (Long-CLIP's convention);
+- counted twice: never; a sample is dropped for its first problem only;
+- an empty source: the stream stops with :class:`~memclip_train.data.shard_stream.NoSamplesError`.
 """
 from __future__ import annotations
 
@@ -22,8 +32,8 @@ CAPTION_ROLES = ("text", "long", "short")
 
 
 class SkipSample(Exception):
-    """A sample that cannot be used; ``reason`` ('no image', 'undecodable image', 'no caption', 'bad text') is
-    counted, ``key`` (shard or table, and sample key) names the sample."""
+    """A sample that cannot be used; ``reason`` ('no image', 'undecodable image', 'no caption', 'bad text', 'caption
+    not text') is counted, ``key`` (shard or table, and sample key) names the sample."""
 
     def __init__(self, reason: str, key: str = "") -> None:
         super().__init__(f"{reason}: {key}" if key else reason)
@@ -74,8 +84,19 @@ class CaptionTokenizer:
         return tokens, cut
 
 
+class CaptionNotText(ValueError):
+    """A caption field that holds something other than text (a number, a list, an object)."""
+
+
 def _field(raw: Mapping[str, Any], spec: Optional[str]) -> Optional[str]:
-    """Read ``txt`` or ``json.long`` style fields from a raw sample (bytes or already-decoded values)."""
+    """Read ``txt`` or ``json.long`` style fields from a raw sample (bytes or already-decoded values); None when the
+    sample lacks the field, it is ``null`` or blank.
+
+    Raises:
+        ValueError: the bytes are not UTF-8 or the json does not parse (``json.JSONDecodeError``), or the field is not
+            text (:class:`CaptionNotText`).
+        RecursionError: the json nests too deep to parse.
+    """
     if not spec:
         return None
     name, _, inner = spec.partition(".")
@@ -86,9 +107,14 @@ def _field(raw: Mapping[str, Any], spec: Optional[str]) -> Optional[str]:
         value = value.decode("utf-8")
     if inner:
         data = json.loads(value) if isinstance(value, str) else value
-        value = data.get(inner) if isinstance(data, Mapping) else None
-    text = str(value).strip() if value is not None else ""
-    return text or None
+        if not isinstance(data, Mapping):
+            raise CaptionNotText(f"{name} holds a json {type(data).__name__}, not an object with {inner!r}")
+        value = data.get(inner)
+        if value is None:
+            return None
+    if not isinstance(value, str):
+        raise CaptionNotText(f"{spec} is a {type(value).__name__}, not text")
+    return value.strip() or None
 
 
 def sample_seed(seed: int, epoch: int, key: str) -> int:
@@ -125,14 +151,18 @@ class SampleDecoder:
         self.seed = seed
         self.epoch = 0
 
-    def _captions(self, raw: Mapping[str, Any], key: str) -> Dict[str, str]:
+    def _captions(self, raw: Mapping[str, Any], key: str) -> Tuple[Dict[str, str], Dict[str, bool]]:
+        """The texts of the wanted roles, and for each role whether a stand-in took the place of a missing caption."""
         wanted = self.fields.captions
         try:
             short = _field(raw, self.caption_key)
             long = _field(raw, self.long_caption_key) if "long" in wanted or "short" in wanted else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:  # text that is not UTF-8, json that does not parse
+        except CaptionNotText as error:
+            raise SkipSample("caption not text", key) from error
+        except (ValueError, RecursionError) as error:  # not UTF-8, json that does not parse or nests too deep
             raise SkipSample("bad text", key) from error
         texts: Dict[str, str] = {}
+        missing: Dict[str, bool] = {}
         if "text" in wanted:
             if short is None:
                 raise SkipSample("no caption", key)
@@ -141,10 +171,10 @@ class SampleDecoder:
             if long is None and short is None:
                 raise SkipSample("no caption", key)
             if "long" in wanted:
-                texts["long"] = long or short
+                texts["long"], missing["long"] = long or short, long is None
             if "short" in wanted:
-                texts["short"] = short or first_sentence(long)
-        return texts
+                texts["short"], missing["short"] = short or first_sentence(long), short is None
+        return texts, missing
 
     def _image(self, raw: Mapping[str, Any], key: str, seed_from: str) -> torch.Tensor:
         data = next((raw[k] for k in IMAGE_KEYS if raw.get(k) is not None), None)
@@ -165,17 +195,25 @@ class SampleDecoder:
         url, name = str(raw.get("__url__", "")), str(raw.get("__key__", ""))
         key = f"{url}/{name}"
         out: Dict[str, Any] = {}
-        for role, text in self._captions(raw, key).items():
+        texts, missing = self._captions(raw, key)
+        for role, text in texts.items():
             out[role], out[f"{role}_cut"] = self.tokenize(text)
+        for role, stood_in in missing.items():
+            out[f"{role}_missing"] = stood_in
         if self.fields.image:
             out["image"] = self._image(raw, key, seed_key(url, name))
         return out
 
 
+COUNTED_FLAGS = ("_cut", "_missing")
+"""Suffixes of per-sample flags that a batch carries as counts: captions cut at the context length, and captions
+missing (a stand-in took their place)."""
+
+
 def collate(samples: list) -> Dict[str, torch.Tensor]:
-    """Stack decoded samples: tensors are stacked, truncation flags become int counts."""
+    """Stack decoded samples: tensors are stacked, flags (:data:`COUNTED_FLAGS`) become int counts."""
     batch: Dict[str, torch.Tensor] = {}
     for name in samples[0]:
         values = [s[name] for s in samples]
-        batch[name] = torch.tensor(sum(values)) if name.endswith("_cut") else torch.stack(values)
+        batch[name] = torch.tensor(int(sum(values))) if name.endswith(COUNTED_FLAGS) else torch.stack(values)
     return batch

@@ -102,7 +102,9 @@ class _Progress:
 
     Each pass over the source tries some sources (shards, table rows). A pass is *settled* once every sample it read
     went through decoding (the shuffle buffer holds samples back). When no sample has decoded and the settled passes
-    together tried every source, none ever will: :class:`NoSamplesError`, instead of cycling forever.
+    together tried every source, none ever will: :class:`NoSamplesError`, instead of cycling forever. A resumed
+    worker skips, undecoded, the samples it consumed before the interruption: a pass that held such a sample proves
+    nothing about its sources, but one that read nothing at all (every shard unreadable) does.
     """
 
     def __init__(self, sources: Iterable[str], described: str, skips: SkipCounter) -> None:
@@ -113,6 +115,7 @@ class _Progress:
         self.read: Dict[int, int] = {}
         self.tried: Dict[int, List[str]] = {}
         self.done: Counter = Counter()
+        self.inconclusive: set = set()
 
     def pass_read(self, cycle: int, samples: int, tried: List[str]) -> None:
         """Pass ``cycle`` has read all of its ``samples`` from the ``tried`` sources."""
@@ -129,11 +132,22 @@ class _Progress:
             self.done[cycle] += 1
             self._settle(cycle)
 
+    def sample_passed_over(self, cycle: int) -> None:
+        """A sample of pass ``cycle`` was skipped undecoded (a resumed worker's already consumed samples)."""
+        if not self.decoded:
+            self.inconclusive.add(cycle)
+            self.done[cycle] += 1
+            self._settle(cycle)
+
     def _settle(self, cycle: int) -> None:
         if self.read.get(cycle) != self.done[cycle]:
             return
         del self.read[cycle], self.done[cycle]
-        self.untried.difference_update(self.tried.pop(cycle))
+        tried = self.tried.pop(cycle)
+        if cycle in self.inconclusive:
+            self.inconclusive.discard(cycle)
+            return
+        self.untried.difference_update(tried)
         if not self.untried:
             skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skips.counts.items()))
             raise NoSamplesError(f"no usable sample in {self.described}: nothing could be read, or every sample "
@@ -214,8 +228,7 @@ class BatchStream(IterableDataset):
         if self.training and produced >= self.batches_per_worker:
             return
         skips = SkipCounter()
-        # A resumed worker had decoded samples before: its source is known to be usable.
-        progress = _Progress(self._sources(), self._describe(), skips) if not skip else None
+        progress = _Progress(self._sources(), self._describe(), skips)
         samples: Iterator[Tuple[int, Dict[str, Any]]] = self._passes(slot, slots, skips, progress)
         if self.training and self.shuffle_buffer > 1:
             samples = _shuffle(samples, self.shuffle_buffer, min(100, self.shuffle_buffer),
@@ -224,16 +237,15 @@ class BatchStream(IterableDataset):
         for cycle, raw in samples:
             consumed += 1
             if consumed <= skip:
+                progress.sample_passed_over(cycle)
                 continue
             try:
                 pending.append(self.decoder(raw))
             except SkipSample as error:
                 skips.add(error.reason, error.key, str(error))
-                if progress is not None:
-                    progress.sample_done(cycle, decoded=False)
+                progress.sample_done(cycle, decoded=False)
                 continue
-            if progress is not None:
-                progress.sample_done(cycle, decoded=True)
+            progress.sample_done(cycle, decoded=True)
             if len(pending) == self.batch_size:
                 yield self._batch(pending, worker, consumed, skips)
                 pending, produced = [], produced + 1
@@ -241,6 +253,26 @@ class BatchStream(IterableDataset):
                     return
         if pending and not self.training:
             yield self._batch(pending, worker, consumed, skips)
+
+    def check_usable(self) -> None:
+        """Decode samples from the start of the source, in this process, until one succeeds: data that holds no
+        usable sample then stops a run when it starts, not after its first epoch has trained (validation data).
+
+        Raises:
+            NoSamplesError: a whole pass over the source yielded no usable sample; the message names the source and
+                the skip counts.
+        """
+        skips = SkipCounter()
+        tried, samples = self._pass(0, 0, 1, skips)
+        for raw in samples:
+            try:
+                self.decoder(raw)
+                return
+            except SkipSample as error:
+                skips.add(error.reason, error.key, str(error))
+        skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(skips.counts.items()))
+        raise NoSamplesError(f"no usable sample in {self._describe()}: nothing could be read, or every sample was "
+                             f"skipped ({skipped or 'no sample could be read'})")
 
     def _batch(self, pending: list, worker: int, consumed: int, skips: SkipCounter) -> Dict[str, Any]:
         batch = collate(pending)

@@ -36,6 +36,8 @@ def parse_stream_spec(spec: str) -> StreamConfig:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"{spec!r}: settings are KEY=VALUE separated by commas, got {item!r}")
+        if key.strip() in overrides:
+            raise ValueError(f"{spec!r}: {key.strip()} is given twice")
         overrides[key.strip()] = value.strip()
     return StreamConfig.from_overrides(overrides)
 

@@ -3,8 +3,9 @@
 Starts from the pretrained tiny CLIP that ships with memclip (ViT-Tiny-8, tag ``synth``; ``--pretrain-teacher``
 re-creates it first, about two hours on 2 cores), generates the world, distils the memory student, fine-tunes it on
 long + short captions, fine-tunes the teacher (the control) and a parallel-memory student (memory beside the MLP)
-with the same recipe, evaluates them all, and writes REPORT.md with pictures. Stages that already finished are reused
-(``--force`` redoes them).
+with the same recipe, evaluates them all, and writes REPORT.md with pictures. Stages that already finished with the
+same settings are reused; a stage in --out made with other settings (a full demo after ``--quick``, another
+``--seed``) stops the demo, naming the difference, and ``--force`` redoes every stage.
 """
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .. import pretrain
+from ..cli import ProgramFailed, add_debug_flag, report_user_errors
 from .pipeline import OURS, SHIPPED_TEACHER, TEACHER, DemoPipeline, first_retrieval_images
 from .plan import TEXT_RECIPES, DemoPlan
 from .report import write_report
 
 
-def heat_maps(pipeline: DemoPipeline) -> List[Path]:
-    """Text -> patch maps of the teacher and the fine-tuned student for a few retrieval images."""
+def heat_maps(pipeline: DemoPipeline, force: bool = False) -> List[Path]:
+    """Text -> patch maps of the teacher and the fine-tuned student for a few retrieval images (made again under
+    ``force``, which redid the models)."""
     paths = []
     captions = json.loads((pipeline.world / "retrieval" / "captions_short.json").read_text())
     first_caption = {}
@@ -34,7 +37,7 @@ def heat_maps(pipeline: DemoPipeline) -> List[Path]:
         text = by_file.get(f"image/{image.name}") or "a shape"
         for key, label in (("teacher", TEACHER), ("student", OURS)):
             out = pipeline.out / "figures" / f"heatmap_{image.stem}_{key}.png"
-            if not out.exists():
+            if force or not out.exists():
                 pipeline.run_command("memclip_train.eval", pipeline.heatmap_command(models[label], image, [text], out))
             paths.append(out)
     return paths
@@ -60,8 +63,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="how stage 2 reads long captions: 'thesis' = 77 tokens, text tower frozen (default); "
                              "'longclip' = 248 tokens with the Long-CLIP stretch, text tower trained")
     parser.add_argument("--no-progress", action="store_true")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return report_user_errors(parser.prog, args.debug, lambda: run_demo(args))
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The demo that ``main`` parsed: stages, heat maps, report.
+
+    Raises:
+        StageMismatch: a stage in --out was made with other settings (a full demo after --quick, another --seed).
+        ProgramFailed: a stage (or the teacher's pretraining) failed.
+    """
     start = time.time()
     plan = DemoPlan.quick(args.stage2_text) if args.quick else DemoPlan(stage2_text=args.stage2_text)
     teacher_weights = args.teacher
@@ -69,13 +83,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pretrain_args = ["--out", str(args.out / "pretrain"), "--seed", str(args.seed), "--workers", "1"]
         pretrain_args += (["--quick"] if args.quick else []) + (["--no-progress"] if args.no_progress else [])
         print("$ python -m memclip_train.pretrain " + " ".join(pretrain_args))
-        pretrain.main(pretrain_args)
+        code = pretrain.main(pretrain_args)
+        if code:
+            raise ProgramFailed(f"the teacher's pretraining failed (exit code {code}); see its output above", code)
         teacher_weights = str(pretrain.PretrainPipeline(args.out / "pretrain", pretrain.PretrainPlan()).weights)
     pipeline = DemoPipeline(args.out, plan, args.seed, args.parallel, progress=not args.no_progress,
                             teacher=teacher_weights)
     print(f"memclip demo -> {args.out} ({'quick' if args.quick else 'full'}; stages that finished are reused)")
     pipeline.run(force=args.force)
-    maps = heat_maps(pipeline)
+    maps = heat_maps(pipeline, args.force)
     report = write_report(pipeline, maps, time.time() - start)
     print(f"\nreport: {report}\n")
     print((args.out / "eval" / "synth_tables.md").read_text())

@@ -26,6 +26,7 @@ from memclip.atomic_io import atomic_write_json
 from memclip.cost import model_cost
 from memclip.pretrained import list_shipped_tags
 
+from ..cli import add_debug_flag, report_user_errors
 from .analysis import summarise, tables
 from .figure import plot
 from .pipeline import StudyPipeline
@@ -82,6 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seeds", type=_ints, help="run only these seeds (default: the plan's)")
     parser.add_argument("--models", type=_keys, help=f"run only these models, of {list(MODELS)}")
     parser.add_argument("--progress", action="store_true", help="progress bars in the commands")
+    parser.add_argument("--force", action="store_true", help="redo the points (and their stages) of this run")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -91,10 +94,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         plan = replace(plan, **{k: tuple(v) for k, v in changes.items() if v})
     except ValueError as error:
         parser.error(str(error))
+    return report_user_errors(parser.prog, args.debug, lambda: run_study(args, plan))
+
+
+def run_study(args: argparse.Namespace, plan: StudyPlan) -> int:
+    """The study that ``main`` parsed.
+
+    Raises:
+        StageMismatch: a point or stage in --out was made with other settings (``--force`` redoes them).
+        ProgramFailed: a stage failed.
+    """
     start = time.time()
-    pipeline = StudyPipeline(args.out, plan, args.teacher, progress=args.progress)
+    pipeline = StudyPipeline(args.out, plan, args.teacher, progress=args.progress, force=args.force)
     print(f"memclip capacity study -> {args.out} ({'quick' if args.quick else 'full'}; {len(pipeline.points())} "
-          "points; finished points are skipped)")
+          "points; points finished with the same settings are skipped)")
     results = pipeline.run()
     costs_file = args.out / "costs.json"
     if not costs_file.exists():

@@ -2,22 +2,23 @@
 
 A point is (K, model, seed): its world, its stage-1 distillation when the model has one (once per seed, shared by
 every K), its fine-tuning and its marking evaluation, each an ordinary command of the project run by
-:mod:`memclip_train.stages` (printed; finished stages are skipped; an interrupted training resumes). The teacher
-itself is a point of each K too (not fine-tuned: it never saw a marking's name). A finished point leaves
-``points/<key>.json`` with its metrics and per-query ranks, and running the study again skips it.
+:mod:`memclip_train.stages` (printed; stages finished with the same settings are skipped; an interrupted training
+resumes). The teacher itself is a point of each K too (not fine-tuned: it never saw a marking's name). A finished
+point leaves ``points/<key>.json`` with its metrics, per-query ranks and settings, and running the study again skips
+it when its settings are the same (other settings are refused, naming the difference, unless ``force``).
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from memclip.atomic_io import atomic_write_json
 
 from ..eval.models import ModelRef
-from ..stages import Stage, run_stages
+from ..stages import Stage, StageMismatch, differences, run_stages
 from .plan import MODELS, TEACHER_MODEL, StudyPlan
 
 TEACHER = "teacher"
@@ -40,6 +41,14 @@ class Point:
         return self.model if self.seed is None else f"{self.model} s{self.seed}"
 
 
+def _flat(settings: Any, prefix: str = "") -> List[str]:
+    """Nested settings as ``["--plan.alpha", "0.8", ...]``, the form :func:`~memclip_train.stages.differences`
+    compares."""
+    if isinstance(settings, dict):
+        return [item for key in sorted(settings) for item in _flat(settings[key], f"{prefix}{key}.")]
+    return [f"--{prefix.rstrip('.')}", json.dumps(settings)]
+
+
 class StudyPipeline:
     """Builds and runs the stages of every point under ``out``.
 
@@ -52,13 +61,15 @@ class StudyPipeline:
     """
 
     def __init__(self, out: Path, plan: StudyPlan, teacher: str, progress: bool = False,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, force: bool = False) -> None:
         self.out = Path(out)
         self.plan = plan
         self.teacher = str(teacher)
         self.progress = progress
         self.log = log
+        self.force = force
         self.timing_file = self.out / "timings.json"
+        self._forced: set = set()
 
     # ------------------------------------------------------------------------------------------------ layout
     def world_dir(self, markings: int) -> Path:
@@ -157,14 +168,38 @@ class StudyPipeline:
 
     # ------------------------------------------------------------------------------------------------ running
     def _run(self, stages: List[Stage]) -> Dict[str, float]:
-        return run_stages(stages, self.timing_file, log=self.log)
+        """Run stages; under ``force`` each is redone once per study run (a stage shared by several points, a world
+        or a distillation, is not redone for each of them)."""
+        fresh = [stage for stage in stages if stage.name not in self._forced] if self.force else []
+        self._forced.update(stage.name for stage in fresh)
+        timings = run_stages(fresh, self.timing_file, force=True, log=self.log) if fresh else {}
+        rest = [stage for stage in stages if stage not in fresh]
+        return {**timings, **(run_stages(rest, self.timing_file, log=self.log) if rest else {})}
+
+    def point_settings(self, point: Point) -> Dict[str, Any]:
+        """What makes a point's result: the plan (less the choice of points), the teacher and the model compared."""
+        plan = {key: value for key, value in asdict(self.plan).items() if key not in ("markings", "seeds", "models")}
+        model = asdict(MODELS[point.model]) if point.model in MODELS else point.model
+        return json.loads(json.dumps({"plan": plan, "teacher": self.teacher, "model": model}))
 
     def run_point(self, point: Point) -> Dict[str, Any]:
-        """Run what the point still lacks and write its result; a finished point is read back, not rerun."""
+        """Run what the point still lacks and write its result; a point finished with the same settings is read back,
+        not rerun.
+
+        Raises:
+            StageMismatch: the point (or one of its stages) was made with other settings, and ``force`` is off.
+        """
         path = self.point_file(point)
-        if path.is_file():
-            self.log(f"[skip] point {point.key}: finished earlier ({path})")
-            return json.loads(path.read_text())
+        settings = self.point_settings(point)
+        if path.is_file() and not self.force:
+            stored = json.loads(path.read_text())
+            changed = differences(_flat(stored.get("settings", {})), _flat(settings))
+            if "settings" not in stored or changed:
+                raise StageMismatch(f"point {point.key} in {self.out} was made with other settings: "
+                                    f"{'; '.join(changed) or 'none recorded (an older memclip)'}. Redo it with "
+                                    "--force, or write to another --out")
+            self.log(f"[skip] point {point.key}: finished earlier with the same settings ({path})")
+            return stored
         start = time.time()
         # One stage at a time: a training stage's shard list is read from its world once that world exists.
         self._run([self.world_stage(point.markings)])
@@ -186,6 +221,7 @@ class StudyPipeline:
             "seconds": round(time.time() - start, 1),
             "training_seconds": timings.get(f"finetune {point.key}"),
             "finetune_command": command,
+            "settings": settings,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, result)

@@ -67,10 +67,19 @@ def _listed(out: Path) -> Tuple[Set[str], Set[str]]:
     folders: Set[str] = set()
     world, pending = out / WORLD_FILE, out / PENDING_FILE
     if world.is_file():
-        data = json.loads(world.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(world.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as error:
+            raise FileExistsError(f"{world} is not readable json ({error}): remove {out} yourself, then generate "
+                                  "again") from error
         if not isinstance(data, dict) or "files" not in data:
             raise FileExistsError(f"{world} does not list the files of its world (an older memclip wrote it): "
                                   f"remove {out} yourself, then generate again")
+        for key in ("files", "folders"):  # a string here would be read as a list of one-letter names
+            listed = data.get(key, [])
+            if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
+                raise FileExistsError(f"{world}: '{key}' is not a list of paths: remove {out} yourself, then "
+                                      "generate again")
         files.update(data["files"])
         folders.update(data.get("folders", []))
     if pending.is_file():
