@@ -11,13 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
+import open_clip.pretrained
 import torch
 from torch import nn
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 RECORD_FIELDS = ("model", "tag", "weights", "sha256", "bytes")
+
+# Captured at import, so that memclip.register_open_clip() can point open_clip's listings here without recursion.
+_open_clip_list_pretrained = open_clip.pretrained.list_pretrained
+_open_clip_tags_by_model = open_clip.pretrained.list_pretrained_tags_by_model
 
 
 def _records(directory: Path = PRETRAINED_DIR) -> Dict[tuple, Dict[str, Any]]:
@@ -32,6 +37,22 @@ def _records(directory: Path = PRETRAINED_DIR) -> Dict[tuple, Dict[str, Any]]:
 def list_shipped_tags(model: str) -> List[str]:
     """The tags of ``model`` whose weights ship with memclip (e.g. ``["synth"]`` for ViT-Tiny-8)."""
     return sorted(tag for (name, tag) in _records() if name == model)
+
+
+def list_pretrained(as_str: bool = False) -> List[Union[Tuple[str, str], str]]:
+    """Every (architecture, tag) whose complete weights load by tag, as ``open_clip.list_pretrained``: open_clip's
+    and those that ship with memclip (``("ViT-Tiny-8", "synth")``), or ``"name:tag"`` strings with ``as_str``.
+
+    A memory model loads its teacher's tags too (``create_model("ViT-B-16-mem", pretrained="openai")``), but with
+    fresh memory, so those are not listed: see ``list_pretrained_tags_by_model(spec.teacher)``.
+    """
+    pairs = list(_open_clip_list_pretrained()) + sorted((name, tag) for name, tag in _records())
+    return [f"{name}:{tag}" for name, tag in pairs] if as_str else pairs
+
+
+def list_pretrained_tags_by_model(model: str) -> List[str]:
+    """The tags of ``model``'s complete weights: open_clip's, then those that ship with memclip."""
+    return list(_open_clip_tags_by_model(model)) + list_shipped_tags(model)
 
 
 def shipped_record(model: str, tag: str) -> Optional[Dict[str, Any]]:
