@@ -31,7 +31,7 @@ from .data.sources import has_captions
 from .distributed import DistributedEnv, barrier, init_distributed
 from .params import PROG, TrainConfig, parse_args
 from .preemption import PREEMPTED_EXIT_CODE, Preempted
-from .run_logger import RunLogger, setup_logging
+from .run_logger import RunLogger, check_loggers_installed, setup_logging
 from .tasks import build_task
 from .trainer import NonFiniteLoss, Trainer
 from .training_zeroshot import TrainingZeroShot
@@ -123,6 +123,7 @@ def run(config: TrainConfig) -> Path:
     A run that fails before writing any checkpoint removes the folder it created (its log went to the console too),
     so the corrected command can run under the same --name.
     """
+    check_loggers_installed(config.logging.report_to)
     d = config.distributed
     env = init_distributed(config.device, d.dist_url, d.dist_backend, set_device_rank=not d.no_set_device_rank)
     run_dir, created = prepare_run_dir(config, env)
@@ -169,7 +170,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     model = wrap_for_training(config, env, task.model)
     run_logger = RunLogger(run_dir, config, env.is_master)
     if resumed is not None:
-        run_logger.drop_after(state.step)
+        run_logger.drop_after(state.step, state.epoch)
     trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
                       zeroshot=zeroshot, resumed=resumed)
     try:

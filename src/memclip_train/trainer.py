@@ -157,10 +157,12 @@ class Trainer:
             self.state = TrainState(epoch=completed, batch_in_epoch=0, step=self.state.step)
             self.check_finite()
             frequency = self.config.logging.val_frequency
+            measured: Dict[str, Any] = {}
             if self.val is not None and frequency and (completed % frequency == 0 or completed == epochs):
-                self.validate(completed)
+                measured.update(self.validate(completed) or {})
             if self.zeroshot is not None and self.zeroshot.due(completed):
-                self.zero_shot(completed)
+                measured.update(self.zero_shot(completed) or {})
+            self.run_logger.log_results(completed, measured, self.val.samples_per_epoch if self.val else None)
             self.save_epoch(completed)
             if self.stop and completed < epochs:
                 self._raise_preempted()
