@@ -345,10 +345,11 @@ def create_model(
             it: then its weights are the teacher's). Hub repos are fetched into the Hub's cache (:mod:`memclip.hub`);
             as in open_clip, such names bring their own weights and ``pretrained`` is ignored.
         pretrained: an open_clip tag of the teacher (``openai``), a checkpoint file, a folder written by
-            :func:`memclip.save_pretrained`, or an ``hf-hub:``/``local-dir:`` model. A checkpoint that records its memclip config (saved folders, training
-            checkpoints) or holds memory keys is loaded into the finished model, and its recorded memory and text
-            settings are used unless ``memory``/``text_tower`` say otherwise; any other checkpoint holds teacher
-            weights and is loaded before the surgery. None: random weights.
+            :func:`memclip.save_pretrained`, or an ``hf-hub:``/``local-dir:`` model. A checkpoint that records its
+            memclip config (saved folders, training checkpoints) or holds memory keys is loaded into the finished
+            model, and its recorded memory and text settings are used unless ``memory``/``text_tower`` say
+            otherwise; any other checkpoint holds teacher weights and is loaded before the surgery. None: random
+            weights.
         precision: fp32, fp16, bf16, pure_fp16, pure_bf16 (amp variants keep fp32 weights).
         device: where the model goes.
         memory: a :class:`MemoryConfig` replacing the config's memory block, or a dict of field overrides (which
@@ -391,10 +392,11 @@ def create_model(
     forces = (force_quick_gelu, force_patch_dropout, force_image_size, force_context_length, force_custom_text)
     if not _needs_memclip(spec, memory, text_tower, checkpoint, saved_dir or model_name in list_memclip_models()):
         model = open_clip.create_model(
-            source.open_clip_name if source is not None else model_name, pretrained=pretrained, precision=precision, device=device, force_quick_gelu=force_quick_gelu,
-            force_patch_dropout=force_patch_dropout, force_image_size=force_image_size,
-            force_context_length=force_context_length, force_custom_text=force_custom_text,
-            force_preprocess_cfg=force_preprocess_cfg, cache_dir=cache_dir, output_dict=output_dict,
+            source.open_clip_name if source is not None else model_name, pretrained=pretrained, precision=precision,
+            device=device, force_quick_gelu=force_quick_gelu, force_patch_dropout=force_patch_dropout,
+            force_image_size=force_image_size, force_context_length=force_context_length,
+            force_custom_text=force_custom_text, force_preprocess_cfg=force_preprocess_cfg, cache_dir=cache_dir,
+            output_dict=output_dict,
             require_pretrained=require_pretrained, weights_only=weights_only, **open_clip_kwargs,
         )
         spec = _resolve_text(_resolve_memory(spec, memory), text_tower)

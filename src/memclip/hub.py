@@ -8,7 +8,7 @@ folder then holds either a memclip model (``memclip_config.json``: what :func:`m
 open_clip builds from the same folder (``local-dir:``), so a revision works for both.
 
     >>> source = resolve("hf-hub:me/tiny-mem@v1")
-    >>> source.kind, source.folder            # ('memclip', PosixPath('~/.cache/huggingface/hub/models--me--tiny-mem/...'))
+    >>> source.kind, source.folder   # ('memclip', PosixPath('~/.cache/huggingface/hub/models--me--tiny-mem/...'))
 """
 from __future__ import annotations
 
