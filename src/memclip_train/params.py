@@ -530,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--zeroshot-frequency", type=int, default=lg.zeroshot_frequency,
                    help="zero-shot ImageNet every N epochs and after the last (0: never)")
     g.add_argument("--resume", help="a checkpoint path, or 'latest' for the newest in this run's folder")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none unless stderr is a terminal: the log lines are the progress)")
     g.add_argument("--log-local", action="store_true", help="every node's first process writes out-RANK.log")
     add_debug_flag(g)
     g.add_argument("--wandb-project-name", default=lg.wandb_project_name, help="W&B project")

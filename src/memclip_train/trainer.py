@@ -24,6 +24,7 @@ from .data.shard_stream import StreamPosition
 from .distributed import DistributedEnv, all_reduce_max, barrier
 from .params import TrainConfig
 from .preemption import Preempted, PreemptionFlag
+from .progress import show_progress
 from .run_logger import RunLogger
 from .schedule import LearningRateSchedule
 from .tasks.base import Task
@@ -185,7 +186,8 @@ class Trainer:
         micro: List[Dict[str, torch.Tensor]] = []
         save_due = False
         bar = tqdm(total=self.train.batches_per_epoch, initial=batch_index, desc=f"epoch {epoch}", unit="batch",
-                   disable=not (self.env.is_master and self.config.logging.progress), dynamic_ncols=True)
+                   disable=not (self.env.is_master and show_progress(self.config.logging.progress)),
+                   dynamic_ncols=True)
         for batch in self.train.loader:
             worker = batch.pop("_worker")
             position.update(worker, batch.pop("_consumed"))
@@ -348,7 +350,7 @@ class Trainer:
                 start = time.time()
                 metrics = self.zeroshot.evaluate(self.task.model, self.task.preprocess_val, self.task.tokenizer,
                                                  self.env.device, self.autocast, self.config.optim.batch_size,
-                                                 self.config.data.workers, self.config.logging.progress)
+                                                 self.config.data.workers, show_progress(self.config.logging.progress))
                 metrics["seconds"] = time.time() - start
                 self.run_logger.log("zeroshot", self.state.step, epoch, metrics)
                 logger.info("zero-shot after epoch %d: %s", epoch,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..cli import add_debug_flag, report_user_errors
+from ..progress import show_progress
 from .conversion_log import ConversionLog
 from .csv_table import read_csv_table
 from .exclusion import exclude_images, read_image_list
@@ -130,7 +131,7 @@ def convert(args: argparse.Namespace) -> None:
         if not split:
             continue
         totals = write_split(split, args.out / name, roots, options, source_file.name, log,
-                             args.samples_per_shard, args.workers, progress=not args.no_progress)
+                             args.samples_per_shard, args.workers, progress=show_progress(not args.no_progress))
         logger.info("%-8s %s", name, json.dumps(totals))
     log.finish(time.time() - start)
     logger.info("summary: %s", log.path)
