@@ -194,3 +194,19 @@ def test_names_that_hold_no_model_say_which_files_were_looked_for(tmp_path, offl
         memclip.create_model(f"local-dir:{tmp_path / 'nowhere'}")
     with pytest.raises(InputError, match="names no Hub repo"):
         memclip.create_model("hf-hub:")
+
+
+def test_the_shipped_weights_card_is_made_from_their_record():
+    """The card committed beside the synth weights is what their JSON record gives today (regenerate it with
+    memclip.pretrained.shipped_card when the record changes)."""
+    from memclip.pretrained import card_path, shipped_card, shipped_record
+
+    made = shipped_card("ViT-Tiny-8", "synth")
+    assert card_path("ViT-Tiny-8", "synth").read_text() == made
+    card = huggingface_hub.ModelCard(made)
+    assert card.data.library_name == "memclip" and card.data.license == "mit"  # open_clip cannot build its stem
+    record = shipped_record("ViT-Tiny-8", "synth")
+    assert record["training_command"] in made and record["sha256"][:12] in made
+    assert f"| synth-shapes_top1 | {record['metrics']['synth-shapes_top1']} |" in made
+    assert 'create_model_and_transforms("hf-hub:me/tiny")' in shipped_card("ViT-Tiny-8", "synth", repo_id="me/tiny")
+    assert shipped_card("ViT-Tiny-8", "laion") is None

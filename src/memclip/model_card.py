@@ -79,16 +79,21 @@ def teacher_hub_repo(spec: ModelSpec, tag: Optional[str]) -> Optional[str]:
     return hf_hub.strip("/") or None
 
 
+def open_clip_builds(spec: ModelSpec) -> bool:
+    """Whether open_clip alone builds the architecture: no memory, no widened MLPs, open_clip's patchify stem and
+    CLIP's own text tower. Otherwise the card's ``library_name`` is memclip."""
+    return spec.memory is None and spec.wide_mlp.is_default and spec.stem.is_default and spec.text.is_default
+
+
 def _front_matter(facts: CardFacts) -> str:
     from huggingface_hub import ModelCardData
 
-    memory = facts.spec.memory is not None
     tags = ["clip", "open_clip", "memclip", "vision-language", PIPELINE_TAG]
-    if memory:
+    if facts.spec.memory is not None:
         tags.insert(3, "product-key-memory")
     base_model = teacher_hub_repo(facts.spec, facts.teacher_weights)
-    data = ModelCardData(library_name="memclip" if memory else "open_clip", license=facts.license, tags=tags,
-                         pipeline_tag=PIPELINE_TAG, base_model=base_model)
+    data = ModelCardData(library_name="open_clip" if open_clip_builds(facts.spec) else "memclip",
+                         license=facts.license, tags=tags, pipeline_tag=PIPELINE_TAG, base_model=base_model)
     return f"---\n{data.to_yaml()}\n---\n"
 
 
@@ -168,10 +173,10 @@ def render_card(facts: CardFacts) -> str:
         parts.append("\n## Evaluation\n")
         for heading, metrics in facts.results:
             parts += [f"{heading}\n", _table(list(metrics.items()), ("metric", "value")), ""]
-    parts += ["\n## Use\n", "```bash\npip install memclip\n```\n",
+    parts += ["\n## Use\n", "With memclip installed:\n",
               f"```python\n{facts.load_snippet or default_load_snippet(facts)}\n```"]
-    if spec.memory is not None:
-        parts.append("open_clip builds it too once memclip is registered: `memclip.register_open_clip()`, then "
+    if not open_clip_builds(spec):
+        parts.append("\nopen_clip builds it too once memclip is registered: `memclip.register_open_clip()`, then "
                      "`open_clip.create_model_and_transforms(...)` with the same name.")
     if facts.software:
         parts += ["\n## Software\n", _table(list(facts.software.items()), ("package", "version"))]

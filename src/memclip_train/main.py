@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -117,8 +118,10 @@ def wrap_for_training(config: TrainConfig, env: DistributedEnv, model: torch.nn.
     return model
 
 
-def run(config: TrainConfig) -> Path:
+def run(config: TrainConfig, command: Optional[str] = None) -> Path:
     """Train as ``config`` says; returns the run folder. Also the entry point for tests and the demo.
+
+    ``command``: the command line that asked for the run, recorded in params.txt (and so in the model card).
 
     A run that fails before writing any checkpoint removes the folder it created (its log went to the console too),
     so the corrected command can run under the same --name.
@@ -132,7 +135,7 @@ def run(config: TrainConfig) -> Path:
                              env.local_rank == 0 if local else env.is_master, debug=config.logging.debug)
     finished = False
     try:
-        _train(config, env, run_dir)
+        _train(config, env, run_dir, command)
         finished = True
         return run_dir
     finally:
@@ -144,7 +147,7 @@ def run(config: TrainConfig) -> Path:
             logger.info("removed %s: the run stopped before writing a checkpoint", run_dir)
 
 
-def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
+def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path, command: Optional[str] = None) -> Path:
     logger.info("run %s on %s (%d process%s)", run_dir, env.device, env.world_size, "es" if env.distributed else "")
     seed_everything(config.seed)
     val_captions = bool(config.data.val_data) and has_captions(
@@ -168,7 +171,7 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
     resumed = restore_checkpoint(*found, task.model, optimizer, scaler, config.model.model) if found else None
     state = resumed.state if resumed is not None else TrainState()
     model = wrap_for_training(config, env, task.model)
-    run_logger = RunLogger(run_dir, config, env.is_master)
+    run_logger = RunLogger(run_dir, config, env.is_master, command)
     if resumed is not None:
         run_logger.drop_after(state.step, state.epoch)
     trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
@@ -187,14 +190,16 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     config = parse_args(argv)
-    return report_user_errors(PROG, config.logging.debug, lambda: train_to_exit_code(config))
+    command = shlex.join([*PROG.split(), *argv])
+    return report_user_errors(PROG, config.logging.debug, lambda: train_to_exit_code(config, command))
 
 
-def train_to_exit_code(config: TrainConfig) -> int:
+def train_to_exit_code(config: TrainConfig, command: Optional[str] = None) -> int:
     """0 when the run finished, 2 when its loss became non-finite, PREEMPTED_EXIT_CODE after a signal."""
     try:
-        run(config)
+        run(config, command)
     except NonFiniteLoss:
         return 2
     except Preempted:

@@ -11,8 +11,6 @@ import json
 import logging
 import math
 import re
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -63,10 +61,12 @@ def wandb_run_id(run_name: str) -> str:
     return re.sub(r"[/\\#?%:]", "-", run_name)
 
 
-def params_lines(config: TrainConfig) -> list:
-    """params.txt: the config's ``section.field: value`` lines, the command line and the software that ran it."""
+def params_lines(config: TrainConfig, command: Optional[str] = None) -> list:
+    """params.txt: the config's ``section.field: value`` lines, the command line (when known) and the software that
+    ran it."""
     lines = format_params(config)
-    lines.append(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    if command:
+        lines.append(f"command: {command}")
     lines.extend(f"software.{key}: {value}" for key, value in software_versions().items())
     return lines
 
@@ -125,7 +125,7 @@ class RunLogger:
     Each line holds ``kind`` (train/val), ``step``, ``epoch``, ``time`` and the values.
     """
 
-    def __init__(self, run_dir: Path, config: TrainConfig, is_master: bool) -> None:
+    def __init__(self, run_dir: Path, config: TrainConfig, is_master: bool, command: Optional[str] = None) -> None:
         self.run_dir = run_dir
         self.is_master = is_master
         self.tensorboard = None
@@ -133,7 +133,7 @@ class RunLogger:
         if not is_master:
             return
         params = run_dir / "params.txt"
-        atomic_write_text(params, "\n".join(params_lines(config)) + "\n")
+        atomic_write_text(params, "\n".join(params_lines(config, command)) + "\n")
         check_loggers_installed(config.logging.report_to)
         if "tensorboard" in config.logging.report_to:
             self.tensorboard = _import_logger("tensorboard")(str(run_dir / "tensorboard"))

@@ -25,6 +25,7 @@ from .distributed import DistributedEnv, all_reduce_max, barrier
 from .params import TrainConfig
 from .preemption import Preempted, PreemptionFlag
 from .progress import show_progress
+from .run_card import write_run_card
 from .run_logger import RunLogger
 from .schedule import LearningRateSchedule
 from .tasks.base import Task
@@ -170,6 +171,7 @@ class Trainer:
         with full_value_tables(self.task.model):
             if self.env.is_master:
                 final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
+                write_run_card(self.task.model, self.run_dir, final)
                 logger.info("final model: %s (load with memclip.create_model('%s'))", final, final)
         self.checkpoints.finish()
 

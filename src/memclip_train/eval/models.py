@@ -12,6 +12,7 @@ import open_clip
 import torch
 
 import memclip
+from memclip import hub
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class ModelRef:
         """The row name in tables: ``name`` if given, else the model and a short form of its weights."""
         if self.name:
             return self.name
+        if hub.has_schema(self.model):
+            return self.model
         if os.path.isdir(self.model):
             return _short_path(self.model)
         weights = self.pretrained or "random"
@@ -58,12 +61,15 @@ class ModelRef:
         return bool(tag.get("quick_gelu")) and not spec.model_cfg.get("quick_gelu", False)
 
     def identity(self) -> Dict[str, Any]:
-        """What makes results reusable: the names, and the checkpoint file's size and time when it is a path."""
+        """What makes results reusable: the names, and the checkpoint file's size and time when it is a path (for an
+        ``hf-hub:`` name, its snapshot in the Hub cache, named by commit)."""
         ident: Dict[str, Any] = {"model": self.model, "pretrained": self.pretrained, "text_tower": self.text_tower}
         if self.needs_quick_gelu:
             ident["force_quick_gelu"] = True
         for key in ("model", "pretrained"):
             path = getattr(self, key)
+            if hub.has_schema(path):
+                path = ident[f"{key}_folder"] = str(hub.resolve(path, weights=True).folder)
             if path and os.path.exists(path):
                 target = path
                 if os.path.isdir(path):
