@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from train_helpers import PYTHON, train_args
 
+import memclip
+from memclip_train.checkpoints import load_checkpoint
 from memclip_train.main import main
 from memclip_train.params import parse_args
 
@@ -50,6 +53,11 @@ def test_results_jsonl_in_open_clip_trains_names_survives_a_resume(micro_world, 
             assert theirs[f"image_to_text_R@{k}"] == pytest.approx(mine[f"val_i2t_R@{k}"] / 100)
         assert theirs["image_to_text_mean_rank"] == mine["val_i2t_mean_rank"] >= 1
         assert theirs["num_samples"] == 32
+    params = (run / "params.txt").read_text()
+    assert f"software.memclip: {memclip.__version__}\n" in params and "software.git_commit: " in params
+    assert "command: python -m memclip_train.main --model Test-Micro --train-data" in params
+    software = load_checkpoint(run / "checkpoints" / "epoch_2.pt")["software"]
+    assert software["memclip"] == memclip.__version__ and software["torch"] == torch.__version__
     # Epoch 2 again from the epoch-1 checkpoint: its line is replaced, not repeated.
     again = train_args(micro_world, tmp_path, "run", *val, "--resume", str(run / "checkpoints" / "epoch_1.pt"))
     assert main(again) == 0
