@@ -3,8 +3,8 @@
 Keys: ``epoch`` (epochs completed), ``name``, ``state_dict``, ``optimizer``, ``scaler`` (open_clip's), plus
 ``scheduler`` (the learning-rate schedule's settings), ``step`` (optimizer steps so far), ``batch_in_epoch`` and
 ``stream_position`` (where a mid-epoch save stands), ``rng`` (torch, CUDA, Python and NumPy states), ``args`` (the
-TrainConfig), ``software`` (memclip's version and git commit, python, torch, open_clip) and ``memclip_config`` (so ``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of
-it loads with ``weights_only=True``. A model's weights alone (``save_pretrained``, tags, weight files) are
+TrainConfig), ``software`` (memclip's version and git commit, python, torch, open_clip) and ``memclip_config`` (so
+``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of it loads with ``weights_only=True``. A model's weights alone (``save_pretrained``, tags, weight files) are
 :mod:`memclip.weights_io`'s.
 """
 from __future__ import annotations

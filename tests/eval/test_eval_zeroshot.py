@@ -1,6 +1,5 @@
 """Zero-shot classification: the ImageNet, ImageNet-V2 and ImageFolder layouts, class names and prompts, exact
 accuracy on a model whose answer is known, the command line and its cache, and a plug-in dataset."""
-import json
 import logging
 
 import open_clip
