@@ -396,8 +396,8 @@ def create_model(
             device=device, force_quick_gelu=force_quick_gelu, force_patch_dropout=force_patch_dropout,
             force_image_size=force_image_size, force_context_length=force_context_length,
             force_custom_text=force_custom_text, force_preprocess_cfg=force_preprocess_cfg, cache_dir=cache_dir,
-            output_dict=output_dict,
-            require_pretrained=require_pretrained, weights_only=weights_only, **open_clip_kwargs,
+            output_dict=output_dict, require_pretrained=require_pretrained, weights_only=weights_only,
+            **open_clip_kwargs,
         )
         spec = _resolve_text(_resolve_memory(spec, memory), text_tower)
         model.memclip_spec = spec.replace(model_cfg=_force(spec.model_cfg, *forces))
