@@ -36,6 +36,7 @@ def git_commit() -> Optional[str]:
 
 
 def software_versions() -> Dict[str, Optional[str]]:
-    """``{"memclip", "git_commit", "python", "torch", "open_clip"}``: what a saved model or run was made with."""
+    """``{"memclip", "git_commit", "python", "torch", "open_clip"}``: what a saved model or run was made with, as plain
+    strings (``torch.__version__`` is a str subclass that ``torch.load(weights_only=True)`` refuses)."""
     return {"memclip": __version__, "git_commit": git_commit(), "python": platform.python_version(),
-            "torch": torch.__version__, "open_clip": open_clip.__version__}
+            "torch": str(torch.__version__), "open_clip": str(open_clip.__version__)}
