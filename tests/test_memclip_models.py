@@ -208,6 +208,17 @@ def test_clear_errors():
         memclip.create_model("Test-Micro-mem", precision="fp8")
 
 
+def test_memory_added_to_a_saved_model_without_memory_keeps_its_weights(tmp_path):
+    """The memory override makes the saved weights a teacher's: loaded before the surgery, not after it."""
+    teacher = memclip.create_model("Test-Micro")
+    folder = memclip.save_pretrained(teacher, tmp_path / "teacher")
+    student = memclip.create_model("Test-Micro", pretrained=str(folder), memory={"layers": [2], "n_keys": 8,
+                                                                                  "knn": 4, "k_dim": 16, "heads": 2})
+    assert sorted(memclip.memory_layers_of(student)) == [2]
+    kept = teacher.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in student.state_dict().items() if k in kept)
+
+
 def test_memory_can_be_added_to_an_open_clip_architecture():
     model = memclip.create_model("ViT-B-32", memory=MemoryConfig(layers=[11], n_keys=8, knn=4, k_dim=16, heads=1))
     assert sorted(memclip.memory_layers_of(model)) == [11]

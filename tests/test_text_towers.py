@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import memclip
-from memclip.position_stretch import longclip_stretch, stretch_text_positions
+from memclip.position_stretch import longclip_stretch
 from memclip.rope_text import RopeTextTransformer, apply_rope, rope_base, rope_tables
 from memclip.truncation import token_lengths, tokenize_counting_truncation
 

@@ -9,8 +9,10 @@
 from memory_layers import MemoryConfig, param_groups, track_usage
 
 from .errors import InputError
-from .factory import create_model, create_model_and_transforms, get_tokenizer
+from .factory import create_model, create_model_and_transforms, create_model_from_pretrained, get_tokenizer
 from .open_clip_hook import register_open_clip, unregister_open_clip
+from .pretrained import list_pretrained, list_pretrained_tags_by_model
+from .push import push_to_hub
 from .registry import ModelSpec, add_model_config, get_model_config, get_model_spec, list_models
 from .surgery import attach_memory, freeze_except_memory, memory_layers_of, memory_parameters
 from .text_tower import TextTowerConfig
@@ -27,15 +29,19 @@ __all__ = [
     "attach_memory",
     "create_model",
     "create_model_and_transforms",
+    "create_model_from_pretrained",
     "freeze_except_memory",
     "get_model_config",
     "get_model_spec",
     "get_tokenizer",
     "list_models",
+    "list_pretrained",
+    "list_pretrained_tags_by_model",
     "load_model_state_dict",
     "memory_layers_of",
     "memory_parameters",
     "param_groups",
+    "push_to_hub",
     "register_open_clip",
     "save_pretrained",
     "track_usage",

@@ -31,6 +31,7 @@ from torch import nn
 
 from memory_layers import MemoryConfig, ProductKeyMemory
 
+from . import hub
 from .clip_model import CLIP
 from .errors import InputError
 from .longclip_weights import from_longclip_state_dict, is_longclip_state_dict
@@ -327,6 +328,50 @@ def _set_device_and_precision(model: nn.Module, device: torch.device, precision:
         model.to(device=device)
 
 
+OPEN_CLIP_NEUTRAL_ARGUMENTS: Dict[str, Callable[[Any], bool]] = {
+    "jit": lambda value: not value,
+    "pretrained_image": lambda value: not value,
+    "pretrained_text": lambda value: True,
+    "pretrained_hf": lambda value: True,
+    "pretrained_image_path": lambda value: not value,
+    "pretrained_text_path": lambda value: not value,
+    "load_weights": lambda value: bool(value),
+}
+"""Arguments of ``open_clip.create_model`` that its callers pass with their defaults (open_clip_train's main passes
+``jit`` and ``pretrained_image``), and which values leave a memclip model as memclip builds it. memclip builds no
+base tower weights (``pretrained_text``), so any value of it is accepted."""
+
+OPEN_CLIP_ONLY_REASONS = {
+    "jit": "memory layers (custom autograd functions and Triton kernels) cannot be TorchScript-compiled; use "
+           "torch.compile on the model instead",
+    "pretrained_image": "it loads timm's ImageNet weights into a timm image tower; memclip's image towers take their "
+                        "weights from `pretrained`",
+    "pretrained_image_path": "load tower weights with `pretrained` (a checkpoint or saved folder)",
+    "pretrained_text_path": "load text tower weights with text_pretrained= (a checkpoint or saved folder)",
+    "load_weights": "pass pretrained=None for random weights",
+}
+
+
+def _refuse_open_clip_only_arguments(open_clip_kwargs: Mapping[str, Any], pretrained: Optional[str]) -> None:
+    """Accept the open_clip arguments that leave a memclip model unchanged; refuse the others, each with its reason.
+
+    Raises:
+        ValueError: an open_clip argument whose value would change the model.
+        TypeError: an argument memclip models do not take (e.g. model constructor keywords).
+    """
+    changing = {key: value for key, value in open_clip_kwargs.items()
+                if key in OPEN_CLIP_NEUTRAL_ARGUMENTS and not OPEN_CLIP_NEUTRAL_ARGUMENTS[key](value)}
+    if "load_weights" in changing and not pretrained:
+        del changing["load_weights"]
+    if changing:
+        key, value = next(iter(changing.items()))
+        raise ValueError(f"create_model({key}={value!r}) is not supported for memclip models: "
+                         f"{OPEN_CLIP_ONLY_REASONS[key]}")
+    unknown = sorted(key for key in open_clip_kwargs if key not in OPEN_CLIP_NEUTRAL_ARGUMENTS)
+    if unknown:
+        raise TypeError(f"create_model got arguments only open_clip models take: {unknown}")
+
+
 def create_model(
     model_name: str,
     pretrained: Optional[str] = None,
@@ -351,13 +396,17 @@ def create_model(
     """Create a model by name, as ``open_clip.create_model`` does, with memory where the config asks for it.
 
     Args:
-        model_name: a memclip config (``ViT-B-16-mem``, ``ViT-Tiny-8``), a saved memclip folder, or any open_clip
-            name (``ViT-B-32``, ``hf-hub:...``), which passes to open_clip unchanged.
-        pretrained: an open_clip tag of the teacher (``openai``), a checkpoint file, or a folder written by
-            :func:`memclip.save_pretrained`. A checkpoint that records its memclip config (saved folders, training
-            checkpoints) or holds memory keys is loaded into the finished model, and its recorded memory and text
-            settings are used unless ``memory``/``text_tower`` say otherwise; any other checkpoint holds teacher
-            weights and is loaded before the surgery. None: random weights.
+        model_name: a memclip config (``ViT-B-16-mem``, ``ViT-Tiny-8``), a saved memclip folder, any open_clip
+            name (``ViT-B-32``), or ``hf-hub:ORG/REPO[@REVISION]`` / ``local-dir:DIR`` holding a memclip model
+            (memclip builds it) or an open_clip one (open_clip builds it, unless ``memory`` or ``text_tower`` change
+            it: then its weights are the teacher's). Hub repos are fetched into the Hub's cache (:mod:`memclip.hub`);
+            as in open_clip, such names bring their own weights and ``pretrained`` is ignored.
+        pretrained: an open_clip tag of the teacher (``openai``), a checkpoint file, a folder written by
+            :func:`memclip.save_pretrained`, or an ``hf-hub:``/``local-dir:`` model. A checkpoint that records its
+            memclip config (saved folders, training checkpoints) or holds memory keys is loaded into the finished
+            model, and its recorded memory and text settings are used unless ``memory``/``text_tower`` say
+            otherwise; any other checkpoint holds teacher weights and is loaded before the surgery. None: random
+            weights.
         precision: fp32, fp16, bf16, pure_fp16, pure_bf16 (amp variants keep fp32 weights).
         device: where the model goes.
         memory: a :class:`MemoryConfig` replacing the config's memory block, or a dict of field overrides (which
@@ -367,19 +416,32 @@ def create_model(
         text_pretrained: a checkpoint or saved folder whose ``text.*`` weights replace the text tower at the end
             (e.g. a RoPE tower distilled with ``--distill-text``).
         force_*: as in open_clip.
+        cache_dir: where Hub models and open_clip tags download (default: the Hub's cache).
         weights_only: ``torch.load``'s safe mode, as in open_clip; memclip reads weights only in it (``False`` is
             refused with an error, see :func:`memclip.weights_io.read_weights_file`).
-        open_clip_kwargs: passed to ``open_clip.create_model`` for models that go straight to open_clip.
+        open_clip_kwargs: passed to ``open_clip.create_model`` for models that go straight to open_clip. A model
+            memclip builds accepts those open_clip's callers pass with their defaults (``jit=False``,
+            ``pretrained_image=False``, ...) and refuses, with the reason, a value that would change it.
     Returns:
         The model, with ``model.memclip_spec`` (a :class:`ModelSpec`) attached.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: must be one of {PRECISIONS}")
     device = torch.device(device) if isinstance(device, str) else device
+    source = hub.resolve(model_name, cache_dir, weights=True) if hub.has_schema(model_name) else None
+    if source is not None and pretrained:
+        logger.warning("ignoring pretrained=%r: '%s' names its own weights (as in open_clip)", pretrained, model_name)
+        pretrained = None
+    if source is not None and source.is_memclip:
+        model_name = str(source.folder)
+    pretrained = hub.local_weights(pretrained, cache_dir)
+    text_pretrained = hub.local_weights(text_pretrained, cache_dir)
     saved_dir = is_saved_model_dir(model_name)
-    spec = get_model_spec(model_name)
+    spec = get_model_spec(model_name, cache_dir)
     if pretrained is None and saved_dir:
         pretrained = model_name
+    elif pretrained is None and source is not None and _needs_memclip(spec, memory, text_tower, None, False):
+        pretrained = str(source.weights)  # an open_clip Hub model that memclip changes: its weights are the teacher's
     checkpoint = None
     if pretrained:
         checkpoint = read_checkpoint(pretrained, spec.teacher, cache_dir=cache_dir, weights_only=weights_only)
@@ -388,19 +450,20 @@ def create_model(
     forces = (force_quick_gelu, force_patch_dropout, force_image_size, force_context_length, force_custom_text)
     if not _needs_memclip(spec, memory, text_tower, checkpoint, saved_dir or model_name in list_memclip_models()):
         model = open_clip.create_model(
-            model_name, pretrained=pretrained, precision=precision, device=device, force_quick_gelu=force_quick_gelu,
-            force_patch_dropout=force_patch_dropout, force_image_size=force_image_size,
-            force_context_length=force_context_length, force_custom_text=force_custom_text,
-            force_preprocess_cfg=force_preprocess_cfg, cache_dir=cache_dir, output_dict=output_dict,
-            require_pretrained=require_pretrained, weights_only=weights_only, **open_clip_kwargs,
+            source.open_clip_name if source is not None else model_name, pretrained=pretrained, precision=precision,
+            device=device, force_quick_gelu=force_quick_gelu, force_patch_dropout=force_patch_dropout,
+            force_image_size=force_image_size, force_context_length=force_context_length,
+            force_custom_text=force_custom_text, force_preprocess_cfg=force_preprocess_cfg, cache_dir=cache_dir,
+            output_dict=output_dict, require_pretrained=require_pretrained, weights_only=weights_only,
+            **open_clip_kwargs,
         )
         spec = _resolve_text(_resolve_memory(spec, memory), text_tower)
         model.memclip_spec = spec.replace(model_cfg=_force(spec.model_cfg, *forces))
         return model
-    if open_clip_kwargs:
-        raise TypeError(f"create_model got arguments only open_clip models take: {sorted(open_clip_kwargs)}")
+    _refuse_open_clip_only_arguments(open_clip_kwargs, pretrained)
 
-    plan = plan_load(spec, checkpoint)
+    # The overrides decide whether the weights are a teacher's (memory added to a saved model without memory).
+    plan = plan_load(_resolve_text(_resolve_memory(spec, memory), text_tower), checkpoint)
     spec = _resolve_text(_resolve_memory(plan.spec, memory), text_tower)
     spec = spec.replace(model_cfg=_force(spec.model_cfg, *forces))
     if checkpoint is None:
@@ -450,23 +513,55 @@ def create_model_and_transforms(
     return model, image_transform_v2(cfg, is_train=True, aug_cfg=aug_cfg), image_transform_v2(cfg, is_train=False)
 
 
-def get_tokenizer(model: Union[str, ModelSpec] = "", context_length: Optional[int] = None, **kwargs: Any) -> Callable:
+def create_model_from_pretrained(
+    model_name: str,
+    pretrained: Optional[str] = None,
+    precision: str = "fp32",
+    device: Union[str, torch.device] = "cpu",
+    *,
+    image_mean: Optional[Tuple[float, ...]] = None,
+    image_std: Optional[Tuple[float, ...]] = None,
+    image_interpolation: Optional[str] = None,
+    image_resize_mode: Optional[str] = None,
+    return_transform: bool = True,
+    **kwargs: Any,
+) -> Union[nn.Module, Tuple[nn.Module, Callable]]:
+    """:func:`create_model` with weights required, plus the inference transform, as
+    ``open_clip.create_model_from_pretrained``.
+
+    Returns:
+        (model, preprocess), or the model alone when ``return_transform`` is False.
+    """
+    model, _, preprocess = create_model_and_transforms(
+        model_name, pretrained, precision, device, image_mean=image_mean, image_std=image_std,
+        image_interpolation=image_interpolation, image_resize_mode=image_resize_mode, require_pretrained=True,
+        **kwargs)
+    return (model, preprocess) if return_transform else model
+
+
+def get_tokenizer(model: Union[str, ModelSpec] = "", context_length: Optional[int] = None,
+                  cache_dir: Optional[str] = None, **kwargs: Any) -> Callable:
     """The tokenizer of a model, as ``open_clip.get_tokenizer``; memclip's configs use CLIP's BPE tokenizer.
 
-    Pass a name, a saved folder, or a model's ``memclip_spec`` (then the context length follows its text tower,
-    e.g. 248 tokens after a Long-CLIP stretch).
+    Pass a name, a saved folder, an ``hf-hub:``/``local-dir:`` model, or a model's ``memclip_spec`` (then the
+    context length follows its text tower, e.g. 248 tokens after a Long-CLIP stretch). ``cache_dir``: where Hub
+    configs and Hugging Face tokenizers download.
     """
+    source = hub.resolve(model, cache_dir) if hub.has_schema(model) else None
     if isinstance(model, ModelSpec):
         spec = model
-    elif is_saved_model_dir(model) or model in list_memclip_models():
+    elif source is not None and source.is_memclip:
+        spec = get_model_spec(str(source.folder))
+    elif source is None and (is_saved_model_dir(model) or model in list_memclip_models()):
         spec = get_model_spec(model)
     else:
-        return open_clip.get_tokenizer(model, context_length=context_length, **kwargs)
+        return open_clip.get_tokenizer(source.open_clip_name if source is not None else model,
+                                       context_length=context_length, cache_dir=cache_dir, **kwargs)
     text_cfg = spec.model_cfg.get("text_cfg", {})
     context_length = context_length or spec.context_length
     tokenizer_kwargs = {**text_cfg.get("tokenizer_kwargs", {}), **kwargs}
     if text_cfg.get("hf_tokenizer_name"):
         return open_clip.tokenizer.HFTokenizer(
-            text_cfg["hf_tokenizer_name"], context_length=context_length, **tokenizer_kwargs
+            text_cfg["hf_tokenizer_name"], context_length=context_length, cache_dir=cache_dir, **tokenizer_kwargs
         )
     return open_clip.SimpleTokenizer(context_length=context_length, **tokenizer_kwargs)

@@ -1,8 +1,10 @@
 """Pretrained weights that ship inside the package, found by (architecture, tag) like open_clip's tags.
 
-Each entry is two files in ``memclip/pretrained/``: ``<model>-<tag>.safetensors`` (the weights, with the model's
-memclip config in the metadata) and ``<model>-<tag>.json``, its record: the sha256 and size of the weights, the
-command and seed that made them, and the metrics measured on them. Today one entry ships:
+Each entry is three files in ``memclip/pretrained/``: ``<model>-<tag>.safetensors`` (the weights, with the model's
+memclip config in the metadata), ``<model>-<tag>.json``, its record: the sha256 and size of the weights, the
+command and seed that made them, and the metrics measured on them, and ``<model>-<tag>.md``, the model card made
+from the record (:func:`shipped_card`, what ``python -m memclip_train.push_to_hub`` uploads with them). Today one
+entry ships:
 ``ViT-Tiny-8`` / ``synth``, a tiny CLIP pretrained on the synthetic world's scene stream, so that
 ``memclip.create_model("ViT-Tiny-8", pretrained="synth")`` works offline on a fresh clone.
 """
@@ -11,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
+import open_clip.pretrained
 import torch
 from torch import nn
 
@@ -23,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 RECORD_FIELDS = ("model", "tag", "weights", "sha256", "bytes")
+
+# Captured at import, so that memclip.register_open_clip() can point open_clip's listings here without recursion.
+_open_clip_list_pretrained = open_clip.pretrained.list_pretrained
+_open_clip_tags_by_model = open_clip.pretrained.list_pretrained_tags_by_model
 
 
 def _records(directory: Optional[Path] = None) -> Dict[tuple, Dict[str, Any]]:
@@ -55,6 +63,22 @@ def list_shipped_tags(model: str) -> List[str]:
     return sorted(tag for (name, tag) in _records() if name == model)
 
 
+def list_pretrained(as_str: bool = False) -> List[Union[Tuple[str, str], str]]:
+    """Every (architecture, tag) whose complete weights load by tag, as ``open_clip.list_pretrained``: open_clip's
+    and those that ship with memclip (``("ViT-Tiny-8", "synth")``), or ``"name:tag"`` strings with ``as_str``.
+
+    A memory model loads its teacher's tags too (``create_model("ViT-B-16-mem", pretrained="openai")``), but with
+    fresh memory, so those are not listed: see ``list_pretrained_tags_by_model(spec.teacher)``.
+    """
+    pairs = list(_open_clip_list_pretrained()) + sorted((name, tag) for name, tag in _records())
+    return [f"{name}:{tag}" for name, tag in pairs] if as_str else pairs
+
+
+def list_pretrained_tags_by_model(model: str) -> List[str]:
+    """The tags of ``model``'s complete weights: open_clip's, then those that ship with memclip."""
+    return list(_open_clip_tags_by_model(model)) + list_shipped_tags(model)
+
+
 def shipped_record(model: str, tag: str) -> Optional[Dict[str, Any]]:
     """The record of a shipped checkpoint (command, seed, metrics, sha256), or None if there is none.
 
@@ -67,6 +91,30 @@ def shipped_record(model: str, tag: str) -> Optional[Dict[str, Any]]:
         raise InputError(f"memclip's pretrained '{tag}' record for {model} is damaged: {named} is "
                          f"{_record_problem(named)}; reinstall memclip")
     return record
+
+
+def card_path(model: str, tag: str, directory: Path = PRETRAINED_DIR) -> Path:
+    """``<model>-<tag>.md``: the model card of shipped weights, beside their record."""
+    return Path(directory) / f"{model}-{tag}.md"
+
+
+def shipped_card(model: str, tag: str, repo_id: Optional[str] = None,
+                 directory: Path = PRETRAINED_DIR) -> Optional[str]:
+    """The model card of shipped weights, made from their JSON record and the config in their metadata (the load
+    snippet names ``hf-hub:<repo_id>`` too when given); None when ``(model, tag)`` ships nothing."""
+    from safetensors import safe_open
+
+    from .model_card import facts_from_shipped_record, render_card
+    from .registry import CONFIG_KEY, ModelSpec
+
+    record = _records(Path(directory)).get((model, tag))
+    if record is None:
+        return None
+    with safe_open(str(Path(record["record_path"]).parent / record["weights"]), framework="pt") as weights:
+        config = json.loads(weights.metadata()[CONFIG_KEY])
+        parameters = sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
+    spec = ModelSpec.from_config(model, config)
+    return render_card(facts_from_shipped_record(spec, record, repo_id=repo_id, parameters=parameters))
 
 
 def file_sha256(path: Path) -> str:
@@ -100,14 +148,14 @@ def shipped_weights(model: str, tag: str) -> Optional[Path]:
 def write_shipped(model: nn.Module, directory: Path, model_name: str, tag: str, record: Dict[str, Any],
                   dtype: torch.dtype = torch.float16) -> Path:
     """Write ``model``'s weights as ``<model_name>-<tag>.safetensors`` in ``dtype`` (with its memclip config in the
-    metadata) and the record ``<model_name>-<tag>.json`` beside them (``record`` plus the sha256, size and dtype);
-    both atomically. Returns the weights file.
+    metadata), the record ``<model_name>-<tag>.json`` beside them (``record`` plus the sha256, size and dtype) and
+    the model card ``<model_name>-<tag>.md`` made from it; each atomically. Returns the weights file.
 
     ``memclip.create_model(model_name, pretrained=tag)`` finds them once they sit in :data:`PRETRAINED_DIR`.
     """
     from safetensors.torch import save_file
 
-    from .atomic_io import atomic_write, atomic_write_json
+    from .atomic_io import atomic_write, atomic_write_json, atomic_write_text
     from .registry import CONFIG_KEY
 
     spec = getattr(model, "memclip_spec", None)
@@ -123,4 +171,5 @@ def write_shipped(model: nn.Module, directory: Path, model_name: str, tag: str, 
         **record, "model": model_name, "tag": tag, "weights": weights.name, "sha256": file_sha256(weights),
         "bytes": weights.stat().st_size, "dtype": str(dtype).replace("torch.", ""),
     })
+    atomic_write_text(card_path(model_name, tag, directory), shipped_card(model_name, tag, directory=directory))
     return weights

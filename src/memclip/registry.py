@@ -28,14 +28,15 @@ import open_clip.factory
 
 from memory_layers import MemoryConfig
 
+from . import hub
 from .errors import InputError
+from .model_files import SAVED_CONFIG_NAME
 from .stem import VisionStemConfig
 from .text_tower import TextTowerConfig
 from .wide_mlp import WideMLPConfig
 
 MEMCLIP_KEYS = ("memory", "teacher", "text_tower", "vision_stem", "wide_mlp")
 OPEN_CLIP_REQUIRED_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
-SAVED_CONFIG_NAME = "memclip_config.json"
 CONFIG_KEY = "memclip_config"
 """Key under which a training checkpoint (and a safetensors file's metadata) records the model's memclip config."""
 
@@ -227,12 +228,19 @@ def read_saved_config(path: Union[str, Path]) -> Dict[str, Any]:
     return saved
 
 
-def get_model_spec(name: str) -> ModelSpec:
-    """Find a model by registry name, saved memclip folder, or open_clip name (``hf-hub:``/``local-dir:`` too).
+def get_model_spec(name: str, cache_dir: Optional[str] = None) -> ModelSpec:
+    """Find a model by registry name, saved memclip folder, open_clip name, or ``hf-hub:ORG/REPO[@REVISION]`` /
+    ``local-dir:DIR`` (a memclip or open_clip model folder; see :mod:`memclip.hub`, which fetches a Hub repo's
+    configs into ``cache_dir``, the Hub's cache by default).
 
     Raises:
-        InputError: the name is unknown to memclip and open_clip.
+        InputError: the name is unknown to memclip and open_clip, or its folder holds neither model.
     """
+    if hub.has_schema(name):
+        source = hub.resolve(name, cache_dir)
+        if source.is_memclip:
+            return get_model_spec(str(source.folder))
+        return ModelSpec.from_config(name, source.open_clip_model_cfg())
     if is_saved_model_dir(name):
         saved = read_saved_config(name)
         return _spec_from_file(saved.get("name", Path(name).name), saved["model_cfg"], Path(name) / SAVED_CONFIG_NAME)

@@ -24,14 +24,13 @@ from torch import nn
 
 from .atomic_io import atomic_write, atomic_write_json
 from .errors import InputError
-from .pretrained import list_shipped_tags, shipped_weights
+from .model_files import OPEN_CLIP_CONFIG_NAME, WEIGHTS_NAME
+from .pretrained import list_pretrained_tags_by_model, shipped_weights
 from .registry import CONFIG_KEY, SAVED_CONFIG_NAME, ModelSpec, is_saved_model_dir, read_saved_config
+from .provenance import git_commit
 from .version import __version__
 
 logger = logging.getLogger(__name__)
-
-WEIGHTS_NAME = "open_clip_model.safetensors"
-OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
 
 
 def open_clip_config(model: nn.Module, spec: ModelSpec) -> Tuple[Optional[Dict[str, Any]], str]:
@@ -111,6 +110,7 @@ def save_pretrained(model: nn.Module, directory: Union[str, Path], spec: Optiona
         "model_cfg": spec.to_config(),
         "preprocess_cfg": preprocess_cfg,
         "memclip_version": __version__,
+        "memclip_git_commit": git_commit(),
     })
     return directory
 
@@ -295,7 +295,7 @@ def read_checkpoint(
         raise FileNotFoundError(f"{pretrained} is a folder without {SAVED_CONFIG_NAME}: not a saved memclip model")
     if names_a_path(pretrained):
         raise FileNotFoundError(f"pretrained checkpoint not found: {pretrained}")
-    known = (list_shipped_tags(teacher) + open_clip.list_pretrained_tags_by_model(teacher)) if teacher else []
+    known = list_pretrained_tags_by_model(teacher) if teacher else []
     raise InputError(
         f"pretrained '{pretrained}' is neither a file, a saved memclip folder, nor an open_clip tag of the teacher "
         f"'{teacher}' (known tags: {known})"

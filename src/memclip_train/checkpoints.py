@@ -4,8 +4,8 @@ Keys: ``epoch`` (epochs completed), ``name``, ``state_dict``, ``optimizer``, ``s
 ``scheduler`` (the learning-rate schedule's settings), ``step`` (optimizer steps so far), ``samples_seen`` (samples
 trained, over all processes), ``batch_in_epoch`` and ``stream_position`` (where a mid-epoch save stands),
 ``run_shape`` (what those positions mean: :class:`~memclip_train.resume_plan.RunShape`), ``rng`` (torch, CUDA,
-Python and NumPy states), ``args`` (the TrainConfig) and ``memclip_config`` (so
-``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of
+Python and NumPy states), ``args`` (the TrainConfig), ``software`` (memclip's version and git commit, python, torch,
+open_clip) and ``memclip_config`` (so ``memclip.create_model(name, pretrained=ckpt)`` rebuilds the model). All of
 it loads with ``weights_only=True``. A model's weights alone (``save_pretrained``, tags, weight files) are
 :mod:`memclip.weights_io`'s.
 """
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from memclip.atomic_io import atomic_write
+from memclip.provenance import software_versions
 from memclip.registry import CONFIG_KEY
 from memory_layers.values_parallel import load_full_optimizer_state_dict
 
@@ -89,6 +90,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer_state: Dict[st
         "rng": capture_rng(),
         "args": args,
         CONFIG_KEY: model.memclip_spec.to_config(),
+        "software": software_versions(),
     }
     if run_shape is not None:
         payload["run_shape"] = run_shape

@@ -37,7 +37,7 @@ from .params import PROG, TrainConfig, parse_args
 from .preemption import PREEMPTED_EXIT_CODE, Preempted
 from .resume_plan import check_task, describe, plan_resume, run_shape, saved_shape
 from .run_lock import RunLock
-from .run_logger import RunLogger, setup_logging
+from .run_logger import RunLogger, check_loggers_installed, setup_logging
 from .tasks import build_task
 from .trainer import NonFiniteLoss, RunStopped, Trainer, WriteFailed
 from .training_zeroshot import TrainingZeroShot
@@ -177,12 +177,15 @@ class RunProgress:
     training_began: bool = False
 
 
-def run(config: TrainConfig) -> Path:
+def run(config: TrainConfig, command: Optional[str] = None) -> Path:
     """Train as ``config`` says; returns the run folder. Also the entry point for tests and the demo.
+
+    ``command``: the command line that asked for the run, recorded in params.txt (and so in the model card).
 
     A run that fails before training begins removes the folder it created (its log went to the console too), so the
     corrected command can run under the same --name. Once training has begun, the folder and everything in it stay.
     """
+    check_loggers_installed(config.logging.report_to)
     d = config.distributed
     env = init_distributed(config.device, d.dist_url, d.dist_backend, set_device_rank=not d.no_set_device_rank)
     run_dir, created, lock = prepare_run_dir(config, env)
@@ -192,7 +195,7 @@ def run(config: TrainConfig) -> Path:
     progress = RunProgress()
     finished = False
     try:
-        _train(config, env, run_dir, progress)
+        _train(config, env, run_dir, progress, command)
         finished = True
         return run_dir
     finally:
@@ -207,7 +210,8 @@ def run(config: TrainConfig) -> Path:
             lock.release()
 
 
-def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path, progress: RunProgress) -> Path:
+def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path, progress: RunProgress,
+           command: Optional[str] = None) -> Path:
     logger.info("run %s on %s (%d process%s)", run_dir, env.device, env.world_size, "es" if env.distributed else "")
     seed_everything(config.seed)
     val_captions = bool(config.data.val_data) and has_captions(
@@ -233,9 +237,9 @@ def _train(config: TrainConfig, env: DistributedEnv, run_dir: Path, progress: Ru
     resumed = resume(config, env, found, task.model, optimizer, scaler, train) if found else None
     state = resumed.state if resumed is not None else TrainState()
     model = wrap_for_training(config, env, task.model)
-    run_logger = RunLogger(run_dir, config, env.is_master)
+    run_logger = RunLogger(run_dir, config, env.is_master, command)
     if resumed is not None:
-        run_logger.drop_after(state.step)
+        run_logger.drop_after(state.step, state.epoch)
     trainer = Trainer(config, env, task, model, optimizer, scaler, train, val, run_dir, run_logger, state,
                       zeroshot=zeroshot, resumed=resumed)
     progress.training_began = True
@@ -299,14 +303,16 @@ INTERRUPTED_EXIT_CODE = 130
 
 
 def train_to_exit_code(config: TrainConfig, argv: Optional[Sequence[str]] = None) -> int:
-    """0 when the run finished, 2 when its loss became non-finite, PREEMPTED_EXIT_CODE after a signal.
+    """0 when the run finished, 2 when its loss became non-finite, PREEMPTED_EXIT_CODE after a signal. ``argv``, the
+    trainer's arguments, is recorded in params.txt as the command that made the run.
 
     Raises:
         ProgramFailed: a write failed (code 2) or Ctrl-C stopped the run (code 130); its one line names the checkpoint
             that is still good and the command that resumes it.
     """
+    command = shlex.join([*PROG.split(), *argv]) if argv is not None else None
     try:
-        run(config)
+        run(config, command)
     except NonFiniteLoss:
         return 2
     except Preempted:

@@ -21,7 +21,9 @@ from .cli import add_debug_flag
 DATASET_TYPES = ("webdataset", "csv", "synth-stream", "auto")
 DISTILL_LOSSES = ("cosine", "mse", "l2")
 TRAINABLE_PARTS = ("memory", "visual", "text", "logit_scale", "all")
-REPORT_TO = ("tensorboard", "wandb", "none")
+REPORT_TO = ("tensorboard", "wandb")
+"""The loggers ``--report-to`` takes, comma-separated; ``all`` means both and ``none`` neither (as in
+open_clip_train)."""
 LR_SCHEDULERS = ("cosine", "const", "const-cooldown")
 SIGLIP_DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
 PROG = "python -m memclip_train.main"
@@ -361,7 +363,7 @@ class LoggingConfig:
 
     def __post_init__(self) -> None:
         bad = [r for r in self.report_to if r not in REPORT_TO]
-        _check(not bad, f"--report-to {','.join(self.report_to)}: choose from {REPORT_TO}")
+        _check(not bad, f"--report-to {','.join(self.report_to)}: choose from {REPORT_TO + ('all', 'none')}")
         _check(self.log_every_n_steps >= 1, "--log-every-n-steps must be >= 1")
         _check(self.save_frequency >= 0 and self.save_every_n_steps >= 0, "save frequencies must be >= 0")
         _check(self.val_frequency >= 0, "--val-frequency must be >= 0")
@@ -479,6 +481,14 @@ def _check_aug_cfg(aug: Dict[str, Any]) -> None:
 
 def _parts(text: str) -> Tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _report_to(text: str) -> Tuple[str, ...]:
+    """``tensorboard,wandb`` -> both; ``all`` -> every logger; ``none`` (or empty) -> none."""
+    parts = _parts(text)
+    if "all" in parts:
+        return REPORT_TO
+    return tuple(p for p in parts if p != "none")
 
 
 def _keyword(text: str) -> Tuple[str, Any]:
@@ -618,7 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of run folders (under torchrun write --logs-dir: torchrun takes --logs for its own "
                         "--logs-specs)")
     g.add_argument("--name", help="run folder name under --logs (default: date, model and task)")
-    g.add_argument("--report-to", type=_parts, default=lg.report_to, help="tensorboard,wandb or none")
+    g.add_argument("--report-to", type=_report_to, default=lg.report_to,
+                   help="tensorboard, wandb, tensorboard,wandb, all or none (install them with pip install "
+                        "'memclip[tensorboard]' / 'memclip[wandb]')")
     g.add_argument("--log-every-n-steps", type=int, default=lg.log_every_n_steps)
     g.add_argument("--save-frequency", type=int, default=lg.save_frequency, help="save epoch_N.pt every N epochs")
     g.add_argument("--save-every-n-steps", type=int, default=lg.save_every_n_steps,
@@ -630,7 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume-with-changes", action="store_true",
                    help="resume although --batch-size, --workers, the data, the processes or the model configuration "
                         "changed so that the position cannot be carried over exactly: continue by samples seen")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none unless stderr is a terminal: the log lines are the progress)")
     g.add_argument("--log-local", action="store_true", help="every node's first process writes out-RANK.log")
     add_debug_flag(g)
     g.add_argument("--wandb-project-name", default=lg.wandb_project_name, help="W&B project")
@@ -678,8 +691,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        aug_cfg=tuple(args.aug_cfg or ())),
         optim=_section(OptimConfig, args),
         task=_section(TaskConfig, args),
-        logging=_section(LoggingConfig, args, report_to=tuple(r for r in args.report_to if r != "none"),
-                         progress=not args.no_progress),
+        logging=_section(LoggingConfig, args, report_to=tuple(args.report_to), progress=not args.no_progress),
         seed=args.seed,
         device=args.device,
         distributed=_section(DistributedConfig, args),

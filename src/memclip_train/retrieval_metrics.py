@@ -79,6 +79,22 @@ def metrics_from_ranks(ranks: Dict[str, torch.Tensor], ks: Sequence[int] = DEFAU
     return results
 
 
+def clip_benchmark_retrieval_metrics(ranks: Dict[str, torch.Tensor], ks: Sequence[int] = DEFAULT_KS
+                                     ) -> Dict[str, float]:
+    """Recall@k under clip_benchmark's names, as fractions, from per-query ranks.
+
+    clip_benchmark names a direction by what is retrieved: ``image_retrieval_recall@k`` is text -> image (each
+    caption finds its image among the top k images: our ``t2i_R@k`` / 100) and ``text_retrieval_recall@k`` image ->
+    text (an image with any of its captions in the top k: ``i2t_R@k`` / 100), as its ``zeroshot_retrieval.evaluate``
+    computes them.
+    """
+    metrics = {}
+    for k in ks:
+        metrics[f"image_retrieval_recall@{k}"] = (torch.as_tensor(ranks["t2i"]) <= k).float().mean().item()
+        metrics[f"text_retrieval_recall@{k}"] = (torch.as_tensor(ranks["i2t"]) <= k).float().mean().item()
+    return metrics
+
+
 @torch.no_grad()
 def retrieval_metrics(
     image_features: torch.Tensor,

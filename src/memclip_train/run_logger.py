@@ -1,20 +1,75 @@
-"""The run folder's logs: out.log, params.txt, metrics.jsonl, and TensorBoard / W&B when they are installed."""
+"""The run folder's logs: out.log, params.txt, metrics.jsonl, checkpoints/results.jsonl, and TensorBoard / W&B when
+``--report-to`` asks for them.
+
+A W&B run takes the run folder's name as its id and resumes with ``--resume`` (as open_clip_train's main does), so
+a requeued or resumed run keeps logging to one W&B run; its files go to the run folder (``wandb/``), where a job on
+another node finds them.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import math
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from memclip.atomic_io import atomic_write_text
+from memclip.provenance import software_versions
 
-from .params import TrainConfig, format_params
+from .params import ConfigError, TrainConfig, format_params
+from .results_jsonl import RESULTS_FILE, results_record
 
 logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
+LOGGER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+"""The package each ``--report-to`` logger needs (each is also memclip's extra of the same name)."""
+
+
+def _import_logger(name: str) -> Any:
+    if name == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter
+    import wandb
+
+    return wandb
+
+
+def check_loggers_installed(report_to: Sequence[str]) -> None:
+    """Stop before a run starts when a logger it asks for cannot be imported.
+
+    Raises:
+        ConfigError: naming the loggers and the command that installs them.
+    """
+    missing = []
+    for name in report_to:
+        try:
+            _import_logger(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        packages = " ".join(LOGGER_PACKAGES[name] for name in missing)
+        raise ConfigError(f"--report-to {','.join(missing)}: {' and '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not installed: pip install "
+                          f"'memclip[{','.join(missing)}]' (or pip install {packages})")
+
+
+def wandb_run_id(run_name: str) -> str:
+    """The W&B run id of a run folder: its name, with the characters W&B refuses in ids replaced."""
+    return re.sub(r"[/\\#?%:]", "-", run_name)
+
+
+def params_lines(config: TrainConfig, command: Optional[str] = None) -> list:
+    """params.txt: the config's ``section.field: value`` lines, the command line (when known) and the software that
+    ran it."""
+    lines = format_params(config)
+    if command:
+        lines.append(f"command: {command}")
+    lines.extend(f"software.{key}: {value}" for key, value in software_versions().items())
+    return lines
 
 
 class RunFileError(OSError):
@@ -61,12 +116,23 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _step_of(line: str) -> Optional[int]:
-    """The step of a metrics.jsonl line, or None for a line that is not a whole record."""
+def _number_of(line: str, key: str) -> Optional[int]:
+    """``key`` (step, epoch) of a JSON-lines record, or None for a line that is not a whole record."""
     try:
-        return int(json.loads(line)["step"])
+        return int(json.loads(line)[key])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
+
+
+def _keep_lines(path: Path, number: Callable[[str], Optional[int]], last: int) -> None:
+    """Rewrite ``path`` without the records whose number is above ``last`` or missing."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if (n := number(line)) is not None and n <= last]
+    if len(kept) < len(lines):
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        logger.info("%s: dropped %d rows after %d (redone after the resume)", path.name, len(lines) - len(kept), last)
 
 
 class RunLogger:
@@ -75,46 +141,42 @@ class RunLogger:
     Each line holds ``kind`` (train/val), ``step``, ``epoch``, ``time`` and the values.
     """
 
-    def __init__(self, run_dir: Path, config: TrainConfig, is_master: bool) -> None:
+    def __init__(self, run_dir: Path, config: TrainConfig, is_master: bool, command: Optional[str] = None) -> None:
         self.run_dir = run_dir
         self.is_master = is_master
         self.tensorboard = None
         self.wandb = None
         if not is_master:
             return
-        (run_dir / "params.txt").write_text("\n".join(format_params(config)) + "\n")
+        params = run_dir / "params.txt"
+        atomic_write_text(params, "\n".join(params_lines(config, command)) + "\n")
+        check_loggers_installed(config.logging.report_to)
         if "tensorboard" in config.logging.report_to:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:
-                logger.warning("--report-to tensorboard: the tensorboard package is not installed; skipping it "
-                               "(pip install tensorboard)")
+            self.tensorboard = _import_logger("tensorboard")(str(run_dir / "tensorboard"))
         if "wandb" in config.logging.report_to:
-            try:
-                import wandb
+            self.wandb = _import_logger("wandb")
+            self.wandb.init(project=config.logging.wandb_project_name, notes=config.logging.wandb_notes,
+                            name=run_dir.name, id=wandb_run_id(run_dir.name), dir=str(run_dir),
+                            resume="auto" if config.logging.resume else None, config=config.to_dict())
+            self.wandb.save(str(params), base_path=str(run_dir), policy="now")
 
-                self.wandb = wandb
-                wandb.init(project=config.logging.wandb_project_name, notes=config.logging.wandb_notes,
-                           name=run_dir.name, config=config.to_dict(), resume="allow")
-            except ImportError:
-                logger.warning("--report-to wandb: the wandb package is not installed; skipping it (pip install "
-                               "wandb)")
-
-    def drop_after(self, step: int) -> None:
-        """Remove the rows of steps after ``step`` (a resumed run redoes them and logs them again), and any line a kill
-        left half-written."""
-        path = self.run_dir / "metrics.jsonl"
-        if not self.is_master or not path.is_file():
+    def drop_after(self, step: int, epoch: Optional[int] = None) -> None:
+        """Remove the metrics.jsonl rows of steps after ``step`` and the results.jsonl rows of epochs after ``epoch``
+        (a resumed run redoes them and logs them again), and any line a kill left half-written."""
+        if not self.is_master:
             return
-        lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line, logged in zip(lines, map(_step_of, lines)) if logged is not None and logged <= step]
-        dropped = len(lines) - len(kept)
-        if dropped:
-            text = "".join(f"{line}\n" for line in kept)
-            atomic_write_text(path, text)
-            logger.info("metrics.jsonl: dropped %d rows after step %d (redone after the resume)", dropped, step)
+        _keep_lines(self.run_dir / "metrics.jsonl", lambda line: _number_of(line, "step"), step)
+        if epoch is not None:
+            _keep_lines(self.run_dir / "checkpoints" / RESULTS_FILE, lambda line: _number_of(line, "epoch"), epoch)
+
+    def log_results(self, epoch: int, metrics: Dict[str, Any], num_samples: Optional[int]) -> None:
+        """Append the validation and zero-shot ``metrics`` measured after ``epoch`` to checkpoints/results.jsonl, in
+        open_clip_train's names (:mod:`memclip_train.results_jsonl`)."""
+        if not self.is_master or not metrics:
+            return
+        record = {k: _clean(v) for k, v in results_record(epoch, metrics, num_samples).items()}
+        with open(self.run_dir / "checkpoints" / RESULTS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
 
     def log(self, kind: str, step: int, epoch: int, values: Dict[str, Any]) -> None:
         if not self.is_master:

@@ -24,7 +24,9 @@ from .data.shard_stream import StreamPosition
 from .distributed import DistributedEnv, all_reduce_max, barrier
 from .params import TrainConfig
 from .preemption import Preempted, PreemptionFlag
+from .progress import show_progress
 from .resume_plan import run_shape
+from .run_card import write_run_card
 from .run_logger import RunFileError, RunLogger
 from .schedule import LearningRateSchedule
 from .tasks.base import Task
@@ -220,16 +222,19 @@ class Trainer:
             self.check_finite()
             self.save_epoch(completed)  # before evaluating: a failure there keeps the epoch's training
             frequency = self.config.logging.val_frequency
+            measured: Dict[str, Any] = {}
             if self.val is not None and frequency and (completed % frequency == 0 or completed == epochs):
-                self.validate(completed)
+                measured.update(self.validate(completed) or {})
             if self.zeroshot is not None and self.zeroshot.due(completed):
-                self.zero_shot(completed)
+                measured.update(self.zero_shot(completed) or {})
+            self.run_logger.log_results(completed, measured, self.val.samples_per_epoch if self.val else None)
             if self.stop and completed < epochs:
                 self._raise_preempted()
         with full_value_tables(self.task.model):
             if self.env.is_master:
                 try:
                     final = memclip.save_pretrained(self.task.model, self.run_dir / "final")
+                    write_run_card(self.task.model, self.run_dir, final)
                 except OSError as error:
                     raise RunFileError(error.errno, error.strerror or str(error),
                                        error.filename or str(self.run_dir / "final")) from error
@@ -250,7 +255,8 @@ class Trainer:
         micro: List[Dict[str, torch.Tensor]] = []
         save_due = False
         bar = tqdm(total=self.train.batches_per_epoch, initial=batch_index, desc=f"epoch {epoch}", unit="batch",
-                   disable=not (self.env.is_master and self.config.logging.progress), dynamic_ncols=True)
+                   disable=not (self.env.is_master and show_progress(self.config.logging.progress)),
+                   dynamic_ncols=True)
         for batch in self.train.loader:
             worker = batch.pop("_worker")
             position.update(worker, batch.pop("_consumed"))
@@ -434,13 +440,14 @@ class Trainer:
                 start = time.time()
                 metrics = self.zeroshot.evaluate(self.task.model, self.task.preprocess_val, self.task.tokenizer,
                                                  self.env.device, self.autocast, self.config.optim.batch_size,
-                                                 self.config.data.workers, self.config.logging.progress)
+                                                 self.config.data.workers, show_progress(self.config.logging.progress))
                 metrics["seconds"] = time.time() - start
                 self.run_logger.log("zeroshot", self.state.step, epoch, metrics)
                 logger.info("zero-shot after epoch %d: %s", epoch,
                             " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         barrier(self.env)
         return metrics
+
     def check_finite(self) -> None:
         """Stop (NonFiniteLoss) when a loss so far was not finite, leaving only good checkpoints to resume from."""
         step = self.watch.first_non_finite(self.env)

@@ -14,6 +14,7 @@ from torchvision.transforms import ToTensor
 
 from memclip_train.eval import LayoutError, ModelRef, ZeroShotOptions, ZeroShotSet, autocast_for, load_model
 from memclip_train.eval.__main__ import main
+from memclip_train.eval.retrieval import read_result
 from memclip_train.eval.runner import run_zeroshot
 from memclip_train.eval.zeroshot import evaluate_zeroshot, true_class_ranks
 from memclip_train.eval import zeroshot_sets
@@ -164,7 +165,7 @@ def test_command_line_matches_a_direct_computation_and_caches(tmp_path, caplog):
             "--templates", str(templates), "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     stored = out / "zeroshot" / "imagefolder" / "ViT-Tiny-8_random.json"
-    result = json.loads(stored.read_text())
+    result = read_result(stored)
     torch.manual_seed(0)
     loaded = load_model(ModelRef("ViT-Tiny-8"), CPU)  # random weights: the same seed builds the same model
     dataset = load_zeroshot_set("imagefolder", root)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..cli import UserError, add_debug_flag, report_user_errors
+from ..progress import show_progress
 from .conversion_log import ConversionLog
 from .csv_table import read_csv_table
 from .exclusion import exclude_images, normalise_image_path, read_image_list
@@ -141,7 +142,7 @@ def convert(args: argparse.Namespace) -> None:
         if not split:
             continue
         totals = write_split(split, args.out / name, roots, options, source_file.name, log,
-                             args.samples_per_shard, args.workers, progress=not args.no_progress)
+                             args.samples_per_shard, args.workers, progress=show_progress(not args.no_progress))
         logger.info("%-8s %s", name, json.dumps(totals))
         if not totals["samples_written"]:
             log.finish(time.time() - start)

@@ -1,9 +1,8 @@
 """The report's pictures: training curves, recall bars, blind-pair bars and memory usage (PNG via matplotlib)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import matplotlib
 
@@ -11,12 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLOURS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
-
-
-def _records(run_dir: Path) -> List[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+from ..plot import COLOURS, read_metrics, series  # noqa: E402
 
 
 def training_curves(runs: Dict[str, Path], out: Path) -> Path:
@@ -28,9 +22,8 @@ def training_curves(runs: Dict[str, Path], out: Path) -> Path:
     for axis in axes.flat[len(runs):]:
         axis.set_visible(False)
     for axis, (name, run_dir) in zip(axes.flat, runs.items()):
-        records = _records(run_dir)
-        train = [r for r in records if r["kind"] == "train"]
-        axis.plot([r["step"] for r in train], [r["loss"] for r in train], color=COLOURS[0], label="train loss")
+        records = read_metrics(run_dir)
+        axis.plot(*series(records, "train", "loss"), color=COLOURS[0], label="train loss")
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("step")
         axis.set_ylabel("loss", color=COLOURS[0])
@@ -39,7 +32,7 @@ def training_curves(runs: Dict[str, Path], out: Path) -> Path:
                    None)
         if key:
             twin = axis.twinx()
-            twin.plot([r["step"] for r in val], [r[key] for r in val], "o-", color=COLOURS[1], label=key)
+            twin.plot(*series(records, "val", key), "o-", color=COLOURS[1], label=key)
             twin.set_ylabel(key.replace("val_", "val "), color=COLOURS[1])
     figure.tight_layout()
     figure.savefig(out, dpi=110)

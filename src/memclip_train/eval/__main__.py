@@ -35,6 +35,7 @@ from memclip.precision import FP32_WEIGHT_PRECISIONS
 
 from ..cli import add_debug_flag, report_user_errors
 from ..flag_types import at_least, non_empty, positive_float
+from ..progress import show_progress
 from .features import BadImageError
 from .heatmap import draw_heatmaps, similarity_map
 from .markings import DEFAULT_CANDIDATES
@@ -261,7 +262,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run_options(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
     """The settings every command shares, as keyword arguments of the ``run_*`` functions."""
-    return {"device": device, "precision": args.precision, "progress": not args.no_progress}
+    return {"device": device, "precision": args.precision, "progress": show_progress(not args.no_progress)}
 
 
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, refs: Sequence[ModelRef]) -> None:

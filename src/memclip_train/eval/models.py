@@ -13,6 +13,7 @@ import open_clip
 import torch
 
 import memclip
+from memclip import hub
 from memclip.pretrained import file_sha256, shipped_record
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class ModelRef:
         """The row name in tables: ``name`` if given, else the model and a short form of its weights."""
         if self.name:
             return self.name
+        if hub.has_schema(self.model):
+            return self.model
         if os.path.isdir(self.model):
             return _short_path(self.model)
         weights = self.pretrained or "random"
@@ -63,22 +66,25 @@ class ModelRef:
         """What makes results reusable: the names, the model's config, and the weights' content: the sha256 of a
         weights file or saved folder (its weights and config), the recorded sha256 of weights that ship with memclip
         (which loading checks the file against), or the source of an open_clip tag. So weights replaced behind an
-        unchanged path or tag are evaluated again."""
+        unchanged path or tag are evaluated again. An ``hf-hub:`` name is read as its snapshot in the Hub cache, named by commit."""
         ident: Dict[str, Any] = {"model": self.model, "pretrained": self.pretrained, "text_tower": self.text_tower}
         if self.needs_quick_gelu:
             ident["force_quick_gelu"] = True
         for key in ("model", "pretrained"):
             path = getattr(self, key)
+            if hub.has_schema(path):
+                path = ident[f"{key}_folder"] = str(hub.resolve(path, weights=True).folder)
             if path and os.path.exists(path):
                 ident[f"{key}_sha256"] = content_digest(path)
         spec = None
-        if not os.path.isdir(self.model):
+        if not os.path.isdir(self.model) and not hub.has_schema(self.model):
             try:
                 spec = memclip.get_model_spec(self.model)
                 ident["model_config"] = spec.to_config()
             except RuntimeError:  # an unknown name: loading it reports the error
                 pass
-        if spec is not None and self.pretrained and not os.path.exists(self.pretrained):
+        if spec is not None and self.pretrained and not os.path.exists(self.pretrained) \
+                and not hub.has_schema(self.pretrained):
             record = shipped_record(spec.teacher or spec.name, self.pretrained)
             if record is not None:
                 ident["pretrained_sha256"] = record["sha256"]

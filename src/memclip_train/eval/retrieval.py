@@ -1,6 +1,7 @@
 """Retrieval evaluation: features, recall@k and ranks, memory usage, and cached per-model result files."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -11,11 +12,11 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
-from memclip.atomic_io import atomic_write_json
+from memclip.atomic_io import atomic_write, atomic_write_json
 from memclip.surgery import usage_by_block
 from memory_layers import track_usage
 
-from ..retrieval_metrics import metrics_from_ranks, query_ranks
+from ..retrieval_metrics import clip_benchmark_retrieval_metrics, metrics_from_ranks, query_ranks
 from .features import encode_images, encode_texts
 from .models import LoadedModel
 from .retrieval_sets import RetrievalSet
@@ -34,10 +35,11 @@ def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch
     """Recall@1/5/10 and ranks both ways for one model on one dataset, with what is needed to reproduce them.
 
     Returns:
-        {"metrics": {...}, "num_images", "num_texts", "context_length", "captions_cut", "meta",
-         "images_per_second", "skipped_images", "images_without_captions", "bad_items", "skipped",
-         "memory_usage", "ranks": {"t2i": [...], "i2t": [...]}}; ``skipped`` counts what ``skip_bad`` left out
-         (unreadable images, images without captions, bad items of the annotations, and their total).
+        {"metrics": {memclip's R@k in %, mean/median ranks, clip_benchmark's recalls as fractions}, "num_images",
+         "num_texts", "context_length", "captions_cut", "meta", "images_per_second", "skipped_images",
+         "images_without_captions", "bad_items", "skipped", "memory_usage", "ranks": {"t2i": [...], "i2t": [...]}};
+         ``skipped`` counts what ``skip_bad`` left out (unreadable images, images without captions, bad items of the
+         annotations, and their total).
 
     Raises:
         BadImageError: an image is unreadable and ``skip_bad`` is off.
@@ -55,7 +57,7 @@ def evaluate_retrieval(loaded: LoadedModel, dataset: RetrievalSet, device: torch
     texts, cut = encode_texts(model, loaded.tokenizer, dataset.captions, device, autocast, progress=progress,
                               desc=f"{dataset.name} captions", model_name=loaded.ref.label)
     ranks = query_ranks(images.features, texts, torch.tensor(dataset.text_to_image))
-    metrics = metrics_from_ranks(ranks)
+    metrics = {**metrics_from_ranks(ranks), **clip_benchmark_retrieval_metrics(ranks)}
     context = loaded.tokenizer.context_length
     if cut:
         logger.info("%s: %d of %d captions were cut at %d tokens", dataset.name, cut, len(dataset.captions), context)
@@ -120,13 +122,36 @@ def result_path(out: Path, dataset: str, variant: Optional[str], model_tag: str,
     return Path(out) / task / folder / f"{model_tag}.json"
 
 
+PER_QUERY_KEYS = ("ranks", "predictions")
+"""Per-query lists of a retrieval or zero-shot result, stored beside its JSON (see :func:`store_benchmark_result`)."""
+PER_QUERY_SUFFIX = ".per_query.json.gz"
+
+
+def per_query_path(path: Path) -> Path:
+    """``out/retrieval/coco/<model>.json`` -> ``out/retrieval/coco/<model>.per_query.json.gz``."""
+    return path.with_name(path.stem + PER_QUERY_SUFFIX)
+
+
+def read_result(path: Path) -> Dict[str, Any]:
+    """A stored result with its per-query lists put back (see :func:`store_benchmark_result`).
+
+    Raises:
+        OSError, ValueError: the file or its per-query file is missing or damaged.
+    """
+    result = json.loads(Path(path).read_text())
+    if "per_query" in result:
+        with gzip.open(Path(path).with_name(result.pop("per_query")), "rt", encoding="utf-8") as file:
+            result.update(json.load(file))
+    return result
+
+
 def cached_result(path: Path, key: str) -> Optional[Dict[str, Any]]:
-    """The stored result when its cache key matches (see :func:`cache_key`), else None."""
+    """The stored result (with its per-query lists) when its cache key matches (see :func:`cache_key`), else None."""
     if not path.is_file():
         return None
     try:
-        result = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        result = read_result(path)
+    except (ValueError, OSError, EOFError):
         return None
     return result if result.get("cache_key") == key else None
 
@@ -134,3 +159,22 @@ def cached_result(path: Path, key: str) -> Optional[Dict[str, Any]]:
 def store_result(path: Path, result: Dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, dict(result, written=time.strftime("%Y-%m-%d %H:%M:%S")))
+
+
+def store_benchmark_result(path: Path, result: Dict[str, Any]) -> None:
+    """Store a retrieval or zero-shot result as clip_benchmark's ``build`` reads it: every top-level key becomes one
+    CSV cell, so the per-query lists (:data:`PER_QUERY_KEYS`) go to a gzipped file beside it, named under
+    ``per_query``; :func:`cached_result` puts them back."""
+    per_query = {key: result[key] for key in PER_QUERY_KEYS if key in result}
+    summary = {key: value for key, value in result.items() if key not in per_query}
+    if per_query:
+        sidecar = per_query_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(sidecar, lambda temporary: _write_gzip_json(temporary, per_query))
+        summary["per_query"] = sidecar.name
+    store_result(path, summary)
+
+
+def _write_gzip_json(path: str, data: Dict[str, Any]) -> None:
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped:
+        zipped.write(json.dumps(data).encode("utf-8"))

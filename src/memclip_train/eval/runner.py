@@ -15,7 +15,7 @@ from .pairs import evaluate_pairs, load_pairs, write_pairs_result
 from .features import encode_images, encode_texts
 from .markings import evaluate_markings, load_marking_queries
 from .retrieval import (cache_key, cached_result, data_fingerprint, evaluate_retrieval, result_path,
-                        sources_fingerprint, store_result)
+                        sources_fingerprint, store_benchmark_result, store_result)
 from .retrieval_sets import load_retrieval_set
 from .segmentation import ClipSegmenter, SlidingWindow, evaluate_segmentation, load_segmentation_set
 from .segmentation.probe import fit_linear_probe, probe_training_set
@@ -50,6 +50,10 @@ class ModelCache:
 
 
 Results = Dict[str, Dict[str, Dict[str, Any]]]
+BENCHMARK_TASKS = {"retrieval": "zeroshot_retrieval", "zeroshot": "zeroshot_classification"}
+"""clip_benchmark's ``task`` of each results folder: its result JSONs and ours line up in ``clip_benchmark build``."""
+LANGUAGE = "en"
+"""The language of the captions and class names of every evaluation set memclip reads (clip_benchmark's key)."""
 
 
 def _evaluate_with_cache(refs: Sequence[ModelRef], datasets: Sequence[str], roots: Sequence[Path], out: Path,
@@ -79,10 +83,11 @@ def _evaluate_with_cache(refs: Sequence[ModelRef], datasets: Sequence[str], root
                 logger.info("%s on %s: cached in %s", ref.label, spec, path)
             else:
                 result = evaluate(ref, loaded_set)
-                result.update({"model": ref.model, "pretrained": ref.pretrained, "dataset": name,
-                               "variant": loaded_set.meta.get("variant"), "data_root": str(root),
-                               "precision": precision, "cache_key": key})
-                store_result(path, result)
+                result.update({"model": ref.model, "pretrained": ref.pretrained or "", "dataset": name,
+                               "variant": loaded_set.meta.get("variant"), "task": BENCHMARK_TASKS[task],
+                               "language": LANGUAGE, "data_root": str(root), "precision": precision,
+                               "cache_key": key})
+                store_benchmark_result(path, result)
                 logger.info("%s on %s: %s", ref.label, spec, summary(result))
             results[ref.label][spec] = result
     return results

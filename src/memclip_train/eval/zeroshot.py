@@ -70,6 +70,18 @@ def accuracy_metrics(ranks: torch.Tensor, labels: torch.Tensor, num_classes: int
             "num_classes": num_classes}
 
 
+def clip_benchmark_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Dict[str, float]:
+    """Accuracy under clip_benchmark's names, as fractions, as its ``zeroshot_classification.evaluate`` computes
+    them: ``acc1``, ``acc5`` (NaN with fewer than 5 classes) and ``mean_per_class_recall`` (the top-1 prediction's
+    recall averaged over the classes present)."""
+    predictions = logits.argmax(dim=1)
+    top5 = logits.topk(min(5, num_classes), dim=1).indices
+    recalls = torch.stack([(predictions[labels == c] == c).float().mean() for c in labels.unique()])
+    return {"acc1": (predictions == labels).float().mean().item(),
+            "acc5": (top5 == labels[:, None]).any(dim=1).float().mean().item() if num_classes >= 5 else float("nan"),
+            "mean_per_class_recall": recalls.mean().item()}
+
+
 def evaluate_zeroshot(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, dataset: ZeroShotSet,
                       device: torch.device, autocast: Callable, batch_size: int = 64, workers: int = 0,
                       skip_bad: bool = False, progress: bool = True,
@@ -81,9 +93,10 @@ def evaluate_zeroshot(model: torch.nn.Module, preprocess: Callable, tokenizer: C
             None.
         model_name: how errors name the model (a non-finite feature is an error, see :func:`.features.check_finite`).
     Returns:
-        {"metrics": {"top1", "top5", "mean_per_class_top1", ...}, "num_images", "num_classes", "prompts",
-         "context_length", "meta", "images_per_second", "skipped_images", "bad_items", "skipped" (what
-         ``skip_bad`` left out, by kind, and the total), "ranks": [rank of the true class],
+        {"metrics": {"top1", "top5", "mean_per_class_top1", ... in %; clip_benchmark's "acc1", "acc5",
+         "mean_per_class_recall" as fractions}, "num_images", "num_classes", "prompts", "context_length", "meta",
+         "images_per_second", "skipped_images", "bad_items", "skipped" (what ``skip_bad`` left out, by kind, and the
+         total), "ranks": [rank of the true class],
          "predictions": [index of the top-1 class]}, one entry per kept image
     """
     was_training = model.training
@@ -107,7 +120,8 @@ def evaluate_zeroshot(model: torch.nn.Module, preprocess: Callable, tokenizer: C
     logits = images.features @ classifier
     ranks = true_class_ranks(logits, labels)
     return {
-        "metrics": accuracy_metrics(ranks, labels, dataset.num_classes),
+        "metrics": {**accuracy_metrics(ranks, labels, dataset.num_classes),
+                    **clip_benchmark_accuracy(logits, labels, dataset.num_classes)},
         "num_images": len(dataset.images),
         "num_classes": dataset.num_classes,
         "prompts": dataset.prompts_name,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..cli import add_debug_flag, report_user_errors
+from ..progress import show_progress
 from .captions import LONG_ORDERS, CaptionConfig
 from .config import SynthConfig
 from .generate import generate_world
@@ -128,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def generate(args: argparse.Namespace, config: SynthConfig) -> None:
     world = generate_world(config, args.out, workers=args.workers, overwrite=args.overwrite,
-                           progress=False if args.no_progress else None)
+                           progress=show_progress(not args.no_progress))
     splits = world["splits"]
     for split, summary in splits.items():
         logger.info("  %-12s %s", split, ", ".join(f"{k}={v}" for k, v in summary.items() if k != "classes"))

@@ -35,9 +35,10 @@ def encode_batches(model: nn.Module, loader: Iterable[Dict[str, torch.Tensor]], 
 
 
 def paired_retrieval(image_features: torch.Tensor, text_features: torch.Tensor, prefix: str) -> Dict[str, float]:
-    """R@1/5 both directions for one caption per image, keys like ``{prefix}_t2i_R@1``."""
-    metrics = retrieval_metrics(image_features, text_features, torch.arange(len(text_features)), ks=(1, 5))
-    return {f"{prefix}_{k}": v for k, v in metrics.items() if "R@" in k}
+    """R@1/5/10 (%) and mean/median ranks both ways for one caption per image, keys like ``{prefix}_t2i_R@1`` (what
+    open_clip_train's validation reports, see :mod:`memclip_train.results_jsonl`)."""
+    metrics = retrieval_metrics(image_features, text_features, torch.arange(len(text_features)), ks=(1, 5, 10))
+    return {f"{prefix}_{k}": v for k, v in metrics.items() if k not in ("num_images", "num_texts")}
 
 
 def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 from .base import BadItem, BadItemError, LayoutError, RetrievalSet
 from .coco import load_coco, load_flickr30k

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Tuple
