@@ -10,16 +10,28 @@ from typing import Dict, List, Tuple
 from ...convert.exclusion import normalise_image_path
 from ...data.captions import first_sentence
 from .base import LayoutError, RetrievalSet, add_captions, grouped, read_json, read_jsonl, require
+from .flair_annotations import (DOCCI_TEST_IMAGES, IIW_FLAIR_FOLDERS, IIW_SUBSET_IMAGES, SplitSize, check_split_size,
+                                load_flair_set, load_iiw_finegrained)
 
 URBAN1K_LAYOUT = """    <root>/image/N.jpg and <root>/caption/N.txt   (Long-CLIP's Urban1k; the caption is the file's first line)
+  or FLAIR's annotation file:
+    <root>/annotations/annotations.json   {"annotations": [{"image_id", "image", "caption"}]}
+    <root>/images/N.jpg
   or
     <root>/annotations.json   {"annotations": [{"image_id", "image", "caption"}]} with images under <root>/"""
-DOCCI_LAYOUT = """    <root>/docci_descriptions.jsonlines   {"example_id", "split", "image_file", "description"} per line
-    <root>/images/test_NNNNN.jpg"""
+DOCCI_LAYOUT = """    <root>/docci_descriptions.jsonlines   {"example_id", "split", "image_file", "description"}
+    <root>/images/test_NNNNN.jpg
+  and, for docci@sentence, FLAIR's sentences if present (else memclip's sentence splitter):
+    <root>/annotations/test_annotations.json   {"annotations": [{"image_id", "image", "caption"}]}
+    (one row per sentence; FLAIR's datasets/docci/annotations/)"""
 IIW_LAYOUT = """    <root>/datasets/IIW-400/data.jsonl     ("image/key", "IIW")   images: <root>/images/IIW-400/<key>.jpg
     <root>/datasets/DCI_Test/data.jsonl    ("image", "IIW")       images: <root>/images/DCI_Test/<image>
     <root>/datasets/DOCCI_Test/data.jsonl  ("image", "IIW")       images: <root>/images/DOCCI_Test/<image>.jpg
-  (the google/imageinwords release; put each subset's images in the folder shown)"""
+  (the google/imageinwords release; put each subset's images in the folder shown)
+  or FLAIR's layout (<root> = imageinwords/):
+    <root>/test_annotations.json           the fine-grained set (iiw@all:sentence): 612 images, 6,204 sentences
+    <root>/IIW-400/data.jsonl, <root>/DCI_Test/data.jsonl, <root>/DOCCI_Test/data.jsonl
+    images: <root>/docci_aar/ (IIW-400), <root>/dci/ (DCI_Test), <root>/docci/ (DOCCI_Test)"""
 DCI_LAYOUT = """    <root>/densely_captioned_images/splits.json          {"train": [...], "valid": [...], "test": [...]}
     <root>/densely_captioned_images/annotations/<name>.json   {"image", "short_caption", "extra_caption", ...}
     <root>/densely_captioned_images/photos/<image>"""
@@ -30,6 +42,12 @@ logger = logging.getLogger(__name__)
 LONGCLIP_HELD_OUT = 1000
 """Entries at the head of the Share-Captioner json that Long-CLIP (and memclip's converter) keep out of training."""
 IIW_SUBSETS = {"iiw400": ("IIW-400", "image/key"), "dci": ("DCI_Test", "image"), "docci": ("DOCCI_Test", "image")}
+IIW_ALL = "all"
+"""The combined subset: IIW-400 + DCI_Test + DOCCI_Test (``iiw@all:sentence`` is FLAIR's fine-grained IIW, the
+thesis's "IIW")."""
+IIW_FLAIR_FILES = ("test_annotations.json", "finegrained_annotations.json")
+"""FLAIR's fine-grained IIW file: its code reads the first name, its data guide says the second."""
+DOCCI_FLAIR_FILE = Path("annotations") / "test_annotations.json"
 SHAREGPT4V_FILES = {"longclip": "share-captioner_coco_lcs_sam_1246k_1107.json", "sam10k": "share4v_sam_10k.json"}
 
 
@@ -58,6 +76,10 @@ def _image_file(folder: Path, name: str) -> Path:
 
 
 def load_urban1k(root: Path) -> RetrievalSet:
+    if (root / "annotations" / "annotations.json").exists():  # FLAIR's layout, as FLAIR ships it
+        return load_flair_set("urban1k", root / "annotations" / "annotations.json", root / "images", URBAN1K_LAYOUT,
+                              {"layout": "FLAIR annotations/annotations.json + images/",
+                               "caption_preprocessing": "stripped"})
     flair = root / "annotations.json"
     if flair.exists():
         data = read_json("urban1k", flair, URBAN1K_LAYOUT)
@@ -89,6 +111,12 @@ def load_docci(root: Path, split: str = "test", granularity: str = "full") -> Re
     (as ``iiw:sentence``), so image-to-text retrieval hits when any sentence ranks in the top k."""
     if granularity not in ("full", "sentence"):
         raise ValueError(f"docci granularity {granularity!r}: full or sentence")
+    if granularity == "sentence" and split == "test" and (root / DOCCI_FLAIR_FILE).exists():
+        loaded = load_flair_set("docci", root / DOCCI_FLAIR_FILE, root / "images", DOCCI_LAYOUT, {
+            "split": split, "granularity": granularity, "caption_preprocessing": "FLAIR's sentences, as in its file"})
+        check_split_size("docci@sentence", root / DOCCI_FLAIR_FILE, loaded,
+                         SplitSize(DOCCI_TEST_IMAGES, None, "DOCCI's test split"))
+        return loaded
     rows = read_jsonl("docci", root / "docci_descriptions.jsonlines", DOCCI_LAYOUT)
     by_image: Dict[Path, List[str]] = OrderedDict()
     for row in rows:
@@ -98,29 +126,65 @@ def load_docci(root: Path, split: str = "test", granularity: str = "full") -> Re
                          split_sentences(text) if granularity == "sentence" else [text])
     if not by_image:
         raise LayoutError("docci", root / "docci_descriptions.jsonlines", DOCCI_LAYOUT, f"no '{split}' rows in")
-    preprocessing = "one caption per sentence" if granularity == "sentence" else "full description, stripped"
+    preprocessing = ("one caption per sentence (memclip's splitter; FLAIR's sentences are used when its "
+                     "annotations/test_annotations.json is present)" if granularity == "sentence"
+                     else "full description, stripped")
     return grouped("docci", by_image, {"split": split, "granularity": granularity,
                                        "caption_preprocessing": preprocessing})
 
 
 def load_iiw(root: Path, subset: str = "iiw400", granularity: str = "full") -> RetrievalSet:
-    if subset not in IIW_SUBSETS:
-        raise ValueError(f"iiw --variant {subset!r}: one of {sorted(IIW_SUBSETS)}")
+    """One IIW subset, or ``all`` three together (612 images, checked). ``all:sentence`` reads FLAIR's fine-grained
+    file (its 6,204 sentences, checked) when it is in ``root``, else splits the release's descriptions with
+    memclip's splitter; the result's meta says which."""
+    if subset not in IIW_SUBSETS and subset != IIW_ALL:
+        raise ValueError(f"iiw --variant {subset!r}: one of {sorted(IIW_SUBSETS) + [IIW_ALL]}")
     if granularity not in ("full", "sentence"):
         raise ValueError(f"iiw granularity {granularity!r}: full or sentence")
+    if subset == IIW_ALL:
+        return _load_iiw_all(root, granularity)
     folder, key = IIW_SUBSETS[subset]
-    rows = read_jsonl("iiw", root / "datasets" / folder / "data.jsonl", IIW_LAYOUT)
+    annotations, images = _iiw_subset_paths(root, folder)
+    rows = read_jsonl("iiw", annotations, IIW_LAYOUT)
     by_image: Dict[Path, List[str]] = OrderedDict()
     for row in rows:
         if key not in row or "IIW" not in row:
-            raise LayoutError("iiw", root / "datasets" / folder / "data.jsonl", IIW_LAYOUT,
-                              f"a row lacks '{key}' or 'IIW' in")
+            raise LayoutError("iiw", annotations, IIW_LAYOUT, f"a row lacks '{key}' or 'IIW' in")
         text = row["IIW"].strip()
-        add_captions(by_image, _image_file(root / "images" / folder, row[key]),
+        add_captions(by_image, _image_file(images, row[key]),
                      split_sentences(text) if granularity == "sentence" else [" ".join(text.split())])
     return grouped("iiw", by_image, {"subset": folder, "granularity": granularity,
                                      "caption_preprocessing": "whitespace collapsed" + (
                                          ", one caption per sentence" if granularity == "sentence" else "")})
+
+
+def _iiw_subset_paths(root: Path, folder: str) -> Tuple[Path, Path]:
+    """(data.jsonl, image folder) of a subset: the release's layout, or FLAIR's when only that one is there."""
+    release = root / "datasets" / folder / "data.jsonl"
+    flair = root / folder / "data.jsonl"
+    if not release.exists() and flair.exists():
+        return flair, root / next(name for name, subset in IIW_FLAIR_FOLDERS.items() if subset == folder)
+    return release, root / "images" / folder
+
+
+def _load_iiw_all(root: Path, granularity: str) -> RetrievalSet:
+    if granularity == "sentence":
+        flair = next((root / name for name in IIW_FLAIR_FILES if (root / name).exists()), None)
+        if flair is not None:
+            return load_iiw_finegrained(root, flair, IIW_LAYOUT)
+    parts = [load_iiw(root, subset, granularity) for subset in IIW_SUBSETS]
+    by_image: Dict[Path, List[str]] = OrderedDict()
+    for part in parts:
+        for index, image in enumerate(part.images):
+            add_captions(by_image, image, [c for c, o in zip(part.captions, part.text_to_image) if o == index])
+    sizes = {part.meta["subset"]: len(part.images) for part in parts}
+    if sizes != IIW_SUBSET_IMAGES:
+        raise LayoutError("iiw", root, IIW_LAYOUT, f"iiw@all needs the three subsets whole: images {sizes}, expected "
+                                                   f"{IIW_SUBSET_IMAGES}, under")
+    preprocessing = ("one caption per sentence (memclip's splitter; put FLAIR's test_annotations.json in the folder "
+                     "for FLAIR's 6,204 sentences)" if granularity == "sentence" else "whitespace collapsed")
+    return grouped("iiw", by_image, {"subset": "IIW-400 + DCI_Test + DOCCI_Test", "granularity": granularity,
+                                     "subset_images": sizes, "caption_preprocessing": preprocessing})
 
 
 def load_dci(root: Path) -> RetrievalSet:
