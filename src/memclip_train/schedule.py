@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
 SCHEDULES = ("cosine", "const", "const-cooldown", "none")
 logger = logging.getLogger(__name__)
+
+
+def warmup_steps(warmup: int, warmup_fraction: Optional[float], total_steps: int, kind: str = "cosine") -> int:
+    """The warmup of a run of ``total_steps`` optimizer steps: ``warmup_fraction`` of them (rounded, at least one)
+    when given, else ``warmup``.
+
+    Raises:
+        ValueError: the warmup is as long as the run or longer (and the schedule has one): the lr would never reach
+            its peak, nor decay. The message gives the run's length and a warmup that fits.
+    """
+    if warmup_fraction is not None:
+        return max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
+    if kind != "none" and warmup >= total_steps:
+        steps = f"{total_steps} optimizer step{'s' if total_steps != 1 else ''}"
+        raise ValueError(f"--warmup {warmup} is not shorter than the run ({steps}): the lr would "
+                         f"never reach --lr, nor decay. Pass a shorter --warmup (e.g. {max(1, total_steps // 20)}, 5% "
+                         "of the run) or --warmup-fraction F (a share of the run)")
+    return warmup
 
 
 class LearningRateSchedule:

@@ -25,7 +25,7 @@ from .distributed import DistributedEnv, all_reduce_max, barrier
 from .params import TrainConfig
 from .preemption import Preempted, PreemptionFlag
 from .run_logger import RunLogger
-from .schedule import LearningRateSchedule
+from .schedule import LearningRateSchedule, warmup_steps
 from .tasks.base import Task
 from .training_zeroshot import TrainingZeroShot
 
@@ -121,8 +121,9 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
         o = config.optim
-        self.schedule = LearningRateSchedule(optimizer, o.warmup, self.steps_per_epoch * o.epochs,
-                                             "none" if o.skip_scheduler else o.lr_scheduler,
+        kind = "none" if o.skip_scheduler else o.lr_scheduler
+        warmup = warmup_steps(o.warmup, o.warmup_fraction, self.steps_per_epoch * o.epochs, kind)
+        self.schedule = LearningRateSchedule(optimizer, warmup, self.steps_per_epoch * o.epochs, kind,
                                              self.steps_per_epoch * (o.epochs_cooldown or 0), o.lr_cooldown_power,
                                              o.lr_cooldown_end)
         if resumed is not None and resumed.scheduler_state is not None:
