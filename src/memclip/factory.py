@@ -40,6 +40,7 @@ from .rope_text import convert_to_rope_text
 from .stem import attach_stem
 from .surgery import attach_memory
 from .text_tower import TextTowerConfig
+from .tulip_weights import TULIP_ACTIVATION, TULIP_CONTEXT_LENGTH, TULIP_PREFIX
 from .weights_io import Checkpoint, load_model_state_dict, load_text_tower, read_checkpoint
 from .wide_mlp import widen_mlps
 
@@ -119,7 +120,8 @@ def _change_text_tower(model: nn.Module, current: TextTowerConfig, target: TextT
     if target.kind == "rope":
         if current.kind == "rope" and target.rope_theta != current.rope_theta:
             raise ValueError(f"cannot change rope_theta from {current.rope_theta} to {target.rope_theta} after training")
-        convert_to_rope_text(model, target_length, theta=target.rope_theta, ntk_factor=target.rope_ntk_factor)
+        convert_to_rope_text(model, target_length, theta=target.rope_theta, ntk_factor=target.rope_ntk_factor,
+                             activation=target.activation)
         return
     if current.kind == "rope":
         raise ValueError("cannot turn a RoPE text tower back into absolute positions (text_tower kind 'clip')")
@@ -242,6 +244,26 @@ def _build_memclip_model(spec: ModelSpec, plan: LoadPlan, precision: str, weight
     return model
 
 
+def _tulip_text_tower(text_tower: Union[None, str, TextTowerConfig, Mapping[str, Any]]
+                      ) -> Union[TextTowerConfig, Dict[str, Any]]:
+    """The ``text_tower`` argument for ``text_pretrained="tulip:PATH"``: a RoPE tower with TULIP's GELU blocks, at
+    TULIP's 248 tokens unless another context length is given.
+
+    Raises:
+        ValueError: ``text_tower`` asks for another kind of tower or another activation.
+    """
+    if isinstance(text_tower, TextTowerConfig):
+        if text_tower.kind != "rope" or text_tower.activation != TULIP_ACTIVATION:
+            raise ValueError("text_pretrained='tulip:...' needs text_tower kind 'rope' with activation 'gelu'")
+        return text_tower
+    overrides = {"kind": text_tower} if isinstance(text_tower, str) else dict(text_tower or {})
+    for key, value in (("kind", "rope"), ("activation", TULIP_ACTIVATION)):
+        if overrides.setdefault(key, value) != value:
+            raise ValueError(f"text_pretrained='tulip:...' needs text_tower {key} {value!r}, got {overrides[key]!r}")
+    overrides.setdefault("context_length", TULIP_CONTEXT_LENGTH)
+    return overrides
+
+
 def _needs_memclip(spec: ModelSpec, memory: Union[None, MemoryConfig, Mapping[str, Any]],
                    text_tower: Union[None, str, TextTowerConfig, Mapping[str, Any]], checkpoint: Optional[Checkpoint],
                    memclip_name: bool) -> bool:
@@ -308,7 +330,9 @@ def create_model(
         text_tower: a :class:`TextTowerConfig`, ``"clip"``/``"rope"``, or a dict of overrides, e.g.
             ``{"context_length": 248, "pos_stretch": "longclip"}``.
         text_pretrained: a checkpoint or saved folder whose ``text.*`` weights replace the text tower at the end
-            (e.g. a RoPE tower distilled with ``--distill-text``).
+            (e.g. a RoPE tower distilled with ``--distill-text``), or ``tulip:PATH``: TULIP's released text encoder
+            in its own checkpoint format (a RoPE tower with GELU blocks at 248 tokens unless ``text_tower`` gives
+            another context length).
         force_*: as in open_clip.
         weights_only: ``torch.load``'s safe mode (as in open_clip).
         open_clip_kwargs: passed to ``open_clip.create_model`` for models that go straight to open_clip.
@@ -318,6 +342,8 @@ def create_model(
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: must be one of {PRECISIONS}")
     device = torch.device(device) if isinstance(device, str) else device
+    if text_pretrained and text_pretrained.startswith(TULIP_PREFIX):
+        text_tower = _tulip_text_tower(text_tower)
     saved_dir = is_saved_model_dir(model_name)
     spec = get_model_spec(model_name)
     if pretrained is None and saved_dir:
