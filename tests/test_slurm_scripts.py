@@ -202,6 +202,13 @@ def test_inside_a_job_the_geometry_comes_from_the_allocation(base):
         assert flag in out, flag
     code, _, err = dry_run("finetune.sbatch", **dict(env, RECIPE="248"))
     assert code == 2 and "RECIPE=248: thesis" in err
+    # "Ours+TULIP": TULIP's released text encoder, frozen, at 248 tokens
+    code, _, err = dry_run("finetune.sbatch", **dict(env, RECIPE="tulip"))
+    assert code == 2 and "set TULIP_TEXT:" in err
+    code, out, _ = dry_run("finetune.sbatch", **dict(env, RECIPE="tulip", TULIP_TEXT="/w/tulip-B-16.pt"))
+    for flag in ("--trainable memory,visual --text-tower tulip:/w/tulip-B-16.pt --text-context-length 248",
+                 "--name finetune-vit-b-16-mem-tulip"):
+        assert flag in launched(out), flag
 
 
 @pytest.mark.parametrize("geometry, per_gpu, accum", [

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from ...convert.exclusion import normalise_image_path
+from ...convert.exclusion import image_identity
 from ...data.captions import first_sentence
 from .base import LayoutError, RetrievalSet, add_captions, grouped, read_json, read_jsonl, require
 from .flair_annotations import (DOCCI_TEST_IMAGES, IIW_FLAIR_FOLDERS, IIW_SUBSET_IMAGES, SplitSize, check_split_size,
@@ -246,9 +246,9 @@ def training_overlap(root: Path, definition: str, size: int, images: List[str]) 
                 f"out of training with python -m memclip_train.convert ... --exclude-images "
                 f"{SHAREGPT4V_FILES[definition]}"), None
     logger.info("counting the images %s shares with %s ...", SHAREGPT4V_FILES[definition], train_file.name)
-    training = {normalise_image_path(e["image"]) for e in read_json("sharegpt4v", train_file, SHAREGPT4V_LAYOUT)
+    training = {image_identity(e["image"]) for e in read_json("sharegpt4v", train_file, SHAREGPT4V_LAYOUT)
                 [LONGCLIP_HELD_OUT:] if isinstance(e, dict) and "image" in e}
-    shared = len({normalise_image_path(image) for image in images} & training)
+    shared = len({image_identity(image) for image in images} & training)
     if not shared:
         return "", 0
     return (f"{shared} of its images are in the training part of {train_file.name}; keep them out of training with "
