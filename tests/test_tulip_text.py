@@ -37,7 +37,8 @@ def tulip_weights(text_cfg, seed=5):
     for i in range(layers):
         block = f"transformer.resblocks.{i}."
         state.update({block + "ln_1.weight": 1 + rand(width), block + "ln_1.bias": rand(width),
-                      block + "attn.in_proj_weight": rand(3 * width, width), block + "attn.in_proj_bias": rand(3 * width),
+                      block + "attn.in_proj_weight": rand(3 * width, width),
+                      block + "attn.in_proj_bias": rand(3 * width),
                       block + "attn.out_proj.weight": rand(width, width), block + "attn.out_proj.bias": rand(width),
                       block + "ln_2.weight": 1 + rand(width), block + "ln_2.bias": rand(width),
                       block + "mlp.c_fc.weight": rand(4 * width, width), block + "mlp.c_fc.bias": rand(4 * width),

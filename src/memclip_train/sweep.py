@@ -104,9 +104,10 @@ PRESETS: Dict[str, SweepPreset] = {
         StageRecipe(epochs=10, lr=1e-5, batch_size=32, wd=0.1, warmup_fraction=thesis_warmup_fraction(10, 32, 2),
                     extra=("--trainable", "memory,visual")),
         ("--precision", "amp_bf16"), (),
-        "thesis section 5.3 / Fig. 5.4: 10 epochs on one 10k-sample ShareGPT4V shard with Table 4.1's settings, "
-        "stage 2 as section 4.4 (77 tokens, text frozen); n_keys 64 x v_dim 1024, knn 64 and the four placements "
-        "are the thesis's, the other n_keys/v_dim values our reading of Fig. 5.4 (its axes are not in the text)",
+        "thesis section 5.3 / Fig. 5.4: 10 epochs on one 10k-sample ShareGPT4V shard with the thesis's settings "
+        "(Table 4.1 and its code), stage 2 as section 4.4 (77 tokens, text frozen); n_keys 64 x v_dim 1024, knn 64 "
+        "and the four placements are the thesis's, the other n_keys/v_dim values our reading of Fig. 5.4 (its axes "
+        "are not in the text)",
         model="ViT-B-16-mem", teacher="openai"),
 }
 

@@ -10,8 +10,9 @@ from memclip_train.schedule import warmup_steps
 
 
 def test_a_warmup_longer_than_the_run_is_refused():
-    # the thesis sweep point of 10 epochs over 10k samples on 4 GPUs: 781 stage-2 steps under a warmup of 1000
-    with pytest.raises(ValueError, match=r"--warmup 1000 is not shorter than the run \(781 optimizer steps\).*e\.g\. 39"):
+    # about a thesis sweep point's stage 2 on 4 GPUs (10 epochs over 10k samples), under the code's warmup of 1000
+    refused = r"--warmup 1000 is not shorter than the run \(781 optimizer steps\).*e\.g\. 39"
+    with pytest.raises(ValueError, match=refused):
         warmup_steps(1000, None, 781)
     with pytest.raises(ValueError):
         warmup_steps(781, None, 781)
