@@ -206,9 +206,9 @@ class ModelConfig:
 class OptimConfig:
     """AdamW with warmup and a cosine (or constant) schedule; value tables keep their fixed lr.
 
-    ``warmup`` counts optimizer steps; ``warmup_fraction``, when set, replaces it with that share of the run's steps
-    (the same schedule shape at any run length). A warmup as long as the run is refused when the run starts
-    (:func:`memclip_train.schedule.warmup_steps`).
+    ``warmup`` counts optimizer steps (None: open_clip's 10000, or 5% of a run too short for it); ``warmup_fraction``,
+    when set, replaces it with that share of the run's steps (the same schedule shape at any run length). A warmup
+    given as long as the run is refused when the run starts (:func:`memclip_train.schedule.warmup_steps`).
     """
 
     batch_size: int = 64
@@ -218,7 +218,7 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-6
-    warmup: int = 10000
+    warmup: Optional[int] = None
     warmup_fraction: Optional[float] = None
     lr_scheduler: str = "cosine"
     accum_freq: int = 1
@@ -234,7 +234,7 @@ class OptimConfig:
         _check(self.batch_size >= 1, f"--batch-size {self.batch_size}: must be >= 1")
         _check(self.epochs >= 1, f"--epochs {self.epochs}: must be >= 1")
         _check(self.lr >= 0 and self.wd >= 0, "--lr and --wd must be >= 0")
-        _check(self.warmup >= 0, f"--warmup {self.warmup}: must be >= 0")
+        _check(self.warmup is None or self.warmup >= 0, f"--warmup {self.warmup}: must be >= 0")
         _check(self.warmup_fraction is None or 0 <= self.warmup_fraction < 1,
                f"--warmup-fraction {self.warmup_fraction}: must be in [0, 1)")
         _check(self.lr_scheduler in LR_SCHEDULERS, f"--lr-scheduler {self.lr_scheduler!r}: one of {LR_SCHEDULERS}")
@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eps", type=float, default=o.eps)
     warmup = g.add_mutually_exclusive_group()
     warmup.add_argument("--warmup", type=int, default=o.warmup,
-                        help="warmup steps (refused when the run has no more optimizer steps than this)")
+                        help="warmup steps (default: open_clip's 10000, or 5%% of a shorter run; a given value must be "
+                             "shorter than the run)")
     warmup.add_argument("--warmup-fraction", type=float,
                         help="warmup as a share of the run's optimizer steps, e.g. 0.01 (instead of --warmup)")
     g.add_argument("--lr-scheduler", default=o.lr_scheduler, choices=LR_SCHEDULERS,

@@ -20,6 +20,12 @@ def test_a_warmup_longer_than_the_run_is_refused():
     assert warmup_steps(10000, None, 12, kind="none") == 10000  # --skip-scheduler: no warmup is applied at all
 
 
+def test_the_default_warmup_shrinks_to_a_short_run(caplog):
+    assert warmup_steps(None, None, 20_000) == 10000  # open_clip's default where it fits
+    assert warmup_steps(None, None, 781) == 39 and "5% of the run" in caplog.text
+    assert warmup_steps(None, None, 4) == 0
+
+
 def test_a_warmup_fraction_follows_the_run():
     assert warmup_steps(10000, 0.01, 147_951) == 1480  # stage 1 of the thesis: ~1000 steps of ~148k
     assert warmup_steps(10000, 0.0068, 312) == 2 and warmup_steps(10000, 0.0001, 312) == 1
