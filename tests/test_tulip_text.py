@@ -136,6 +136,10 @@ def test_bad_tulip_requests_are_named(tulip_checkpoint, quickgelu_micro, tmp_pat
     torch.save({"state_dict": {"visual.proj": torch.zeros(2)}}, plain)
     with pytest.raises(memclip.InputError, match="is it TULIP's checkpoint"):
         memclip.create_model(name, text_pretrained=f"tulip:{plain}")
+    wider = tmp_path / "wider.pt"  # a tower of another width (ViT-L-14's TULIP into a ViT-B-16 model)
+    torch.save({"state_dict": tulip_weights({"width": 48, "layers": 1, "vocab_size": 49408})}, wider)
+    with pytest.raises(memclip.InputError, match="a TULIP tower of another size"):
+        memclip.create_model(name, text_pretrained=f"tulip:{wider}")
 
 
 def test_the_trainer_takes_tulip_text_towers(tulip_checkpoint):

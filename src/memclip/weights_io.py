@@ -242,4 +242,10 @@ def _load_tulip_text_tower(model: nn.Module, path: str, weights_only: bool) -> N
         state = tulip_text_state_dict(checkpoint.state_dict, text.heads)
     except KeyError as error:
         raise InputError(f"tulip:{path}: {error.args[0]}; is it TULIP's checkpoint?") from error
+    own = text.state_dict()
+    wrong = next((k for k, v in state.items() if k in own and v.shape != own[k].shape), None)
+    if wrong is not None:
+        raise InputError(f"tulip:{path}: {wrong} is {tuple(state[wrong].shape)} there and {tuple(own[wrong].shape)} "
+                         "in the model: a TULIP tower of another size (it must match the model's text tower, e.g. "
+                         "TULIP's ViT-B/16 tower for ViT-B-16-mem)")
     load_model_state_dict(text, state, source=f"{path} (TULIP text tower)")
