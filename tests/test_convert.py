@@ -311,3 +311,23 @@ def test_train_entries_sharing_a_held_out_image_are_counted(sharegpt4v, tmp_path
     summary = json.loads((out / "conversion.json").read_text())
     assert summary["train_entries_sharing_a_held_out_image"] == 7  # 1001 names a missing image
     assert "7 train entries show an image that a held-out (val-1k) entry shows too" in caplog.text
+
+
+def test_count_only_gives_the_split_sizes_without_reading_images(sharegpt4v, tmp_path, capsys):
+    json_path, root = sharegpt4v
+    sam10k = tmp_path / "share4v_sam_10k.json"
+    # an evaluation json naming the SAM image from another folder layout (FLAIR's sa_000000/images/...)
+    entries = [{"image": "sa_000000/images/sa_7.jpg"}, {"image": "coco/train2017/elsewhere.jpg"}]
+    sam10k.write_text(json.dumps(entries))
+    data = json.loads(json_path.read_text())
+    for index in (1000, 1004, 1006):
+        data[index]["image"] = "sam/images/sa_7.jpg"
+    json_path.write_text(json.dumps(data))
+    assert convert_main(["sharegpt4v", "--json", str(json_path), "--exclude-images", str(sam10k),
+                         "--count-only"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["entries"] == 1008 and counts["val-1k"] == 1000
+    assert counts["excluded_from_train"] == 3 and counts["train"] == 5, "SA-1B images match by file name"
+    assert not (tmp_path / "shards").exists()
+    assert convert_main(["sharegpt4v", "--json", str(json_path), "--image-root", str(root)]) == 2
+    assert "--out is required" in capsys.readouterr().err

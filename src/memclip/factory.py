@@ -42,6 +42,7 @@ from .rope_text import convert_to_rope_text
 from .stem import attach_stem
 from .surgery import attach_memory
 from .text_tower import TextTowerConfig
+from .tulip_weights import TULIP_ACTIVATION, TULIP_CONTEXT_LENGTH, TULIP_PREFIX
 from .weights_io import Checkpoint, load_model_state_dict, load_text_tower, read_checkpoint, tensor_problems
 from .wide_mlp import widen_mlps
 
@@ -121,7 +122,8 @@ def _change_text_tower(model: nn.Module, current: TextTowerConfig, target: TextT
     if target.kind == "rope":
         if current.kind == "rope" and target.rope_theta != current.rope_theta:
             raise ValueError(f"cannot change rope_theta from {current.rope_theta} to {target.rope_theta} after training")
-        convert_to_rope_text(model, target_length, theta=target.rope_theta, ntk_factor=target.rope_ntk_factor)
+        convert_to_rope_text(model, target_length, theta=target.rope_theta, ntk_factor=target.rope_ntk_factor,
+                             activation=target.activation)
         return
     if current.kind == "rope":
         raise ValueError("cannot turn a RoPE text tower back into absolute positions (text_tower kind 'clip')")
@@ -300,6 +302,26 @@ def _build_memclip_model(spec: ModelSpec, plan: LoadPlan, precision: str, weight
     return model
 
 
+def _tulip_text_tower(text_tower: Union[None, str, TextTowerConfig, Mapping[str, Any]]
+                      ) -> Union[TextTowerConfig, Dict[str, Any]]:
+    """The ``text_tower`` argument for ``text_pretrained="tulip:PATH"``: a RoPE tower with TULIP's GELU blocks, at
+    TULIP's 248 tokens unless another context length is given.
+
+    Raises:
+        ValueError: ``text_tower`` asks for another kind of tower or another activation.
+    """
+    if isinstance(text_tower, TextTowerConfig):
+        if text_tower.kind != "rope" or text_tower.activation != TULIP_ACTIVATION:
+            raise ValueError("text_pretrained='tulip:...' needs text_tower kind 'rope' with activation 'gelu'")
+        return text_tower
+    overrides = {"kind": text_tower} if isinstance(text_tower, str) else dict(text_tower or {})
+    for key, value in (("kind", "rope"), ("activation", TULIP_ACTIVATION)):
+        if overrides.setdefault(key, value) != value:
+            raise ValueError(f"text_pretrained='tulip:...' needs text_tower {key} {value!r}, got {overrides[key]!r}")
+    overrides.setdefault("context_length", TULIP_CONTEXT_LENGTH)
+    return overrides
+
+
 def _needs_memclip(spec: ModelSpec, memory: Union[None, MemoryConfig, Mapping[str, Any]],
                    text_tower: Union[None, str, TextTowerConfig, Mapping[str, Any]], checkpoint: Optional[Checkpoint],
                    memclip_name: bool) -> bool:
@@ -414,7 +436,9 @@ def create_model(
         text_tower: a :class:`TextTowerConfig`, ``"clip"``/``"rope"``, or a dict of overrides, e.g.
             ``{"context_length": 248, "pos_stretch": "longclip"}``.
         text_pretrained: a checkpoint or saved folder whose ``text.*`` weights replace the text tower at the end
-            (e.g. a RoPE tower distilled with ``--distill-text``).
+            (e.g. a RoPE tower distilled with ``--distill-text``), or ``tulip:PATH``: TULIP's released text encoder
+            in its own checkpoint format (a RoPE tower with GELU blocks at 248 tokens unless ``text_tower`` gives
+            another context length).
         force_*: as in open_clip.
         cache_dir: where Hub models and open_clip tags download (default: the Hub's cache).
         weights_only: ``torch.load``'s safe mode, as in open_clip; memclip reads weights only in it (``False`` is
@@ -436,6 +460,8 @@ def create_model(
         model_name = str(source.folder)
     pretrained = hub.local_weights(pretrained, cache_dir)
     text_pretrained = hub.local_weights(text_pretrained, cache_dir)
+    if text_pretrained and text_pretrained.startswith(TULIP_PREFIX):
+        text_tower = _tulip_text_tower(text_tower)
     saved_dir = is_saved_model_dir(model_name)
     spec = get_model_spec(model_name, cache_dir)
     if pretrained is None and saved_dir:

@@ -11,9 +11,12 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import ResidualAttentionBlock, text_global_pool
+from open_clip.transformer import QuickGELU, ResidualAttentionBlock, text_global_pool
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+
+ACTIVATION_MODULES = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
 
 
 def rope_base(theta: float, ntk_factor: float, head_dim: int) -> float:
@@ -45,10 +48,13 @@ class RopeTextTransformer(nn.Module):
         context_length: tokens the tokenizer produces for this tower.
         theta: RoPE base before NTK scaling.
         ntk_factor: NTK-aware context-extension factor (1 = none).
+        activation: ``gelu`` or ``quick_gelu`` replaces the blocks' MLP activation (TULIP's towers use GELU); None
+            keeps the text tower's.
     Input: token ids (B, L), L <= any length (positions are relative); output: (B, output_dim) pooled features.
     """
 
-    def __init__(self, text: nn.Module, context_length: int, theta: float = 10000.0, ntk_factor: float = 1.0):
+    def __init__(self, text: nn.Module, context_length: int, theta: float = 10000.0, ntk_factor: float = 1.0,
+                 activation: Optional[str] = None):
         super().__init__()
         if getattr(text, "cls_emb", None) is not None:
             raise TypeError("RoPE text towers support CLIP-style towers without a class token")
@@ -74,6 +80,10 @@ class RopeTextTransformer(nn.Module):
         self.ntk_factor = ntk_factor
         self.output_tokens = False
         self._tables: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self.activation = activation
+        if activation is not None:
+            for block in blocks:
+                block.mlp.gelu = ACTIVATION_MODULES[activation]()
 
     @property
     def base(self) -> float:
@@ -139,11 +149,13 @@ class RopeTextTransformer(nn.Module):
                 self.text_projection.requires_grad_(True)
 
     def extra_repr(self) -> str:
-        return f"rope theta={self.theta:g}, ntk_factor={self.ntk_factor:g}, context_length={self.context_length}"
+        activation = f", activation={self.activation}" if self.activation else ""
+        return (f"rope theta={self.theta:g}, ntk_factor={self.ntk_factor:g}, context_length={self.context_length}"
+                f"{activation}")
 
 
 def convert_to_rope_text(model: nn.Module, context_length: int, theta: float = 10000.0,
-                         ntk_factor: float = 1.0) -> RopeTextTransformer:
+                         ntk_factor: float = 1.0, activation: Optional[str] = None) -> RopeTextTransformer:
     """Replace ``model.text`` (a CustomTextCLIP's TextTransformer) with a RoPE tower built from its modules."""
     text = getattr(model, "text", None)
     if text is None or not hasattr(text, "transformer"):
@@ -152,8 +164,11 @@ def convert_to_rope_text(model: nn.Module, context_length: int, theta: float = 1
             "does this for text_tower kind 'rope')"
         )
     if isinstance(text, RopeTextTransformer):
+        if activation != text.activation:
+            raise ValueError(f"cannot change a RoPE tower's activation from {text.activation} to {activation} after "
+                             "training")
         text.set_ntk_factor(ntk_factor, context_length)
         return text
-    rope = RopeTextTransformer(text, context_length, theta=theta, ntk_factor=ntk_factor)
+    rope = RopeTextTransformer(text, context_length, theta=theta, ntk_factor=ntk_factor, activation=activation)
     model.text = rope
     return rope

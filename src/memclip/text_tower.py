@@ -9,6 +9,7 @@ from memory_layers.config import from_dict_strict
 
 TEXT_TOWER_KINDS = ("clip", "rope")
 POSITION_STRETCHES = ("longclip", "interpolate")
+ACTIVATIONS = ("gelu", "quick_gelu")
 
 
 def _fail(field_name: str, value: Any, why: str) -> None:
@@ -25,7 +26,8 @@ class TextTowerConfig:
           absolute positional embedding (positions 0..keep-1 kept, the rest interpolated, the tail extrapolated);
           ``"interpolate"`` is open_clip's plain linear resize, for comparison;
         - ``kind="rope"``: TULIP-style rotary positions in every text block, initialised from the CLIP tower and
-          distilled on <= 77-token captions; ``rope_ntk_factor`` > 1 extends it with NTK-aware scaling.
+          distilled on <= 77-token captions; ``rope_ntk_factor`` > 1 extends it with NTK-aware scaling. TULIP's own
+          released tower loads into it too (``text_pretrained="tulip:PATH"``, see :mod:`memclip.tulip_weights`).
 
     Attributes:
         kind: ``"clip"`` (absolute positions) or ``"rope"``.
@@ -34,6 +36,8 @@ class TextTowerConfig:
         stretch_keep: leading positions the Long-CLIP stretch keeps exactly (20).
         rope_theta: RoPE base (10000).
         rope_ntk_factor: NTK-aware scaling factor (1 = none); the base becomes theta * factor^(d / (d - 2)).
+        activation: the MLP activation of a ``rope`` tower's blocks when it differs from the model's (``gelu`` for
+            TULIP's towers, which use exact GELU even on OpenAI's QuickGELU CLIP); None keeps the model's.
     """
 
     kind: str = "clip"
@@ -42,6 +46,7 @@ class TextTowerConfig:
     stretch_keep: int = 20
     rope_theta: float = 10000.0
     rope_ntk_factor: float = 1.0
+    activation: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.kind not in TEXT_TOWER_KINDS:
@@ -60,6 +65,10 @@ class TextTowerConfig:
             _fail("rope_theta", self.rope_theta, "must be a number > 1")
         if not isinstance(self.rope_ntk_factor, (int, float)) or self.rope_ntk_factor < 1:
             _fail("rope_ntk_factor", self.rope_ntk_factor, "must be a number >= 1")
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            _fail("activation", self.activation, f"must be one of {ACTIVATIONS} or None (the model's)")
+        if self.activation is not None and self.kind != "rope":
+            _fail("activation", self.activation, "applies to a rope tower only (a clip tower keeps the model's)")
 
     @property
     def is_default(self) -> bool:

@@ -26,6 +26,8 @@ from .atomic_io import atomic_write, atomic_write_json
 from .errors import InputError
 from .model_files import OPEN_CLIP_CONFIG_NAME, WEIGHTS_NAME
 from .pretrained import list_pretrained_tags_by_model, shipped_weights
+from .rope_text import RopeTextTransformer
+from .tulip_weights import TULIP_ACTIVATION, TULIP_PREFIX, tulip_text_state_dict
 from .registry import CONFIG_KEY, SAVED_CONFIG_NAME, ModelSpec, is_saved_model_dir, read_saved_config
 from .provenance import git_commit
 from .version import __version__
@@ -303,13 +305,17 @@ def read_checkpoint(
 
 
 def load_text_tower(model: nn.Module, source: str, weights_only: bool = True) -> None:
-    """Replace ``model.text``'s weights with the ``text.*`` weights of a checkpoint or saved folder (strict).
+    """Replace ``model.text``'s weights with the ``text.*`` weights of a checkpoint or saved folder (strict), or,
+    for ``tulip:PATH``, with the text tower of a checkpoint in TULIP's format (:mod:`memclip.tulip_weights`).
 
     Raises:
         InputError: the source has no separate text tower, or its tower does not match the model's.
     """
     if getattr(model, "text", None) is None:
         raise InputError("the model has no separate text tower (model.text) to load weights into")
+    if source.startswith(TULIP_PREFIX):
+        _load_tulip_text_tower(model, source[len(TULIP_PREFIX):], weights_only)
+        return
     if is_saved_model_dir(source):
         checkpoint = read_weights_file(Path(source) / WEIGHTS_NAME, weights_only)
     elif os.path.isfile(source):
@@ -320,3 +326,25 @@ def load_text_tower(model: nn.Module, source: str, weights_only: bool = True) ->
     if not text_state:
         raise InputError(f"{source} has no text.* weights: was it trained with a separate (e.g. RoPE) text tower?")
     load_model_state_dict(model.text, text_state, source=f"{source} (text tower)")
+
+
+def _load_tulip_text_tower(model: nn.Module, path: str, weights_only: bool) -> None:
+    """TULIP's text tower into the model's RoPE tower (which must use GELU, as TULIP's does)."""
+    text = model.text
+    if not isinstance(text, RopeTextTransformer) or text.activation != TULIP_ACTIVATION:
+        raise InputError(f"tulip:{path}: TULIP's text tower loads into a RoPE tower with GELU blocks "
+                         "(text_tower={'kind': 'rope', 'activation': 'gelu'}; memclip.create_model sets it for you)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"TULIP text-tower checkpoint not found: {path}")
+    checkpoint = read_weights_file(path, weights_only)
+    try:
+        state = tulip_text_state_dict(checkpoint.state_dict, text.heads)
+    except KeyError as error:
+        raise InputError(f"tulip:{path}: {error.args[0]}; is it TULIP's checkpoint?") from error
+    own = text.state_dict()
+    wrong = next((k for k, v in state.items() if k in own and v.shape != own[k].shape), None)
+    if wrong is not None:
+        raise InputError(f"tulip:{path}: {wrong} is {tuple(state[wrong].shape)} there and {tuple(own[wrong].shape)} "
+                         "in the model: a TULIP tower of another size (it must match the model's text tower, e.g. "
+                         "TULIP's ViT-B/16 tower for ViT-B-16-mem)")
+    load_model_state_dict(text, state, source=f"{path} (TULIP text tower)")

@@ -203,8 +203,10 @@ class ModelConfig:
                               low_open=flag == "--image-std")
         _check_aug_cfg(dict(self.aug_cfg))
         if self.text_tower is not None:
-            _check(self.text_tower.split(":", 1)[0] in ("clip", "rope"),
-                   f"--text-tower {self.text_tower!r}: clip, rope or rope:PATH")
+            kind, _, path = self.text_tower.partition(":")
+            _check(kind in ("clip", "rope") or (kind == "tulip" and path),
+                   f"--text-tower {self.text_tower!r}: clip, rope, rope:PATH (a memclip RoPE tower) or tulip:PATH "
+                   "(TULIP's released text encoder, in its own checkpoint format)")
         _check(self.text_pos_stretch is None or self.text_context_length is not None,
                "--text-pos-stretch needs --text-context-length")
 
@@ -236,16 +238,29 @@ class ModelConfig:
 
     @property
     def text_tower_kind(self) -> Optional[str]:
-        return self.text_tower.split(":", 1)[0] if self.text_tower else None
+        """``clip`` or ``rope`` (TULIP's tower is a RoPE tower)."""
+        if not self.text_tower:
+            return None
+        kind = self.text_tower.split(":", 1)[0]
+        return "rope" if kind == "tulip" else kind
 
     @property
     def text_tower_path(self) -> Optional[str]:
-        return self.text_tower.split(":", 1)[1] if self.text_tower and ":" in self.text_tower else None
+        """The weights of the text tower: a path, or ``tulip:PATH`` for TULIP's format (``text_pretrained``)."""
+        if not self.text_tower or ":" not in self.text_tower:
+            return None
+        kind, path = self.text_tower.split(":", 1)
+        return self.text_tower if kind == "tulip" else path
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with warmup and a cosine (or constant) schedule; value tables keep their fixed lr."""
+    """AdamW with warmup and a cosine (or constant) schedule; value tables keep their fixed lr.
+
+    ``warmup`` counts optimizer steps (None: open_clip's 10000, or 5% of a run too short for it); ``warmup_fraction``,
+    when set, replaces it with that share of the run's steps (the same schedule shape at any run length). A warmup
+    given as long as the run is refused when the run starts (:func:`memclip_train.schedule.warmup_steps`).
+    """
 
     batch_size: int = 64
     epochs: int = 32
@@ -254,7 +269,8 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-6
-    warmup: int = 10000
+    warmup: Optional[int] = None
+    warmup_fraction: Optional[float] = None
     lr_scheduler: str = "cosine"
     accum_freq: int = 1
     grad_clip_norm: Optional[float] = None
@@ -279,7 +295,8 @@ class OptimConfig:
         _check(self.lr_scheduler != "const-cooldown" or self.lr_cooldown_end <= self.lr,
                f"--lr-cooldown-end {self.lr_cooldown_end:g} is above --lr {self.lr:g}: the cooldown would raise the "
                "learning rate")
-        _check(self.warmup >= 0, f"--warmup {self.warmup}: must be >= 0")
+        _check(self.warmup is None or self.warmup >= 0, f"--warmup {self.warmup}: must be >= 0")
+        _check_number("--warmup-fraction", self.warmup_fraction, low=0, high=1, high_open=True)
         _check(self.lr_scheduler in LR_SCHEDULERS, f"--lr-scheduler {self.lr_scheduler!r}: one of {LR_SCHEDULERS}")
         _check(self.lr_scheduler != "const-cooldown" or self.epochs_cooldown is not None,
                "--lr-scheduler const-cooldown needs --epochs-cooldown N (the last N epochs decay)")
@@ -558,7 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--value-lr", type=float, help="override the memory values' fixed learning rate")
     g.add_argument("--memory", type=_memory_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="override a memory knob of --model (repeat): layers=8,10,11 n_keys=32 knn=16 mode=parallel")
-    g.add_argument("--text-tower", help="clip, rope, or rope:PATH (a distilled RoPE tower to load)")
+    g.add_argument("--text-tower", help="clip, rope, rope:PATH (a distilled memclip RoPE tower to load) or tulip:PATH "
+                                        "(TULIP's released text encoder, read in its own format; 248 tokens)")
     g.add_argument("--text-context-length", type=int, help="text tokens read (e.g. 248)")
     g.add_argument("--text-pos-stretch", choices=("longclip", "interpolate"), help="how a CLIP tower reaches it")
     g.add_argument("--rope-ntk-factor", type=float, help="NTK-aware RoPE context extension factor")
@@ -596,7 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--beta1", type=float, default=o.beta1)
     g.add_argument("--beta2", type=float, default=o.beta2)
     g.add_argument("--eps", type=float, default=o.eps)
-    g.add_argument("--warmup", type=int, default=o.warmup, help="warmup steps")
+    warmup = g.add_mutually_exclusive_group()
+    warmup.add_argument("--warmup", type=int, default=o.warmup,
+                        help="warmup steps (default: open_clip's 10000, or 5%% of a shorter run; a given value must be "
+                             "shorter than the run)")
+    warmup.add_argument("--warmup-fraction", type=float,
+                        help="warmup as a share of the run's optimizer steps, e.g. 0.01 (instead of --warmup)")
     g.add_argument("--lr-scheduler", default=o.lr_scheduler, choices=LR_SCHEDULERS,
                    help="const-cooldown: constant, then the last --epochs-cooldown epochs decay")
     g.add_argument("--epochs-cooldown", type=int, help="const-cooldown: epochs of decay at the end")

@@ -4,12 +4,45 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
 SCHEDULES = ("cosine", "const", "const-cooldown", "none")
 logger = logging.getLogger(__name__)
+
+
+DEFAULT_WARMUP = 10000
+"""open_clip_train's default warmup steps."""
+
+
+def warmup_steps(warmup: Optional[int], warmup_fraction: Optional[float], total_steps: int,
+                 kind: str = "cosine") -> int:
+    """The warmup of a run of ``total_steps`` optimizer steps: ``warmup_fraction`` of them (rounded, at least one)
+    when given, else ``warmup``, else open_clip's 10000 steps, or 5% of the run when the run is not longer than that
+    (a warning says so).
+
+    Raises:
+        ValueError: a given ``warmup`` is as long as the run or longer (and the schedule has one): the lr would never
+            reach its peak, nor decay. The message gives the run's length and a warmup that fits.
+    """
+    if warmup_fraction is not None:
+        return max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
+    if kind == "none":
+        return warmup if warmup is not None else DEFAULT_WARMUP
+    fitting = total_steps // 20
+    steps = f"{total_steps} optimizer step{'s' if total_steps != 1 else ''}"
+    if warmup is None:
+        if DEFAULT_WARMUP < total_steps:
+            return DEFAULT_WARMUP
+        logger.warning("no --warmup given and open_clip's default of %d steps is longer than this run (%s): warming "
+                       "up over %d steps (5%% of the run) instead", DEFAULT_WARMUP, steps, fitting)
+        return fitting
+    if warmup >= total_steps:
+        raise ValueError(f"--warmup {warmup} is not shorter than the run ({steps}): the lr would "
+                         f"never reach --lr, nor decay. Pass a shorter --warmup (e.g. {max(1, fitting)}, 5% "
+                         "of the run) or --warmup-fraction F (a share of the run)")
+    return warmup
 
 
 class LearningRateSchedule:

@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import shlex
 import shutil
 import subprocess
@@ -53,6 +54,15 @@ from .stages import StageMismatch, differences, run_stages  # noqa: E402
 logger = logging.getLogger("memclip_train.sweep")
 GRIDS = ("nkeys-vdim", "knn", "placement")
 SYNTH_EVAL = ("synth-long", "synth-short")
+THESIS_TRAIN_SAMPLES = 1_245_902
+"""Training samples per epoch of the thesis's runs (Table 4.1)."""
+
+
+def thesis_warmup_fraction(epochs: int, global_batch: int, accum: int, warmup: int = 1000) -> float:
+    """The thesis code's ``--warmup 1000`` as a share of its run: ``epochs`` x (batches per epoch // ``accum``)
+    optimizer steps over 1,245,902 samples. A sweep point runs far fewer steps; the same share keeps its warmup
+    short enough for the lr to peak and decay (1000 steps would outlast a whole point)."""
+    return warmup / (epochs * (math.ceil(THESIS_TRAIN_SAMPLES / global_batch) // accum))
 
 
 @dataclass(frozen=True)
@@ -83,19 +93,24 @@ class SweepPreset:
 PRESETS: Dict[str, SweepPreset] = {
     "synthetic": SweepPreset(
         (16, 32), (128, 256), (4, 8, 16, 32),
-        StageRecipe(epochs=2, lr=2e-3, wd=0.05, warmup=5, extra=("--value-lr", "5e-3")),
-        StageRecipe(epochs=1, lr=2e-4, wd=0.05, warmup=5), ("--precision", "fp32", "--workers", "1"),
+        # warmup: 5 of the 126 and 63 steps of the demo world's 4,000 images, as a share of any world's run
+        StageRecipe(epochs=2, lr=2e-3, wd=0.05, warmup_fraction=0.04, extra=("--value-lr", "5e-3")),
+        StageRecipe(epochs=1, lr=2e-4, wd=0.05, warmup_fraction=0.08), ("--precision", "fp32", "--workers", "1"),
         ("--text-context-length", "248", "--text-pos-stretch", "longclip"),
         "the demo world's scale: ViT-Tiny-8-mem on CPU, the demo's 248-token stage 2"),
     "thesis": SweepPreset(
         (64, 128, 256), (256, 512, 1024), (8, 16, 32, 64),
-        StageRecipe(epochs=10, lr=5e-4, batch_size=20, warmup=1000, wd=0.1,
+        # warmup: the thesis code's 1000 steps as a share of its runs (stage 1: 38 epochs, 20 x 4 GPUs x accum 4;
+        # stage 2: 10 epochs, 32 x accum 2 on one GPU), about 2 and 4 steps of a 10k-sample point on 4 GPUs
+        StageRecipe(epochs=10, lr=5e-4, batch_size=20, wd=0.1, warmup_fraction=thesis_warmup_fraction(38, 80, 4),
                     extra=("--accum-freq", "4", "--distill-loss", "cosine", "--grad-checkpointing")),
-        StageRecipe(epochs=10, lr=1e-5, batch_size=32, warmup=1000, wd=0.1, extra=("--trainable", "memory,visual")),
+        StageRecipe(epochs=10, lr=1e-5, batch_size=32, wd=0.1, warmup_fraction=thesis_warmup_fraction(10, 32, 2),
+                    extra=("--trainable", "memory,visual")),
         ("--precision", "amp_bf16"), (),
-        "thesis section 5.3 / Fig. 5.4: 10 epochs on one 10k-sample ShareGPT4V shard with Table 4.1's settings, "
-        "stage 2 as section 4.4 (77 tokens, text frozen); n_keys 64 x v_dim 1024, knn 64 and the four placements "
-        "are the thesis's, the other n_keys/v_dim values our reading of Fig. 5.4 (its axes are not in the text)",
+        "thesis section 5.3 / Fig. 5.4: 10 epochs on one 10k-sample ShareGPT4V shard with the thesis's settings "
+        "(Table 4.1 and its code), stage 2 as section 4.4 (77 tokens, text frozen); n_keys 64 x v_dim 1024, knn 64 "
+        "and the four placements are the thesis's, the other n_keys/v_dim values our reading of Fig. 5.4 (its axes "
+        "are not in the text)",
         model="ViT-B-16-mem", teacher="openai"),
 }
 

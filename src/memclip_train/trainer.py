@@ -28,7 +28,7 @@ from .progress import show_progress
 from .resume_plan import run_shape
 from .run_card import write_run_card
 from .run_logger import RunFileError, RunLogger
-from .schedule import LearningRateSchedule
+from .schedule import LearningRateSchedule, warmup_steps
 from .tasks.base import Task
 from .training_zeroshot import TrainingZeroShot
 
@@ -172,8 +172,9 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
         o = config.optim
-        self.schedule = LearningRateSchedule(optimizer, o.warmup, self.steps_per_epoch * o.epochs,
-                                             "none" if o.skip_scheduler else o.lr_scheduler,
+        kind = "none" if o.skip_scheduler else o.lr_scheduler
+        warmup = warmup_steps(o.warmup, o.warmup_fraction, self.steps_per_epoch * o.epochs, kind)
+        self.schedule = LearningRateSchedule(optimizer, warmup, self.steps_per_epoch * o.epochs, kind,
                                              self.steps_per_epoch * (o.epochs_cooldown or 0), o.lr_cooldown_power,
                                              o.lr_cooldown_end)
         if resumed is not None and resumed.scheduler_state is not None:

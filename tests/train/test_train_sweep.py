@@ -1,13 +1,15 @@
 """A small ablation sweep: points run, results and plot are written, finished points are skipped."""
 import csv
 import json
+import math
 
 import pytest
 
 import memclip
 from memclip_train import sweep
 from memclip_train.main import main as train_main
-from memclip_train.sweep import PRESETS, grid_points, main, placements
+from memclip_train.schedule import warmup_steps
+from memclip_train.sweep import PRESETS, grid_points, main, placements, thesis_warmup_fraction
 from memclip_train.synth import SynthConfig, generate_world
 from memclip_train.synth.render import RenderConfig
 
@@ -60,10 +62,19 @@ def test_thesis_preset_holds_the_thesis_values():
     assert preset.model == "ViT-B-16-mem" and preset.teacher == "openai"
     assert 64 in preset.n_keys and 1024 in preset.v_dims and 64 in preset.knns
     distill, finetune = " ".join(preset.distill.flags()), " ".join(preset.finetune.flags())
-    for flag in ("--epochs 10", "--lr 0.0005", "--batch-size 20", "--warmup 1000", "--wd 0.1", "--accum-freq 4"):
+    for flag in ("--epochs 10", "--lr 0.0005", "--batch-size 20", "--warmup-fraction 0.00675977", "--wd 0.1",
+                 "--accum-freq 4"):
         assert flag in distill, flag
-    for flag in ("--epochs 10", "--lr 1e-05", "--batch-size 32", "--warmup 1000", "--trainable memory,visual"):
+    for flag in ("--epochs 10", "--lr 1e-05", "--batch-size 32", "--warmup-fraction 0.0051369",
+                 "--trainable memory,visual"):
         assert flag in finetune, flag
+    # a point (one 10k-sample shard, 10 epochs, 4 GPUs) warms up over the thesis's share of its steps, never longer
+    # than the point itself (the thesis code's 1000 steps would outlast its 310 and 780 steps)
+    point_steps = {"distill": 10 * (math.ceil(10_000 / 80) // 4), "finetune": 10 * math.ceil(10_000 / 128)}
+    assert point_steps == {"distill": 310, "finetune": 790}
+    assert warmup_steps(10000, preset.distill.warmup_fraction, point_steps["distill"]) == 2
+    assert warmup_steps(10000, preset.finetune.warmup_fraction, point_steps["finetune"]) == 4
+    assert thesis_warmup_fraction(38, 80, 4) * 38 * (math.ceil(1_245_902 / 80) // 4) == pytest.approx(1000)
     assert preset.finetune_text == () and "amp_bf16" in preset.flags  # 77 tokens, text frozen; bf16
     points = {p.label: p.memory for p in grid_points("nkeys-vdim", "ViT-B-16-mem", preset.n_keys, preset.v_dims,
                                                      preset.knns)}

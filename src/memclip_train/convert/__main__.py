@@ -9,8 +9,11 @@ source has one: nothing stands in for it), short, source, ...}) and, unless --va
 under OUT/<val-name>/ (a folder of its own: not train). Images are read only from inside the --image-root folders
 (after symlinks); others are skipped as outside_root. A killed run resumes with the same settings: finished shards
 are kept, missing ones are written. OUT/conversion.json records the settings and what every shard holds, skipped
-and lacks, over all runs; an empty source, or a split whose every entry was skipped, is an error. --exclude-images FILE (repeat) keeps an evaluation set's images
-out of train/, e.g. share4v_sam_10k.json.
+and lacks, over all runs; an empty source, or a split whose every entry was skipped, is an error. --exclude-images
+FILE (repeat) keeps an evaluation set's images out of train/, e.g. share4v_sam_10k.json (SA-1B images are matched by
+file name, whatever folder each file names). --count-only reads the json and the exclusion lists and prints how many
+entries each split would get, writing nothing (no image is read: missing or broken images are counted only by a real
+conversion).
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ def _common(parser: argparse.ArgumentParser, val_name: str, val_size: int) -> No
     parser.add_argument("--image-root", type=Path, action="append", default=[],
                         help="folder the image paths are relative to and images must lie in (repeat for several; the "
                              "first hit wins; default: the folder of the json/csv)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=Path, help="output folder (required unless --count-only)")
     parser.add_argument("--val-size", type=_count, default=val_size,
                         help="leading entries held out as the validation split (never written to train)")
     parser.add_argument("--val-name", default=val_name, help="folder name of the held-out split")
@@ -63,6 +66,9 @@ def _common(parser: argparse.ArgumentParser, val_name: str, val_size: int) -> No
     parser.add_argument("--exclude-images", type=Path, action="append", default=[], metavar="FILE",
                         help="keep these images out of train/: an evaluation set's json (ShareGPT4V layout, e.g. "
                              "share4v_sam_10k.json) or a file with one image path per line (repeat)")
+    parser.add_argument("--count-only", action="store_true",
+                        help="print how many entries go to each split (after --val-size and --exclude-images) and "
+                             "stop: no image is read, nothing is written")
     parser.add_argument("--no-progress", action="store_true")
     add_debug_flag(parser)
 
@@ -97,10 +103,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return report_user_errors(parser.prog, args.debug, lambda: convert(args))
 
 
+def count_splits(args: argparse.Namespace, source_file: Path) -> None:
+    """Print the entries each split would get, as json: the held-out split, the entries --exclude-images keeps out of
+    train/, and train/ (before missing or broken images, which only a real conversion finds)."""
+    records = read_records(args)
+    excluded = set().union(*(read_image_list(path) for path in args.exclude_images))
+    train, dropped = exclude_images(records[args.val_size:], excluded)
+    counts = {"source": source_file.name, "entries": len(records), args.val_name: min(args.val_size, len(records)),
+              "excluded_from_train": dropped, "excluded_images_listed": len(excluded), "train": len(train),
+              "--exclude-images": [p.name for p in args.exclude_images]}
+    print(json.dumps(counts, indent=2))
+
+
 def convert(args: argparse.Namespace) -> None:
     source_file = args.json if args.source == "sharegpt4v" else args.csv
     if not source_file.is_file():
         raise FileNotFoundError(f"--{'json' if args.source == 'sharegpt4v' else 'csv'} {source_file} does not exist")
+    if args.count_only:
+        count_splits(args, source_file)
+        return
+    if args.out is None:
+        raise UserError("--out is required (the output folder), unless --count-only")
     roots = args.image_root or [source_file.parent]
     for root in roots:
         if not root.is_dir():
@@ -132,6 +155,9 @@ def convert(args: argparse.Namespace) -> None:
                                         "entries": dropped}
         logger.info("excluded %d train entries whose images are in %s", dropped,
                     ", ".join(p.name for p in args.exclude_images))
+        if not dropped:
+            logger.warning("none of the %d images listed in %s is in train/: are they of this dataset?", len(excluded),
+                           ", ".join(p.name for p in args.exclude_images))
     if shared:
         about["train_entries_sharing_a_held_out_image"] = shared
         logger.warning("%d train entries show an image that a held-out (%s) entry shows too: the held-out split is "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import List, Set, Tuple
 
@@ -14,8 +15,21 @@ def normalise_image_path(path: str) -> str:
     return path[2:] if path.startswith("./") else path
 
 
+SA1B_IMAGE = re.compile(r"sa_\d+\.jpg")
+"""SA-1B's file names: an image id unique over the whole dataset, whatever folder a copy keeps it in."""
+
+
+def image_identity(path: str) -> str:
+    """What names the same image in two files: an SA-1B image by its file name (copies keep SA-1B's images in
+    ``sam/images/``, ``sa_000000/images/``, ...), any other by its normalised path."""
+    path = normalise_image_path(path)
+    name = path.rsplit("/", 1)[-1]
+    return name if SA1B_IMAGE.fullmatch(name) else path
+
+
 def read_image_list(path: Path) -> Set[str]:
-    """Image paths from a ShareGPT4V-style json (a list of entries with ``image``) or a text file, one per line.
+    """Image identities (:func:`image_identity`) from a ShareGPT4V-style json (a list of entries with ``image``) or
+    a text file, one path per line.
 
     Raises:
         ValueError: the file is missing, or a json that is not a list of entries with ``image``.
@@ -28,11 +42,11 @@ def read_image_list(path: Path) -> Set[str]:
         if not isinstance(entries, list) or any(not isinstance(e, dict) or "image" not in e for e in entries):
             raise ValueError(f"--exclude-images {path}: expected a json list of entries with 'image' (ShareGPT4V "
                              "layout), or a text file with one image path per line")
-        return {normalise_image_path(str(e["image"])) for e in entries}
-    return {normalise_image_path(line.strip()) for line in text.splitlines() if line.strip()}
+        return {image_identity(str(e["image"])) for e in entries}
+    return {image_identity(line.strip()) for line in text.splitlines() if line.strip()}
 
 
 def exclude_images(records: List[Record], images: Set[str]) -> Tuple[List[Record], int]:
-    """The records whose image is not in ``images``, and how many were dropped."""
-    kept = [r for r in records if normalise_image_path(r.image) not in images]
+    """The records whose image is not in ``images`` (identities), and how many were dropped."""
+    kept = [r for r in records if image_identity(r.image) not in images]
     return kept, len(records) - len(kept)

@@ -7,7 +7,8 @@ from typing import Dict, List, Optional, Union
 
 @dataclass(frozen=True)
 class StageRecipe:
-    """Training settings of one stage (flags of ``python -m memclip_train.main``)."""
+    """Training settings of one stage (flags of ``python -m memclip_train.main``); ``warmup_fraction``, when set,
+    replaces ``warmup`` by that share of the stage's optimizer steps."""
 
     epochs: int
     lr: float
@@ -15,10 +16,13 @@ class StageRecipe:
     warmup: int = 20
     wd: float = 0.1
     extra: tuple = ()
+    warmup_fraction: Optional[float] = None
 
     def flags(self) -> List[str]:
-        return ["--epochs", str(self.epochs), "--lr", str(self.lr), "--batch-size", str(self.batch_size),
-                "--warmup", str(self.warmup), "--wd", str(self.wd), *self.extra]
+        warmup = (["--warmup-fraction", f"{self.warmup_fraction:.6g}"] if self.warmup_fraction is not None
+                  else ["--warmup", str(self.warmup)])
+        return ["--epochs", str(self.epochs), "--lr", str(self.lr), "--batch-size", str(self.batch_size), *warmup,
+                "--wd", str(self.wd), *self.extra]
 
 
 CLIP_CONTEXT = 77

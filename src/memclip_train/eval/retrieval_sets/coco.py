@@ -6,14 +6,19 @@ from pathlib import Path
 from typing import Dict, List
 
 from .base import BadItem, LayoutError, RetrievalSet, grouped, read_json, text_problem
+from .flair_annotations import FLICKR30K_KARPATHY_VAL, check_split_size, load_flickr30k_flair_val
 
 COCO_LAYOUT = """    <root>/dataset_coco.json            Karpathy splits (images[].filepath, filename, split, sentences[].raw)
     <root>/val2014/COCO_val2014_*.jpg   the images (filepath/filename in the json)
   or, with --variant val2017:
     <root>/annotations/captions_val2017.json
-    <root>/val2017/000000xxxxxx.jpg"""
-FLICKR_LAYOUT = """    <root>/dataset_flickr30k.json       Karpathy splits
-    <root>/flickr30k-images/NNNN.jpg"""
+    <root>/val2017/000000xxxxxx.jpg     (or <root>/images/val2017/, FLAIR's layout)"""
+FLICKR_LAYOUT = """    <root>/dataset_flickr30k.json       Karpathy splits (test, val, train)
+    <root>/flickr30k-images/NNNN.jpg
+  or, for karpathy-val, FLAIR's file:
+    <root>/flickr30k_val.json           [{"image": "flickr30k-images/N.jpg", "caption": [5 captions]}]
+                                        images relative to <root>'s parent (<root> = flickr30k-images/) or <root>"""
+FLAIR_FLICKR_VAL = "flickr30k_val.json"
 CAPTIONS_JSON_LAYOUT = """    <file>.json   COCO captions format: {"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}
                   file_name relative to the image folder (by default the json's folder)"""
 
@@ -108,16 +113,31 @@ def read_captions_json(dataset: str, json_path: Path, image_dir: Path, meta: Dic
 
 def load_coco(root: Path, variant: str = "karpathy") -> RetrievalSet:
     if variant == "val2017":
-        return read_captions_json("coco", root / "annotations" / "captions_val2017.json", root / "val2017",
-                                  {"split": "val2017 (5,000 images; Long-CLIP's choice)"})
+        images = root / "val2017"
+        if not images.is_dir() and (root / "images" / "val2017").is_dir():
+            images = root / "images" / "val2017"  # FLAIR's layout (and the thesis's code)
+        return read_captions_json("coco", root / "annotations" / "captions_val2017.json", images,
+                                  {"split": "val2017 (5,000 images; Long-CLIP's, FLAIR's and the thesis's choice)"})
     if variant != "karpathy":
         raise ValueError(f"coco --variant {variant!r}: karpathy or val2017")
     return read_karpathy("coco", root, "dataset_coco.json", "val2014", "test", COCO_LAYOUT, "Karpathy 5k test")
 
 
 def load_flickr30k(root: Path, variant: str = "karpathy") -> RetrievalSet:
-    if variant not in ("karpathy", "full"):
-        raise ValueError(f"flickr30k --variant {variant!r}: karpathy or full")
+    """``karpathy``: Karpathy's 1k test split; ``karpathy-val``: his 1,014-image validation split (the thesis's,
+    from ``dataset_flickr30k.json`` or FLAIR's ``flickr30k_val.json``; its size is checked); ``full``: all 31,783."""
+    if variant not in ("karpathy", "karpathy-val", "full"):
+        raise ValueError(f"flickr30k --variant {variant!r}: karpathy, karpathy-val or full")
+    if variant == "karpathy-val":
+        source = root / "dataset_flickr30k.json"
+        if not source.exists() and (root / FLAIR_FLICKR_VAL).exists():
+            source = root / FLAIR_FLICKR_VAL
+            loaded = load_flickr30k_flair_val(root, source, FLICKR_LAYOUT)
+        else:
+            loaded = read_karpathy("flickr30k", root, source.name, "flickr30k-images", "val", FLICKR_LAYOUT,
+                                   "Karpathy val (1,014 images; the thesis's)")
+        check_split_size("flickr30k@karpathy-val", source, loaded, FLICKR30K_KARPATHY_VAL)
+        return loaded
     split = "test" if variant == "karpathy" else "all"
     name = "Karpathy 1k test" if variant == "karpathy" else "full set (31,783 images; Long-CLIP's choice)"
     return read_karpathy("flickr30k", root, "dataset_flickr30k.json", "flickr30k-images", split, FLICKR_LAYOUT, name)

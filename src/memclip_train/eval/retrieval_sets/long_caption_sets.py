@@ -6,20 +6,32 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from ...convert.exclusion import normalise_image_path
+from ...convert.exclusion import image_identity
 from ...data.captions import first_sentence
 from .base import (BadItem, LayoutError, RetrievalSet, add_captions, grouped, read_json, read_jsonl, require,
                    text_problem)
+from .flair_annotations import (DOCCI_TEST_IMAGES, IIW_FLAIR_FOLDERS, IIW_SUBSET_IMAGES, SplitSize, check_split_size,
+                                load_flair_set, load_iiw_finegrained)
 
 URBAN1K_LAYOUT = """    <root>/image/N.jpg and <root>/caption/N.txt   (Long-CLIP's Urban1k; the caption is the file's first line)
+  or FLAIR's annotation file:
+    <root>/annotations/annotations.json   {"annotations": [{"image_id", "image", "caption"}]}
+    <root>/images/N.jpg
   or
     <root>/annotations.json   {"annotations": [{"image_id", "image", "caption"}]} with images under <root>/"""
-DOCCI_LAYOUT = """    <root>/docci_descriptions.jsonlines   {"example_id", "split", "image_file", "description"} per line
-    <root>/images/test_NNNNN.jpg"""
+DOCCI_LAYOUT = """    <root>/docci_descriptions.jsonlines   {"example_id", "split", "image_file", "description"}
+    <root>/images/test_NNNNN.jpg
+  and, for docci@sentence, FLAIR's sentences if present (else memclip's sentence splitter):
+    <root>/annotations/test_annotations.json   {"annotations": [{"image_id", "image", "caption"}]}
+    (one row per sentence; FLAIR's datasets/docci/annotations/)"""
 IIW_LAYOUT = """    <root>/datasets/IIW-400/data.jsonl     ("image/key", "IIW")   images: <root>/images/IIW-400/<key>.jpg
     <root>/datasets/DCI_Test/data.jsonl    ("image", "IIW")       images: <root>/images/DCI_Test/<image>
     <root>/datasets/DOCCI_Test/data.jsonl  ("image", "IIW")       images: <root>/images/DOCCI_Test/<image>.jpg
-  (the google/imageinwords release; put each subset's images in the folder shown)"""
+  (the google/imageinwords release; put each subset's images in the folder shown)
+  or FLAIR's layout (<root> = imageinwords/):
+    <root>/test_annotations.json           the fine-grained set (iiw@all:sentence): 612 images, 6,204 sentences
+    <root>/IIW-400/data.jsonl, <root>/DCI_Test/data.jsonl, <root>/DOCCI_Test/data.jsonl
+    images: <root>/docci_aar/ (IIW-400), <root>/dci/ (DCI_Test), <root>/docci/ (DOCCI_Test)"""
 DCI_LAYOUT = """    <root>/densely_captioned_images/splits.json          {"train": [...], "valid": [...], "test": [...]}
     <root>/densely_captioned_images/annotations/<name>.json   {"image", "short_caption", "extra_caption", ...}
     <root>/densely_captioned_images/photos/<image>"""
@@ -30,6 +42,12 @@ logger = logging.getLogger(__name__)
 LONGCLIP_HELD_OUT = 1000
 """Entries at the head of the Share-Captioner json that Long-CLIP (and memclip's converter) keep out of training."""
 IIW_SUBSETS = {"iiw400": ("IIW-400", "image/key"), "dci": ("DCI_Test", "image"), "docci": ("DOCCI_Test", "image")}
+IIW_ALL = "all"
+"""The combined subset: IIW-400 + DCI_Test + DOCCI_Test (``iiw@all:sentence`` is FLAIR's fine-grained IIW, the
+thesis's "IIW")."""
+IIW_FLAIR_FILES = ("test_annotations.json", "finegrained_annotations.json")
+"""FLAIR's fine-grained IIW file: its code reads the first name, its data guide says the second."""
+DOCCI_FLAIR_FILE = Path("annotations") / "test_annotations.json"
 SHAREGPT4V_FILES = {"longclip": "share-captioner_coco_lcs_sam_1246k_1107.json", "sam10k": "share4v_sam_10k.json"}
 
 
@@ -58,9 +76,13 @@ def _image_file(folder: Path, name: str) -> Path:
 
 
 def load_urban1k(root: Path) -> RetrievalSet:
-    """Either Urban-1k layout. Bad items: a FLAIR row without an image or with a caption that is null, not a string
-    or empty, or that repeats a row (it would be counted twice); a caption file that is empty or not UTF-8. Images in
-    ``image/`` without a caption file are uncaptioned."""
+    """Either Urban-1k layout (Long-CLIP's, or FLAIR's in one of its two forms). Bad items: a FLAIR row without an
+    image or with a caption that is null, not a string or empty, or that repeats a row (it would be counted twice); a
+    caption file that is empty or not UTF-8. Images in ``image/`` without a caption file are uncaptioned."""
+    if (root / "annotations" / "annotations.json").exists():  # FLAIR's layout, as FLAIR ships it
+        return load_flair_set("urban1k", root / "annotations" / "annotations.json", root / "images", URBAN1K_LAYOUT,
+                              {"layout": "FLAIR annotations/annotations.json + images/",
+                               "caption_preprocessing": "stripped"})
     flair = root / "annotations.json"
     if flair.exists():
         data = read_json("urban1k", flair, URBAN1K_LAYOUT)
@@ -122,6 +144,12 @@ def load_docci(root: Path, split: str = "test", granularity: str = "full") -> Re
     second row for one image (it would be counted twice)."""
     if granularity not in ("full", "sentence"):
         raise ValueError(f"docci granularity {granularity!r}: full or sentence")
+    if granularity == "sentence" and split == "test" and (root / DOCCI_FLAIR_FILE).exists():
+        loaded = load_flair_set("docci", root / DOCCI_FLAIR_FILE, root / "images", DOCCI_LAYOUT, {
+            "split": split, "granularity": granularity, "caption_preprocessing": "FLAIR's sentences, as in its file"})
+        check_split_size("docci@sentence", root / DOCCI_FLAIR_FILE, loaded,
+                         SplitSize(DOCCI_TEST_IMAGES, None, "DOCCI's test split"))
+        return loaded
     source = root / "docci_descriptions.jsonlines"
     rows = read_jsonl("docci", source, DOCCI_LAYOUT)
     by_image: Dict[Path, List[str]] = OrderedDict()
@@ -148,18 +176,25 @@ def load_docci(root: Path, split: str = "test", granularity: str = "full") -> Re
             add_captions(by_image, image, split_sentences(text) if granularity == "sentence" else [text])
     if not by_image and not bad:
         raise LayoutError("docci", source, DOCCI_LAYOUT, f"no '{split}' rows in")
-    preprocessing = "one caption per sentence" if granularity == "sentence" else "full description, stripped"
+    preprocessing = ("one caption per sentence (memclip's splitter; FLAIR's sentences are used when its "
+                     "annotations/test_annotations.json is present)" if granularity == "sentence"
+                     else "full description, stripped")
     return grouped("docci", by_image, {"split": split, "granularity": granularity,
                                        "caption_preprocessing": preprocessing}, bad, source, DOCCI_LAYOUT)
 
 
 def load_iiw(root: Path, subset: str = "iiw400", granularity: str = "full") -> RetrievalSet:
-    if subset not in IIW_SUBSETS:
-        raise ValueError(f"iiw --variant {subset!r}: one of {sorted(IIW_SUBSETS)}")
+    """One IIW subset, or ``all`` three together (612 images, checked). ``all:sentence`` reads FLAIR's fine-grained
+    file (its 6,204 sentences, checked) when it is in ``root``, else splits the release's descriptions with
+    memclip's splitter; the result's meta says which."""
+    if subset not in IIW_SUBSETS and subset != IIW_ALL:
+        raise ValueError(f"iiw --variant {subset!r}: one of {sorted(IIW_SUBSETS) + [IIW_ALL]}")
     if granularity not in ("full", "sentence"):
         raise ValueError(f"iiw granularity {granularity!r}: full or sentence")
+    if subset == IIW_ALL:
+        return _load_iiw_all(root, granularity)
     folder, key = IIW_SUBSETS[subset]
-    source = root / "datasets" / folder / "data.jsonl"
+    source, images = _iiw_subset_paths(root, folder)
     rows = read_jsonl("iiw", source, IIW_LAYOUT)
     by_image: Dict[Path, List[str]] = OrderedDict()
     bad: List[BadItem] = []
@@ -168,7 +203,7 @@ def load_iiw(root: Path, subset: str = "iiw400", granularity: str = "full") -> R
         if not isinstance(row, dict) or not isinstance(row.get(key), str) or not row[key]:
             bad.append(BadItem(str(source), item, f"has no '{key}'"))
             continue
-        image = _image_file(root / "images" / folder, row[key])
+        image = _image_file(images, row[key])
         problem = text_problem(row.get("IIW"))
         if problem:
             bad.append(BadItem(str(source), f"{item} ({row[key]})", f"'IIW' {problem}"))
@@ -183,6 +218,36 @@ def load_iiw(root: Path, subset: str = "iiw400", granularity: str = "full") -> R
                                      "caption_preprocessing": "whitespace collapsed" + (
                                          ", one caption per sentence" if granularity == "sentence" else "")},
                    bad, source, IIW_LAYOUT)
+
+
+def _iiw_subset_paths(root: Path, folder: str) -> Tuple[Path, Path]:
+    """(data.jsonl, image folder) of a subset: the release's layout, or FLAIR's when only that one is there."""
+    release = root / "datasets" / folder / "data.jsonl"
+    flair = root / folder / "data.jsonl"
+    if not release.exists() and flair.exists():
+        return flair, root / next(name for name, subset in IIW_FLAIR_FOLDERS.items() if subset == folder)
+    return release, root / "images" / folder
+
+
+def _load_iiw_all(root: Path, granularity: str) -> RetrievalSet:
+    if granularity == "sentence":
+        flair = next((root / name for name in IIW_FLAIR_FILES if (root / name).exists()), None)
+        if flair is not None:
+            return load_iiw_finegrained(root, flair, IIW_LAYOUT)
+    parts = [load_iiw(root, subset, granularity) for subset in IIW_SUBSETS]
+    by_image: Dict[Path, List[str]] = OrderedDict()
+    for part in parts:
+        for index, image in enumerate(part.images):
+            add_captions(by_image, image, [c for c, o in zip(part.captions, part.text_to_image) if o == index])
+    sizes = {part.meta["subset"]: len(part.images) for part in parts}
+    if sizes != IIW_SUBSET_IMAGES:
+        raise LayoutError("iiw", root, IIW_LAYOUT, f"iiw@all needs the three subsets whole: images {sizes}, expected "
+                                                   f"{IIW_SUBSET_IMAGES}, under")
+    preprocessing = ("one caption per sentence (memclip's splitter; put FLAIR's test_annotations.json in the folder "
+                     "for FLAIR's 6,204 sentences)" if granularity == "sentence" else "whitespace collapsed")
+    return grouped("iiw", by_image, {"subset": "IIW-400 + DCI_Test + DOCCI_Test", "granularity": granularity,
+                                     "subset_images": sizes, "caption_preprocessing": preprocessing},
+                   [item for part in parts for item in part.bad_items], root, IIW_LAYOUT)
 
 
 def load_dci(root: Path) -> RetrievalSet:
@@ -290,9 +355,9 @@ def training_overlap(root: Path, definition: str, size: int, images: List[str]) 
                 f"out of training with python -m memclip_train.convert ... --exclude-images "
                 f"{SHAREGPT4V_FILES[definition]}"), None
     logger.info("counting the images %s shares with %s ...", SHAREGPT4V_FILES[definition], train_file.name)
-    training = {normalise_image_path(e["image"]) for e in read_json("sharegpt4v", train_file, SHAREGPT4V_LAYOUT)
+    training = {image_identity(e["image"]) for e in read_json("sharegpt4v", train_file, SHAREGPT4V_LAYOUT)
                 [LONGCLIP_HELD_OUT:] if isinstance(e, dict) and "image" in e}
-    shared = len({normalise_image_path(image) for image in images} & training)
+    shared = len({image_identity(image) for image in images} & training)
     if not shared:
         return "", 0
     return (f"{shared} of its images are in the training part of {train_file.name}; keep them out of training with "
