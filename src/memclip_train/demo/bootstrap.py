@@ -1,8 +1,14 @@
 """Bootstrap intervals on retrieval recall: which differences exceed run-to-run (sampling) noise.
 
-Ranks are one run's (Q,) ranks, or (R, Q): R runs (seeds) of one model on the same Q queries. Runs are pooled: a
-resample draws Q queries with replacement and keeps every run of each, so the interval covers the query sample while
-the recall is the mean over runs.
+Ranks are one run's (Q,) ranks, or (R, Q): R runs (seeds) of one model on the same Q queries. Runs are pooled with a
+two-level bootstrap: a resample draws R runs with replacement, then Q queries with replacement within each drawn run,
+so the interval covers seed-to-seed variation as well as the query sample (resampling only the queries while the runs
+stay fixed covers the queries alone: one seed's "effect" can fail to repeat on the next). With one run it is the
+ordinary bootstrap over the queries. Two models' paired difference resamples the same runs and queries for both.
+
+Half an interval is not the smallest difference a run can detect: a true difference that size lands on the
+interval's edge and is found half of the time. :func:`detectable_difference` gives the one found with 80% power
+(about 1.43 times the half-width at a 95% level).
 """
 from __future__ import annotations
 
@@ -21,11 +27,6 @@ def _hits(ranks: Sequence, k: int) -> np.ndarray:
     return hits.reshape(-1, hits.shape[-1])
 
 
-def _resampled_recall(hits: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """(resamples,) recall in %: the mean over runs of each run's recall on the resampled queries."""
-    return hits[:, index].mean(axis=2).mean(axis=0) * 100
-
-
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> Tuple[float, float]:
     """The central ``level`` percentile interval of bootstrap samples."""
     tail = (1 - level) / 2 * 100
@@ -34,54 +35,61 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> Tuple[float
 
 def recall_interval(ranks: Sequence, k: int = 1, resamples: int = 1000, seed: int = 0,
                     level: float = 0.95) -> Tuple[float, float, float]:
-    """R@k (%) and its percentile bootstrap interval, resampling the queries with replacement (runs pooled)."""
+    """R@k (%) and its percentile bootstrap interval (runs, then queries, resampled with replacement)."""
     hits = _hits(ranks, k)
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, hits.shape[1], size=(resamples, hits.shape[1]))
-    low, high = percentile_interval(_resampled_recall(hits, index), level)
+    low, high = percentile_interval(two_level_samples(hits, resamples, seed) * 100, level)
     return float(hits.mean() * 100), low, high
 
 
 def paired_difference_samples(ranks_a: Sequence, ranks_b: Sequence, k: int = 1, resamples: int = 1000,
                               seed: int = 0) -> np.ndarray:
-    """The bootstrap distribution of R@k(a) - R@k(b) in points, (resamples,): the queries resampled with
-    replacement, the same draws for both models (and, for one ``seed`` and query count, for every call).
+    """The bootstrap distribution of R@k(a) - R@k(b) in points, (resamples,): runs, then queries, resampled with
+    replacement, the same draws for both models (and, for one ``seed`` and shape, for every call). A model with a
+    single run (a model that is not trained, like a teacher) is compared with every run of the other.
 
     Raises:
-        ValueError: the two models were not scored on the same number of queries.
+        ValueError: the two models were not scored on the same queries, or have different numbers of runs (> 1).
     """
-    a, b = _hits(ranks_a, k), _hits(ranks_b, k)
+    return two_level_samples(_paired(_hits(ranks_a, k), _hits(ranks_b, k)), resamples, seed) * 100
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(R, Q) per-run, per-query differences a - b (a single run is broadcast against the other's runs)."""
     if a.shape[1] != b.shape[1]:
         raise ValueError("paired comparison needs the same queries for both models")
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, a.shape[1], size=(resamples, a.shape[1]))
-    return _resampled_recall(a, index) - _resampled_recall(b, index)
+    if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
+        raise ValueError(f"paired comparison needs the same runs (seeds) for both models: {a.shape[0]} and "
+                         f"{b.shape[0]}")
+    return a - b
 
 
 def difference_summary(difference: float, samples: np.ndarray, level: float = 0.95) -> Dict[str, float]:
-    """``{"difference", "low", "high", "half_width", "significant"}`` for a difference and its bootstrap samples:
-    ``half_width`` is half the interval's width, about the smallest difference this many queries could have told
-    apart from noise; significant when the interval excludes 0."""
+    """``{"difference", "low", "high", "half_width", "detectable", "significant"}`` for a difference and its
+    bootstrap samples: ``detectable`` is the difference found with 80% power (:func:`detectable_difference`, about
+    1.43 times the half width); significant when the interval excludes 0."""
     low, high = percentile_interval(samples, level)
-    return {"difference": float(difference), "low": low, "high": high, "half_width": (high - low) / 2,
-            "significant": bool(low > 0 or high < 0)}
+    half = (high - low) / 2
+    return {"difference": float(difference), "low": low, "high": high, "half_width": half,
+            "detectable": detectable_difference(half, level), "significant": bool(low > 0 or high < 0)}
 
 
 def paired_difference(ranks_a: Sequence, ranks_b: Sequence, k: int = 1, resamples: int = 1000,
-                      seed: int = 0, level: float = 0.95) -> Dict[str, float]:
-    """R@k(a) - R@k(b) on the same queries, with a paired bootstrap interval (runs pooled) and its half width (see
+                      seed: int = 0, level: float = 0.95) -> Dict[str, Any]:
+    """R@k(a) - R@k(b) on the same queries and runs, with a paired two-level bootstrap interval (see
     :func:`difference_summary`); ``significant`` when it excludes 0, ``identical`` when both models hit and miss on
-    exactly the same queries."""
+    exactly the same queries. With two or more runs, ``seeds`` holds each run's difference and ``t_low``/``t_high``
+    the t-interval over them."""
     a, b = _hits(ranks_a, k), _hits(ranks_b, k)
     samples = paired_difference_samples(ranks_a, ranks_b, k, resamples, seed)
-    return {**difference_summary((a.mean() - b.mean()) * 100, samples, level),
-            "identical": bool(a.shape == b.shape and np.array_equal(a, b))}
+    result: Dict[str, Any] = {**difference_summary((a.mean() - b.mean()) * 100, samples, level),
+                              "identical": bool(a.shape == b.shape and np.array_equal(a, b))}
+    if max(a.shape[0], b.shape[0]) > 1:
+        t = t_interval(_paired(a, b).mean(axis=1) * 100, level)
+        result.update({"seeds": t["seeds"], "t_low": t["low"], "t_high": t["high"]})
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------- seeds pooled
-# Resampling the queries while the runs stay fixed covers the query sample, not seed-to-seed variation (a run's init,
-# order and data): one seed's "effect" can fail to repeat on the next. The helpers below pool seeds properly.
-
 def t_quantile(probability: float, df: float) -> float:
     """The ``probability`` quantile of Student's t with ``df`` degrees of freedom (``df=inf``: the normal).
 

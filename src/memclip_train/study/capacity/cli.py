@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                "teacher_model": args.model}
     plan = replace(plan, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in changes.items() if v})
     start = time.time()
-    pipeline = CapacityPipeline(args.out, plan, args.teacher, log=print)
+    pipeline = CapacityPipeline(args.out, plan, args.teacher, log=lambda line: print(line, flush=True))
     print(f"memclip capacity slot probe -> {args.out} ({'quick' if args.quick else 'full'}; K = "
           f"{', '.join(f'{k:,}' for k in plan.ks)}; arms {', '.join(plan.arms)}; finished points are skipped)",
           flush=True)

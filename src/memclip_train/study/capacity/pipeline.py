@@ -2,7 +2,8 @@
 
 Order (docs/capacity.md): cache the features of every render (chunked, resumable) and check the cached rebuild
 against ``encode_image``; gate G1 on the cache; choose the MLP's lr on training renders; run the two grid points that
-decide G2 and G3; stop there if a gate failed; choose every other arm's lr; run the grid, the primary contrast first.
+decide G2 and G3; stop there if a gate failed; run the grid, the primary contrast first, choosing each arm's lr by
+the registered rule before its first grid point.
 Each finished point leaves ``points/<key>.json`` (and its per-identity arrays in ``points/<key>.npz``); running the
 command again reads it back instead of training it again.
 """
@@ -263,22 +264,23 @@ class CapacityPipeline:
 
     # ------------------------------------------------------------------------------------------------ the grid
     def grid(self) -> List[Tuple[str, int, int, int]]:
-        """Every grid point as (arm, K, exposures, seed), in the order they run: the primary arms at every K
-        (first seed), the other arms, more seeds of the primary arms at the primary K, the exposure check at
-        ``check_k``, then more seeds of the other arms at the primary K."""
+        """Every grid point as (arm, K, exposures, seed), in the order they run: the primary arms at every K (first
+        seed) and at the primary K (more seeds), the other arms at every K, the exposure check at ``check_k``, then
+        more seeds of the other arms at the primary K."""
         plan = self.plan
         primary = [arm for arm in plan.arms if arm in PRIMARY]
         others = [arm for arm in plan.arms if arm not in PRIMARY]
-        order: List[Tuple[str, int, int, int]] = []
-        for arms in (primary, others):
-            order += [(arm, k, plan.exposures, seed) for seed in plan.seeds for k in plan.ks for arm in arms]
-        order += [(arm, k, plan.exposures, seed) for seed in plan.primary_seeds for k in plan.primary_ks
-                  for arm in primary]
-        order += [(arm, plan.check_k, exposures, plan.seeds[0]) for exposures in plan.exposure_check
-                  for arm in primary + others]
-        order += [(arm, k, plan.exposures, seed) for seed in plan.primary_seeds for k in plan.primary_ks
-                  for arm in others]
-        return order
+
+        def every_k(arms: List[str]) -> List[Tuple[str, int, int, int]]:
+            return [(arm, k, plan.exposures, seed) for seed in plan.seeds for k in plan.ks for arm in arms]
+
+        def more_seeds(arms: List[str]) -> List[Tuple[str, int, int, int]]:
+            return [(arm, k, plan.exposures, seed) for seed in plan.primary_seeds for k in plan.primary_ks
+                    for arm in arms]
+
+        check = [(arm, plan.check_k, exposures, plan.seeds[0]) for exposures in plan.exposure_check
+                 for arm in primary + others]
+        return every_k(primary) + more_seeds(primary) + every_k(others) + check + more_seeds(others)
 
     def run(self, stop_after_gates: bool = False) -> List[Dict[str, Any]]:
         """Gates, then (if they passed and ``stop_after_gates`` is off) every grid point; returns the grid's
@@ -291,8 +293,6 @@ class CapacityPipeline:
         gate_checks.check(gates)
         if stop_after_gates:
             return self.finished()
-        for key in self.plan.arms:
-            self.choose_lr(key)
         for arm, k, exposures, seed in self.grid():
             self.run_point(self.grid_point(arm, k, exposures, seed))
         return self.finished()
