@@ -5,7 +5,8 @@ size and grid cell, all from the synthetic world's vocabularies (76,950 combinat
 differ only in the nuisance, the background texture and its seed, so a model that tells identities apart must read
 the object and the background colour, not the pixels of one render. Each identity gets a random name: a random unit
 vector in the joint embedding space (an ideal text tower whose names are fixed and well separated), so nothing in the
-picture predicts the name and K identities are K facts.
+picture predicts the name and K identities are K facts. The names are :func:`memclip.names_text.random_names`,
+the vectors of the ``names`` text tower, so the end-to-end run through the trainer reads the same text side.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 import torch
+
+from memclip.names_text import random_names
 
 from ...synth.seeding import item_rng
 from ...synth.world import POSITIONS, Scene, SceneObject, WorldConfig
@@ -99,13 +102,6 @@ def render_scenes(world: WorldConfig, identities: Sequence[Identity], renders: i
     identity ``i`` (renders depend on the identity's index, not on K)."""
     return [identity.scene(nuisance) for index, identity in enumerate(identities)
             for nuisance in nuisances(world, seed, index, renders)]
-
-
-def random_names(count: int, dim: int, seed: int) -> torch.Tensor:
-    """(count, dim) random unit vectors, one name per identity, drawn from ``seed`` (the name assignment)."""
-    generator = torch.Generator().manual_seed(seed)
-    names = torch.randn(count, dim, generator=generator)
-    return names / names.norm(dim=1, keepdim=True)
 
 
 def name_separation(names: torch.Tensor, sample: int = 4096) -> dict:
