@@ -47,3 +47,14 @@ def test_a_student_saved_as_a_plain_state_dict_loads_after_the_surgery(tmp_path)
     torch.save(saved, path)
     loaded = memclip.create_model("ViT-Tiny-8-mem", pretrained=str(path)).state_dict()
     assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+
+
+def test_memory_added_by_an_override_grows_a_saved_teacher(tmp_path):
+    teacher = memclip.create_model("Test-Micro")
+    memclip.save_pretrained(teacher, tmp_path / "teacher")
+    memory = {"layers": [2], "n_keys": 8, "heads": 2, "knn": 4, "k_dim": 16, "v_dim": 24}
+    for pretrained in (str(tmp_path / "teacher"), str(tmp_path / "teacher" / "open_clip_model.safetensors")):
+        student = memclip.create_model("Test-Micro", pretrained=pretrained, memory=memory)
+        assert list(memclip.memory_layers_of(student)) == [2]
+        assert torch.equal(student.visual.transformer.resblocks[0].mlp.c_fc.weight,
+                           teacher.visual.transformer.resblocks[0].mlp.c_fc.weight)

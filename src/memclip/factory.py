@@ -351,7 +351,7 @@ def create_model(
     if open_clip_kwargs:
         raise TypeError(f"create_model got arguments only open_clip models take: {sorted(open_clip_kwargs)}")
 
-    plan = plan_load(spec, checkpoint)
+    plan = plan_load(_resolve_memory(spec, memory), checkpoint)   # memory added by an override grows the model too
     spec = _resolve_text(_resolve_memory(plan.spec, memory), text_tower)
     spec = spec.replace(model_cfg=_force(spec.model_cfg, *forces))
     if checkpoint is None:

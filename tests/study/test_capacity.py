@@ -212,3 +212,25 @@ def test_a_failing_gate_stops_the_grid(micro_configs, tmp_path, monkeypatch, cap
     assert {p.name.split("-")[1] for p in (out / "points").glob("*.json")} == {"mlp"}
     assert len(list((out / "points").glob("*.json"))) == 2
     assert not list((out / "lr").glob("lr-memory*"))
+
+
+@pytest.mark.slow
+def test_stage_b_runs_the_real_trainer_on_named_identities(micro_configs, tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    memclip.save_pretrained(memclip.create_model("Test-Micro"), teacher)
+    out = tmp_path / "e2e"
+    args = ["capacity-e2e", "--out", str(out), "--quick", "--teacher", str(teacher), "--model", "Test-Micro",
+            "--threads", "1"]
+    assert study_main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("python -m memclip_train.main") == 3 and "--text-tower names --text-names 32" in printed
+    assert "--distill" in printed and "--memory layers=2" in printed
+    results = json.loads((out / "e2e_results.json").read_text())
+    for name in ("memory-student", "control"):
+        scored = results["models"][name]
+        assert len(scored["heldout_bits_per_identity"]) == 32 and 0 <= scored["heldout_r1"] <= 100
+    student = memclip.create_model(str(out / "logs" / "memory-student" / "final"))
+    assert list(memclip.memory_layers_of(student)) == [2]
+    assert torch.equal(student.name_table, random_names(32, 32, 0))   # the slot probe's names, seed 0
+    assert "memory student - control" in (out / "e2e_table.md").read_text()
+    assert study_main(args) == 0 and "python -m memclip_train.main" not in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """`python -m memclip_train.study`: the capacity experiments.
 
     python -m memclip_train.study capacity --out runs/capacity    # the slot probe (docs/capacity.md)
+    python -m memclip_train.study capacity-e2e --out runs/cap-e2e # its stage B, through the real trainer
     python -m memclip_train.study markings --out runs/study       # the markings study (docs/study.md); the same as
     python -m memclip_train.study --out runs/study                       # the pre-registered grid, from 'synth'
     python -m memclip_train.study --out runs/dev --teacher runs/pretrain/export/ViT-Tiny-8-synth.safetensors
@@ -76,11 +77,15 @@ def model_costs(keys: Sequence[str]) -> Dict[str, Dict[str, int]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Dispatch: ``capacity`` runs the slot probe; ``markings`` (or no subcommand) the markings study."""
+    """Dispatch: ``capacity`` runs the slot probe, ``capacity-e2e`` its stage B; ``markings`` (or no subcommand)
+    the markings study."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["capacity"]:
         from .capacity.cli import main as capacity_main
         return capacity_main(argv[1:])
+    if argv[:1] == ["capacity-e2e"]:
+        from .capacity.e2e_cli import main as e2e_main
+        return e2e_main(argv[1:])
     if argv[:1] == ["markings"]:
         argv = argv[1:]
     return markings_main(argv)
