@@ -54,14 +54,14 @@ class EndToEndPlan:
             stage A's, so the identities and renders are the slot probe's.
     """
 
-    k: int = 1024
-    exposures: int = 60
+    k: int = 512
+    exposures: int = 30
     seed: int = 0
     n_keys: int = 32
     layers: tuple = ()
     value_lr: float = 1e-2
-    batch_size: int = 256
-    lr: float = 5e-4
+    batch_size: int = 64
+    lr: float = 1e-3
     wd: float = 0.05
     warmup: int = 20
     distill_epochs: int = 3

@@ -174,8 +174,7 @@ class CapacityPipeline:
             training = {"steps": recipe.steps(point.k), "diverged": str(error)}
         evaluated = None if "diverged" in training else evaluate_slot(
             model, features, names, self.plan.train_renders, recipe, seed=point.seed)
-        result: Dict[str, Any] = {"key": point.key, **asdict(point), "log2k": math.log2(point.k),
-                                  **{k: v for k, v in training.items()}}
+        result: Dict[str, Any] = {"key": point.key, **asdict(point), "log2k": math.log2(point.k), **training}
         if evaluated is None:
             result.update({"scale": None, "train": {"r1": 0.0, "bits": 0.0}, "heldout": {"r1": 0.0, "bits": 0.0}})
         else:

@@ -47,12 +47,14 @@ class Arm:
         if self.kind == "wide" and not self.matches:
             raise ValueError(f"Arm {self.key!r}: a wide arm names the memory arm it matches")
 
-    def label(self, memory: MemoryConfig) -> str:
+    @property
+    def label(self) -> str:
+        """The arm's name in tables and figures."""
         if self.kind == "mlp":
             return "MLP (equal FLOPs)"
         if self.kind == "memory":
-            return f"memory {self.n_keys ** 2:,} slots"
-        return f"MLP widened to {self.matches}"
+            return f"memory, {self.n_keys ** 2:,} slots"
+        return f"MLP widened to {self.matches}'s parameters"
 
 
 def check_arms(arms: Sequence[Arm]) -> None:
@@ -110,7 +112,7 @@ def arm_costs(arms: Sequence[Arm], teacher_mlp: nn.Module, base: MemoryConfig, w
     out = {}
     for arm in arms:
         slot = build_slot(arm, teacher_mlp, base, width, by_key)
-        entry = {"label": arm.label(base), "kind": arm.kind, "parameters": parameter_count(slot),
+        entry = {"label": arm.label, "kind": arm.kind, "parameters": parameter_count(slot),
                  "flops": slot_flops(slot, width)}
         if arm.kind == "memory":
             entry["slots"] = arm.n_keys ** 2
