@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-keys", type=int, help=f"the memory's sub-keys per half (default {defaults.n_keys})")
     parser.add_argument("--value-lr", type=float, help=f"the memory values' lr (default {defaults.value_lr:g})")
     parser.add_argument("--seed", type=int, help="names and training seed (default 0)")
+    parser.add_argument("--batch-size", type=int, help=f"stage 2's batch (default {defaults.batch_size}; a shard "
+                                                         "holds one batch)")
+    parser.add_argument("--precision", help=f"the trainer's precision (default {defaults.precision}; amp_bf16 on a GPU)")
+    parser.add_argument("--workers", type=int, help=f"data loader workers (default {defaults.workers})")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--progress", action="store_true", help="progress bars in the training commands")
     add_debug_flag(parser)
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     plan = EndToEndPlan.quick() if args.quick else EndToEndPlan()
     changes = {"k": args.k, "exposures": args.exposures, "n_keys": args.n_keys, "value_lr": args.value_lr,
-               "seed": args.seed, "teacher_model": args.model}
+               "seed": args.seed, "teacher_model": args.model, "batch_size": args.batch_size,
+               "precision": args.precision, "workers": args.workers}
     plan = replace(plan, **{k: v for k, v in changes.items() if v is not None})
     start = time.time()
     pipeline = EndToEndPipeline(args.out, plan, args.teacher, log=lambda line: print(line, flush=True),

@@ -52,6 +52,8 @@ class EndToEndPlan:
         teacher_model, memory_model: the teacher's architecture and the memory student's config.
         train_renders: renders per identity that train (the rest are held out); identity_seed, render_seed: as
             stage A's, so the identities and renders are the slot probe's.
+        precision, workers: the trainer's ``--precision`` and ``--workers`` (fp32 and 1 on a CPU; amp_bf16 and
+            8 or more on a GPU).
     """
 
     k: int = 512
@@ -71,6 +73,8 @@ class EndToEndPlan:
     train_renders: int = 3
     identity_seed: int = 0
     render_seed: int = 0
+    precision: str = "fp32"
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.k < self.batch_size or self.k % self.batch_size:
@@ -188,7 +192,8 @@ class EndToEndPipeline:
     def _stage(self, name: str, flags: List[str], epochs: int, lr: float, batch_size: int) -> Stage:
         run = self.run_dir(name)
         p = self.plan
-        args = ["--train-data", self._train_data(), "--shuffle-buffer", "1", "--precision", "fp32", "--workers", "1",
+        args = ["--train-data", self._train_data(), "--shuffle-buffer", "1", "--precision", p.precision, "--workers",
+                str(p.workers),
                 "--seed", str(p.seed), "--logs", str(run.parent), "--name", run.name, "--log-every-n-steps", "10",
                 "--save-every-n-steps", "50", "--epochs", str(epochs), "--lr", str(lr), "--batch-size",
                 str(batch_size), "--warmup", str(p.warmup), "--wd", str(p.wd), *flags,
