@@ -234,3 +234,18 @@ def test_stage_b_runs_the_real_trainer_on_named_identities(micro_configs, tmp_pa
     assert torch.equal(student.name_table, random_names(32, 32, 0))   # the slot probe's names, seed 0
     assert "memory student - control" in (out / "e2e_table.md").read_text()
     assert study_main(args) == 0 and "python -m memclip_train.main" not in capsys.readouterr().out
+
+
+def test_a_point_claimed_by_a_live_worker_is_left_to_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from memclip_train.study.capacity.pipeline import claim_point
+    claim = tmp_path / "points" / "grid-mlp.claim"
+    assert claim_point(claim) == claim and claim.read_text() == str(os.getpid())
+    claim.write_text(str(os.getppid()))            # a live process holds it
+    assert claim_point(claim) is None
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claim.write_text(str(dead.pid))                # its holder died: taken over
+    assert claim_point(claim) == claim and claim.read_text() == str(os.getpid())

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=_ints, help="seeds at every K (default: the plan's)")
     parser.add_argument("--primary-seeds", type=_ints, help="more seeds at the two largest K (default: the plan's)")
     parser.add_argument("--stop-after-gates", action="store_true", help="check the gates, then stop")
+    parser.add_argument("--arms-to-run", type=_arms, help="run only these arms' grid points (a second worker on the "
+                                                           "same --out; workers claim points, none is run twice)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); on a shared machine "
                                                      "1 thread wastes less time waiting")
     add_debug_flag(parser)
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
           f"{', '.join(f'{k:,}' for k in plan.ks)}; arms {', '.join(plan.arms)}; finished points are skipped)",
           flush=True)
     try:
-        pipeline.run(stop_after_gates=args.stop_after_gates)
+        pipeline.run(stop_after_gates=args.stop_after_gates, arms_to_run=args.arms_to_run)
     except GateFailed as error:
         write_outputs(pipeline)
         print(f"{PROG}: gate failed: {error}")

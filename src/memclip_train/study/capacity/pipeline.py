@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +56,41 @@ class Point:
     def key(self) -> str:
         value = "" if self.value_lr is None else f"-vlr{self.value_lr:g}"
         return f"{self.stage}-{self.arm}-K{self.k}-E{self.exposures}-s{self.seed}-lr{self.lr:g}{value}"
+
+
+CLAIM_POLL_SECONDS = 30
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_point(claim: Path) -> Optional[Path]:
+    """Claim a point for this process: create ``claim`` (holding the pid) unless a live process holds it; a claim
+    left by a process that died is taken over. Returns the claim file, or None when another live worker holds it."""
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            descriptor = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(claim.read_text() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _alive(holder):
+                return None
+            claim.unlink(missing_ok=True)
+            continue
+        with os.fdopen(descriptor, "w") as file:
+            file.write(str(os.getpid()))
+        return claim
+    return None
 
 
 def _save_arrays(path: str, arrays: Dict[str, np.ndarray]) -> None:
@@ -153,11 +189,28 @@ class CapacityPipeline:
         return SlotRecipe(lr=point.lr, exposures=point.exposures, batch_size=self.plan.batch_size,
                           warmup_fraction=self.plan.warmup_fraction, weight_decay=self.plan.weight_decay)
 
-    def run_point(self, point: Point) -> Dict[str, Any]:
-        """Train and score one point, or read it back when it finished earlier."""
+    def run_point(self, point: Point, wait: bool = True) -> Optional[Dict[str, Any]]:
+        """Train and score one point, or read it back when it finished earlier.
+
+        Several workers may share one folder (``--arms-to-run``): a worker claims a point before training it, and a
+        point another live worker has claimed is waited for (``wait``) or skipped for now (returns None).
+        """
         path = self.point_file(point)
-        if path.is_file():
-            return json.loads(path.read_text())
+        while not path.is_file():
+            claim = claim_point(path.with_suffix(".claim"))
+            if claim is not None:
+                try:
+                    if not path.is_file():
+                        self._train_point(point, path)
+                finally:
+                    claim.unlink(missing_ok=True)
+                break
+            if not wait:
+                return None
+            time.sleep(CLAIM_POLL_SECONDS)
+        return json.loads(path.read_text())
+
+    def _train_point(self, point: Point, path: Path) -> None:
         features = self.features()[:point.k]
         names = random_names(point.k, self.probe.embed_dim, point.seed)
         arm = self.arms.get(point.arm) or self.plan.arm(point.arm)
@@ -172,6 +225,7 @@ class CapacityPipeline:
             training = train_slot(model, features, names, self.plan.train_renders, recipe, seed=point.seed)
         except FloatingPointError as error:
             training = {"steps": recipe.steps(point.k), "diverged": str(error)}
+        path.parent.mkdir(parents=True, exist_ok=True)
         evaluated = None if "diverged" in training else evaluate_slot(
             model, features, names, self.plan.train_renders, recipe, seed=point.seed)
         result: Dict[str, Any] = {"key": point.key, **asdict(point), "log2k": math.log2(point.k), **training}
@@ -183,16 +237,13 @@ class CapacityPipeline:
                 result[split] = {key: evaluated[split][key] for key in ("r1", "bits", "renders")}
             arrays = {f"{split}_{name}": evaluated[split][key].astype(np.float32)
                       for split in ("train", "heldout") for name, key in (("hit", "hit"), ("bits", "bits_per_identity"))}
-            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path.with_suffix(".npz"), lambda tmp: _save_arrays(tmp, arrays))
         result["wall_seconds"] = round(time.time() - start, 1)
         result["cpu_seconds"] = round(time.process_time() - cpu, 1)
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, result)
         self.log(f"[done] {point.key}: held-out R@1 {result['heldout']['r1']:.1f}%, bits "
                  f"{result['heldout']['bits']:,.0f} of {point.k * math.log2(point.k):,.0f}, train R@1 "
                  f"{result['train']['r1']:.1f}% ({result['wall_seconds']:.0f}s wall, {result['cpu_seconds']:.0f}s cpu)")
-        return result
 
     def arrays(self, point: Point) -> Dict[str, np.ndarray]:
         """The per-identity arrays of a finished point (empty for a diverged one)."""
@@ -281,9 +332,12 @@ class CapacityPipeline:
                  for arm in primary + others]
         return every_k(primary) + more_seeds(primary) + every_k(others) + check + more_seeds(others)
 
-    def run(self, stop_after_gates: bool = False) -> List[Dict[str, Any]]:
+    def run(self, stop_after_gates: bool = False, arms_to_run: Optional[List[str]] = None) -> List[Dict[str, Any]]:
         """Gates, then (if they passed and ``stop_after_gates`` is off) every grid point; returns the grid's
         finished points.
+
+        ``arms_to_run`` limits this worker to some arms' points (another worker runs the rest in the same folder);
+        points another worker holds are skipped on the first pass and waited for on the second.
 
         Raises:
             GateFailed: a gate failed (gates.json says which); no grid point beyond the gates' runs.
@@ -292,8 +346,10 @@ class CapacityPipeline:
         gate_checks.check(gates)
         if stop_after_gates:
             return self.finished()
-        for arm, k, exposures, seed in self.grid():
-            self.run_point(self.grid_point(arm, k, exposures, seed))
+        grid = [entry for entry in self.grid() if arms_to_run is None or entry[0] in arms_to_run]
+        for wait in (False, True):
+            for arm, k, exposures, seed in grid:
+                self.run_point(self.grid_point(arm, k, exposures, seed), wait=wait)
         return self.finished()
 
     def finished(self) -> List[Dict[str, Any]]:
