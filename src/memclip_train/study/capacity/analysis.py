@@ -197,12 +197,15 @@ def tables(summary: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def tradeoff(summary: Dict[str, Any], k: int, exposures: int) -> List[Tuple[str, float, float, float]]:
-    """(arm, parameters, FLOPs per query, facts stored) at one K: the points of the parameters / FLOPs figure."""
+def tradeoff(summary: Dict[str, Any], k: int, exposures: int) -> List[Tuple[str, int, int, float, float, float]]:
+    """(arm, parameters, FLOPs per query, facts stored, low, high) at one K: the points of the parameters / FLOPs
+    figure (facts stored = held-out bits / log2 K, with its interval)."""
     out = []
     for arm, cells in summary["cells"].get(str(exposures), {}).items():
         found = cells.get(str(k))
         if found and arm in summary["costs"]:
             cost = summary["costs"][arm]
-            out.append((arm, cost["parameters"], cost["flops"], found["facts"]))
+            bits, scale = found["bits"], math.log2(k)
+            out.append((arm, cost["parameters"], cost["flops"], found["facts"], bits["low"] / scale,
+                        bits["high"] / scale))
     return out

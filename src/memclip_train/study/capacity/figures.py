@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from ...demo.figures import COLOURS  # noqa: E402
 from .analysis import label, tradeoff  # noqa: E402
@@ -38,11 +39,14 @@ def plot_against_k(summary: Dict[str, Any], out: Path) -> Path:
     if ks_all:
         ks = sorted(set(ks_all))
         left.plot(ks, [math.log2(k) for k in ks], ":", color="0.5", label="log2 K (every name known)")
+        for axis in (left, right):
+            axis.set_xscale("log", base=2)
+            axis.set_xticks(ks, [f"{k:,}" for k in ks])
+            axis.minorticks_off()
     left.set_ylabel("held-out bits stored per identity")
     right.set_ylabel("held-out K-way R@1 (%)")
     right.set_ylim(0, 100)
     for axis in (left, right):
-        axis.set_xscale("log", base=2)
         axis.set_xlabel("K (identities = facts)")
         axis.grid(alpha=0.3)
     left.legend(fontsize=8)
@@ -60,16 +64,17 @@ def plot_tradeoff(summary: Dict[str, Any], out: Path) -> Path:
     exposures = summary["plan"]["exposures"]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for k, marker in zip(summary["plan"]["primary_ks"], ("o", "s")):
-        for arm, parameters, flops, facts in tradeoff(summary, k, exposures):
+        for arm, parameters, flops, facts, low, high in tradeoff(summary, k, exposures):
             colour = _colour(summary, arm)
             for axis, x in zip(axes, (parameters, flops)):
-                axis.scatter([x], [facts], color=colour, marker=marker, s=50,
-                             label=f"{label(summary, arm)}, K = {k:,}")
+                axis.errorbar([x], [facts], yerr=[[facts - low], [high - facts]], color=colour, marker=marker,
+                              markersize=7, capsize=3, linestyle="none", label=f"{label(summary, arm)}, K = {k:,}")
                 axis.annotate(arm, (x, facts), textcoords="offset points", xytext=(5, 4), fontsize=7)
     axes[0].set_xlabel("slot parameters")
     axes[1].set_xlabel("slot FLOPs per query")
     for axis in axes:
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_ylabel("facts stored (held-out bits / log2 K)")
         axis.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
