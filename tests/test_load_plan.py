@@ -70,3 +70,14 @@ def test_the_eval_program_takes_the_same_path(tmp_path):
     folder = memclip.save_pretrained(memclip.create_model("ViT-Tiny-8"), tmp_path / "tiny")
     with pytest.raises(memclip.InputError, match="another architecture"):
         load_model(ModelRef("Test-Micro", str(folder)), torch.device("cpu"))
+
+
+def test_memory_added_by_an_override_grows_a_saved_teacher(tmp_path):
+    teacher = memclip.create_model("Test-Micro")
+    memclip.save_pretrained(teacher, tmp_path / "teacher")
+    memory = {"layers": [2], "n_keys": 8, "heads": 2, "knn": 4, "k_dim": 16, "v_dim": 24}
+    for pretrained in (str(tmp_path / "teacher"), str(tmp_path / "teacher" / "open_clip_model.safetensors")):
+        student = memclip.create_model("Test-Micro", pretrained=pretrained, memory=memory)
+        assert list(memclip.memory_layers_of(student)) == [2]
+        assert torch.equal(student.visual.transformer.resblocks[0].mlp.c_fc.weight,
+                           teacher.visual.transformer.resblocks[0].mlp.c_fc.weight)

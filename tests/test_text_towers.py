@@ -173,3 +173,39 @@ def test_finished_checkpoints_load_before_their_text_tower_changes(tmp_path):
         memclip.create_model(str(rope_folder), text_tower="clip")
     with pytest.raises(ValueError, match="cannot shorten"):
         memclip.create_model(str(memclip.save_pretrained(longer, tmp_path / "long")), text_tower={"context_length": 77})
+
+
+def test_a_names_tower_reads_name_indices_as_fixed_unit_vectors(tmp_path):
+    from memclip.names_text import NameTokenizer, random_names
+    model = memclip.create_model("Test-Micro", text_tower={"kind": "names", "names": 50, "names_seed": 3})
+    tokenizer = memclip.get_tokenizer(model.memclip_spec)
+    assert isinstance(tokenizer, NameTokenizer)
+    text = tokenizer(["7", " 49 "])
+    assert text.tolist() == [[7], [49]]
+    assert torch.equal(model.encode_text(text), random_names(50, 32, 3)[[7, 49]])
+    image, text_features, _ = model(torch.randn(2, 3, 32, 32), text)
+    assert torch.allclose(text_features.norm(dim=1), torch.ones(2))
+    with pytest.raises(ValueError, match="not a name index"):
+        tokenizer(["a red star"])
+    with pytest.raises(ValueError, match="not a name index"):
+        tokenizer(["50"])
+    memclip.save_pretrained(model, tmp_path / "named")
+    loaded = memclip.create_model(str(tmp_path / "named"))
+    assert torch.equal(loaded.encode_text(text), model.encode_text(text))
+    assert isinstance(memclip.get_tokenizer(str(tmp_path / "named")), NameTokenizer)
+    with pytest.raises(ValueError, match="names >= 1"):
+        memclip.TextTowerConfig(kind="names")
+    with pytest.raises(ValueError, match="only a names tower takes names"):
+        memclip.create_model(str(tmp_path / "named"), text_tower={"kind": "clip"})
+
+
+def test_the_trainer_asks_for_both_names_flags():
+    from memclip_train.params import parse_args
+    common = ["--train-data", "x.tar", "--model", "Test-Micro"]
+    config = parse_args(common + ["--text-tower", "names", "--text-names", "64", "--text-names-seed", "2"])
+    from memclip_train.tasks.build import text_tower_overrides
+    assert text_tower_overrides(config) == {"kind": "names", "names": 64, "names_seed": 2}
+    with pytest.raises(SystemExit):
+        parse_args(common + ["--text-tower", "names"])
+    with pytest.raises(SystemExit):
+        parse_args(common + ["--text-names", "64"])

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 
+from .names_text import NAME_TABLE, encode_names
+
 # Pooling that reads a position at or before the end-of-text token, so trailing padding cannot change it.
 _POOLS_BEFORE_PADDING = ("argmax", "eos", "first")
 
@@ -28,7 +30,12 @@ class CLIP(open_clip.CLIP):
     """open_clip's CLIP with :meth:`encode_text` trimmed to the used positions (see the module docstring)."""
 
     def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """text (B, L) token ids -> features (B, embed_dim), as ``open_clip.CLIP.encode_text``."""
+        """text (B, L) token ids -> features (B, embed_dim), as ``open_clip.CLIP.encode_text``; with a fixed name
+        table (:mod:`memclip.names_text`) text is (B, 1) name indices and the features are their table rows."""
+        table = getattr(self, NAME_TABLE, None)
+        if table is not None:
+            features = encode_names(table, text)
+            return F.normalize(features, dim=-1) if normalize else features
         length = used_length(text)
         if length == text.shape[1] or self.attn_mask is None or self.text_pool_type not in _POOLS_BEFORE_PADDING:
             return super().encode_text(text, normalize)

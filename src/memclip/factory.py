@@ -35,6 +35,7 @@ from . import hub
 from .clip_model import CLIP
 from .errors import InputError
 from .longclip_weights import from_longclip_state_dict, is_longclip_state_dict
+from .names_text import NameTokenizer, install_name_table
 from .position_stretch import stretch_text_positions
 from .precision import PRECISIONS
 from .registry import ModelSpec, get_model_spec, is_saved_model_dir, list_memclip_models
@@ -110,12 +111,20 @@ def _instantiate(model_cfg: Dict[str, Any], precision: str) -> nn.Module:
 def _change_text_tower(model: nn.Module, current: TextTowerConfig, target: TextTowerConfig, native: int) -> None:
     """Turn the model's text tower from ``current`` into ``target`` in place (weights loaded or not).
 
-    Supported: a longer context for an absolute-position tower (stretch), CLIP -> RoPE, and a new context or NTK
-    factor for a RoPE tower.
+    Supported: a longer context for an absolute-position tower (stretch), CLIP -> RoPE, a new context or NTK
+    factor for a RoPE tower, and CLIP -> fixed names.
     Raises:
         ValueError: a change that would lose information (shorter context, RoPE -> absolute, another theta).
     """
     if target == current:
+        return
+    if "names" in (current.kind, target.kind):
+        if current.kind != "clip" or target.kind != "names":
+            raise ValueError(f"cannot turn a {current.kind} text tower into a {target.kind} one (only a clip tower "
+                             "becomes a names tower)")
+        if not isinstance(model, CLIP):
+            raise ValueError(f"a names text tower replaces the text of memclip's CLIP, not of {type(model).__name__}")
+        install_name_table(model, target.names, target.names_seed)
         return
     current_length = current.resolved_context_length(native)
     target_length = target.resolved_context_length(native)
@@ -570,8 +579,9 @@ def get_tokenizer(model: Union[str, ModelSpec] = "", context_length: Optional[in
     """The tokenizer of a model, as ``open_clip.get_tokenizer``; memclip's configs use CLIP's BPE tokenizer.
 
     Pass a name, a saved folder, an ``hf-hub:``/``local-dir:`` model, or a model's ``memclip_spec`` (then the
-    context length follows its text tower, e.g. 248 tokens after a Long-CLIP stretch). ``cache_dir``: where Hub
-    configs and Hugging Face tokenizers download.
+    context length follows its text tower, e.g. 248 tokens after a Long-CLIP stretch; a names tower gets a
+    :class:`memclip.names_text.NameTokenizer`). ``cache_dir``: where Hub configs and Hugging Face tokenizers
+    download.
     """
     source = hub.resolve(model, cache_dir) if hub.has_schema(model) else None
     if isinstance(model, ModelSpec):
@@ -583,6 +593,8 @@ def get_tokenizer(model: Union[str, ModelSpec] = "", context_length: Optional[in
     else:
         return open_clip.get_tokenizer(source.open_clip_name if source is not None else model,
                                        context_length=context_length, cache_dir=cache_dir, **kwargs)
+    if spec.text.kind == "names":
+        return NameTokenizer(spec.text.names)
     text_cfg = spec.model_cfg.get("text_cfg", {})
     context_length = context_length or spec.context_length
     tokenizer_kwargs = {**text_cfg.get("tokenizer_kwargs", {}), **kwargs}

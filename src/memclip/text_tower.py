@@ -7,7 +7,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from memory_layers.config import from_dict_strict
 
-TEXT_TOWER_KINDS = ("clip", "rope")
+TEXT_TOWER_KINDS = ("clip", "rope", "names")
 POSITION_STRETCHES = ("longclip", "interpolate")
 ACTIVATIONS = ("gelu", "quick_gelu")
 
@@ -29,8 +29,11 @@ class TextTowerConfig:
           distilled on <= 77-token captions; ``rope_ntk_factor`` > 1 extends it with NTK-aware scaling. TULIP's own
           released tower loads into it too (``text_pretrained="tulip:PATH"``, see :mod:`memclip.tulip_weights`).
 
+    And one that reads no words: ``kind="names"`` maps captions that are name indices to ``names`` fixed random unit
+    vectors drawn from ``names_seed`` (:mod:`memclip.names_text`; an ideal text side for capacity probes).
+
     Attributes:
-        kind: ``"clip"`` (absolute positions) or ``"rope"``.
+        kind: ``"clip"`` (absolute positions), ``"rope"`` or ``"names"``.
         context_length: tokens the tower reads; None keeps the config's ``text_cfg.context_length``.
         pos_stretch: how a ``clip`` tower reaches a longer context (None: no change allowed).
         stretch_keep: leading positions the Long-CLIP stretch keeps exactly (20).
@@ -38,6 +41,7 @@ class TextTowerConfig:
         rope_ntk_factor: NTK-aware scaling factor (1 = none); the base becomes theta * factor^(d / (d - 2)).
         activation: the MLP activation of a ``rope`` tower's blocks when it differs from the model's (``gelu`` for
             TULIP's towers, which use exact GELU even on OpenAI's QuickGELU CLIP); None keeps the model's.
+        names, names_seed: a ``names`` tower's number of names and the seed of their vectors.
     """
 
     kind: str = "clip"
@@ -47,6 +51,8 @@ class TextTowerConfig:
     rope_theta: float = 10000.0
     rope_ntk_factor: float = 1.0
     activation: Optional[str] = None
+    names: int = 0
+    names_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in TEXT_TOWER_KINDS:
@@ -69,6 +75,14 @@ class TextTowerConfig:
             _fail("activation", self.activation, f"must be one of {ACTIVATIONS} or None (the model's)")
         if self.activation is not None and self.kind != "rope":
             _fail("activation", self.activation, "applies to a rope tower only (a clip tower keeps the model's)")
+        for name in ("names", "names_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                _fail(name, value, "must be a non-negative integer")
+        if (self.kind == "names") != (self.names > 0):
+            _fail("names", self.names, "a names tower needs names >= 1, and only a names tower takes names")
+        if self.kind == "names" and (self.context_length is not None or self.pos_stretch is not None):
+            _fail("kind", self.kind, "a names tower reads one index per caption: no context_length or pos_stretch")
 
     @property
     def is_default(self) -> bool:
@@ -78,7 +92,12 @@ class TextTowerConfig:
         return self.context_length if self.context_length is not None else native
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict; ``names`` and ``names_seed`` only for a names tower (so other towers record what
+        they recorded before names towers existed)."""
+        data = dataclasses.asdict(self)
+        if self.kind != "names":
+            del data["names"], data["names_seed"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TextTowerConfig":

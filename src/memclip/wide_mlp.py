@@ -69,7 +69,14 @@ def equal_parameter_hidden(width: int, parameters: int, blocks: int) -> int:
     return max(1, round((parameters / blocks - width) / (2 * width + 1)))
 
 
-def _widen(mlp: nn.Module, hidden: int) -> None:
+def widen_mlp(mlp: nn.Module, hidden: int) -> None:
+    """Widen one open_clip MLP (``c_fc`` / ``c_proj``) to ``hidden`` units in place, keeping what it computes (see
+    the module docstring).
+
+    Raises:
+        ValueError: ``hidden`` is narrower than the MLP.
+        TypeError: ``mlp`` has no linear ``c_fc`` and ``c_proj``.
+    """
     c_fc, c_proj = getattr(mlp, "c_fc", None), getattr(mlp, "c_proj", None)
     if not isinstance(c_fc, nn.Linear) or not isinstance(c_proj, nn.Linear):
         raise TypeError(f"widening needs an open_clip MLP with c_fc and c_proj linear layers; got {type(mlp).__name__}")
@@ -103,4 +110,4 @@ def widen_mlps(model: nn.Module, config: WideMLPConfig) -> None:
         raise ValueError(f"WideMLPConfig.layers={list(config.layers)}: blocks {outside} are outside the tower's "
                          f"depth {len(blocks)}")
     for index in config.layers:
-        _widen(blocks[index].mlp, config.hidden)
+        widen_mlp(blocks[index].mlp, config.hidden)

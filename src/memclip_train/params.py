@@ -158,6 +158,8 @@ class ModelConfig:
     text_context_length: Optional[int] = None
     text_pos_stretch: Optional[str] = None
     rope_ntk_factor: Optional[float] = None
+    text_names: int = 0
+    text_names_seed: int = 0
     memory: Tuple[Tuple[str, Any], ...] = ()
     cache_dir: Optional[str] = None
     pretrained_image: bool = False
@@ -204,9 +206,11 @@ class ModelConfig:
         _check_aug_cfg(dict(self.aug_cfg))
         if self.text_tower is not None:
             kind, _, path = self.text_tower.partition(":")
-            _check(kind in ("clip", "rope") or (kind == "tulip" and path),
-                   f"--text-tower {self.text_tower!r}: clip, rope, rope:PATH (a memclip RoPE tower) or tulip:PATH "
-                   "(TULIP's released text encoder, in its own checkpoint format)")
+            _check(kind in ("clip", "rope") or (kind == "tulip" and path) or self.text_tower == "names",
+                   f"--text-tower {self.text_tower!r}: clip, rope, rope:PATH (a memclip RoPE tower), tulip:PATH "
+                   "(TULIP's released text encoder, in its own checkpoint format) or names")
+        _check((self.text_tower == "names") == (self.text_names > 0),
+               "--text-tower names needs --text-names K (K >= 1), and --text-names needs --text-tower names")
         _check(self.text_pos_stretch is None or self.text_context_length is not None,
                "--text-pos-stretch needs --text-context-length")
 
@@ -575,8 +579,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--value-lr", type=float, help="override the memory values' fixed learning rate")
     g.add_argument("--memory", type=_memory_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="override a memory knob of --model (repeat): layers=8,10,11 n_keys=32 knn=16 mode=parallel")
-    g.add_argument("--text-tower", help="clip, rope, rope:PATH (a distilled memclip RoPE tower to load) or tulip:PATH "
-                                        "(TULIP's released text encoder, read in its own format; 248 tokens)")
+    g.add_argument("--text-tower", help="clip, rope, rope:PATH (a distilled memclip RoPE tower to load), tulip:PATH "
+                                        "(TULIP's released text encoder, read in its own format; 248 tokens), or "
+                                        "names (fixed random name vectors, captions are name indices: see "
+                                        "--text-names)")
+    g.add_argument("--text-names", type=int, default=m.text_names,
+                   help="with --text-tower names: how many names (captions are integers 0 .. K-1)")
+    g.add_argument("--text-names-seed", type=int, default=m.text_names_seed,
+                   help="with --text-tower names: the seed of the name vectors")
     g.add_argument("--text-context-length", type=int, help="text tokens read (e.g. 248)")
     g.add_argument("--text-pos-stretch", choices=("longclip", "interpolate"), help="how a CLIP tower reaches it")
     g.add_argument("--rope-ntk-factor", type=float, help="NTK-aware RoPE context extension factor")

@@ -91,7 +91,10 @@ def test_reading_names_the_parallel_student_only_when_it_ran():
     memory = next(line for line in lines if line.startswith("**Memory or fine-tuning?**"))
     long = next(line for line in lines if line.startswith("**Long captions.**"))
     assert "land at 10.0-20.0, partly outside the 20-80 window" in long
-    assert "+10.0 points" in memory and "this run could detect a difference of about ±" in memory
+    assert "+10.0 points" in memory and "would be found 80% of the time" in memory
+    detectable = bootstrap(collected, seed=0)["differences"][0]
+    assert detectable["detectable"] == pytest.approx(1.43 * detectable["half_width"], rel=0.01)
+    assert f"a true difference of {detectable['detectable']:.1f} points" in memory
 
     collected["parallel student, fine-tuned"] = dict(fake_model(20, rng), gates={"2": {"mean": 0.001, "max": 0.004}})
     lines = reading(collected, bootstrap(collected, seed=0))

@@ -1,5 +1,8 @@
-"""`python -m memclip_train.study --out runs/study`: the capacity study (see docs/study.md).
+"""`python -m memclip_train.study`: the capacity experiments.
 
+    python -m memclip_train.study capacity --out runs/capacity    # the slot probe (docs/capacity.md)
+    python -m memclip_train.study capacity-e2e --out runs/cap-e2e # its stage B, through the real trainer
+    python -m memclip_train.study markings --out runs/study       # the markings study (docs/study.md); the same as
     python -m memclip_train.study --out runs/study                       # the pre-registered grid, from 'synth'
     python -m memclip_train.study --out runs/dev --teacher runs/pretrain/export/ViT-Tiny-8-synth.safetensors
     python -m memclip_train.study --out runs/q --quick --teacher runs/teacher/final   # toy size, for the tests
@@ -8,7 +11,8 @@ For each K of the plan it writes a world with K named markings, and for each see
 (distilled once per seed), the parallel student, the control (the teacher fine-tuned) and the dense control (wide
 MLPs, the memory's parameter count) on its long and short captions, then measures marking R@1. Finished points are
 skipped when the study runs again (an interrupted training resumes). Writes study_table.md, study_results.json and
-study.png under --out.
+study.png under --out. Its markings were not visible to the model (docs/study.md), so it did not test capacity;
+``capacity`` is the experiment that can.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -73,7 +78,23 @@ def model_costs(keys: Sequence[str]) -> Dict[str, Dict[str, int]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m memclip_train.study", description=__doc__,
+    """Dispatch: ``capacity`` runs the slot probe, ``capacity-e2e`` its stage B; ``markings`` (or no subcommand)
+    the markings study."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["capacity"]:
+        from .capacity.cli import main as capacity_main
+        return capacity_main(argv[1:])
+    if argv[:1] == ["capacity-e2e"]:
+        from .capacity.e2e_cli import main as e2e_main
+        return e2e_main(argv[1:])
+    if argv[:1] == ["markings"]:
+        argv = argv[1:]
+    return markings_main(argv)
+
+
+def markings_main(argv: Sequence[str]) -> int:
+    """The markings study (docs/study.md)."""
+    parser = argparse.ArgumentParser(prog="python -m memclip_train.study [markings]", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/study"), help="output folder")
     parser.add_argument("--teacher", default=SHIPPED_TEACHER,

@@ -1,11 +1,12 @@
 """The study's numbers: recall per model and K pooled over seeds, paired differences, the pre-registered reading,
 and the markdown tables.
 
-Every interval is a 95% percentile bootstrap over the marking queries (1,000 resamples, the demo's
-:mod:`memclip_train.demo.bootstrap`) with the seeds of a model pooled: a resample keeps every seed's answer to each
-drawn query, and the recall is the mean over seeds. The worlds of all K share their seed, so query i is the same scene
-in every world (only its marking differs); one resample of the query indices serves every model and every K, which
-makes differences paired and lets them be averaged over K or contrasted between K.
+Every interval is a 95% percentile two-level bootstrap (1,000 resamples, the demo's
+:mod:`memclip_train.demo.bootstrap`): a resample draws the seeds with replacement, then the marking queries within
+each drawn seed, so it covers seed-to-seed variation as well as the queries. The worlds of all K share their seed, so
+query i is the same scene in every world (only its marking differs); one resample of the seed and query indices
+serves every model and every K, which makes differences paired and lets them be averaged over K or contrasted between
+K. The primary comparison (memory - control) is the registered one; the other comparisons are exploratory.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from .pipeline import TEACHER
 from .plan import COMPARISONS, MODELS, PRIMARY
 
 METRICS = {"marking": "marking R@1", "long_t2i": "long-caption T2I R@1"}
-TITLES = {"marking": "**marking R@1** (%, mean over seeds [95% bootstrap interval over queries, seeds pooled]; "
-                     "chance {chance:.1f}):",
+TITLES = {"marking": "**marking R@1** (%, mean over seeds [95% two-level bootstrap interval: seeds, then "
+                     "queries]; chance {chance:.1f}):",
           "long_t2i": "**long-caption T2I R@1** (%, same images and intervals):"}
 
 
@@ -178,7 +179,8 @@ def tables(summary: Dict[str, Any]) -> str:
                      for k in markings]
             lines.append(f"| {label(model)} | " + " | ".join(cells) + " |")
         if metric == "marking":
-            lines += ["", "**Paired differences in marking R@1** (points [95% interval]):", "",
+            lines += ["", "**Paired differences in marking R@1** (points [95% interval]; the first row is the "
+                          "registered comparison, the others are exploratory):", "",
                       f"| comparison | {columns} | mean over K | largest K - smallest K |",
                       "|---|" + "---|" * (len(markings) + 2)]
             for a, b in COMPARISONS:
@@ -187,7 +189,8 @@ def tables(summary: Dict[str, Any]) -> str:
                          for k in markings]
                 across = summary["across_k"][key]
                 cells += [_signed(across[part]) if part in across else "-" for part in ("mean", "growth")]
-                lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
+                tag = "" if (a, b) == PRIMARY else " (exploratory)"
+                lines.append(f"| {a} - {b}{tag} | " + " | ".join(cells) + " |")
     lines += ["", f"**Pre-registered reading:** {summary['verdict']['sentence']}"]
     over_teacher = summary["over_teacher"]
     if over_teacher:

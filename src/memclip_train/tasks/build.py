@@ -35,6 +35,8 @@ def text_tower_overrides(config: TrainConfig) -> Optional[Dict[str, Any]]:
         overrides["pos_stretch"] = m.text_pos_stretch
     if m.rope_ntk_factor is not None:
         overrides["rope_ntk_factor"] = m.rope_ntk_factor
+    if m.text_names:
+        overrides.update(names=m.text_names, names_seed=m.text_names_seed)
     return overrides or None
 
 
