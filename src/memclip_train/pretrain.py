@@ -140,7 +140,8 @@ def training_throughput(metrics_file: Path, batch_size: int) -> Dict[str, float]
 
 
 COMPETENCE_BARS = {"synth-shapes": 90.0, "synth-colours": 90.0}
-"""Zero-shot top-1 (%) the shipped teacher should reach on the held-out world (issue 15's bars)."""
+"""Zero-shot top-1 (%) the shipped teacher should reach on the held-out world (docs/teacher.md, "Competence on a
+held-out world, against its bars")."""
 
 
 def competence_curve(metrics_file: Path, samples_per_epoch: int) -> List[Dict[str, float]]:
