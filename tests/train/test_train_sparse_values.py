@@ -1,0 +1,183 @@
+"""Training with sparse value gradients (--memory sparse_value_grad=true): RowwiseAdamW over the rows read, with
+accumulation, clipping, the fp16 scaler's path, resumes that switch between AdamW and RowwiseAdamW, and DDP."""
+import subprocess
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from sparse_values_worker import ARGS, VALUES, build, train_step, worker
+from train_helpers import PYTHON, train_args
+
+import memclip
+from memclip_train import main as main_module
+from memclip_train.checkpoints import load_checkpoint
+from memclip_train.cli import UserError
+from memclip_train.distributed import DistributedEnv
+from memclip_train.main import create_optimizer, main
+from memclip_train.params import parse_args
+from memclip_train.trainer import Trainer
+from memory_layers import RowwiseAdamW
+
+SPARSE = ("--memory", "sparse_value_grad=true")
+# 3 steps an epoch of 2 micro-batches of 8 (the contrastive task's feature-cached accumulation), clipped hard; the
+# values at their own lr with weight decay, so that a row stepped when it should not be would show.
+COMMON = ("--epochs", "2", "--batch-size", "8", "--accum-freq", "2", "--train-num-samples", "48",
+          "--grad-clip-norm", "0.05", "--value-lr", "0.02", "--memory", "value_weight_decay=0.1")
+VALUE_DECAY = 1 - 0.02 * 0.1
+
+
+def memory_args(world, logs, name, *extra):
+    args = train_args(world, logs, name, *extra)
+    args[args.index("--model") + 1] = "Test-Micro-mem"
+    return args
+
+
+def final_weights(run_dir):
+    return memclip.create_model(str(run_dir / "final")).state_dict()
+
+
+def assert_weights_close(got, want, what):
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-5, msg=f"{what}: {key}")
+
+
+@pytest.fixture(scope="module")
+def dense_run(micro_world, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("dense")
+    assert main(memory_args(micro_world, logs, "run", *COMMON)) == 0
+    return logs / "run"
+
+
+@pytest.fixture(scope="module")
+def sparse_run(micro_world, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("sparse")
+    assert main(memory_args(micro_world, logs, "run", *COMMON, *SPARSE)) == 0
+    return logs / "run"
+
+
+def test_the_optimizer_is_rowwise_adamw_only_for_sparse_tables_and_keeps_the_value_group():
+    """The values keep their own lr (--value-lr) and no weight decay (the memory config's 0, not --wd)."""
+    for extra, kind in (((), torch.optim.AdamW), (SPARSE, RowwiseAdamW)):
+        config = parse_args(["--train-data", "a.tar", "--model", "Test-Micro-mem", "--wd", "0.2", "--value-lr", "0.02",
+                             *extra])
+        model = memclip.create_model("Test-Micro-mem", memory=config.model.memory_overrides)
+        optimizer = create_optimizer(config, model)
+        assert type(optimizer) is kind
+        values = next(g for g in optimizer.param_groups if g["name"] == "values")
+        assert values["lr"] == 0.02 and values["weight_decay"] == 0.0 and values["fixed_lr"]
+        assert next(g for g in optimizer.param_groups if g["name"] == "decay")["weight_decay"] == 0.2
+    config = parse_args(["--train-data", "a.tar", "--model", "Test-Micro-mem", "--opt", "timm/sgd", *SPARSE])
+    with pytest.raises(UserError, match="--opt timm/sgd cannot step the sparse value gradients"):
+        create_optimizer(config, memclip.create_model("Test-Micro-mem", memory=config.model.memory_overrides))
+
+
+def test_sharded_sparse_values_are_refused_in_one_line(micro_world, tmp_path, capsys):
+    args = memory_args(micro_world, tmp_path, "refused", *SPARSE, "--memory", "values_parallel_group_size=2")
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "sparse_value_grad=True: is not supported with values_parallel_group_size > 1" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.slow
+def test_sparse_values_train_as_adamw_when_every_row_is_read(dense_run, sparse_run):
+    """64 slots, each step reading thousands of rows: every row is read every step, so the lazy update is AdamW's.
+    (A trainer that built AdamW for sparse gradients would fail; one that dropped micro-batches, clipped without the
+    sparse rows or averaged them wrongly would differ.)"""
+    assert "RowwiseAdamW steps only the rows each step reads" in (sparse_run / "out.log").read_text()
+    assert_weights_close(final_weights(sparse_run), final_weights(dense_run), "sparse against dense")
+    state = load_checkpoint(sparse_run / "checkpoints" / "epoch_2.pt")["optimizer"]["state"]
+    assert sorted({int(s["step"]) for s in state.values()}) == [6]
+
+
+@pytest.mark.slow
+def test_rows_a_step_does_not_read_do_not_move(micro_world, tmp_path):
+    """1,024 slots and 4 images a step: about a third of the rows go unread each step. After step 1 each row is
+    either read (sparse == AdamW) or not (sparse unchanged, AdamW decays it by 1 - value_lr * value_weight_decay);
+    at step 2 some rows stay bit-identical under RowwiseAdamW, none under AdamW (momentum and decay move them)."""
+    narrow = ("--epochs", "2", "--batch-size", "4", "--train-num-samples", "4", "--value-lr", "0.02",
+              "--memory", "value_weight_decay=0.1", "--memory", "n_keys=32")
+    steps = {}
+    for name, extra in (("dense", ()), ("sparse", SPARSE)):
+        assert main(memory_args(micro_world, tmp_path, name, *narrow, *extra)) == 0
+        steps[name] = [load_checkpoint(tmp_path / name / "checkpoints" / f"epoch_{n}.pt")["state_dict"]
+                       for n in (1, 2)]
+    dense, sparse = steps["dense"], steps["sparse"]
+    for key, value in dense[0].items():
+        if not key.endswith(".mlp.values.weight"):  # the shared table, under each layer's name
+            torch.testing.assert_close(sparse[0][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    read = (sparse[0][VALUES] - dense[0][VALUES]).abs().amax(1) < 1e-6
+    assert 0 < int(read.sum()) < 1024
+    torch.testing.assert_close(dense[0][VALUES][~read], sparse[0][VALUES][~read] * VALUE_DECAY)
+    unread_at_step_2 = (sparse[1][VALUES] == sparse[0][VALUES]).all(1)
+    assert 0 < int(unread_at_step_2.sum()) < 1024
+    assert not (dense[1][VALUES] == dense[0][VALUES]).all(1).any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first, then", [((), SPARSE), (SPARSE, ())])
+def test_a_resume_switches_between_adamw_and_rowwise_adamw(micro_world, tmp_path, dense_run, monkeypatch, first,
+                                                           then):
+    """Stopped after epoch 1 and resumed with the other gradient kind: AdamW's state goes on in RowwiseAdamW (and
+    back), and the run ends where the straight dense run does."""
+    original = Trainer.train_epoch
+
+    def stop_at_the_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "train_epoch", stop_at_the_second_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            main(memory_args(micro_world, tmp_path, "switch", *COMMON, *first))
+    assert main(memory_args(micro_world, tmp_path, "switch", *COMMON, *then, "--resume", "latest")) == 0
+    assert "resumed from" in (tmp_path / "switch" / "out.log").read_text()
+    assert_weights_close(final_weights(tmp_path / "switch"), final_weights(dense_run), "switched at the resume")
+    state = load_checkpoint(tmp_path / "switch" / "checkpoints" / "epoch_2.pt")["optimizer"]["state"]
+    assert sorted({int(s["step"]) for s in state.values()}) == [6], "the moments and step counts went on"
+
+
+@pytest.mark.slow
+def test_the_grad_scaler_path_gives_the_same_sparse_run(micro_world, tmp_path, sparse_run, monkeypatch):
+    """--precision amp's path (scaled loss, unscale_ before the clip, scaler.step) on the CPU: a power-of-two scale
+    is exact in fp32, so the run equals the unscaled one."""
+    monkeypatch.setattr(main_module, "create_scaler", lambda config, env: torch.amp.GradScaler("cpu",
+                                                                                               init_scale=2.0 ** 10))
+    assert main(memory_args(micro_world, tmp_path, "scaled", *COMMON, *SPARSE)) == 0
+    assert "scaler" in load_checkpoint(tmp_path / "scaled" / "checkpoints" / "epoch_2.pt")
+    assert_weights_close(final_weights(tmp_path / "scaled"), final_weights(sparse_run), "scaled against unscaled")
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_processes_match_one_with_sparse_values(tmp_path, micro_configs):
+    """DDP ignores the sparse table (its reducer fails on it), rank 0's table is broadcast, and the trainer's average
+    gives each rank the one-process gradient of the global batch, rows included; one step leaves equal weights."""
+    torch.manual_seed(1)
+    batch = {"image": torch.randn(8, 3, 32, 32), "text": memclip.get_tokenizer("Test-Micro")(
+        [f"a {c} star" for c in ("red", "blue", "green", "pink", "black", "white", "grey", "cyan")])}
+    single_task = build(DistributedEnv())
+    single = train_step(single_task, single_task.model, batch)
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(micro_configs), batch, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        assert result["optimizer"] == "RowwiseAdamW" and result["ignored"] == [VALUES]
+        assert torch.equal(result["rows"], single["rows"]), "the rows any rank read"
+        assert result["grads"].keys() == single["grads"].keys()
+        for name, grad in single["grads"].items():
+            torch.testing.assert_close(result["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=f"rank {rank} {name}")
+        for name, weight in single["weights"].items():
+            torch.testing.assert_close(result["weights"][name], weight, rtol=1e-4, atol=1e-6, msg=f"rank {rank} {name}")
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_torchrun_trains_sparse_values_on_the_cpu(micro_world, tmp_path, subprocess_environment):
+    args = memory_args(micro_world, tmp_path, "ddp", "--epochs", "1", "--batch-size", "8", *SPARSE)
+    command = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+               "-m", "memclip_train.main"] + args
+    result = subprocess.run(command, env=subprocess_environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RowwiseAdamW" in result.stderr and (tmp_path / "ddp" / "final" / "memclip_config.json").exists()
