@@ -362,7 +362,9 @@ class Trainer:
     def _accumulate_features(self, micro: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
         """open_clip's --accum-freq for contrastive losses: the loss is computed over the features of all
         micro-batches (cached without gradients), re-running one micro-batch with gradients at a time. The logit
-        scale is live in the first pass only, so its gradient is counted once."""
+        scale is live in the first pass only, so its gradient is counted once; the later passes add it times zero,
+        so that it still takes part in the last backward, where DDP averages the gradients (a parameter missing
+        from that backward would leave its whole bucket un-averaged)."""
         with torch.no_grad(), self.autocast():
             cached = [self.task.forward(self.model, batch) for batch in micro]
         terms: Dict[str, torch.Tensor] = {}
@@ -373,7 +375,7 @@ class Trainer:
                     merged = {}
                     for key, value in live.items():
                         if value.dim() == 0:
-                            merged[key] = value if index == 0 else cached[0][key]
+                            merged[key] = value if index == 0 else cached[0][key] + 0 * value
                         else:
                             merged[key] = torch.cat([live[key] if i == index else cached[i][key]
                                                      for i in range(len(micro))])

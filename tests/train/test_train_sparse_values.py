@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import torch
 import torch.multiprocessing as mp
-from sparse_values_worker import ARGS, VALUES, build, train_step, worker
+from sparse_values_worker import VALUES, build, train_step, worker
 from train_helpers import PYTHON, train_args
 
 import memclip
@@ -152,17 +152,18 @@ def test_the_grad_scaler_path_gives_the_same_sparse_run(micro_world, tmp_path, s
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_two_processes_match_one_with_sparse_values(tmp_path, micro_configs):
-    """DDP ignores the sparse table (its reducer fails on it), rank 0's table is broadcast, and the trainer's average
-    gives each rank the one-process gradient of the global batch, rows included; one step leaves equal weights."""
+    """Trainer.step with --accum-freq 2 and --grad-clip-norm: DDP ignores the sparse table (its reducer fails on
+    it), rank 0's table is broadcast, and the trainer's average gives each rank the one-process gradient of the
+    doubled batch, rows included, one row per slot; the step leaves every rank with the one-process weights."""
     torch.manual_seed(1)
     batch = {"image": torch.randn(8, 3, 32, 32), "text": memclip.get_tokenizer("Test-Micro")(
         [f"a {c} star" for c in ("red", "blue", "green", "pink", "black", "white", "grey", "cyan")])}
-    single_task = build(DistributedEnv())
-    single = train_step(single_task, single_task.model, batch)
+    single = train_step(build(DistributedEnv()), DistributedEnv(), batch, tmp_path)
+    assert single["optimizer"] == "RowwiseAdamW" and single["one_row_per_slot"]
     mp.spawn(worker, args=(2, str(tmp_path / "init"), str(micro_configs), batch, str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
-        assert result["optimizer"] == "RowwiseAdamW"
+        assert result["optimizer"] == "RowwiseAdamW" and result["one_row_per_slot"]
         assert sorted(result["ignored"]) == [VALUES, VALUES.replace(".1.", ".2.")], "the shared table, every alias"
         assert torch.equal(result["rows"], single["rows"]), "the rows any rank read"
         assert result["grads"].keys() == single["grads"].keys()
