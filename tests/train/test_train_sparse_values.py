@@ -1,5 +1,8 @@
 """Training with sparse value gradients (--memory sparse_value_grad=true): RowwiseAdamW over the rows read, with
 accumulation, clipping, the fp16 scaler's path, resumes that switch between AdamW and RowwiseAdamW, and DDP."""
+import functools
+import json
+import math
 import subprocess
 
 import pytest
@@ -10,11 +13,15 @@ from train_helpers import PYTHON, train_args
 
 import memclip
 from memclip_train import main as main_module
-from memclip_train.checkpoints import load_checkpoint
+from memclip_train import trainer as trainer_module
+from memclip_train.checkpoints import TrainState, load_checkpoint
 from memclip_train.cli import UserError
+from memclip_train.data.loaders import RunData
 from memclip_train.distributed import DistributedEnv
 from memclip_train.main import create_optimizer, main
 from memclip_train.params import parse_args
+from memclip_train.run_logger import RunLogger
+from memclip_train.tasks.distill import DistillTask
 from memclip_train.trainer import Trainer
 from memory_layers import RowwiseAdamW
 
@@ -30,6 +37,11 @@ def memory_args(world, logs, name, *extra):
     args = train_args(world, logs, name, *extra)
     args[args.index("--model") + 1] = "Test-Micro-mem"
     return args
+
+
+def train_losses(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [record["loss"] for record in map(json.loads, lines) if record["kind"] == "train"]
 
 
 def final_weights(run_dir):
@@ -87,8 +99,120 @@ def test_sparse_values_train_as_adamw_when_every_row_is_read(dense_run, sparse_r
     sparse rows or averaged them wrongly would differ.)"""
     assert "RowwiseAdamW steps only the rows each step reads" in (sparse_run / "out.log").read_text()
     assert_weights_close(final_weights(sparse_run), final_weights(dense_run), "sparse against dense")
+    losses = train_losses(sparse_run)
+    assert losses[-1] < losses[0], "the loss falls"
+    torch.testing.assert_close(losses, train_losses(dense_run), rtol=1e-4, atol=0, msg="the loss falls as AdamW's")
     state = load_checkpoint(sparse_run / "checkpoints" / "epoch_2.pt")["optimizer"]["state"]
     assert sorted({int(s["step"]) for s in state.values()}) == [6]
+
+
+def test_accumulated_micro_batches_give_the_full_batch_sparse_gradient(tmp_path):
+    """The per-sample path of --accum-freq (distillation): two micro-batches give the one-batch sparse gradient, and
+    the trainer coalesces it after each backward (autograd concatenates the rows of both sharing layers and of both
+    micro-batches: without it the gradient holds 4 rows per slot read)."""
+    torch.manual_seed(1)
+    images = torch.randn(8, 3, 32, 32)
+    teacher = memclip.create_model("Test-Micro").state_dict()
+    grads = []
+    for accum in (1, 2):
+        torch.manual_seed(0)
+        student = memclip.create_model("Test-Micro-mem", memory={"sparse_value_grad": True})
+        reference = memclip.create_model("Test-Micro")
+        reference.load_state_dict(teacher)
+        memclip.freeze_except_memory(student)
+        task = DistillTask(student, reference, None, None, None, DistributedEnv())
+        config = parse_args(["--train-data", "a.tar", "--model", "Test-Micro-mem", "--precision", "fp32",
+                             "--batch-size", str(8 // accum), "--accum-freq", str(accum), *SPARSE])
+        optimizer = create_optimizer(config, student)
+        trainer = Trainer(config, DistributedEnv(), task, student, optimizer, None, RunData(None, None, 4, 32), None,
+                          tmp_path, RunLogger(tmp_path, config, is_master=False), TrainState())
+        trainer._accumulate_gradients([{"image": images[i * 8 // accum:(i + 1) * 8 // accum]} for i in range(accum)])
+        grad = dict(student.named_parameters())[VALUES].grad
+        assert grad.is_sparse and grad.is_coalesced()
+        grads.append(grad)
+    assert torch.equal(grads[1].indices(), grads[0].indices())
+    torch.testing.assert_close(grads[1].values(), grads[0].values(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_a_non_finite_sparse_gradient_stops_the_run_and_keeps_the_last_good_checkpoint(micro_world, tmp_path,
+                                                                                        monkeypatch, caplog):
+    """A NaN in the value table's sparse gradient only (the loss of that step is finite): RowwiseAdamW writes it into
+    the rows read, the NaN check stops the run at the next check with its one message, and the checkpoint before it
+    is the one kept."""
+    original, backwards = trainer_module.coalesce_sparse_grads, {"n": 0}
+
+    def poisoned(parameters):
+        original(parameters)
+        backwards["n"] += 1
+        if backwards["n"] == 3:
+            for param in parameters:
+                param.grad = param.grad * float("nan")
+
+    monkeypatch.setattr(trainer_module, "coalesce_sparse_grads", poisoned)
+    args = memory_args(micro_world, tmp_path, "nan", "--save-every-n-steps", "2", "--log-every-n-steps", "1", *SPARSE)
+    assert main(args) == 2
+    folder = tmp_path / "nan" / "checkpoints"
+    assert "non-finite at step 4" in caplog.text and "Stopping: the last good checkpoint, with finite weights and a " \
+        f"finite loss, is {folder / 'epoch_latest.pt'} (step 2)" in caplog.text
+    kept = load_checkpoint(folder / "epoch_latest.pt")
+    assert kept["step"] == 2 and all(torch.isfinite(v).all() for v in kept["state_dict"].values()
+                                     if v.is_floating_point())
+    assert not (tmp_path / "nan" / "final").exists()
+
+
+@pytest.mark.slow
+def test_a_sparse_run_resumes_exactly(micro_world, tmp_path, sparse_run, monkeypatch):
+    """Stopped after epoch 1 and resumed with --resume latest: RowwiseAdamW's moments and step counts come back
+    exactly, so the run ends bit-identical to the straight one, optimizer state included."""
+    original = Trainer.train_epoch
+
+    def stop_at_the_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "train_epoch", stop_at_the_second_epoch)
+        assert main(memory_args(micro_world, tmp_path, "again", *COMMON, *SPARSE)) == 130
+    assert main(memory_args(micro_world, tmp_path, "again", *COMMON, *SPARSE, "--resume", "latest")) == 0
+    for key, value in final_weights(sparse_run).items():
+        assert torch.equal(final_weights(tmp_path / "again")[key], value), key
+    got = load_checkpoint(tmp_path / "again" / "checkpoints" / "epoch_2.pt")["optimizer"]["state"]
+    want = load_checkpoint(sparse_run / "checkpoints" / "epoch_2.pt")["optimizer"]["state"]
+    assert got.keys() == want.keys()
+    for index, state in want.items():
+        for name, value in state.items():
+            assert torch.equal(got[index][name], value), f"optimizer state {index} {name}"
+
+
+@pytest.mark.slow
+def test_torchcompile_trains_sparse_values_without_recompiling(micro_world, tmp_path, monkeypatch):
+    """--torchcompile with sparse value gradients: the table's read runs outside the graph (AOTAutograd cannot trace
+    a sparse gradient), which splits each memory block's frame: a fixed number of graphs and breaks, all made by
+    the second step (its resumed block frame is compiled once more for the blocks whose MLP is no memory); later
+    steps compile nothing. (aot_eager stands in for inductor, which would need minutes of C++ compilation here: graph
+    breaks and recompiles are dynamo's, whatever the backend.)"""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    seen, original = [], Trainer.step
+
+    def counted(self, micro):
+        terms = original(self, micro)
+        seen.append((counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())))
+        return terms
+
+    monkeypatch.setattr(Trainer, "step", counted)
+    args = memory_args(micro_world, tmp_path, "compiled", "--epochs", "1", "--torchcompile", *SPARSE)
+    assert main(args) == 0
+    assert len(seen) == 6 and seen[0][0] > 0
+    assert all(count == seen[1] for count in seen[2:]), f"recompiled after the second step: {seen}"
+    assert seen[-1][0] <= 16 and seen[-1][1] <= 16, f"a graph-break storm: (graphs, breaks) {seen}"
+    losses = train_losses(tmp_path / "compiled")
+    assert all(map(math.isfinite, losses))
 
 
 @pytest.mark.slow
