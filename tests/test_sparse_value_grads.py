@@ -126,7 +126,7 @@ def test_two_ranks_average_sparse_gradients_as_one_process(tmp_path):
     """Each rank reads its own rows (one row read with weight 0: read, zero gradient); the gloo sparse all_reduce
     and the dense fallback (NCCL's) both give every rank the mean gradient over the rows any rank read."""
     mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     single = twins()[1]
     for rank in range(2):
         (read(single, *rank_reads(rank)) / 2).backward()
