@@ -300,7 +300,10 @@ def test_two_processes_match_one_with_sparse_values(tmp_path, micro_configs):
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_torchrun_trains_sparse_values_on_the_cpu(micro_world, tmp_path, subprocess_environment):
-    args = memory_args(micro_world, tmp_path, "ddp", "--epochs", "1", "--batch-size", "8", *SPARSE)
+    """Several steps of DDP with --accum-freq 2: every parameter, the logit scale included, takes part in each step's
+    last backward (else DDP stops at the next step: it never finished reducing the previous one)."""
+    args = memory_args(micro_world, tmp_path, "ddp", "--epochs", "1", "--batch-size", "8", "--accum-freq", "2",
+                       "--warmup", "1", *SPARSE)
     args[args.index("--logs")] = "--logs-dir"  # torchrun's own --logs-specs makes --logs ambiguous
     command = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
                "-m", "memclip_train.main"] + args
