@@ -25,6 +25,7 @@ import torch
 from memclip.atomic_io import atomic_write
 from memclip.provenance import software_versions
 from memclip.registry import CONFIG_KEY
+from memory_layers.config import TRAINING_STEP_FIELDS
 from memory_layers.values_parallel import load_full_optimizer_state_dict
 
 from .cli import UserError
@@ -132,7 +133,8 @@ def restore_checkpoint(path: Path, checkpoint: Dict[str, Any], model: torch.nn.M
 
     Raises:
         UserError: the checkpoint is of another ``--model``, does not fit this run's model (memory or text
-            settings), was trained with another model configuration (``--memory knn=2``: unless ``accept_changes``),
+            settings), was trained with another model configuration (``--memory knn=2``: unless ``accept_changes``;
+            the knobs of ``memory_layers.config.TRAINING_STEP_FIELDS``, ``sparse_value_grad``, may change freely),
             or its optimizer holds other parameter groups (``--trainable``, ``--lock-*``); the message names both.
     """
     theirs = checkpoint.get("args", {}).get("model", {}).get("model")
@@ -142,6 +144,12 @@ def restore_checkpoint(path: Path, checkpoint: Dict[str, Any], model: torch.nn.M
     spec = getattr(model, "memclip_spec", None)
     changed = config_differences(checkpoint.get(CONFIG_KEY), spec.to_config()) \
         if spec is not None and CONFIG_KEY in checkpoint else []
+    step_only = {f"memory.{name}" for name in TRAINING_STEP_FIELDS}
+    carried = [difference for difference in changed if difference.split(" ")[0] in step_only]
+    if carried:  # e.g. dense AdamW -> sparse gradients and RowwiseAdamW: the same weights and optimizer state keys
+        logger.info("--resume %s with %s: how the value gradient is computed, not the model; the weights and the "
+                    "optimizer's moments carry over", path, "; ".join(carried))
+        changed = [difference for difference in changed if difference not in carried]
     if changed and not accept_changes:
         raise UserError(f"--resume {path} was trained with another model configuration ({'; '.join(changed)}): "
                         "resume it with its own --memory and text flags, or pass --resume-with-changes to continue "

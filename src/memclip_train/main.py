@@ -27,6 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 import memclip
 from memclip.atomic_io import stray_temporaries_in
+from memory_layers import RowwiseAdamW
+from memory_layers.sparse_grads import broadcast_sparse_grad_tables, sparse_grad_parameter_names, sparse_grad_tables
 
 from .checkpoints import Resumed, TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
 from .cli import ProgramFailed, UserError, report_user_errors
@@ -133,19 +135,30 @@ def resume_point(config: TrainConfig, run_dir: Path) -> Optional[Tuple[Path, Dic
 
 
 def create_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW over :func:`memclip.param_groups` (the values at their own lr, without weight decay unless the memory
+    config gives one), or ``--opt timm/NAME``. When a value table has sparse gradients (``--memory
+    sparse_value_grad=true``) it is :class:`memory_layers.RowwiseAdamW`, which steps the rows read only."""
+    sparse = sparse_grad_tables(model)
     groups = memclip.param_groups(model, lr=config.optim.lr, weight_decay=config.optim.wd,
                                   value_lr=config.model.value_lr)
     for group in groups:
         logger.info("optimizer group %-8s lr %-8g wd %-6g fixed_lr %-5s %.3fM params", group["name"], group["lr"],
                     group["weight_decay"], group["fixed_lr"], sum(p.numel() for p in group["params"]) / 1e6)
     o = config.optim
+    if sparse and o.opt != "adamw":
+        raise UserError(f"--opt {o.opt} cannot step the sparse value gradients of --memory sparse_value_grad=true: "
+                        "use --opt adamw (memory_layers.RowwiseAdamW)")
     if o.opt.startswith("timm/"):
         from timm.optim import create_optimizer_v2
 
         extra = {"momentum": o.momentum} if o.momentum is not None else {}
         return create_optimizer_v2(groups, o.opt[len("timm/"):], lr=o.lr, weight_decay=o.wd, eps=o.eps,
                                    betas=(o.beta1, o.beta2), **extra)
-    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    if sparse:
+        logger.info("%d value table(s) with sparse gradients: RowwiseAdamW steps only the rows each step reads",
+                    len(sparse))
+    adamw = RowwiseAdamW if sparse else torch.optim.AdamW
+    return adamw(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
 
 
 def create_scaler(config: TrainConfig, env: DistributedEnv):
@@ -162,12 +175,25 @@ def wrap_for_training(config: TrainConfig, env: DistributedEnv, model: torch.nn.
     if env.distributed:
         if config.distributed.use_bn_sync:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        leave_sparse_values_to_the_trainer(model)
         model = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
                                         static_graph=config.distributed.ddp_static_graph)
     if config.model.torchcompile:
         logger.info("compiling the model (torch.compile)")
         model = torch.compile(model)
     return model
+
+
+def leave_sparse_values_to_the_trainer(model: torch.nn.Module) -> None:
+    """DDP's reducer fails on the sparse gradient of a value table (it takes sparse gradients from nn.Embedding
+    only): DDP ignores those tables, which start from rank 0's weights (collective), and the trainer averages their
+    gradients (:func:`memory_layers.sparse_grads.sync_sparse_value_grads`)."""
+    names = sparse_grad_parameter_names(model)
+    if not names:
+        return
+    ignored = list(getattr(model, "_ddp_params_and_buffers_to_ignore", [])) + names
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
+    broadcast_sparse_grad_tables(model)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import memclip
 from memclip.precision import autocast_for
 from memclip.surgery import usage_by_block
 from memory_layers import full_value_tables, sync_value_shard_grads, track_usage
+from memory_layers.sparse_grads import coalesce_sparse_grads, sparse_grad_tables, sync_sparse_value_grads
 from memory_layers.values_parallel import gather_full_optimizer_state_dict, sharded_clip_grad_norm_
 
 from .checkpoints import LATEST, CheckpointLedger, Resumed, TrainState, save_checkpoint
@@ -138,7 +139,8 @@ class Trainer:
         env: this process's place in the process group.
         task: the objective and its models.
         model: ``task.model``, wrapped in DistributedDataParallel when distributed.
-        optimizer, scaler: AdamW and the fp16 GradScaler (None unless --precision amp on CUDA).
+        optimizer, scaler: AdamW (RowwiseAdamW for sparse value gradients) and the fp16 GradScaler (None unless
+            --precision amp on CUDA).
         train, val: the loaders.
         run_dir: the run folder.
         run_logger: metrics.jsonl and friends.
@@ -186,6 +188,7 @@ class Trainer:
         self.checkpoints = CheckpointLedger(self.checkpoint_dir, env.is_master,
                                             (resumed.path, state.step) if resumed is not None else None)
         self.params = [p for p in task.model.parameters() if p.requires_grad]
+        self.sparse_params = [table.weight for table in sparse_grad_tables(task.model)]
         # The loader deals batches round-robin starting at worker 0, so a mid-epoch save waits for a batch count
         # that is a multiple of the worker count: a resumed run then continues in exactly the same order.
         self.loader_workers = max(1, config.data.workers)
@@ -319,6 +322,8 @@ class Trainer:
         else:
             terms = self._accumulate_gradients(micro)
         sync_value_shard_grads(self.task.model)  # sharded value tables: the DDP average (no-op without them)
+        if self.sparse_params:  # sparse value gradients, which DDP ignores: their average
+            sync_sparse_value_grads(self.task.model)
         if self.config.optim.grad_clip_norm is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -333,6 +338,8 @@ class Trainer:
 
     def _backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        # Sparse gradients add up by concatenating rows (every sharing layer's, every micro-batch's): one per slot.
+        coalesce_sparse_grads(self.sparse_params)
 
     def _sync_context(self, index: int, count: int):
         """Skip DDP's gradient all-reduce on all but the last micro-batch."""
@@ -355,7 +362,9 @@ class Trainer:
     def _accumulate_features(self, micro: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
         """open_clip's --accum-freq for contrastive losses: the loss is computed over the features of all
         micro-batches (cached without gradients), re-running one micro-batch with gradients at a time. The logit
-        scale is live in the first pass only, so its gradient is counted once."""
+        scale is live in the first pass only, so its gradient is counted once; the later passes add it times zero,
+        so that it still takes part in the last backward, where DDP averages the gradients (a parameter missing
+        from that backward would leave its whole bucket un-averaged)."""
         with torch.no_grad(), self.autocast():
             cached = [self.task.forward(self.model, batch) for batch in micro]
         terms: Dict[str, torch.Tensor] = {}
@@ -366,7 +375,7 @@ class Trainer:
                     merged = {}
                     for key, value in live.items():
                         if value.dim() == 0:
-                            merged[key] = value if index == 0 else cached[0][key]
+                            merged[key] = value if index == 0 else cached[0][key] + 0 * value
                         else:
                             merged[key] = torch.cat([live[key] if i == index else cached[i][key]
                                                      for i in range(len(micro))])

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Sequence, Tuple, Type, TypeVar
 
 MODES = ("replace", "parallel")
+TRAINING_STEP_FIELDS = ("sparse_value_grad",)
+"""MemoryConfig fields that change how a training step computes the value gradient, not the model: the weights and
+the optimizer's state (AdamW's keys, for :class:`memory_layers.RowwiseAdamW` too) carry over when they change."""
 
 
 T = TypeVar("T")

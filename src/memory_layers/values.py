@@ -22,6 +22,10 @@ class ValueTable(nn.Module):
     per gathered row), made once and kept until the weight changes, so the layers sharing the table, and the
     recompute of a gradient checkpoint, read the same copy; the value gradient still reaches the fp32 weight.
 
+    Under ``torch.compile`` the copy is a cast inside the graph (no cache, so no graph break), and a table with
+    ``sparse_grad`` is read outside the graph (one graph break per read): compiled autograd graphs cannot return a
+    sparse gradient.
+
     Args:
         n_slots: rows (``n_keys ** 2``).
         v_dim: row width.
@@ -61,6 +65,8 @@ class ValueTable(nn.Module):
         dtype = autocast_dtype(weight.device.type)
         if dtype is None or weight.dtype != torch.float32 or dtype == weight.dtype:
             return None
+        if torch.compiler.is_compiling():  # a node of the graph; comparing data pointers would break it
+            return weight.detach().to(dtype)
         key = (dtype, weight.device, weight.data_ptr(), weight._version)
         if self._read_copy is None or self._read_copy[0] != key:
             self._read_copy = (key, weight.detach().to(dtype))
@@ -75,10 +81,25 @@ class ValueTable(nn.Module):
         """Read bags: indices and weights (T, B) -> (T, v_dim), on ``backend`` and bag ``path`` (None: the
         environment's, see :func:`memory_layers.ops.embedding_bag`). The output is in the weight's dtype, or under
         autocast in the autocast dtype (read from :meth:`read_copy`)."""
-        return ops.embedding_bag(self.weight, indices, weights, backend, path, read_values=self.read_copy(),
-                                 sparse_grad=self.sparse_grad)
+        read = _read_outside_graph if self.sparse_grad else _read
+        return read(self, indices, weights, backend, path)
 
     def extra_repr(self) -> str:
         sparse = ", sparse_grad=True" if self.sparse_grad else ""
         return (f"n_slots={self.n_slots}, v_dim={self.v_dim}, lr={self.lr:g}, weight_decay={self.weight_decay:g}"
                 f"{sparse}")
+
+
+def _read(table: ValueTable, indices: torch.Tensor, weights: torch.Tensor, backend: Optional[str],
+          path: Optional[str]) -> torch.Tensor:
+    return ops.embedding_bag(table.weight, indices, weights, backend, path, read_values=table.read_copy(),
+                             sparse_grad=table.sparse_grad)
+
+
+@torch.compiler.disable
+def _read_outside_graph(table: ValueTable, indices: torch.Tensor, weights: torch.Tensor, backend: Optional[str],
+                        path: Optional[str]) -> torch.Tensor:
+    """:func:`_read`, run eagerly under ``torch.compile``: AOTAutograd cannot trace a backward that returns a sparse
+    gradient (``F.embedding_bag(sparse=True)`` fails in its fake tensors), while an eager read's autograd node gives
+    it to the weight beside the compiled graphs."""
+    return _read(table, indices, weights, backend, path)
