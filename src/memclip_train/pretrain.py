@@ -13,6 +13,7 @@ stage is resumable: run the same command again after a kill.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -31,6 +32,7 @@ from memclip.pretrained import PRETRAINED_DIR, write_shipped
 
 from .cli import add_debug_flag, report_user_errors
 from .demo import figures
+from .recipes import TEACHER_PRETRAIN
 from .stages import Stage, run_stages
 from .training_zeroshot import SYNTH_METRIC_PREFIXES
 
@@ -46,18 +48,19 @@ class PretrainPlan:
 
     Attributes:
         samples_per_epoch, epochs: fresh scenes per epoch and epochs (every epoch draws new scenes).
-        batch_size, lr, warmup, wd: contrastive training settings (AdamW, cosine schedule).
+        batch_size, lr, warmup, wd: contrastive training settings (AdamW, cosine schedule; the defaults are
+            :data:`~memclip_train.recipes.TEACHER_PRETRAIN`'s).
         family_size: scenes per family of hard negatives in the stream (see ``synth.stream``).
         world: sizes of the held-out evaluation world (arguments of ``python -m memclip_train.synth``).
         world_seed: its seed (the stream's scenes come from another random stream, so nothing is shared).
     """
 
     samples_per_epoch: int = 100_000
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup: int = 500
-    wd: float = 0.1
+    epochs: int = TEACHER_PRETRAIN.optim.epochs
+    batch_size: int = TEACHER_PRETRAIN.optim.batch_size
+    lr: float = TEACHER_PRETRAIN.optim.lr
+    warmup: int = TEACHER_PRETRAIN.optim.warmup
+    wd: float = TEACHER_PRETRAIN.optim.wd
     family_size: int = 4
     world: Dict[str, int] = field(default_factory=lambda: {
         "train": 0, "val": 500, "retrieval": 1000, "segmentation": 200, "pairs-per-pattern": 30})
@@ -89,15 +92,18 @@ class PretrainPipeline:
         return self.export_dir / f"{MODEL}-{TAG}.safetensors"
 
     def teacher_args(self) -> List[str]:
+        """The teacher's training command: :data:`~memclip_train.recipes.TEACHER_PRETRAIN` at the plan's sizes, on
+        the scene stream, watched on the held-out world after every epoch."""
         plan = self.plan
-        args = ["--model", MODEL, "--train-data", f"synth-stream:family_size={plan.family_size}",
-                "--train-num-samples", str(plan.samples_per_epoch), "--epochs", str(plan.epochs),
-                "--batch-size", str(plan.batch_size), "--lr", str(plan.lr), "--warmup", str(plan.warmup),
-                "--wd", str(plan.wd), "--caption-key", "txt", "--val-data", str(self.world / "val" / "000000.tar"),
-                "--precision", "fp32", "--workers", str(self.workers), "--seed", str(self.seed),
-                "--logs", str(self.run_dir.parent), "--name", self.run_dir.name, "--log-every-n-steps", str(LOG_EVERY),
-                "--save-every-n-steps", "200", "--zeroshot-synth", str(self.world), "--zeroshot-frequency", "1"]
-        return args + self._quiet()
+        optim = dataclasses.replace(TEACHER_PRETRAIN.optim, epochs=plan.epochs, batch_size=plan.batch_size,
+                                    lr=plan.lr, warmup=plan.warmup, wd=plan.wd)
+        recipe = dataclasses.replace(TEACHER_PRETRAIN, model=MODEL, optim=optim, workers=self.workers,
+                                     log_every_n_steps=LOG_EVERY)
+        config = recipe.config(f"synth-stream:family_size={plan.family_size}", logs=str(self.run_dir.parent),
+                               name=self.run_dir.name, zeroshot_frequency=1, progress=self.progress)
+        data = dataclasses.replace(config.data, train_num_samples=plan.samples_per_epoch,
+                                   val_data=str(self.world / "val" / "000000.tar"), zeroshot_synth=str(self.world))
+        return dataclasses.replace(config, data=data, seed=self.seed).to_argv()
 
     def training_stages(self) -> List[Stage]:
         """The held-out world, then the teacher's training run."""

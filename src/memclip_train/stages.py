@@ -10,7 +10,9 @@ pipeline's timing file records its command; when it finishes, that it finished. 
   program), with :class:`StageMismatch` naming the difference;
 - under ``force``, removes every stage's outputs and redoes it.
 
-Flags that change only how a command reports (``--no-progress``) are not part of its settings.
+Flags that change only how a command reports (``--no-progress``) are not part of its settings. A training stage's
+settings are compared as the configs they parse into (``--lr 2e-3`` and ``--lr 0.002``, a default spelled out or
+left out, are the same setting).
 
     world = Stage("world", "memclip_train.synth", ["--out", "w", "--seed", "0"], done=Path("w/world.json"),
                   outputs=[Path("w")])
@@ -20,6 +22,8 @@ Flags that change only how a command reports (``--no-progress``) are not part of
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shlex
 import shutil
@@ -32,6 +36,7 @@ from memclip.atomic_io import atomic_write_json
 
 from .cli import ProgramFailed, UserError
 
+TRAINER = "memclip_train.main"
 RECORD_FILE = "stages.json"
 REPORTING_FLAGS = ("--no-progress", "--progress")
 """Flags that change how a command reports, not what it makes: left out of a stage's settings."""
@@ -93,6 +98,20 @@ def _options(settings: Sequence[str]) -> Dict[str, List[Tuple[str, ...]]]:
     return options
 
 
+def canonical_settings(settings: Sequence[str]) -> List[str]:
+    """A training command's settings (``["memclip_train.main", *args]``) as the command its parsed config prints, so
+    that two spellings of one config compare equal; other commands, and arguments that do not parse, as they are."""
+    if list(settings[:1]) != [TRAINER]:
+        return list(settings)
+    from .params import parse_args
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return [TRAINER, *parse_args(list(settings[1:])).to_argv()]
+    except SystemExit:
+        return list(settings)
+
+
 def differences(recorded: Sequence[str], now: Sequence[str]) -> List[str]:
     """What changed between two settings, flag by flag: ``["--seed 0 (now 1)", "--quick (not given now)"]``."""
     old, new = _options(recorded), _options(now)
@@ -135,7 +154,7 @@ class StageRecords:
                                     "made it (an older memclip, or another program). Redo it with --force, or write "
                                     "to another --out")
             return False
-        changed = differences(record["settings"], stage.settings)
+        changed = differences(canonical_settings(record["settings"]), canonical_settings(stage.settings))
         if changed:
             raise StageMismatch(f"stage '{stage.name}' in {self.path.parent} was made with other settings: "
                                 f"{'; '.join(changed)}. Redo it with --force, or write to another --out")

@@ -44,12 +44,15 @@ from memclip.weights_io import names_a_path  # noqa: E402
 
 from .cli import add_debug_flag, report_user_errors  # noqa: E402
 from .demo.pipeline import SHIPPED_TEACHER, DemoPipeline  # noqa: E402
-from .demo.plan import DemoPlan, StageRecipe  # noqa: E402
+from .demo.plan import DemoPlan  # noqa: E402
 from .eval.retrieval import result_path  # noqa: E402
 from .eval.retrieval_sets import DATASETS as RETRIEVAL_DATASETS  # noqa: E402
 from .eval.runner import split_variant  # noqa: E402
 from .params import build_parser as training_parser  # noqa: E402
-from .stages import StageMismatch, differences, run_stages  # noqa: E402
+from .params import parse_args as parse_training_args  # noqa: E402
+from .recipes import (LONGCLIP_FROZEN_TEXT, DistillRecipe, LongShortRecipe, StageRecipe, TextRecipe,  # noqa: E402
+                      stage_config)
+from .stages import TRAINER, StageMismatch, canonical_settings, differences, run_stages  # noqa: E402
 
 logger = logging.getLogger("memclip_train.sweep")
 GRIDS = ("nkeys-vdim", "knn", "placement")
@@ -71,9 +74,9 @@ class SweepPreset:
 
     Attributes:
         n_keys, v_dims, knns: values of the nkeys-vdim and knn grids.
-        distill, finetune: the stage recipes (flags of ``python -m memclip_train.main``).
+        distill, finetune: the stage recipes; ``distill_task`` is stage 1's task (its loss).
         flags: training flags of both stages (precision, loaders).
-        finetune_text: the text side of stage 2 (empty: CLIP's 77 tokens, as the thesis).
+        finetune_text: the text side of stage 2 (None: CLIP's 77 tokens, as the thesis).
         description: what the preset reproduces.
         model, teacher: the default memory model and its teacher's weights.
     """
@@ -84,34 +87,40 @@ class SweepPreset:
     distill: StageRecipe
     finetune: StageRecipe
     flags: Tuple[str, ...]
-    finetune_text: Tuple[str, ...]
+    finetune_text: Optional[TextRecipe]
     description: str
     model: str = "ViT-Tiny-8-mem"
     teacher: str = SHIPPED_TEACHER
+    distill_task: DistillRecipe = DistillRecipe()
+
+    @property
+    def stage2(self) -> LongShortRecipe:
+        """Stage 2's task: the stage-2 recipe (alpha, caption keys) with this preset's text side."""
+        return LongShortRecipe(text=self.finetune_text)
 
 
 PRESETS: Dict[str, SweepPreset] = {
     "synthetic": SweepPreset(
         (16, 32), (128, 256), (4, 8, 16, 32),
         # warmup: 5 of the 126 and 63 steps of the demo world's 4,000 images, as a share of any world's run
-        StageRecipe(epochs=2, lr=2e-3, wd=0.05, warmup_fraction=0.04, extra=("--value-lr", "5e-3")),
+        StageRecipe(epochs=2, lr=2e-3, wd=0.05, warmup_fraction=0.04, value_lr=5e-3),
         StageRecipe(epochs=1, lr=2e-4, wd=0.05, warmup_fraction=0.08), ("--precision", "fp32", "--workers", "1"),
-        ("--text-context-length", "248", "--text-pos-stretch", "longclip"),
+        LONGCLIP_FROZEN_TEXT,
         "the demo world's scale: ViT-Tiny-8-mem on CPU, the demo's 248-token stage 2"),
     "thesis": SweepPreset(
         (64, 128, 256), (256, 512, 1024), (8, 16, 32, 64),
         # warmup: the thesis code's 1000 steps as a share of its runs (stage 1: 38 epochs, 20 x 4 GPUs x accum 4;
         # stage 2: 10 epochs, 32 x accum 2 on one GPU), about 2 and 4 steps of a 10k-sample point on 4 GPUs
         StageRecipe(epochs=10, lr=5e-4, batch_size=20, wd=0.1, warmup_fraction=thesis_warmup_fraction(38, 80, 4),
-                    extra=("--accum-freq", "4", "--distill-loss", "cosine", "--grad-checkpointing")),
+                    accum_freq=4, grad_checkpointing=True),
         StageRecipe(epochs=10, lr=1e-5, batch_size=32, wd=0.1, warmup_fraction=thesis_warmup_fraction(10, 32, 2),
-                    extra=("--trainable", "memory,visual")),
-        ("--precision", "amp_bf16"), (),
+                    trainable=("memory", "visual")),
+        ("--precision", "amp_bf16"), None,
         "thesis section 5.3 / Fig. 5.4: 10 epochs on one 10k-sample ShareGPT4V shard with the thesis's settings "
         "(Table 4.1 and its code), stage 2 as section 4.4 (77 tokens, text frozen); n_keys 64 x v_dim 1024, knn 64 "
         "and the four placements are the thesis's, the other n_keys/v_dim values our reading of Fig. 5.4 (its axes "
         "are not in the text)",
-        model="ViT-B-16-mem", teacher="openai"),
+        model="ViT-B-16-mem", teacher="openai", distill_task=DistillRecipe("cosine")),
 }
 
 
@@ -230,11 +239,13 @@ class Sweep:
         d, p = self.data, self.preset
         data = ["--train-data", d.train, *(["--val-data", d.val] if d.val else []), "--logs-dir", str(logs),
                 "--log-every-n-steps", "10", "--no-progress", *p.flags]
-        distill = [*data, "--name", "distill", "--model", self.model, "--distill", "--pretrained", self.teacher,
-                   *p.distill.flags(), *point.flags(), *d.flags, *d.distill_flags]
-        finetune = [*data, "--name", "finetune", "--model", self.model, "--pretrained",
-                    str(logs / "distill" / "final"), "--long-short-alpha", "0.8", *p.finetune_text,
-                    *p.finetune.flags(), *d.flags, *d.finetune_flags]
+        distill = stage_config(parse_training_args([*data, "--name", "distill", "--model", self.model, "--pretrained",
+                                                    self.teacher]), p.distill, p.distill_task)
+        finetune = stage_config(parse_training_args([*data, "--name", "finetune", "--model", self.model,
+                                                     "--pretrained", str(logs / "distill" / "final")]),
+                                p.finetune, p.stage2)
+        distill = [*distill.to_argv(), *point.flags(), *d.flags, *d.distill_flags]
+        finetune = [*finetune.to_argv(), *d.flags, *d.finetune_flags]
         evaluation = [arg for spec, root in d.evaluation for arg in ("--dataset", spec, "--data-root", root)]
         evaluate = ["retrieval", "--model", self.model, "--pretrained", str(logs / "finetune" / "final"), "--label",
                     point.key, *evaluation, "--out", str(logs / "eval"), "--no-progress"]
@@ -256,7 +267,7 @@ class Sweep:
             raise StageMismatch(f"point {point.key}: {result_file} does not record the commands that made it (an "
                                 "older memclip). Redo it with --force, or write to another --out")
         changed = [f"{stage}: {change}" for stage in commands
-                   for change in differences(recorded.get(stage, []), commands[stage])]
+                   for change in differences(_canonical(recorded.get(stage, [])), _canonical(commands[stage]))]
         if changed:
             raise StageMismatch(f"point {point.key} in {self.out} was made with other settings: {'; '.join(changed)}. "
                                 "Redo it with --force, or write to another --out")
@@ -299,6 +310,15 @@ class Sweep:
         write_tables(self.out, results, prefixes)
         plot(self.out / "sweep.png", results, prefixes)
         return results
+
+
+def _canonical(command: List[str]) -> List[str]:
+    """A point's command with its training arguments (from ``--train-data`` on) as their parsed config prints them,
+    so that two spellings of one config compare equal; the launcher in front, and the eval command, as they are."""
+    if "--train-data" not in command:
+        return list(command)
+    start = command.index("--train-data")
+    return command[:start] + canonical_settings([TRAINER, *command[start:]])[1:]
 
 
 def _memory_parameters(model: str, memory: Dict[str, Any]) -> int:

@@ -80,9 +80,9 @@ def _is_literal(text: str) -> bool:
     return True
 
 
-def flag_values(config: "TrainConfig") -> Dict[str, Any]:
+def flag_values(config: "TrainConfig", always: Sequence[str] = ()) -> Dict[str, Any]:
     """The flags of ``config`` that differ from the defaults, ``{flag name without dashes: value}``, in the order of
-    ``--help``; ``--train-data`` always."""
+    ``--help``; ``--train-data`` and the flags named in ``always`` (``"caption-key"``) even at their default."""
     from .params import build_parser
 
     values, defaults = _flat(config), _defaults()
@@ -91,7 +91,7 @@ def flag_values(config: "TrainConfig") -> Dict[str, Any]:
         dest = action.dest
         if not action.option_strings or dest not in values or dest == "help":
             continue
-        if values[dest] != defaults[dest] or dest == "train_data":
+        if values[dest] != defaults[dest] or dest == "train_data" or _long_flag(action)[2:] in always:
             flags[_long_flag(action)[2:]] = _flag_value(dest, values[dest])
     return flags
 
@@ -138,9 +138,14 @@ def values_to_argv(values: Mapping[str, Any], skip: Set[str] = frozenset(),
     return argv
 
 
+SPELLED_OUT = ("model", "batch-size", "epochs", "lr", "wd")
+"""Flags a printed command always shows, even at their default: what a reader looks for first."""
+
+
 def to_argv(config: "TrainConfig") -> List[str]:
-    """The command line (after ``python -m memclip_train.main``) that parses back into ``config``."""
-    return values_to_argv(flag_values(config))
+    """The command line (after ``python -m memclip_train.main``) that parses back into ``config``: the flags that
+    differ from the defaults, and :data:`SPELLED_OUT`."""
+    return values_to_argv(flag_values(config, always=SPELLED_OUT))
 
 
 def read_recipe(path: Path) -> Dict[str, Any]:

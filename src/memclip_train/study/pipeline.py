@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, List, Optional
 from memclip.atomic_io import atomic_write_json
 
 from ..eval.models import ModelRef
+from ..params import parse_args
+from ..recipes import DistillRecipe, LongShortRecipe, TextRecipe, stage_config
 from ..stages import Stage, StageMismatch, differences, run_stages
 from .plan import MODELS, TEACHER_MODEL, StudyPlan
 
@@ -124,29 +126,30 @@ class StudyPipeline:
         shards = len(json.loads((world / "train" / "sizes.json").read_text()))
         return str(world / "train" / ("{000000..%06d}.tar" % (shards - 1)))
 
-    def _train(self, name: str, run: Path, world: Path, seed: int, flags: List[str]) -> Stage:
+    def _train(self, name: str, run: Path, world: Path, seed: int, flags: List[str], *recipes: object) -> Stage:
+        """A training stage: ``flags`` (data and model) on the study's run settings, then ``recipes`` applied."""
         args = ["--val-data", str(world / "val" / "000000.tar"), "--precision", "fp32", "--workers", "1",
                 "--seed", str(seed), "--logs", str(run.parent), "--name", run.name, "--log-every-n-steps", "10",
                 "--save-every-n-steps", "50", *flags, *self._quiet()]
+        args = stage_config(parse_args(args), *recipes).to_argv()
         return Stage(name, "memclip_train.main", args, run / "final" / "memclip_config.json", [run], run_dir=run)
 
     def distill_stage(self, seed: int) -> Stage:
         """Stage 1 of the memory student (only the memory trains, on images without markings)."""
         model = MODELS["memory"]
-        flags = ["--train-data", self.train_spec(self.distill_world_dir), *model.flags(), "--distill",
-                 "--pretrained", self.teacher, *self.plan.distill.flags()]
-        return self._train(f"distill s{seed}", self.distill_run(seed), self.distill_world_dir, seed, flags)
+        flags = ["--train-data", self.train_spec(self.distill_world_dir), *model.flags(), "--pretrained", self.teacher]
+        return self._train(f"distill s{seed}", self.distill_run(seed), self.distill_world_dir, seed, flags,
+                           self.plan.distill, DistillRecipe())
 
     def finetune_stage(self, point: Point) -> Stage:
         """Stage 2 of one model: long + short captions of the K world, families kept in their batches."""
         model = MODELS[point.model]
         start = str(self.distill_run(point.seed) / "final") if model.distilled else self.teacher
         world = self.world_dir(point.markings)
-        flags = ["--train-data", self.train_spec(world), "--shuffle-buffer", "1", *model.flags(),
-                 "--pretrained", start, "--long-short-alpha", str(self.plan.alpha), "--caption-key", "txt",
-                 "--long-caption-key", "json.long", "--text-context-length", str(self.plan.long_context),
-                 "--text-pos-stretch", "longclip", *self.plan.finetune.flags()]
-        return self._train(f"finetune {point.key}", self.run_dir(point), world, point.seed, flags)
+        flags = ["--train-data", self.train_spec(world), "--shuffle-buffer", "1", *model.flags(), "--pretrained", start]
+        text = TextRecipe(context=self.plan.long_context, stretch="longclip", train_text=None)
+        return self._train(f"finetune {point.key}", self.run_dir(point), world, point.seed, flags,
+                           self.plan.finetune, LongShortRecipe(alpha=self.plan.alpha, text=text))
 
     def weights(self, point: Point) -> ModelRef:
         """What the point evaluates: the teacher, or the model its fine-tuning saved."""
