@@ -440,7 +440,7 @@ class TrainConfig:
     def to_argv(self) -> List[str]:
         """The command line (after ``python -m memclip_train.main``) that :func:`parse_args` reads back into this
         config: the flags that differ from the defaults (and the few a reader looks for), in the order of ``--help``."""
-        return to_argv(self)
+        return to_argv(self, build_parser())
 
 
 def _memory_setting(text: str) -> Tuple[str, Any]:

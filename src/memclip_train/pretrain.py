@@ -31,8 +31,9 @@ from memclip.atomic_io import atomic_write_json
 from memclip.pretrained import PRETRAINED_DIR, write_shipped
 
 from .cli import add_debug_flag, report_user_errors
-from .demo import figures
-from .recipes import TEACHER_PRETRAIN
+from .report import figures
+from .report.synth_results import SynthResults
+from .recipes import TEACHER_PRETRAIN, pretrained_teacher_file
 from .stages import Stage, run_stages
 from .training_zeroshot import SYNTH_METRIC_PREFIXES
 
@@ -89,7 +90,7 @@ class PretrainPipeline:
 
     @property
     def weights(self) -> Path:
-        return self.export_dir / f"{MODEL}-{TAG}.safetensors"
+        return pretrained_teacher_file(self.out)
 
     def teacher_args(self) -> List[str]:
         """The teacher's training command: :data:`~memclip_train.recipes.TEACHER_PRETRAIN` at the plan's sizes, on
@@ -165,19 +166,15 @@ def competence_curve(metrics_file: Path, samples_per_epoch: int) -> List[Dict[st
 
 def competence(eval_dir: Path) -> Dict[str, Any]:
     """The held-out metrics of the pretrained teacher, from ``eval synth``'s results."""
-    results = json.loads((eval_dir / "synth_results.json").read_text())
-    semantics = results["semantics"][LABEL]["metrics"]
-    retrieval = results["retrieval"][LABEL]
-    segmentation = next(v for k, v in results["segmentation"].items() if k.startswith(LABEL))["synth"]
-    pairs = results["pairs"][LABEL]
-    metrics = {key: round(value, 2) for key, value in semantics.items()}
-    for dataset, result in results["zeroshot"][LABEL].items():
-        metrics[f"{dataset}_top1"] = round(result["metrics"]["top1"], 2)
+    results = SynthResults.from_json(eval_dir / "synth_results.json")
+    metrics = {key: round(value, 2) for key, value in results.semantic_metrics(LABEL).items()}
+    for dataset in results.zeroshot_datasets(LABEL):
+        metrics[f"{dataset}_top1"] = round(results.zeroshot_top1(LABEL, dataset), 2)
     for dataset in ("synth-short", "synth-long"):
         for key in ("t2i_R@1", "i2t_R@1"):
-            metrics[f"{dataset}_{key}"] = round(retrieval[dataset]["metrics"][key], 2)
-    metrics["segmentation_mIoU"] = round(segmentation["mIoU"], 2)
-    metrics["pairs_strict"] = round(pairs["i2t"], 2)
+            metrics[f"{dataset}_{key}"] = round(results.retrieval_metric(LABEL, dataset, key), 2)
+    metrics["segmentation_mIoU"] = round(results.segmentation_result(LABEL)["mIoU"], 2)
+    metrics["pairs_strict"] = round(results.pair_scores(LABEL)["i2t"], 2)
     return metrics
 
 

@@ -17,8 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
-from .params import DataConfig, LoggingConfig, ModelConfig, TrainConfig, check_model
+from .params import DataConfig, LoggingConfig, ModelConfig, TrainConfig, build_parser, check_model
 from .train_argv import SPELLED_OUT, flag_values
+
+SHIPPED_TEACHER = "synth"
+"""The pretrained tag of the tiny CLIP that ships with memclip (``memclip.create_model("ViT-Tiny-8", "synth")``): the
+teacher of the demo, the study and the synthetic sweep."""
 
 CLIP_CONTEXT = 77
 """Tokens a CLIP text tower reads without a stretched positional table."""
@@ -202,7 +206,7 @@ class Recipe:
 
     def flag_values(self) -> Dict[str, Any]:
         """The recipe file's contents: every flag it sets (not ``--train-data``, which each run gives)."""
-        values = flag_values(self.config(), always=RECIPE_FLAGS + self.task.written)
+        values = flag_values(self.config(), build_parser(), always=RECIPE_FLAGS + self.task.written)
         del values["train-data"]
         return values
 
@@ -239,6 +243,12 @@ TEACHER_PRETRAIN = Recipe(
     "the stream, the held-out world and the export)",
     "ViT-Tiny-8", StageRecipe(epochs=8, lr=1e-3, batch_size=128, warmup=500, wd=0.1), ContrastiveRecipe("txt"),
     precision="fp32", log_every_n_steps=50, save_every_n_steps=200)
+
+def pretrained_teacher_file(out: Path) -> Path:
+    """Where ``python -m memclip_train.pretrain --out OUT`` exports the teacher it trains (fp16 safetensors, with
+    its record beside it as .json)."""
+    return Path(out) / "export" / f"{TEACHER_PRETRAIN.model}-{SHIPPED_TEACHER}.safetensors"
+
 
 RECIPES: Dict[str, Recipe] = {recipe.name: recipe for recipe in (THESIS_DISTILL, THESIS_FINETUNE,
                                                                   THESIS_FINETUNE_LONGCLIP, TEACHER_PRETRAIN)}

@@ -23,6 +23,7 @@ left out, are the same setting).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import shlex
@@ -172,17 +173,17 @@ class StageRecords:
         atomic_write_json(self.path, self.data)
 
 
+PROGRAMS = {"memclip_train.synth": "memclip_train.synth.__main__", "memclip_train.main": "memclip_train.main",
+            "memclip_train.eval": "memclip_train.eval.__main__", "memclip_train.pretrain": "memclip_train.pretrain"}
+"""The programs a pipeline runs in-process, and the module that holds each one's ``main``."""
+
+
 def entry(module: str) -> Callable[[Sequence[str]], int]:
-    """The ``main`` of one of the project's programs, for running it in-process."""
-    if module == "memclip_train.synth":
-        from .synth.__main__ import main
-    elif module == "memclip_train.main":
-        from .main import main
-    elif module == "memclip_train.eval":
-        from .eval.__main__ import main
-    else:
+    """The ``main`` of one of the project's programs, for running it in-process (imported by name, as ``python -m``
+    would: a pipeline runs the programs above it without tying its module to theirs)."""
+    if module not in PROGRAMS:
         raise ValueError(f"no pipeline entry point for {module}")
-    return main
+    return importlib.import_module(PROGRAMS[module]).main
 
 
 def run_command(module: str, args: List[str], log: Callable[[str], None] = print) -> None:

@@ -43,16 +43,15 @@ from memclip.atomic_io import atomic_write_json  # noqa: E402
 from memclip.weights_io import names_a_path  # noqa: E402
 
 from .cli import add_debug_flag, report_user_errors  # noqa: E402
-from .demo.pipeline import SHIPPED_TEACHER, DemoPipeline  # noqa: E402
-from .demo.plan import DemoPlan  # noqa: E402
 from .eval.retrieval import result_path  # noqa: E402
 from .eval.retrieval_sets import DATASETS as RETRIEVAL_DATASETS  # noqa: E402
 from .eval.runner import split_variant  # noqa: E402
 from .params import build_parser as training_parser  # noqa: E402
 from .params import parse_args as parse_training_args  # noqa: E402
-from .recipes import (LONGCLIP_FROZEN_TEXT, DistillRecipe, LongShortRecipe, StageRecipe, TextRecipe,  # noqa: E402
-                      stage_config)
-from .stages import TRAINER, StageMismatch, canonical_settings, differences, run_stages  # noqa: E402
+from .recipes import (LONGCLIP_FROZEN_TEXT, SHIPPED_TEACHER, DistillRecipe, LongShortRecipe,  # noqa: E402
+                      StageRecipe, TextRecipe, stage_config)
+from .stages import TRAINER, StageMismatch, canonical_settings, differences, run_command, run_stages  # noqa: E402
+from .worlds import DEMO_WORLD, QUICK_WORLD, train_spec, val_shard, world_stage  # noqa: E402
 
 logger = logging.getLogger("memclip_train.sweep")
 GRIDS = ("nkeys-vdim", "knn", "placement")
@@ -211,10 +210,9 @@ class Sweep:
     sweep stops naming the difference, unless ``force`` redoes it.
     """
 
-    def __init__(self, out: Path, pipeline: DemoPipeline, model: str, teacher: str, preset: SweepPreset,
-                 data: SweepData, force: bool = False) -> None:
+    def __init__(self, out: Path, model: str, teacher: str, preset: SweepPreset, data: SweepData,
+                 force: bool = False) -> None:
         self.out = Path(out)
-        self.pipeline = pipeline
         self.model = model
         self.teacher = teacher
         self.preset = preset
@@ -223,7 +221,7 @@ class Sweep:
 
     def _train(self, args: List[str]) -> None:
         if not self.data.launcher:
-            self.pipeline.run_command("memclip_train.main", args)
+            run_command("memclip_train.main", args)
             return
         command = [*shlex.split(self.data.launcher), "-m", "memclip_train.main", *args]
         print("$ " + " ".join(shlex.quote(part) for part in command), flush=True)
@@ -287,7 +285,7 @@ class Sweep:
         self._train(commands["distill"][launcher:])
         self._train(commands["finetune"][launcher:])
         eval_out = logs / "eval"
-        self.pipeline.run_command("memclip_train.eval", commands["eval"])
+        run_command("memclip_train.eval", commands["eval"])
         result = {"grid": point.grid, "point": point.label, "memory": point.memory,
                   "memory_parameters": _memory_parameters(self.model, point.memory),
                   "seconds": round(time.time() - start, 1)}
@@ -434,8 +432,9 @@ def sweep(args: argparse.Namespace, passthrough: List[str], stage_flags: Tuple[L
     points = [p for grid in (args.grid or GRIDS)
               for p in grid_points(grid, model, args.n_keys or preset.n_keys, args.v_dims or preset.v_dims,
                                    args.knn or preset.knns)]
-    plan = DemoPlan.quick() if args.quick else DemoPlan()
-    pipeline = DemoPipeline(args.out / "base", plan, progress=False)
+    sizes = QUICK_WORLD if args.quick else DEMO_WORLD
+    base = args.out / "base"
+    world = args.world or base / "world"
     teacher = args.teacher or preset.teacher
     if args.train_data:
         if args.world is not None:
@@ -445,22 +444,20 @@ def sweep(args: argparse.Namespace, passthrough: List[str], stage_flags: Tuple[L
         if args.teacher is None and args.preset == "synthetic":
             parser.error("--train-data needs --teacher: an open_clip tag of the model's teacher (openai) or weights")
         train, val = args.train_data, args.val_data
-        evaluation = _evaluation(args, pipeline.world, parser)
+        evaluation = _evaluation(args, base / "world", parser)
     else:
-        evaluation = _evaluation(args, args.world or pipeline.world, parser)
-        if args.world is not None:
-            pipeline.world = args.world
-        else:
-            world = next(stage for stage in pipeline.stages() if stage.name == "synthetic world")
-            run_stages([world], pipeline.out / "timings.json", args.force)
-        train, val = pipeline.train_spec(), args.val_data or str(pipeline.world / "val" / "000000.tar")
+        evaluation = _evaluation(args, world, parser)
+        if args.world is None:  # the demo's first stage: its world, seed 0
+            run_stages([world_stage("synthetic world", world, 0, sizes, progress=False)], base / "timings.json",
+                       args.force)
+        train, val = train_spec(world, int(sizes["train"])), args.val_data or val_shard(world)
     distill_epochs = args.distill_epochs or (1 if args.quick else preset.distill.epochs)
     recipes = dataclasses.replace(preset, distill=dataclasses.replace(preset.distill, epochs=distill_epochs),
                                   finetune=dataclasses.replace(preset.finetune,
                                                                epochs=args.finetune_epochs or preset.finetune.epochs))
     data = SweepData(train, val, evaluation, tuple(passthrough), tuple(stage_flags[0]), tuple(stage_flags[1]),
                      args.launcher)
-    results = Sweep(args.out, pipeline, model, teacher, recipes, data, args.force).run(points)
+    results = Sweep(args.out, model, teacher, recipes, data, args.force).run(points)
     print(f"{len(results)} points -> {args.out / 'sweep_results.csv'}, {args.out / 'sweep.png'}")
     prefixes = [result_prefix(spec) for spec, _ in data.evaluation][:2]
     for row in results:

@@ -18,29 +18,24 @@ import ast
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
-if TYPE_CHECKING:
-    from .params import TrainConfig
+TrainConfig = Any
+"""A :class:`memclip_train.params.TrainConfig`; the config and its parser (``params.build_parser()``) are arguments,
+so that this module, which params uses, imports nothing of params."""
 
 CONFIG_FLAGS = ("-c", "--config")
 """The flag that names a recipe file."""
 
 
-def _flat(config: "TrainConfig") -> Dict[str, Any]:
-    """``{argparse dest: value}`` of every field of a config, in the parser's terms."""
-    values: Dict[str, Any] = {"seed": config.seed, "device": config.device}
-    for section in (config.data, config.model, config.optim, config.task, config.logging, config.distributed):
-        values.update({f.name: getattr(section, f.name) for f in dataclasses.fields(section)})
-    values["no_progress"] = not values.pop("progress")
-    return values
+def _sections(config: TrainConfig) -> List[Any]:
+    return [config.data, config.model, config.optim, config.task, config.logging, config.distributed]
 
 
-def _defaults() -> Dict[str, Any]:
-    from .params import DataConfig, DistributedConfig, LoggingConfig, ModelConfig, OptimConfig, TaskConfig
-
-    values: Dict[str, Any] = {"seed": 0, "device": None}
-    for section in (DataConfig(), ModelConfig(), OptimConfig(), TaskConfig(), LoggingConfig(), DistributedConfig()):
+def _flat(seed: Any, device: Any, sections: Sequence[Any]) -> Dict[str, Any]:
+    """``{argparse dest: value}`` of every field of a config's sections, in the parser's terms."""
+    values: Dict[str, Any] = {"seed": seed, "device": device}
+    for section in sections:
         values.update({f.name: getattr(section, f.name) for f in dataclasses.fields(section)})
     values["no_progress"] = not values.pop("progress")
     return values
@@ -80,14 +75,13 @@ def _is_literal(text: str) -> bool:
     return True
 
 
-def flag_values(config: "TrainConfig", always: Sequence[str] = ()) -> Dict[str, Any]:
+def flag_values(config: TrainConfig, parser: argparse.ArgumentParser, always: Sequence[str] = ()) -> Dict[str, Any]:
     """The flags of ``config`` that differ from the defaults, ``{flag name without dashes: value}``, in the order of
     ``--help``; ``--train-data`` and the flags named in ``always`` (``"caption-key"``) even at their default."""
-    from .params import build_parser
-
-    values, defaults = _flat(config), _defaults()
+    values = _flat(config.seed, config.device, _sections(config))
+    defaults = _flat(0, None, [type(section)() for section in _sections(config)])
     flags: Dict[str, Any] = {}
-    for action in build_parser()._actions:
+    for action in parser._actions:
         dest = action.dest
         if not action.option_strings or dest not in values or dest == "help":
             continue
@@ -114,7 +108,7 @@ def _word(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def values_to_argv(values: Mapping[str, Any], skip: Set[str] = frozenset(),
+def values_to_argv(values: Mapping[str, Any], parser: argparse.ArgumentParser, skip: Set[str] = frozenset(),
                    source: str = "the recipe") -> List[str]:
     """``{"long-short-alpha": 0.8, "distill": True, "memory": ["knn=8"]}`` -> ``["--long-short-alpha", "0.8",
     "--distill", "--memory", "knn=8"]``; flags whose dest is in ``skip`` are left out.
@@ -122,9 +116,7 @@ def values_to_argv(values: Mapping[str, Any], skip: Set[str] = frozenset(),
     Raises:
         ValueError: keys that are no training flag (all named, in one line), or a switch given a non-boolean.
     """
-    from .params import build_parser
-
-    actions = build_parser()._option_string_actions
+    actions = parser._option_string_actions
     unknown = [key for key in values if "--" + key.replace("_", "-") not in actions or key in ("help", "config")]
     if unknown:
         raise ValueError(f"{source}: {', '.join(unknown)}: not flags of python -m memclip_train.main "
@@ -142,10 +134,10 @@ SPELLED_OUT = ("model", "batch-size", "epochs", "lr", "wd")
 """Flags a printed command always shows, even at their default: what a reader looks for first."""
 
 
-def to_argv(config: "TrainConfig") -> List[str]:
+def to_argv(config: TrainConfig, parser: argparse.ArgumentParser) -> List[str]:
     """The command line (after ``python -m memclip_train.main``) that parses back into ``config``: the flags that
     differ from the defaults, and :data:`SPELLED_OUT`."""
-    return values_to_argv(flag_values(config, always=SPELLED_OUT))
+    return values_to_argv(flag_values(config, parser, always=SPELLED_OUT), parser)
 
 
 def read_recipe(path: Path) -> Dict[str, Any]:
@@ -202,4 +194,4 @@ def expand_recipe_file(argv: Sequence[str], parser: argparse.ArgumentParser) -> 
         path, rest = argv[found + 1], argv[:found] + argv[found + 2:]
     if not Path(path).is_file():
         raise FileNotFoundError(f"-c {path}: no such recipe file")
-    return values_to_argv(read_recipe(Path(path)), given_dests(rest, parser), source=f"-c {path}") + rest
+    return values_to_argv(read_recipe(Path(path)), parser, given_dests(rest, parser), source=f"-c {path}") + rest

@@ -38,7 +38,8 @@ def test_the_thesis_recipes_hold_the_thesis_values():
     assert (longclip.model.text_context_length, longclip.model.text_pos_stretch) == (248, "longclip")
     distill = RECIPES["thesis-distill"].config()
     assert distill.task.distill and distill.model.pretrained == "openai"
-    assert (distill.optim.batch_size, distill.optim.accum_freq, distill.optim.lr, distill.optim.epochs) == (20, 4, 5e-4, 38)
+    optim = distill.optim
+    assert (optim.batch_size, optim.accum_freq, optim.lr, optim.epochs) == (20, 4, 5e-4, 38)
     teacher = RECIPES["teacher-pretrain"].config()
     assert (teacher.optim.batch_size, teacher.optim.lr, teacher.optim.warmup) == (128, 1e-3, 500)
     assert PretrainPlan().lr == teacher.optim.lr and PretrainPlan().epochs == teacher.optim.epochs
@@ -51,8 +52,8 @@ def stage_commands(tmp_path):
         commands += [stage.args for stage in DemoPipeline(tmp_path, plan, progress=False).stages()
                      if stage.module == "memclip_train.main"]
     for preset in PRESETS.values():
-        sweep = Sweep(tmp_path, DemoPipeline(tmp_path / "base", DemoPlan.quick()), preset.model, preset.teacher,
-                      preset, SweepData("/d/{0..1}.tar", None, (("synth-long", "/w"),)))
+        sweep = Sweep(tmp_path, preset.model, preset.teacher, preset,
+                      SweepData("/d/{0..1}.tar", None, (("synth-long", "/w"),)))
         point = grid_points("knn", preset.model, preset.n_keys, preset.v_dims, preset.knns)[0]
         commands += [sweep.commands(point)[stage] for stage in ("distill", "finetune")]
     commands.append(PretrainPipeline(tmp_path, PretrainPlan()).teacher_args())

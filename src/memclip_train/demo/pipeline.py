@@ -1,13 +1,13 @@
 """The demo's stages: each is one of the project's ordinary commands (see :mod:`memclip_train.stages`)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..params import DataConfig, LoggingConfig, ModelConfig, TrainConfig
-from ..recipes import DistillRecipe, stage_config
+from ..recipes import SHIPPED_TEACHER, DistillRecipe, stage_config
+from ..worlds import train_spec, val_shard, world_stage
 from ..stages import Stage, run_command, run_stages
 from .plan import DemoPlan
 
@@ -20,10 +20,8 @@ CONTROL = "control: teacher fine-tuned"
 PARALLEL = "parallel student, fine-tuned"
 
 
-SHIPPED_TEACHER = "synth"
 PROBE_WORLD_SEED_OFFSET = 1000
 """The probe world's seed is the demo's seed plus this: its scenes are never the evaluation world's."""
-"""The pretrained tag of the tiny CLIP that ships with memclip (``memclip.create_model("ViT-Tiny-8", "synth")``)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class DemoPipeline:
         """A training stage: the demo's data, run folder and seed, ``model``, and ``recipes`` applied in turn."""
         run = self.logs / name
         base = TrainConfig(
-            data=DataConfig(train_data=self.train_spec(), val_data=str(self.world / "val" / "000000.tar"), workers=1),
+            data=DataConfig(train_data=self.train_spec(), val_data=val_shard(self.world), workers=1),
             model=model,
             logging=LoggingConfig(logs=str(self.logs), name=name, log_every_n_steps=5, save_every_n_steps=50,
                                   progress=self.progress),
@@ -72,9 +70,7 @@ class DemoPipeline:
 
     def train_spec(self) -> str:
         """Brace spec of the world's training shards: the shards on disk, or the ones the plan will write."""
-        sizes = self.world / "train" / "sizes.json"
-        shards = len(json.loads(sizes.read_text())) if sizes.exists() else -(-self.plan.world["train"] // 1000)
-        return str(self.world / "train" / ("{000000..%06d}.tar" % (max(1, shards) - 1)))
+        return train_spec(self.world, int(self.plan.world["train"]))
 
     def models(self) -> List[DemoModel]:
         def final(run: str) -> str:
@@ -91,12 +87,7 @@ class DemoPipeline:
         return models
 
     def _world(self, name: str, folder: Path, seed: int, settings: Dict[str, object]) -> Stage:
-        args = ["--out", str(folder), "--seed", str(seed), "--workers", "2", "--overwrite"]
-        for key, value in settings.items():
-            args += [f"--{key}", str(value)]
-        if not self.progress:
-            args.append("--no-progress")
-        return Stage(name, "memclip_train.synth", args, folder / "world.json", [folder])
+        return world_stage(name, folder, seed, settings, self.progress)
 
     def stages(self) -> List[Stage]:
         plan = self.plan

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Union
 
 from ..recipes import STAGE2_ALPHA, TEXT_RECIPES, LongShortRecipe, StageRecipe, TextRecipe
+from ..worlds import DEMO_WORLD, QUICK_WORLD
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,7 @@ class DemoPlan:
         heatmap_examples: retrieval images drawn as text -> patch heat maps.
     """
 
-    world: Dict[str, Union[int, str]] = field(default_factory=lambda: {
-        "train": 4000, "val": 200, "retrieval": 1000, "segmentation": 100, "pairs-per-pattern": 30,
-        "long-order": "salience"})
+    world: Dict[str, Union[int, str]] = field(default_factory=lambda: dict(DEMO_WORLD))
     distill: StageRecipe = StageRecipe(epochs=3, lr=2e-3, wd=0.05, value_lr=5e-3)
     finetune: StageRecipe = StageRecipe(epochs=4, lr=5e-4, wd=0.05)
     stage2_text: str = "thesis"
@@ -55,8 +54,7 @@ class DemoPlan:
     @classmethod
     def quick(cls, stage2_text: str = "thesis") -> "DemoPlan":
         """The same pipeline at a toy size (under 3 minutes on 2 cores)."""
-        return cls(world={"train": 512, "val": 64, "retrieval": 64, "segmentation": 8, "pairs-per-pattern": 4,
-                          "long-order": "salience"},
+        return cls(world=dict(QUICK_WORLD),
                    stage2_text=stage2_text,
                    distill=StageRecipe(
                        epochs=1, lr=2e-3, wd=0.05, warmup=2, value_lr=5e-3),
