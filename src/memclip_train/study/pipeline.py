@@ -19,7 +19,7 @@ from memclip.atomic_io import atomic_write_json
 
 from ..eval.models import ModelRef
 from ..params import parse_args
-from ..recipes import DistillRecipe, LongShortRecipe, TextRecipe, stage_config
+from ..recipes import DistillRecipe, LongShortRecipe, StageRecipe, TextRecipe, stage_config
 from ..stages import Stage, StageMismatch, differences, run_stages
 from .plan import MODELS, TEACHER_MODEL, StudyPlan
 
@@ -49,6 +49,22 @@ def _flat(settings: Any, prefix: str = "") -> List[str]:
     if isinstance(settings, dict):
         return [item for key in sorted(settings) for item in _flat(settings[key], f"{prefix}{key}.")]
     return [f"--{prefix.rstrip('.')}", json.dumps(settings)]
+
+
+def _typed_recipes(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """Point settings recorded before the stage recipes were typed (their extra trainer flags as an argv tail,
+    ``"extra": ["--value-lr", "5e-3"]``) in today's form, so that a point made with the same recipe is reused."""
+    plan = settings.get("plan", {})
+    if not any(isinstance(plan.get(stage), dict) and "extra" in plan[stage] for stage in ("distill", "finetune")):
+        return settings
+    plan = dict(plan)
+    for stage in ("distill", "finetune"):
+        recorded = dict(plan[stage])
+        config = parse_args(["--train-data", "x", *recorded.pop("extra")])
+        recipe = StageRecipe(**recorded, value_lr=config.model.value_lr, accum_freq=config.optim.accum_freq,
+                             grad_checkpointing=config.model.grad_checkpointing, trainable=config.model.trainable)
+        plan[stage] = json.loads(json.dumps(asdict(recipe)))
+    return {**settings, "plan": plan}
 
 
 class StudyPipeline:
@@ -196,7 +212,7 @@ class StudyPipeline:
         settings = self.point_settings(point)
         if path.is_file() and not self.force:
             stored = json.loads(path.read_text())
-            changed = differences(_flat(stored.get("settings", {})), _flat(settings))
+            changed = differences(_flat(_typed_recipes(stored.get("settings", {}))), _flat(settings))
             if "settings" not in stored or changed:
                 raise StageMismatch(f"point {point.key} in {self.out} was made with other settings: "
                                     f"{'; '.join(changed) or 'none recorded (an older memclip)'}. Redo it with "
