@@ -100,17 +100,22 @@ def _options(settings: Sequence[str]) -> Dict[str, List[Tuple[str, ...]]]:
 
 
 def canonical_settings(settings: Sequence[str]) -> List[str]:
-    """A training command's settings (``["memclip_train.main", *args]``) as the command its parsed config prints, so
-    that two spellings of one config compare equal; other commands, and arguments that do not parse, as they are."""
+    """A training command's settings (``["memclip_train.main", *args]``) as every flag of the config it parses into,
+    so that two spellings of one config compare equal (and a change reads ``--seed 0 (now 1)``); other commands, and
+    arguments that do not parse, as they are."""
     if list(settings[:1]) != [TRAINER]:
         return list(settings)
-    from .params import parse_args
+    from .params import build_parser, parse_args
+    from .train_argv import flag_values, values_to_argv
 
     try:
         with contextlib.redirect_stderr(io.StringIO()):
-            return [TRAINER, *parse_args(list(settings[1:])).to_argv()]
+            config = parse_args(list(settings[1:]))
     except SystemExit:
         return list(settings)
+    parser = build_parser()
+    every = [flag[2:] for flag in parser._option_string_actions if flag.startswith("--")]
+    return [TRAINER, *values_to_argv(flag_values(config, parser, always=every), parser)]
 
 
 def differences(recorded: Sequence[str], now: Sequence[str]) -> List[str]:

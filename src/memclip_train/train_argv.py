@@ -47,6 +47,8 @@ def _long_flag(action: argparse.Action) -> str:
 
 def _flag_value(dest: str, value: Any) -> Any:
     """A field's value as its flag writes it: comma lists, ``KEY=VALUE`` lists, plain numbers and strings."""
+    if value is None:
+        return None
     if dest in ("memory", "aug_cfg"):
         return [f"{key}={_setting(dest, item)}" for key, item in value]
     if dest in ("trainable", "distill_trainable"):
@@ -98,6 +100,8 @@ def _words(flag: str, action: argparse.Action, value: Any) -> List[str]:
     if value is None:
         return []
     if isinstance(value, list):
+        if not value:
+            return []
         if action.nargs in ("+", "*"):
             return [flag, *map(_word, value)]
         return [word for item in value for word in (flag, _word(item))]
