@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from memclip_train.params import parse_args
+
 SLURM = Path(__file__).resolve().parents[1] / "scripts" / "slurm"
 SCRIPTS = ["distill.sbatch", "finetune.sbatch", "eval.sbatch"]
 REQUIRED = {
@@ -64,6 +66,12 @@ def launched(out, program="srun"):
     return line
 
 
+def trained(launch):
+    """The training config the launched command gives the trainer (its -c recipe file read, as the job reads it)."""
+    words = shlex.split(launch[2:])
+    return parse_args(words[words.index("memclip_train.main") + 1:])
+
+
 @pytest.mark.parametrize("script", SCRIPTS + ["common.sh"])
 def test_syntax(script):
     subprocess.run(["bash", "-n", str(SLURM / script)], check=True)
@@ -98,11 +106,19 @@ def test_distill_submits_itself_and_prints_the_thesis_command(base):
     assert "sbatch --account acct --partition gpu_a100 --nodes 2 --gpus-per-node 4" in submit
     assert "--cpus-per-task 18" in submit and "distill.sbatch" in submit
     launch = launched(out)
-    for flag in ("--distill", "--model ViT-B-16-mem", "--pretrained openai", "--batch-size 20", "--accum-freq 4",
-                 "--lr 5e-4", "--wd 0.1", "--epochs 38", "--warmup 1000", "--precision amp_bf16",
-                 "--grad-checkpointing", "--distill-loss cosine", "--resume latest", "--logs-dir /runs"):
+    assert f"-c {SLURM.parents[1] / 'configs' / 'recipes' / 'thesis-distill.yaml'} " in launch
+    for flag in ("--resume latest", "--logs-dir /runs"):
         assert flag in launch, flag
+    config = trained(launch)  # the recipe's values reach the trainer
+    assert config.task.distill and config.task.distill_loss == "cosine"
+    assert (config.model.model, config.model.pretrained, config.model.precision) == ("ViT-B-16-mem", "openai",
+                                                                                     "amp_bf16")
+    assert (config.optim.batch_size, config.optim.accum_freq, config.optim.lr, config.optim.wd, config.optim.epochs,
+            config.optim.warmup) == (20, 4, 5e-4, 0.1, 38, 1000)
+    assert config.model.grad_checkpointing and config.data.workers == 8 and config.data.dataset_type == "webdataset"
     assert launch.startswith("+ srun --ntasks-per-node 4")
+    _, out, _ = dry_run("distill.sbatch", LR="1e-4", EPOCHS="2", **base, **REQUIRED["distill.sbatch"])
+    assert (trained(launched(out)).optim.lr, trained(launched(out)).optim.epochs) == (1e-4, 2)  # a variable wins
     assert "--dataset-resampled" not in launch, "the thesis's code passes over the shards once per epoch"
     assert f"+ source {base['VENV']}/bin/activate" in out and "+ export SRUN_CPUS_PER_TASK=18" in out
     _, out, _ = dry_run("distill.sbatch", RESAMPLED="1", **base, **REQUIRED["distill.sbatch"])
@@ -200,25 +216,32 @@ def test_inside_a_job_the_geometry_comes_from_the_allocation(base, tmp_path):
     assert "SIGUSR1" in launch
     # the thesis's recipe by default: 77 tokens (no stretch), text frozen, warmup 1000, one pass per epoch, and its
     # code's contrastive batch of 64 (32 x accum 2 on one GPU): 4 per GPU on 16 GPUs
-    for flag in ("--long-short-alpha 0.8", "--pretrained /runs/d/final", "--trainable memory,visual ",
-                 "--lr 1e-5", "--batch-size 4 --accum-freq 1", "--epochs 10", "--warmup 1000",
-                 "--grad-checkpointing", "--name finetune-vit-b-16-mem "):
+    assert f"-c {SLURM.parents[1] / 'configs' / 'recipes' / 'thesis-finetune.yaml'} " in launch
+    for flag in ("--pretrained /runs/d/final", "--batch-size 4 --accum-freq 1", "--name finetune-vit-b-16-mem "):
         assert flag in launch, flag
-    assert "--text-context-length" not in launch and "--text-pos-stretch" not in launch
-    assert "--dataset-resampled" not in launch
+    config = trained(launch)
+    assert config.task.long_short_alpha == 0.8 and config.model.trainable == ("memory", "visual")
+    assert (config.data.caption_key, config.data.long_caption_key) == ("txt", "json.long")
+    assert (config.optim.lr, config.optim.epochs, config.optim.warmup, config.optim.wd) == (1e-5, 10, 1000, 0.1)
+    assert (config.optim.batch_size, config.optim.accum_freq) == (4, 1)  # the geometry overrides the recipe's 32 x 2
+    assert config.model.grad_checkpointing and config.model.precision == "amp_bf16"
+    assert config.model.text_context_length is None and config.model.text_pos_stretch is None
+    assert not config.data.dataset_resampled
     code, out, _ = dry_run("finetune.sbatch", **dict(env, RECIPE="longclip248"))
-    for flag in ("--trainable memory,visual,text", "--text-context-length 248 --text-pos-stretch longclip",
-                 "--name finetune-vit-b-16-mem-longclip248"):
-        assert flag in out, flag
+    assert "--name finetune-vit-b-16-mem-longclip248" in out
+    config = trained(launched(out))
+    assert config.model.trainable == ("memory", "visual", "text")
+    assert (config.model.text_context_length, config.model.text_pos_stretch) == (248, "longclip")
     code, _, err = dry_run("finetune.sbatch", **dict(env, RECIPE="248"))
     assert code == 2 and "RECIPE=248: thesis" in err
     # "Ours+TULIP": TULIP's released text encoder, frozen, at 248 tokens
     code, _, err = dry_run("finetune.sbatch", **dict(env, RECIPE="tulip"))
     assert code == 2 and "set TULIP_TEXT:" in err
     code, out, _ = dry_run("finetune.sbatch", **dict(env, RECIPE="tulip", TULIP_TEXT="/w/tulip-B-16.pt"))
-    for flag in ("--trainable memory,visual --text-tower tulip:/w/tulip-B-16.pt --text-context-length 248",
-                 "--name finetune-vit-b-16-mem-tulip"):
-        assert flag in launched(out), flag
+    assert "--name finetune-vit-b-16-mem-tulip" in launched(out)
+    config = trained(launched(out))
+    assert config.model.trainable == ("memory", "visual") and config.model.text_tower == "tulip:/w/tulip-B-16.pt"
+    assert config.model.text_context_length == 248 and config.task.long_short_alpha == 0.8
 
 
 @pytest.mark.parametrize("signals", [True, False], ids=["torch-2.9+", "older-torch"])

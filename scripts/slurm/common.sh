@@ -19,6 +19,13 @@ run() {  # print the command; run it unless DRY_RUN=1
   [ "${DRY_RUN:-0}" = 1 ] || "$@"
 }
 
+recipe_file() {  # recipe_file NAME: the shipped recipe configs/recipes/NAME.yaml (python -m memclip_train.main -c)
+  local file
+  file="$(cd "${MEMCLIP_SLURM_DIR:-$HERE}/../.." && pwd)/configs/recipes/$1.yaml"
+  [ -f "$file" ] || die "no recipe $file: run from a memclip checkout (python -m memclip_train.recipes --write)"
+  echo "$file"
+}
+
 use_converter_output() {  # SHARDS=<the converter's --out>: TRAIN_DATA and VAL_DATA from its split folders
   [ -n "${SHARDS:-}" ] || return 0
   [ -f "$SHARDS/conversion.json" ] || die "SHARDS=$SHARDS has no conversion.json: give the converter's --out folder"

@@ -9,6 +9,7 @@ import argparse
 import ast
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -17,6 +18,7 @@ import memclip
 from memclip.precision import PRECISIONS
 
 from .cli import add_debug_flag
+from .train_argv import CONFIG_FLAGS, expand_recipe_file, to_argv
 
 DATASET_TYPES = ("webdataset", "csv", "synth-stream", "auto")
 DISTILL_LOSSES = ("cosine", "mse", "l2")
@@ -435,6 +437,11 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_argv(self) -> List[str]:
+        """The command line (after ``python -m memclip_train.main``) that :func:`parse_args` reads back into this
+        config: the flags that differ from the defaults (and the few a reader looks for), in the order of ``--help``."""
+        return to_argv(self, build_parser())
+
 
 def _memory_setting(text: str) -> Tuple[str, Any]:
     """``knn=32``, ``layers=2,3``, ``mode=parallel``, ``gated=true`` -> (key, value) with a typed value.
@@ -534,14 +541,9 @@ class _Refused(argparse.Action):
         parser.error(f"{option_string} is an open_clip_train flag that memclip does not support: {self.reason}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Train CLIP models with open_clip-style flags: contrastive, --distill (memory from a frozen "
-                    "teacher), --long-short-alpha (stage 2), --distill-text (a RoPE text tower).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    d, m, o, t, lg = DataConfig(), ModelConfig(), OptimConfig(), TaskConfig(), LoggingConfig()
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    """Where samples come from (:class:`DataConfig`)."""
+    d = DataConfig()
     g = p.add_argument_group("data")
     g.add_argument("--train-data", help="webdataset shards (brace expansion, '::' joins sources; a folder stands for "
                    "the shards its sizes.json lists), a CSV file, or 'synth-stream[:family_size=4,max_objects=6,"
@@ -569,6 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--zeroshot-synth", metavar="WORLD",
                    help="a world written by memclip_train.synth: zero-shot shape, colour and size of the salient "
                         "objects of its retrieval images during training (see --zeroshot-frequency)")
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The model and its towers (:class:`ModelConfig`)."""
+    m = ModelConfig()
     g = p.add_argument_group("model")
     g.add_argument("--model", default=m.model)
     g.add_argument("--pretrained", help="open_clip tag of the teacher, a checkpoint file, or a saved memclip folder")
@@ -616,6 +623,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--aug-cfg", type=_keyword, nargs="*", default=[], metavar="KEY=VALUE",
                    help="training augmentation (open_clip's AugmentationCfg), e.g. scale='(0.9, 1.0)'")
     g.add_argument("--torchcompile", action="store_true", help="torch.compile the model for training")
+
+
+def _add_optim_flags(p: argparse.ArgumentParser) -> None:
+    """The optimiser and schedule (:class:`OptimConfig`)."""
+    o = OptimConfig()
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch-size", type=int, default=o.batch_size, help="per-GPU batch size")
     g.add_argument("--epochs", type=int, default=o.epochs)
@@ -641,6 +653,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float, help="momentum of timm optimizers that take one")
     g.add_argument("--accum-freq", type=int, default=o.accum_freq, help="micro-batches per optimizer step")
     g.add_argument("--grad-clip-norm", type=float)
+
+
+def _add_task_flags(p: argparse.ArgumentParser) -> None:
+    """What is learned (:class:`TaskConfig`)."""
+    t = TaskConfig()
     g = p.add_argument_group("task")
     g.add_argument("--distill", action="store_true", help="distil the memory student from its frozen teacher")
     g.add_argument("--distill-teacher", help="teacher weights (default: --pretrained)")
@@ -656,6 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss-dist-impl", choices=SIGLIP_DIST_IMPLS, help="SigLIP's exchange of features across ranks")
     g.add_argument("--distill-model", help="contrastive training distilled from this CLIP's logits (open_clip_train)")
     g.add_argument("--distill-pretrained", help="weights of --distill-model")
+
+
+def _add_logging_flags(p: argparse.ArgumentParser) -> None:
+    """Run folders, logs and checkpoints (:class:`LoggingConfig`)."""
+    lg = LoggingConfig()
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--logs", "--logs-dir", dest="logs", default=lg.logs,
                    help="folder of run folders (under torchrun write --logs-dir: torchrun takes --logs for its own "
@@ -685,6 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted as in open_clip_train: memclip always keeps checkpoints/epoch_latest.pt")
     g.add_argument("--delete-previous-checkpoint", action="store_true",
                    help="delete epoch_{N-1}.pt after writing epoch_N.pt")
+
+
+def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
+    """Process groups (:class:`DistributedConfig`)."""
     g = p.add_argument_group("distributed")
     g.add_argument("--dist-url", help="init_method of the process group (default: env://, from torchrun or SLURM)")
     g.add_argument("--dist-backend", help="nccl (CUDA), gloo (CPU) or another torch.distributed backend")
@@ -692,9 +718,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-set-device-rank", action="store_true",
                    help="use cuda:0 in every process (one visible GPU per process)")
     g.add_argument("--use-bn-sync", action="store_true", help="synchronise BatchNorm statistics across processes")
+
+
+def _add_refused_flags(p: argparse.ArgumentParser) -> None:
+    """open_clip_train flags that cannot apply: each stops with its reason."""
     g = p.add_argument_group("open_clip_train flags that do not apply to memclip (each stops with its reason)")
     for flag, (takes_value, reason) in INAPPLICABLE_FLAGS.items():
         g.add_argument(flag, action=_Refused, reason=reason, nargs=None if takes_value else 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train CLIP models with open_clip-style flags: contrastive, --distill (memory from a frozen "
+                    "teacher), --long-short-alpha (stage 2), --distill-text (a RoPE text tower).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(*CONFIG_FLAGS, metavar="RECIPE", help="a recipe file (YAML or JSON) of flag values, e.g. "
+                   "configs/recipes/thesis-finetune.yaml; flags on the command line override it")
+    for add in (_add_data_flags, _add_model_flags, _add_optim_flags, _add_task_flags, _add_logging_flags,
+                _add_distributed_flags, _add_refused_flags):
+        add(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
     return p
@@ -732,8 +776,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    """Parse the command line into a validated :class:`TrainConfig`; bad flags exit with code 2 and a message."""
+    """Parse the command line (``-c RECIPE`` first expanded into its flags, which the command line overrides) into a
+    validated :class:`TrainConfig`; bad flags exit with code 2 and a message."""
     parser = build_parser()
+    try:
+        argv = expand_recipe_file(sys.argv[1:] if argv is None else argv, parser)
+    except (OSError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)

@@ -7,7 +7,7 @@ metrics.jsonl.
 Panels, each where the runs logged it: the training loss and learning rate per step; validation retrieval R@1
 (%), the distillation cosine and zero-shot top-1 per validation; and the memory's usage (the fraction of slots
 read during validation, per memory block). Each run keeps one colour across the panels. The demo's training-curve
-figure (:mod:`memclip_train.demo.figures`) is drawn from the same records and series.
+figure (:mod:`memclip_train.report.figures`) is drawn from the same records and series.
 """
 from __future__ import annotations
 

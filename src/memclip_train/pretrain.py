@@ -13,6 +13,7 @@ stage is resumable: run the same command again after a kill.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -30,7 +31,9 @@ from memclip.atomic_io import atomic_write_json
 from memclip.pretrained import PRETRAINED_DIR, write_shipped
 
 from .cli import add_debug_flag, report_user_errors
-from .demo import figures
+from .report import figures
+from .report.synth_results import SynthResults
+from .recipes import TEACHER_PRETRAIN, pretrained_teacher_file
 from .stages import Stage, run_stages
 from .training_zeroshot import SYNTH_METRIC_PREFIXES
 
@@ -46,18 +49,19 @@ class PretrainPlan:
 
     Attributes:
         samples_per_epoch, epochs: fresh scenes per epoch and epochs (every epoch draws new scenes).
-        batch_size, lr, warmup, wd: contrastive training settings (AdamW, cosine schedule).
+        batch_size, lr, warmup, wd: contrastive training settings (AdamW, cosine schedule; the defaults are
+            :data:`~memclip_train.recipes.TEACHER_PRETRAIN`'s).
         family_size: scenes per family of hard negatives in the stream (see ``synth.stream``).
         world: sizes of the held-out evaluation world (arguments of ``python -m memclip_train.synth``).
         world_seed: its seed (the stream's scenes come from another random stream, so nothing is shared).
     """
 
     samples_per_epoch: int = 100_000
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup: int = 500
-    wd: float = 0.1
+    epochs: int = TEACHER_PRETRAIN.optim.epochs
+    batch_size: int = TEACHER_PRETRAIN.optim.batch_size
+    lr: float = TEACHER_PRETRAIN.optim.lr
+    warmup: int = TEACHER_PRETRAIN.optim.warmup
+    wd: float = TEACHER_PRETRAIN.optim.wd
     family_size: int = 4
     world: Dict[str, int] = field(default_factory=lambda: {
         "train": 0, "val": 500, "retrieval": 1000, "segmentation": 200, "pairs-per-pattern": 30})
@@ -86,18 +90,21 @@ class PretrainPipeline:
 
     @property
     def weights(self) -> Path:
-        return self.export_dir / f"{MODEL}-{TAG}.safetensors"
+        return pretrained_teacher_file(self.out)
 
     def teacher_args(self) -> List[str]:
+        """The teacher's training command: :data:`~memclip_train.recipes.TEACHER_PRETRAIN` at the plan's sizes, on
+        the scene stream, watched on the held-out world after every epoch."""
         plan = self.plan
-        args = ["--model", MODEL, "--train-data", f"synth-stream:family_size={plan.family_size}",
-                "--train-num-samples", str(plan.samples_per_epoch), "--epochs", str(plan.epochs),
-                "--batch-size", str(plan.batch_size), "--lr", str(plan.lr), "--warmup", str(plan.warmup),
-                "--wd", str(plan.wd), "--caption-key", "txt", "--val-data", str(self.world / "val" / "000000.tar"),
-                "--precision", "fp32", "--workers", str(self.workers), "--seed", str(self.seed),
-                "--logs", str(self.run_dir.parent), "--name", self.run_dir.name, "--log-every-n-steps", str(LOG_EVERY),
-                "--save-every-n-steps", "200", "--zeroshot-synth", str(self.world), "--zeroshot-frequency", "1"]
-        return args + self._quiet()
+        optim = dataclasses.replace(TEACHER_PRETRAIN.optim, epochs=plan.epochs, batch_size=plan.batch_size,
+                                    lr=plan.lr, warmup=plan.warmup, wd=plan.wd)
+        recipe = dataclasses.replace(TEACHER_PRETRAIN, model=MODEL, optim=optim, workers=self.workers,
+                                     log_every_n_steps=LOG_EVERY)
+        config = recipe.config(f"synth-stream:family_size={plan.family_size}", logs=str(self.run_dir.parent),
+                               name=self.run_dir.name, zeroshot_frequency=1, progress=self.progress)
+        data = dataclasses.replace(config.data, train_num_samples=plan.samples_per_epoch,
+                                   val_data=str(self.world / "val" / "000000.tar"), zeroshot_synth=str(self.world))
+        return dataclasses.replace(config, data=data, seed=self.seed).to_argv()
 
     def training_stages(self) -> List[Stage]:
         """The held-out world, then the teacher's training run."""
@@ -160,19 +167,15 @@ def competence_curve(metrics_file: Path, samples_per_epoch: int) -> List[Dict[st
 
 def competence(eval_dir: Path) -> Dict[str, Any]:
     """The held-out metrics of the pretrained teacher, from ``eval synth``'s results."""
-    results = json.loads((eval_dir / "synth_results.json").read_text())
-    semantics = results["semantics"][LABEL]["metrics"]
-    retrieval = results["retrieval"][LABEL]
-    segmentation = next(v for k, v in results["segmentation"].items() if k.startswith(LABEL))["synth"]
-    pairs = results["pairs"][LABEL]
-    metrics = {key: round(value, 2) for key, value in semantics.items()}
-    for dataset, result in results["zeroshot"][LABEL].items():
-        metrics[f"{dataset}_top1"] = round(result["metrics"]["top1"], 2)
+    results = SynthResults.from_json(eval_dir / "synth_results.json")
+    metrics = {key: round(value, 2) for key, value in results.semantic_metrics(LABEL).items()}
+    for dataset in results.zeroshot_datasets(LABEL):
+        metrics[f"{dataset}_top1"] = round(results.zeroshot_top1(LABEL, dataset), 2)
     for dataset in ("synth-short", "synth-long"):
         for key in ("t2i_R@1", "i2t_R@1"):
-            metrics[f"{dataset}_{key}"] = round(retrieval[dataset]["metrics"][key], 2)
-    metrics["segmentation_mIoU"] = round(segmentation["mIoU"], 2)
-    metrics["pairs_strict"] = round(pairs["i2t"], 2)
+            metrics[f"{dataset}_{key}"] = round(results.retrieval_metric(LABEL, dataset, key), 2)
+    metrics["segmentation_mIoU"] = round(results.segmentation_result(LABEL)["mIoU"], 2)
+    metrics["pairs_strict"] = round(results.pair_scores(LABEL)["i2t"], 2)
     return metrics
 
 

@@ -10,7 +10,9 @@ pipeline's timing file records its command; when it finishes, that it finished. 
   program), with :class:`StageMismatch` naming the difference;
 - under ``force``, removes every stage's outputs and redoes it.
 
-Flags that change only how a command reports (``--no-progress``) are not part of its settings.
+Flags that change only how a command reports (``--no-progress``) are not part of its settings. A training stage's
+settings are compared as the configs they parse into (``--lr 2e-3`` and ``--lr 0.002``, a default spelled out or
+left out, are the same setting).
 
     world = Stage("world", "memclip_train.synth", ["--out", "w", "--seed", "0"], done=Path("w/world.json"),
                   outputs=[Path("w")])
@@ -20,6 +22,9 @@ Flags that change only how a command reports (``--no-progress``) are not part of
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
 import shlex
 import shutil
@@ -32,6 +37,7 @@ from memclip.atomic_io import atomic_write_json
 
 from .cli import ProgramFailed, UserError
 
+TRAINER = "memclip_train.main"
 RECORD_FILE = "stages.json"
 REPORTING_FLAGS = ("--no-progress", "--progress")
 """Flags that change how a command reports, not what it makes: left out of a stage's settings."""
@@ -93,6 +99,25 @@ def _options(settings: Sequence[str]) -> Dict[str, List[Tuple[str, ...]]]:
     return options
 
 
+def canonical_settings(settings: Sequence[str]) -> List[str]:
+    """A training command's settings (``["memclip_train.main", *args]``) as every flag of the config it parses into,
+    so that two spellings of one config compare equal (and a change reads ``--seed 0 (now 1)``); other commands, and
+    arguments that do not parse, as they are."""
+    if list(settings[:1]) != [TRAINER]:
+        return list(settings)
+    from .params import build_parser, parse_args
+    from .train_argv import flag_values, values_to_argv
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            config = parse_args(list(settings[1:]))
+    except SystemExit:
+        return list(settings)
+    parser = build_parser()
+    every = [flag[2:] for flag in parser._option_string_actions if flag.startswith("--")]
+    return [TRAINER, *values_to_argv(flag_values(config, parser, always=every), parser)]
+
+
 def differences(recorded: Sequence[str], now: Sequence[str]) -> List[str]:
     """What changed between two settings, flag by flag: ``["--seed 0 (now 1)", "--quick (not given now)"]``."""
     old, new = _options(recorded), _options(now)
@@ -135,7 +160,7 @@ class StageRecords:
                                     "made it (an older memclip, or another program). Redo it with --force, or write "
                                     "to another --out")
             return False
-        changed = differences(record["settings"], stage.settings)
+        changed = differences(canonical_settings(record["settings"]), canonical_settings(stage.settings))
         if changed:
             raise StageMismatch(f"stage '{stage.name}' in {self.path.parent} was made with other settings: "
                                 f"{'; '.join(changed)}. Redo it with --force, or write to another --out")
@@ -153,17 +178,17 @@ class StageRecords:
         atomic_write_json(self.path, self.data)
 
 
+PROGRAMS = {"memclip_train.synth": "memclip_train.synth.__main__", "memclip_train.main": "memclip_train.main",
+            "memclip_train.eval": "memclip_train.eval.__main__", "memclip_train.pretrain": "memclip_train.pretrain"}
+"""The programs a pipeline runs in-process, and the module that holds each one's ``main``."""
+
+
 def entry(module: str) -> Callable[[Sequence[str]], int]:
-    """The ``main`` of one of the project's programs, for running it in-process."""
-    if module == "memclip_train.synth":
-        from .synth.__main__ import main
-    elif module == "memclip_train.main":
-        from .main import main
-    elif module == "memclip_train.eval":
-        from .eval.__main__ import main
-    else:
+    """The ``main`` of one of the project's programs, for running it in-process (imported by name, as ``python -m``
+    would: a pipeline runs the programs above it without tying its module to theirs)."""
+    if module not in PROGRAMS:
         raise ValueError(f"no pipeline entry point for {module}")
-    return main
+    return importlib.import_module(PROGRAMS[module]).main
 
 
 def run_command(module: str, args: List[str], log: Callable[[str], None] = print) -> None:

@@ -43,13 +43,15 @@ from memclip.atomic_io import atomic_write_json  # noqa: E402
 from memclip.weights_io import names_a_path  # noqa: E402
 
 from .cli import add_debug_flag, report_user_errors  # noqa: E402
-from .demo.pipeline import SHIPPED_TEACHER, DemoPipeline  # noqa: E402
-from .demo.plan import DemoPlan, StageRecipe  # noqa: E402
 from .eval.retrieval import result_path  # noqa: E402
 from .eval.retrieval_sets import DATASETS as RETRIEVAL_DATASETS  # noqa: E402
 from .eval.runner import split_variant  # noqa: E402
 from .params import build_parser as training_parser  # noqa: E402
-from .stages import StageMismatch, differences, run_stages  # noqa: E402
+from .params import parse_args as parse_training_args  # noqa: E402
+from .recipes import (LONGCLIP_FROZEN_TEXT, SHIPPED_TEACHER, DistillRecipe, LongShortRecipe,  # noqa: E402
+                      StageRecipe, TextRecipe, stage_config)
+from .stages import TRAINER, StageMismatch, canonical_settings, differences, run_command, run_stages  # noqa: E402
+from .worlds import DEMO_WORLD, QUICK_WORLD, train_spec, val_shard, world_stage  # noqa: E402
 
 logger = logging.getLogger("memclip_train.sweep")
 GRIDS = ("nkeys-vdim", "knn", "placement")
@@ -71,9 +73,9 @@ class SweepPreset:
 
     Attributes:
         n_keys, v_dims, knns: values of the nkeys-vdim and knn grids.
-        distill, finetune: the stage recipes (flags of ``python -m memclip_train.main``).
+        distill, finetune: the stage recipes; ``distill_task`` is stage 1's task (its loss).
         flags: training flags of both stages (precision, loaders).
-        finetune_text: the text side of stage 2 (empty: CLIP's 77 tokens, as the thesis).
+        finetune_text: the text side of stage 2 (None: CLIP's 77 tokens, as the thesis).
         description: what the preset reproduces.
         model, teacher: the default memory model and its teacher's weights.
     """
@@ -84,34 +86,40 @@ class SweepPreset:
     distill: StageRecipe
     finetune: StageRecipe
     flags: Tuple[str, ...]
-    finetune_text: Tuple[str, ...]
+    finetune_text: Optional[TextRecipe]
     description: str
     model: str = "ViT-Tiny-8-mem"
     teacher: str = SHIPPED_TEACHER
+    distill_task: DistillRecipe = DistillRecipe()
+
+    @property
+    def stage2(self) -> LongShortRecipe:
+        """Stage 2's task: the stage-2 recipe (alpha, caption keys) with this preset's text side."""
+        return LongShortRecipe(text=self.finetune_text)
 
 
 PRESETS: Dict[str, SweepPreset] = {
     "synthetic": SweepPreset(
         (16, 32), (128, 256), (4, 8, 16, 32),
         # warmup: 5 of the 126 and 63 steps of the demo world's 4,000 images, as a share of any world's run
-        StageRecipe(epochs=2, lr=2e-3, wd=0.05, warmup_fraction=0.04, extra=("--value-lr", "5e-3")),
+        StageRecipe(epochs=2, lr=2e-3, wd=0.05, warmup_fraction=0.04, value_lr=5e-3),
         StageRecipe(epochs=1, lr=2e-4, wd=0.05, warmup_fraction=0.08), ("--precision", "fp32", "--workers", "1"),
-        ("--text-context-length", "248", "--text-pos-stretch", "longclip"),
+        LONGCLIP_FROZEN_TEXT,
         "the demo world's scale: ViT-Tiny-8-mem on CPU, the demo's 248-token stage 2"),
     "thesis": SweepPreset(
         (64, 128, 256), (256, 512, 1024), (8, 16, 32, 64),
         # warmup: the thesis code's 1000 steps as a share of its runs (stage 1: 38 epochs, 20 x 4 GPUs x accum 4;
         # stage 2: 10 epochs, 32 x accum 2 on one GPU), about 2 and 4 steps of a 10k-sample point on 4 GPUs
         StageRecipe(epochs=10, lr=5e-4, batch_size=20, wd=0.1, warmup_fraction=thesis_warmup_fraction(38, 80, 4),
-                    extra=("--accum-freq", "4", "--distill-loss", "cosine", "--grad-checkpointing")),
+                    accum_freq=4, grad_checkpointing=True),
         StageRecipe(epochs=10, lr=1e-5, batch_size=32, wd=0.1, warmup_fraction=thesis_warmup_fraction(10, 32, 2),
-                    extra=("--trainable", "memory,visual")),
-        ("--precision", "amp_bf16"), (),
+                    trainable=("memory", "visual")),
+        ("--precision", "amp_bf16"), None,
         "thesis section 5.3 / Fig. 5.4: 10 epochs on one 10k-sample ShareGPT4V shard with the thesis's settings "
         "(Table 4.1 and its code), stage 2 as section 4.4 (77 tokens, text frozen); n_keys 64 x v_dim 1024, knn 64 "
         "and the four placements are the thesis's, the other n_keys/v_dim values our reading of Fig. 5.4 (its axes "
         "are not in the text)",
-        model="ViT-B-16-mem", teacher="openai"),
+        model="ViT-B-16-mem", teacher="openai", distill_task=DistillRecipe("cosine")),
 }
 
 
@@ -202,10 +210,9 @@ class Sweep:
     sweep stops naming the difference, unless ``force`` redoes it.
     """
 
-    def __init__(self, out: Path, pipeline: DemoPipeline, model: str, teacher: str, preset: SweepPreset,
-                 data: SweepData, force: bool = False) -> None:
+    def __init__(self, out: Path, model: str, teacher: str, preset: SweepPreset, data: SweepData,
+                 force: bool = False) -> None:
         self.out = Path(out)
-        self.pipeline = pipeline
         self.model = model
         self.teacher = teacher
         self.preset = preset
@@ -214,7 +221,7 @@ class Sweep:
 
     def _train(self, args: List[str]) -> None:
         if not self.data.launcher:
-            self.pipeline.run_command("memclip_train.main", args)
+            run_command("memclip_train.main", args)
             return
         command = [*shlex.split(self.data.launcher), "-m", "memclip_train.main", *args]
         print("$ " + " ".join(shlex.quote(part) for part in command), flush=True)
@@ -230,11 +237,13 @@ class Sweep:
         d, p = self.data, self.preset
         data = ["--train-data", d.train, *(["--val-data", d.val] if d.val else []), "--logs-dir", str(logs),
                 "--log-every-n-steps", "10", "--no-progress", *p.flags]
-        distill = [*data, "--name", "distill", "--model", self.model, "--distill", "--pretrained", self.teacher,
-                   *p.distill.flags(), *point.flags(), *d.flags, *d.distill_flags]
-        finetune = [*data, "--name", "finetune", "--model", self.model, "--pretrained",
-                    str(logs / "distill" / "final"), "--long-short-alpha", "0.8", *p.finetune_text,
-                    *p.finetune.flags(), *d.flags, *d.finetune_flags]
+        distill = stage_config(parse_training_args([*data, "--name", "distill", "--model", self.model, "--pretrained",
+                                                    self.teacher]), p.distill, p.distill_task)
+        finetune = stage_config(parse_training_args([*data, "--name", "finetune", "--model", self.model,
+                                                     "--pretrained", str(logs / "distill" / "final")]),
+                                p.finetune, p.stage2)
+        distill = [*distill.to_argv(), *point.flags(), *d.flags, *d.distill_flags]
+        finetune = [*finetune.to_argv(), *d.flags, *d.finetune_flags]
         evaluation = [arg for spec, root in d.evaluation for arg in ("--dataset", spec, "--data-root", root)]
         evaluate = ["retrieval", "--model", self.model, "--pretrained", str(logs / "finetune" / "final"), "--label",
                     point.key, *evaluation, "--out", str(logs / "eval"), "--no-progress"]
@@ -256,7 +265,7 @@ class Sweep:
             raise StageMismatch(f"point {point.key}: {result_file} does not record the commands that made it (an "
                                 "older memclip). Redo it with --force, or write to another --out")
         changed = [f"{stage}: {change}" for stage in commands
-                   for change in differences(recorded.get(stage, []), commands[stage])]
+                   for change in differences(_canonical(recorded.get(stage, [])), _canonical(commands[stage]))]
         if changed:
             raise StageMismatch(f"point {point.key} in {self.out} was made with other settings: {'; '.join(changed)}. "
                                 "Redo it with --force, or write to another --out")
@@ -276,7 +285,7 @@ class Sweep:
         self._train(commands["distill"][launcher:])
         self._train(commands["finetune"][launcher:])
         eval_out = logs / "eval"
-        self.pipeline.run_command("memclip_train.eval", commands["eval"])
+        run_command("memclip_train.eval", commands["eval"])
         result = {"grid": point.grid, "point": point.label, "memory": point.memory,
                   "memory_parameters": _memory_parameters(self.model, point.memory),
                   "seconds": round(time.time() - start, 1)}
@@ -299,6 +308,15 @@ class Sweep:
         write_tables(self.out, results, prefixes)
         plot(self.out / "sweep.png", results, prefixes)
         return results
+
+
+def _canonical(command: List[str]) -> List[str]:
+    """A point's command with its training arguments (from ``--train-data`` on) as their parsed config prints them,
+    so that two spellings of one config compare equal; the launcher in front, and the eval command, as they are."""
+    if "--train-data" not in command:
+        return list(command)
+    start = command.index("--train-data")
+    return command[:start] + canonical_settings([TRAINER, *command[start:]])[1:]
 
 
 def _memory_parameters(model: str, memory: Dict[str, Any]) -> int:
@@ -414,8 +432,9 @@ def sweep(args: argparse.Namespace, passthrough: List[str], stage_flags: Tuple[L
     points = [p for grid in (args.grid or GRIDS)
               for p in grid_points(grid, model, args.n_keys or preset.n_keys, args.v_dims or preset.v_dims,
                                    args.knn or preset.knns)]
-    plan = DemoPlan.quick() if args.quick else DemoPlan()
-    pipeline = DemoPipeline(args.out / "base", plan, progress=False)
+    sizes = QUICK_WORLD if args.quick else DEMO_WORLD
+    base = args.out / "base"
+    world = args.world or base / "world"
     teacher = args.teacher or preset.teacher
     if args.train_data:
         if args.world is not None:
@@ -425,22 +444,20 @@ def sweep(args: argparse.Namespace, passthrough: List[str], stage_flags: Tuple[L
         if args.teacher is None and args.preset == "synthetic":
             parser.error("--train-data needs --teacher: an open_clip tag of the model's teacher (openai) or weights")
         train, val = args.train_data, args.val_data
-        evaluation = _evaluation(args, pipeline.world, parser)
+        evaluation = _evaluation(args, base / "world", parser)
     else:
-        evaluation = _evaluation(args, args.world or pipeline.world, parser)
-        if args.world is not None:
-            pipeline.world = args.world
-        else:
-            world = next(stage for stage in pipeline.stages() if stage.name == "synthetic world")
-            run_stages([world], pipeline.out / "timings.json", args.force)
-        train, val = pipeline.train_spec(), args.val_data or str(pipeline.world / "val" / "000000.tar")
+        evaluation = _evaluation(args, world, parser)
+        if args.world is None:  # the demo's first stage: its world, seed 0
+            run_stages([world_stage("synthetic world", world, 0, sizes, progress=False)], base / "timings.json",
+                       args.force)
+        train, val = train_spec(world, int(sizes["train"])), args.val_data or val_shard(world)
     distill_epochs = args.distill_epochs or (1 if args.quick else preset.distill.epochs)
     recipes = dataclasses.replace(preset, distill=dataclasses.replace(preset.distill, epochs=distill_epochs),
                                   finetune=dataclasses.replace(preset.finetune,
                                                                epochs=args.finetune_epochs or preset.finetune.epochs))
     data = SweepData(train, val, evaluation, tuple(passthrough), tuple(stage_flags[0]), tuple(stage_flags[1]),
                      args.launcher)
-    results = Sweep(args.out, pipeline, model, teacher, recipes, data, args.force).run(points)
+    results = Sweep(args.out, model, teacher, recipes, data, args.force).run(points)
     print(f"{len(results)} points -> {args.out / 'sweep_results.csv'}, {args.out / 'sweep.png'}")
     prefixes = [result_prefix(spec) for spec, _ in data.evaluation][:2]
     for row in results:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from memclip_train.demo.bootstrap import paired_difference, recall_interval
+from memclip_train.report.bootstrap import paired_difference, recall_interval
 from memclip_train.demo.report import verdict
 
 
@@ -44,7 +44,7 @@ def test_paired_difference_needs_the_same_queries():
 
 
 def test_t_quantiles_and_the_detectable_difference():
-    from memclip_train.demo.bootstrap import detectable_difference, t_quantile
+    from memclip_train.report.bootstrap import detectable_difference, t_quantile
     assert t_quantile(0.975, 2) == pytest.approx(4.303, abs=1e-3)
     assert t_quantile(0.975, 10) == pytest.approx(2.228, abs=1e-3)
     assert t_quantile(0.8, 2) == pytest.approx(1.061, abs=1e-3)
@@ -56,7 +56,7 @@ def test_t_quantiles_and_the_detectable_difference():
 
 
 def test_a_t_interval_over_three_seeds_reproduces_the_issues_example():
-    from memclip_train.demo.bootstrap import t_interval
+    from memclip_train.report.bootstrap import t_interval
     pooled = t_interval([0.6, 2.6, 1.9])   # the demo's zero-shot shape, student - control, seeds 0, 1, 2
     assert pooled["value"] == pytest.approx(1.7) and pooled["df"] == 2
     assert round(pooled["low"], 1) == -0.8 and round(pooled["high"], 1) == 4.2
@@ -64,7 +64,7 @@ def test_a_t_interval_over_three_seeds_reproduces_the_issues_example():
 
 
 def test_the_two_level_bootstrap_covers_seed_to_seed_variation():
-    from memclip_train.demo.bootstrap import two_level_summary
+    from memclip_train.report.bootstrap import two_level_summary
     rng = np.random.default_rng(0)
     # three seeds whose means differ by far more than their items' noise
     values = np.stack([rng.normal(mean, 0.1, 400) for mean in (0.0, 1.0, 2.0)])
@@ -78,7 +78,7 @@ def test_the_two_level_bootstrap_covers_seed_to_seed_variation():
 
 
 def test_holm_and_bootstrap_p_values():
-    from memclip_train.demo.bootstrap import bootstrap_p_value, holm
+    from memclip_train.report.bootstrap import bootstrap_p_value, holm
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
     assert bootstrap_p_value(np.linspace(1, 2, 100)) == pytest.approx(0.01)

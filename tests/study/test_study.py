@@ -1,6 +1,7 @@
 """`python -m memclip_train.study`: the pooled analysis and its pre-registered reading, the figure, the plan's
 checks, and resuming a study point by point."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import memclip
 from memclip_train.study.__main__ import check_teacher, main
 from memclip_train.study.analysis import summarise, tables
 from memclip_train.study.figure import plot
+from memclip_train.study.pipeline import StudyPipeline
 from memclip_train.study.plan import StudyPlan
 
 QUERIES = 400
@@ -144,3 +146,23 @@ def test_a_rerun_skips_finished_points(tmp_path, capsys):
                  "--models", "control"]) == 2
     err = capsys.readouterr().err
     assert "point K8-teacher in" in err and f'--teacher "{teacher}" (now "{other}")' in err and "--force" in err
+
+
+def test_a_point_recorded_before_the_recipes_were_typed_keeps_its_settings():
+    from memclip_train.stages import differences
+    from memclip_train.study.pipeline import _flat, _typed_recipes
+
+    plan = StudyPlan.quick()
+    pipeline = StudyPipeline(Path("/nowhere"), plan, "synth")
+    point = pipeline.points()[0]
+    now = pipeline.point_settings(point)
+    old = json.loads(json.dumps(now))   # as a point file of the older memclip recorded the two stage recipes
+    for stage, extra in (("distill", ["--value-lr", "5e-3"]), ("finetune", [])):
+        recipe = old["plan"][stage]
+        recipe["extra"] = extra
+        for name in ("value_lr", "accum_freq", "grad_checkpointing", "trainable"):
+            del recipe[name]
+    assert differences(_flat(old), _flat(now))                       # spelled differently ...
+    assert differences(_flat(_typed_recipes(old)), _flat(now)) == []  # ... the same recipe
+    old["plan"]["distill"]["extra"] = ["--value-lr", "1e-2"]
+    assert differences(_flat(_typed_recipes(old)), _flat(now)) == ["--plan.distill.value_lr 0.01 (now 0.005)"]

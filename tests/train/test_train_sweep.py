@@ -8,6 +8,8 @@ import pytest
 import memclip
 from memclip_train import sweep
 from memclip_train.main import main as train_main
+from memclip_train.params import parse_args
+from memclip_train.recipes import stage_config
 from memclip_train.schedule import warmup_steps
 from memclip_train.sweep import PRESETS, grid_points, main, placements, thesis_warmup_fraction
 from memclip_train.synth import SynthConfig, generate_world
@@ -61,7 +63,9 @@ def test_thesis_preset_holds_the_thesis_values():
     preset = PRESETS["thesis"]
     assert preset.model == "ViT-B-16-mem" and preset.teacher == "openai"
     assert 64 in preset.n_keys and 1024 in preset.v_dims and 64 in preset.knns
-    distill, finetune = " ".join(preset.distill.flags()), " ".join(preset.finetune.flags())
+    base = parse_args(["--train-data", "x.tar", "--model", preset.model, "--pretrained", preset.teacher])
+    distill = " ".join(stage_config(base, preset.distill, preset.distill_task).to_argv())
+    finetune = " ".join(stage_config(base, preset.finetune, preset.stage2).to_argv())
     for flag in ("--epochs 10", "--lr 0.0005", "--batch-size 20", "--warmup-fraction 0.00675977", "--wd 0.1",
                  "--accum-freq 4"):
         assert flag in distill, flag
@@ -75,7 +79,8 @@ def test_thesis_preset_holds_the_thesis_values():
     assert warmup_steps(10000, preset.distill.warmup_fraction, point_steps["distill"]) == 2
     assert warmup_steps(10000, preset.finetune.warmup_fraction, point_steps["finetune"]) == 4
     assert thesis_warmup_fraction(38, 80, 4) * 38 * (math.ceil(1_245_902 / 80) // 4) == pytest.approx(1000)
-    assert preset.finetune_text == () and "amp_bf16" in preset.flags  # 77 tokens, text frozen; bf16
+    assert preset.finetune_text is None and "amp_bf16" in preset.flags  # 77 tokens, text frozen; bf16
+    assert "--long-short-alpha 0.8" in finetune and "--distill" in distill
     points = {p.label: p.memory for p in grid_points("nkeys-vdim", "ViT-B-16-mem", preset.n_keys, preset.v_dims,
                                                      preset.knns)}
     assert points["n64-v1024"] == {"n_keys": 64, "v_dim": 1024, "knn": 64}

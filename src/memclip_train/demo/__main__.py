@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .. import pretrain
 from ..cli import ProgramFailed, add_debug_flag, report_user_errors
+from ..recipes import pretrained_teacher_file
+from ..stages import run_command
 from .pipeline import OURS, SHIPPED_TEACHER, TEACHER, DemoPipeline, first_retrieval_images
 from .plan import TEXT_RECIPES, DemoPlan
 from .report import write_report
@@ -82,11 +83,12 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.pretrain_teacher:
         pretrain_args = ["--out", str(args.out / "pretrain"), "--seed", str(args.seed), "--workers", "1"]
         pretrain_args += (["--quick"] if args.quick else []) + (["--no-progress"] if args.no_progress else [])
-        print("$ python -m memclip_train.pretrain " + " ".join(pretrain_args))
-        code = pretrain.main(pretrain_args)
-        if code:
-            raise ProgramFailed(f"the teacher's pretraining failed (exit code {code}); see its output above", code)
-        teacher_weights = str(pretrain.PretrainPipeline(args.out / "pretrain", pretrain.PretrainPlan()).weights)
+        try:
+            run_command("memclip_train.pretrain", pretrain_args)
+        except ProgramFailed as failed:
+            raise ProgramFailed(f"the teacher's pretraining failed (exit code {failed.code}); see its output above",
+                                failed.code) from None
+        teacher_weights = str(pretrained_teacher_file(args.out / "pretrain"))
     pipeline = DemoPipeline(args.out, plan, args.seed, args.parallel, progress=not args.no_progress,
                             teacher=teacher_weights)
     print(f"memclip demo -> {args.out} ({'quick' if args.quick else 'full'}; stages that finished are reused)")

@@ -1,11 +1,13 @@
 """The demo's stages: each is one of the project's ordinary commands (see :mod:`memclip_train.stages`)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..params import DataConfig, LoggingConfig, ModelConfig, TrainConfig
+from ..recipes import SHIPPED_TEACHER, DistillRecipe, stage_config
+from ..worlds import train_spec, val_shard, world_stage
 from ..stages import Stage, run_command, run_stages
 from .plan import DemoPlan
 
@@ -18,10 +20,8 @@ CONTROL = "control: teacher fine-tuned"
 PARALLEL = "parallel student, fine-tuned"
 
 
-SHIPPED_TEACHER = "synth"
 PROBE_WORLD_SEED_OFFSET = 1000
 """The probe world's seed is the demo's seed plus this: its scenes are never the evaluation world's."""
-"""The pretrained tag of the tiny CLIP that ships with memclip (``memclip.create_model("ViT-Tiny-8", "synth")``)."""
 
 
 @dataclass(frozen=True)
@@ -56,21 +56,21 @@ class DemoPipeline:
         self.timings: Dict[str, float] = {}
 
     # -------------------------------------------------------------------------------------------- stages
-    def _train(self, name: str, recipe_flags: List[str], extra: List[str]) -> Stage:
+    def _train(self, name: str, model: ModelConfig, *recipes: object) -> Stage:
+        """A training stage: the demo's data, run folder and seed, ``model``, and ``recipes`` applied in turn."""
         run = self.logs / name
-        args = ["--train-data", self.train_spec(),
-                "--val-data", str(self.world / "val" / "000000.tar"), "--precision", "fp32", "--workers", "1",
-                "--seed", str(self.seed), "--logs", str(self.logs), "--name", name, "--log-every-n-steps", "5",
-                "--save-every-n-steps", "50", *recipe_flags, *extra]
-        if not self.progress:
-            args.append("--no-progress")
+        base = TrainConfig(
+            data=DataConfig(train_data=self.train_spec(), val_data=val_shard(self.world), workers=1),
+            model=model,
+            logging=LoggingConfig(logs=str(self.logs), name=name, log_every_n_steps=5, save_every_n_steps=50,
+                                  progress=self.progress),
+            seed=self.seed)
+        args = stage_config(base, *recipes).to_argv()
         return Stage(name, "memclip_train.main", args, run / "final" / "memclip_config.json", [run], run_dir=run)
 
     def train_spec(self) -> str:
         """Brace spec of the world's training shards: the shards on disk, or the ones the plan will write."""
-        sizes = self.world / "train" / "sizes.json"
-        shards = len(json.loads(sizes.read_text())) if sizes.exists() else -(-self.plan.world["train"] // 1000)
-        return str(self.world / "train" / ("{000000..%06d}.tar" % (max(1, shards) - 1)))
+        return train_spec(self.world, int(self.plan.world["train"]))
 
     def models(self) -> List[DemoModel]:
         def final(run: str) -> str:
@@ -87,36 +87,29 @@ class DemoPipeline:
         return models
 
     def _world(self, name: str, folder: Path, seed: int, settings: Dict[str, object]) -> Stage:
-        args = ["--out", str(folder), "--seed", str(seed), "--workers", "2", "--overwrite"]
-        for key, value in settings.items():
-            args += [f"--{key}", str(value)]
-        if not self.progress:
-            args.append("--no-progress")
-        return Stage(name, "memclip_train.synth", args, folder / "world.json", [folder])
+        return world_stage(name, folder, seed, settings, self.progress)
 
     def stages(self) -> List[Stage]:
         plan = self.plan
-        finetune = ["--long-short-alpha", str(plan.alpha), "--caption-key", "txt", "--long-caption-key", "json.long",
-                    *plan.text.flags()]
         teacher = self.teacher
+
+        def model(name: str, pretrained: str, **memory: str) -> ModelConfig:
+            return ModelConfig(model=name, pretrained=pretrained, precision="fp32", memory=tuple(memory.items()))
+
         probe_sizes = {"train": 0, "val": 0, "retrieval": 0, "segmentation": plan.probe_images, "pairs-per-pattern": 0}
         stages = [
             self._world("synthetic world", self.world, self.seed, plan.world),
             self._world("probe world", self.probe_world, self.seed + PROBE_WORLD_SEED_OFFSET, probe_sizes),
-            self._train("student-distill", plan.distill.flags(),
-                        ["--model", "ViT-Tiny-8-mem", "--distill", "--pretrained", teacher]),
-            self._train("student-finetune", plan.finetune.flags(),
-                        ["--model", "ViT-Tiny-8-mem", "--pretrained", str(self.logs / "student-distill" / "final"),
-                         *finetune]),
-            self._train("control-finetune", plan.finetune.flags(),
-                        ["--model", "ViT-Tiny-8", "--pretrained", teacher, *finetune]),
+            self._train("student-distill", model("ViT-Tiny-8-mem", teacher), plan.distill, DistillRecipe()),
+            self._train("student-finetune", model("ViT-Tiny-8-mem", str(self.logs / "student-distill" / "final")),
+                        plan.finetune, plan.stage2),
+            self._train("control-finetune", model("ViT-Tiny-8", teacher), plan.finetune, plan.stage2),
         ]
         if self.parallel:
             # No stage 1 here: with its zero gate the parallel student computes exactly the teacher, so distilling
             # it from that teacher would train nothing (the trainer refuses). It fine-tunes straight from the teacher.
-            stages.append(self._train("parallel-finetune", plan.finetune.flags(),
-                                      ["--model", "ViT-Tiny-8-mem", "--pretrained", teacher, "--memory",
-                                       "mode=parallel", *finetune]))
+            stages.append(self._train("parallel-finetune", model("ViT-Tiny-8-mem", teacher, mode="parallel"),
+                                      plan.finetune, plan.stage2))
         stages.append(self._evaluation())
         return stages
 

@@ -12,9 +12,10 @@ from safetensors import safe_open
 
 from memclip.pretrained import shipped_record
 
-from ..eval.runner import PROBE_SUFFIX
-from .bootstrap import paired_difference, recall_interval
-from .figures import grouped_bars, training_curves
+from ..report.bootstrap import paired_difference, recall_interval
+from ..report.figures import grouped_bars, training_curves
+from ..report.synth_results import SynthResults
+from ..report.tables import fmt, markdown_table
 from .pipeline import CONTROL, DISTILLED, OURS, PARALLEL, TEACHER, DemoModel, DemoPipeline
 
 COMPETENCE_COLUMNS: List[Tuple[str, str, str]] = [
@@ -53,51 +54,45 @@ def gate_sizes(weights: Path) -> Dict[str, Dict[str, float]]:
     return sizes
 
 
-def _value(eval_results: Dict[str, Any], label: str, source: str, key: str) -> float:
+def _value(results: SynthResults, label: str, source: str, key: str) -> float:
     if source in ("synth-short", "synth-long"):
-        return eval_results["retrieval"][label][source]["metrics"][key]
+        return results.retrieval_metric(label, source, key)
     if source == "semantics":
-        return eval_results["semantics"][label]["metrics"][key]
+        return results.semantic_metrics(label)[key]
     if source == "zeroshot":
-        return eval_results["zeroshot"][label][key]["metrics"]["top1"]
+        return results.zeroshot_top1(label, key)
     if source == "pairs":
-        return eval_results["pairs"][label][key]
-    return _segmentation(eval_results, label, probe=source == "segmentation probe")[key]
+        return results.pair_scores(label)[key]
+    return results.segmentation_result(label, probe=source == "segmentation probe")[key]
 
 
-def _segmentation(eval_results: Dict[str, Any], label: str, probe: bool = False) -> Dict[str, Any]:
-    """The model's zero-shot segmentation result, or its linear probe's (``eval synth --probe-world``)."""
-    return next(v for k, v in eval_results["segmentation"].items()
-                if k.startswith(label + " [") and k.endswith(PROBE_SUFFIX + "]") == probe)["synth"]
-
-
-def query_hits(eval_results: Dict[str, Any], label: str) -> Dict[str, List[bool]]:
+def query_hits(results: SynthResults, label: str) -> Dict[str, List[bool]]:
     """Per metric with queries, whether each query was a hit (the input of the bootstrap)."""
-    retrieval = eval_results["retrieval"][label]
-    hits = {f"{source.split('-')[1]} {direction.upper()} R@1": [r <= 1 for r in retrieval[source]["ranks"][direction]]
+    hits = {f"{source.split('-')[1]} {direction.upper()} R@1": [r <= 1 for r in results.retrieval_ranks(label, source,
+                                                                                                      direction)]
             for source in ("synth-short", "synth-long") for direction in ("t2i", "i2t")}
-    hits["semantic T2I R@1"] = list(eval_results["semantics"][label]["hits"]["semantic_t2i_R@1"])
+    hits["semantic T2I R@1"] = results.semantic_hits(label, "semantic_t2i_R@1")
     for header, source, key in COMPETENCE_COLUMNS:
         if source == "zeroshot":
-            hits[header] = [rank == 0 for rank in eval_results["zeroshot"][label][key]["ranks"]]
+            hits[header] = [rank == 0 for rank in results.zeroshot_ranks(label, key)]
     return hits
 
 
-def collect(eval_results: Dict[str, Any], models: List[DemoModel]) -> Dict[str, Dict[str, Any]]:
+def collect(results: SynthResults, models: List[DemoModel]) -> Dict[str, Dict[str, Any]]:
     """Per model: the table values, per-query hits, blind pairs per pattern and memory usage."""
     collected = {}
     for model in models:
         label = model.label
-        retrieval = eval_results["retrieval"][label]
         collected[label] = {
-            "table": {header: _value(eval_results, label, source, key) for header, source, key in COLUMNS},
-            "hits": query_hits(eval_results, label),
-            "captions_cut": {source: retrieval[source]["captions_cut"] for source in ("synth-short", "synth-long")},
-            "context_length": retrieval["synth-long"]["context_length"],
-            "pairs_per_pattern": eval_results["pairs"][label]["per_pattern"],
-            "memory_usage": retrieval["synth-long"]["memory_usage"],
+            "table": {header: _value(results, label, source, key) for header, source, key in COLUMNS},
+            "hits": query_hits(results, label),
+            "captions_cut": {source: results.retrieval_detail(label, source, "captions_cut")
+                             for source in ("synth-short", "synth-long")},
+            "context_length": results.retrieval_detail(label, "synth-long", "context_length"),
+            "pairs_per_pattern": results.pair_scores(label)["per_pattern"],
+            "memory_usage": results.retrieval_detail(label, "synth-long", "memory_usage"),
             "gates": gate_sizes(model.weights),
-            "overlays": _segmentation(eval_results, label)["overlays"],
+            "overlays": results.segmentation_result(label)["overlays"],
         }
     return collected
 
@@ -121,16 +116,9 @@ def bootstrap(collected: Dict[str, Dict[str, Any]], seed: int) -> Dict[str, Any]
     return {"intervals": intervals, "differences": differences}
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.1f}"
-
-
 def results_table(collected: Dict[str, Dict[str, Any]], columns: List[Tuple[str, str, str]]) -> str:
-    headers = ["model"] + [h for h, _, _ in columns]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for label, data in collected.items():
-        lines.append("| " + " | ".join([label] + [_fmt(data["table"][h]) for h, _, _ in columns]) + " |")
-    return "\n".join(lines)
+    rows = [[label] + [fmt(data["table"][h]) for h, _, _ in columns] for label, data in collected.items()]
+    return markdown_table(["model"] + [h for h, _, _ in columns], rows)
 
 
 def _interval(difference: Dict[str, Any]) -> str:
@@ -165,7 +153,7 @@ LONG_T2I_WINDOW = (20.0, 80.0)
 def headroom(values: List[float], window: Tuple[float, float] = LONG_T2I_WINDOW) -> str:
     """Where the fine-tuned models' long T2I R@1 ``values`` fall against ``window``: one sentence."""
     low, high = min(values), max(values)
-    span = _fmt(low) if low == high else f"{_fmt(low)}-{_fmt(high)}"
+    span = fmt(low) if low == high else f"{fmt(low)}-{fmt(high)}"
     if low >= window[0] and high <= window[1]:
         where = "inside"
     elif high < window[0]:
@@ -185,15 +173,15 @@ def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List
         return next(d for d in stats["differences"] if (d["a"], d["b"], d["metric"]) == (a, b, metric))
 
     def value(label: str, metric: str) -> str:
-        return _fmt(collected[label]["table"][metric])
+        return fmt(collected[label]["table"][metric])
 
     teacher = collected[TEACHER]["table"]
     lines = [f"**The teacher.** The pretrained tiny CLIP names the salient object's shape "
              f"{value(TEACHER, 'zero-shot shape')}% and its colour {value(TEACHER, 'zero-shot colour')}% of the time "
              f"zero-shot (chance {100 / 10:.0f}% and {100 / 11:.0f}%), retrieves an image that fits a short caption "
              f"{value(TEACHER, 'semantic T2I R@1')}% of the time at rank 1, and segments shapes at "
-             f"{_fmt(teacher['seg mIoU'])} mIoU zero-shot; a linear probe on its patch features reaches "
-             f"{_fmt(teacher['seg probe mIoU'])}, so its patches carry more of the shapes than its text reads."]
+             f"{fmt(teacher['seg mIoU'])} mIoU zero-shot; a linear probe on its patch features reaches "
+             f"{fmt(teacher['seg probe mIoU'])}, so its patches carry more of the shapes than its text reads."]
     d = diff(DISTILLED, TEACHER)
     shape = diff(DISTILLED, TEACHER, "zero-shot shape")
     lines.append(f"**Distillation.** The distilled student retrieves long captions at T2I R@1 "
@@ -243,26 +231,27 @@ def reading(collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any]) -> List
 
 
 def _intervals_table(stats: Dict[str, Any]) -> str:
-    lines = ["| comparison | metric | difference (points) | 95% interval | detectable (80% power) | beyond noise? |",
-             "|---|---|---|---|---|---|"]
+    rows = []
     for d in stats["differences"]:
         primary = (d["a"], d["b"], d["metric"]) == (OURS, CONTROL, PAIRED_METRICS[0])
         label = f"{d['a']} vs {d['b']}" + ("" if primary else " (exploratory)")
-        lines.append(f"| {label} | {d['metric']} | {d['difference']:+.1f} | {_interval(d)} | "
-                     f"{d['detectable']:.1f} | {'yes' if d['significant'] else 'no'} |")
-    return "\n".join(lines)
+        rows.append([label, d["metric"], f"{d['difference']:+.1f}", _interval(d), f"{d['detectable']:.1f}",
+                     "yes" if d["significant"] else "no"])
+    return markdown_table(["comparison", "metric", "difference (points)", "95% interval", "detectable (80% power)",
+                           "beyond noise?"], rows)
 
 
 def _memory_table(collected: Dict[str, Dict[str, Any]]) -> str:
-    lines = ["| model | block | slots read (%) | KL from uniform (nats) | mean abs gate (parallel) |",
-             "|---|---|---|---|---|"]
+    rows = []
     for label, data in collected.items():
         for block, usage in sorted(data["memory_usage"].items()):
             gate = data["gates"].get(block)
-            gate_text = f"{gate['mean']:.4f}" if gate else "-"
-            lines.append(f"| {label} | {block} | {100 * usage['fraction_read']:.1f} | "
-                         f"{usage['kl_from_uniform']:.2f} | {gate_text} |")
-    return "\n".join(lines) if len(lines) > 2 else "(no model with memory)"
+            rows.append([label, block, f"{100 * usage['fraction_read']:.1f}", f"{usage['kl_from_uniform']:.2f}",
+                         f"{gate['mean']:.4f}" if gate else "-"])
+    if not rows:
+        return "(no model with memory)"
+    return markdown_table(["model", "block", "slots read (%)", "KL from uniform (nats)", "mean abs gate (parallel)"],
+                          rows)
 
 
 def teacher_record(weights: str) -> Optional[Dict[str, Any]]:
@@ -289,11 +278,11 @@ def _teacher_paragraph(record: Optional[Dict[str, Any]]) -> str:
             f"{held_out or 'no recorded metrics'}.")
 
 
-def _overlays(collected: Dict[str, Dict[str, Any]], eval_results: Dict[str, Any], figures: Path,
+def _overlays(collected: Dict[str, Dict[str, Any]], results: SynthResults, figures: Path,
               count: int = 2) -> List[Tuple[str, Path, float]]:
     """The teacher's and the student's overlays of the same images: those the teacher segments best among the
     drawn ones, each with its pixel accuracy."""
-    accuracy = {label: _segmentation(eval_results, label).get("image_accuracy", []) for label in (TEACHER, OURS)}
+    accuracy = {label: results.segmentation_result(label).get("image_accuracy", []) for label in (TEACHER, OURS)}
     drawn = range(len(collected[TEACHER]["overlays"]))
     ranked = sorted(drawn, key=lambda i: -(accuracy[TEACHER][i] or 0) if i < len(accuracy[TEACHER]) else 0)
     links = []
@@ -306,16 +295,9 @@ def _overlays(collected: Dict[str, Dict[str, Any]], eval_results: Dict[str, Any]
     return links
 
 
-def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -> Path:
-    """Write REPORT.md, results.json and the figures under the demo folder; returns the report's path."""
-    out = pipeline.out
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    eval_results = json.loads((pipeline.eval_dir / "synth_results.json").read_text())
-    models = pipeline.models()
-    collected = collect(eval_results, models)
-    stats = bootstrap(collected, pipeline.seed)
-
+def _draw_figures(pipeline: DemoPipeline, collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any],
+                  figures: Path) -> bool:
+    """The report's figures under ``figures``; returns whether a memory-usage figure was drawn (a model has memory)."""
     def bars(metrics: List[str], path: Path, title: str, ylabel: str) -> None:
         grouped_bars({label: {m: data["table"][m] for m in metrics} for label, data in collected.items()}, path,
                      title, ylabel, errors={label: {m: (stats["intervals"][label][m]["low"],
@@ -338,9 +320,13 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
         grouped_bars({label: {f"block {b}": 100 * data["memory_usage"][b]["fraction_read"] for b in blocks}
                       for label, data in memory_models.items()}, figures / "memory_usage.png",
                      "Memory slots read at least once on the long-caption retrieval set", "% of slots")
-    overlay_links = _overlays(collected, eval_results, figures)
-    record = teacher_record(pipeline.teacher)
+    return bool(memory_models)
 
+
+def _write_results(pipeline: DemoPipeline, collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any],
+                   record: Optional[Dict[str, Any]], elapsed: float) -> None:
+    """results.json: every number of the report, the timings, the teacher's record and the plan."""
+    out = pipeline.out
     summary = {"models": {label: {k: v for k, v in data.items() if k not in ("hits", "overlays")}
                           for label, data in collected.items()},
                "bootstrap": stats, "timings_seconds": pipeline.timings, "total_seconds": round(elapsed, 1),
@@ -349,6 +335,13 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
                         "text": asdict(pipeline.plan.text), "alpha": pipeline.plan.alpha}, "seed": pipeline.seed}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
+
+
+def _report_lines(pipeline: DemoPipeline, collected: Dict[str, Dict[str, Any]], stats: Dict[str, Any],
+                  record: Optional[Dict[str, Any]], overlay_links: List[Tuple[str, Path, float]], memory_figure: bool,
+                  heatmaps: List[Path], elapsed: float) -> List[str]:
+    """REPORT.md, line by line."""
+    out = pipeline.out
     parallel_arm = (", and a student with the memory beside each MLP (parallel mode) fine-tuned the same way"
                     if pipeline.parallel else "")
     cut = collected[TEACHER]["captions_cut"]["synth-long"]
@@ -401,7 +394,7 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
         "![blind pairs per pattern](figures/pairs.png)",
         "",
     ]
-    if memory_models:
+    if memory_figure:
         lines += ["![memory usage](figures/memory_usage.png)", ""]
     lines += ["### Segmentation overlays (image | ground truth | prediction; pixel accuracy of the prediction)", ""]
     lines += [f"{label} ({'-' if score is None else f'{score:.0f}%'}): ![overlay]({path.relative_to(out)})  "
@@ -414,6 +407,21 @@ def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -
     lines += [f"| total (this invocation) | {elapsed:.0f} |", "",
               "Every stage above is an ordinary command; the demo printed each one as it ran it. "
               "Rerun `make demo` to reuse finished stages, or add `--force` to redo them.", ""]
-    path = out / "REPORT.md"
-    path.write_text("\n".join(lines))
+    return lines
+
+
+def write_report(pipeline: DemoPipeline, heatmaps: List[Path], elapsed: float) -> Path:
+    """Write REPORT.md, results.json and the figures under the demo folder; returns the report's path."""
+    figures = pipeline.out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    results = SynthResults.from_json(pipeline.eval_dir / "synth_results.json")
+    collected = collect(results, pipeline.models())
+    stats = bootstrap(collected, pipeline.seed)
+    memory_figure = _draw_figures(pipeline, collected, stats, figures)
+    overlay_links = _overlays(collected, results, figures)
+    record = teacher_record(pipeline.teacher)
+    _write_results(pipeline, collected, stats, record, elapsed)
+    path = pipeline.out / "REPORT.md"
+    path.write_text("\n".join(_report_lines(pipeline, collected, stats, record, overlay_links, memory_figure,
+                                            heatmaps, elapsed)))
     return path

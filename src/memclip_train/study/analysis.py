@@ -2,7 +2,7 @@
 and the markdown tables.
 
 Every interval is a 95% percentile two-level bootstrap (1,000 resamples, the demo's
-:mod:`memclip_train.demo.bootstrap`): a resample draws the seeds with replacement, then the marking queries within
+:mod:`memclip_train.report.bootstrap`): a resample draws the seeds with replacement, then the marking queries within
 each drawn seed, so it covers seed-to-seed variation as well as the queries. The worlds of all K share their seed, so
 query i is the same scene in every world (only its marking differs); one resample of the seed and query indices
 serves every model and every K, which makes differences paired and lets them be averaged over K or contrasted between
@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from ..demo.bootstrap import difference_summary, paired_difference, paired_difference_samples, recall_interval
+from ..report.bootstrap import difference_summary, paired_difference, paired_difference_samples, recall_interval
 from .pipeline import TEACHER
 from .plan import COMPARISONS, MODELS, PRIMARY
 

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..demo.figures import COLOURS  # noqa: E402
+from ..report.figures import COLOURS  # noqa: E402
 from .analysis import label  # noqa: E402
 from .pipeline import TEACHER  # noqa: E402
 from .plan import COMPARISONS, MODELS  # noqa: E402

@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, List, Optional
 from memclip.atomic_io import atomic_write_json
 
 from ..eval.models import ModelRef
+from ..params import parse_args
+from ..recipes import DistillRecipe, LongShortRecipe, StageRecipe, TextRecipe, stage_config
 from ..stages import Stage, StageMismatch, differences, run_stages
 from .plan import MODELS, TEACHER_MODEL, StudyPlan
 
@@ -47,6 +49,22 @@ def _flat(settings: Any, prefix: str = "") -> List[str]:
     if isinstance(settings, dict):
         return [item for key in sorted(settings) for item in _flat(settings[key], f"{prefix}{key}.")]
     return [f"--{prefix.rstrip('.')}", json.dumps(settings)]
+
+
+def _typed_recipes(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """Point settings recorded before the stage recipes were typed (their extra trainer flags as an argv tail,
+    ``"extra": ["--value-lr", "5e-3"]``) in today's form, so that a point made with the same recipe is reused."""
+    plan = settings.get("plan", {})
+    if not any(isinstance(plan.get(stage), dict) and "extra" in plan[stage] for stage in ("distill", "finetune")):
+        return settings
+    plan = dict(plan)
+    for stage in ("distill", "finetune"):
+        recorded = dict(plan[stage])
+        config = parse_args(["--train-data", "x", *recorded.pop("extra")])
+        recipe = StageRecipe(**recorded, value_lr=config.model.value_lr, accum_freq=config.optim.accum_freq,
+                             grad_checkpointing=config.model.grad_checkpointing, trainable=config.model.trainable)
+        plan[stage] = json.loads(json.dumps(asdict(recipe)))
+    return {**settings, "plan": plan}
 
 
 class StudyPipeline:
@@ -124,29 +142,30 @@ class StudyPipeline:
         shards = len(json.loads((world / "train" / "sizes.json").read_text()))
         return str(world / "train" / ("{000000..%06d}.tar" % (shards - 1)))
 
-    def _train(self, name: str, run: Path, world: Path, seed: int, flags: List[str]) -> Stage:
+    def _train(self, name: str, run: Path, world: Path, seed: int, flags: List[str], *recipes: object) -> Stage:
+        """A training stage: ``flags`` (data and model) on the study's run settings, then ``recipes`` applied."""
         args = ["--val-data", str(world / "val" / "000000.tar"), "--precision", "fp32", "--workers", "1",
                 "--seed", str(seed), "--logs", str(run.parent), "--name", run.name, "--log-every-n-steps", "10",
                 "--save-every-n-steps", "50", *flags, *self._quiet()]
+        args = stage_config(parse_args(args), *recipes).to_argv()
         return Stage(name, "memclip_train.main", args, run / "final" / "memclip_config.json", [run], run_dir=run)
 
     def distill_stage(self, seed: int) -> Stage:
         """Stage 1 of the memory student (only the memory trains, on images without markings)."""
         model = MODELS["memory"]
-        flags = ["--train-data", self.train_spec(self.distill_world_dir), *model.flags(), "--distill",
-                 "--pretrained", self.teacher, *self.plan.distill.flags()]
-        return self._train(f"distill s{seed}", self.distill_run(seed), self.distill_world_dir, seed, flags)
+        flags = ["--train-data", self.train_spec(self.distill_world_dir), *model.flags(), "--pretrained", self.teacher]
+        return self._train(f"distill s{seed}", self.distill_run(seed), self.distill_world_dir, seed, flags,
+                           self.plan.distill, DistillRecipe())
 
     def finetune_stage(self, point: Point) -> Stage:
         """Stage 2 of one model: long + short captions of the K world, families kept in their batches."""
         model = MODELS[point.model]
         start = str(self.distill_run(point.seed) / "final") if model.distilled else self.teacher
         world = self.world_dir(point.markings)
-        flags = ["--train-data", self.train_spec(world), "--shuffle-buffer", "1", *model.flags(),
-                 "--pretrained", start, "--long-short-alpha", str(self.plan.alpha), "--caption-key", "txt",
-                 "--long-caption-key", "json.long", "--text-context-length", str(self.plan.long_context),
-                 "--text-pos-stretch", "longclip", *self.plan.finetune.flags()]
-        return self._train(f"finetune {point.key}", self.run_dir(point), world, point.seed, flags)
+        flags = ["--train-data", self.train_spec(world), "--shuffle-buffer", "1", *model.flags(), "--pretrained", start]
+        text = TextRecipe(context=self.plan.long_context, stretch="longclip", train_text=None)
+        return self._train(f"finetune {point.key}", self.run_dir(point), world, point.seed, flags,
+                           self.plan.finetune, LongShortRecipe(alpha=self.plan.alpha, text=text))
 
     def weights(self, point: Point) -> ModelRef:
         """What the point evaluates: the teacher, or the model its fine-tuning saved."""
@@ -193,7 +212,7 @@ class StudyPipeline:
         settings = self.point_settings(point)
         if path.is_file() and not self.force:
             stored = json.loads(path.read_text())
-            changed = differences(_flat(stored.get("settings", {})), _flat(settings))
+            changed = differences(_flat(_typed_recipes(stored.get("settings", {}))), _flat(settings))
             if "settings" not in stored or changed:
                 raise StageMismatch(f"point {point.key} in {self.out} was made with other settings: "
                                     f"{'; '.join(changed) or 'none recorded (an older memclip)'}. Redo it with "

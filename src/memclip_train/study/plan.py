@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Tuple
 
-from ..demo.plan import DemoPlan, StageRecipe
+from ..recipes import STAGE2_ALPHA, StageRecipe
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,10 @@ class StudyPlan:
     samples_per_shard: int = 1024
     candidates: int = 8
     distill_world: Dict[str, int] = field(default_factory=lambda: {"train": 4096, "val": 128})
-    distill: StageRecipe = DemoPlan().distill
+    distill: StageRecipe = StageRecipe(epochs=3, lr=2e-3, wd=0.05, value_lr=5e-3)  # the demo's stage 1
     finetune: StageRecipe = StageRecipe(epochs=1, lr=1e-3, wd=0.05)
     long_context: int = 248  # registered: the Long-CLIP stretch with the text tower frozen (docs/study.md)
-    alpha: float = DemoPlan().alpha
+    alpha: float = STAGE2_ALPHA
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.models) - set(MODELS))
@@ -99,6 +99,5 @@ class StudyPlan:
         tiny = StageRecipe(epochs=1, lr=2e-4, batch_size=16, warmup=1, wd=0.05)
         return cls(markings=(8, 16), seeds=(0, 1), world={"train": 64, "val": 16, "retrieval": 24},
                    samples_per_shard=32, distill_world={"train": 32, "val": 16},
-                   distill=StageRecipe(epochs=1, lr=2e-3, batch_size=16, warmup=1, wd=0.05,
-                                       extra=("--value-lr", "5e-3")),
+                   distill=StageRecipe(epochs=1, lr=2e-3, batch_size=16, warmup=1, wd=0.05, value_lr=5e-3),
                    finetune=tiny)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...demo.bootstrap import holm, two_level_summary
+from ...report.bootstrap import holm, two_level_summary
 from .plan import PRIMARY, SECONDARY, CapacityPlan
 
 ALPHA = 0.05

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from ...demo.figures import COLOURS  # noqa: E402
+from ...report.figures import COLOURS  # noqa: E402
 from .analysis import label, tradeoff  # noqa: E402
 
 
