@@ -1,6 +1,8 @@
 """The packages' edges: memory_layers knows nothing of open_clip or memclip, and no module imports itself in a circle
 (imports inside functions count: a lazy import that closes a circle still ties the two modules together)."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Set
 
@@ -69,6 +71,19 @@ def test_no_import_circles(package):
 
 def test_the_circle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+
+
+TRAINER_MUST_NOT_LOAD = ("memclip_train.eval",)
+
+
+@pytest.mark.slow
+def test_importing_the_trainer_loads_neither_the_eval_program_nor_synth():
+    """The training loop stands below the programs: importing it (in a fresh interpreter) loads no module of the eval
+    program, nor any of the synthetic world."""
+    probe = ("import sys, memclip_train.trainer; "
+             f"print('\\n'.join(m for m in sys.modules if m.startswith({TRAINER_MUST_NOT_LOAD!r})))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
 
 
 def torch_load_calls(path: Path) -> List[ast.Call]:

@@ -6,7 +6,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -30,7 +30,9 @@ from .run_card import write_run_card
 from .run_logger import RunFileError, RunLogger
 from .schedule import LearningRateSchedule, warmup_steps
 from .tasks.base import Task
-from .training_zeroshot import TrainingZeroShot
+
+if TYPE_CHECKING:  # main builds the zero-shot sets; the loop only calls them (and so loads no eval code)
+    from .training_zeroshot import TrainingZeroShot
 
 logger = logging.getLogger(__name__)
 
