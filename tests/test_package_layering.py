@@ -73,7 +73,7 @@ def test_the_circle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
 
 
-TRAINER_MUST_NOT_LOAD = ("memclip_train.eval",)
+TRAINER_MUST_NOT_LOAD = ("memclip_train.eval", "memclip_train.synth")
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ from memclip.atomic_io import stray_temporaries_in
 
 from .checkpoints import Resumed, TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
 from .cli import ProgramFailed, UserError, report_user_errors
-from .data.loaders import RunData, build_data
+from .data.loaders import RunData
+from .training_data import build_data
 from .data.sources import has_captions
 from .distributed import DistributedEnv, all_reduce_max, barrier, init_distributed
 from .params import PROG, TrainConfig, parse_args

@@ -27,7 +27,6 @@ from .cli import UserError
 from .data.csv_stream import CsvStream
 from .data.loaders import RunData
 from .data.shard_stream import BatchStream, ShardStream, StreamPosition
-from .data.synth_stream import SynthStream
 from .params import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -106,9 +105,7 @@ def stream_identity(stream: BatchStream) -> str:
         return data_identity(stream.urls)
     if isinstance(stream, CsvStream):
         return f"{data_identity([stream.path])}:{len(stream)} rows"
-    if isinstance(stream, SynthStream):
-        return repr(stream.config)
-    return type(stream).__name__
+    return stream.settings() if isinstance(stream, BatchStream) else type(stream).__name__
 
 
 def run_shape(config: TrainConfig, world_size: int, train: RunData) -> RunShape:

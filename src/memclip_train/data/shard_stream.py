@@ -206,6 +206,11 @@ class BatchStream(IterableDataset):
         """The source, for messages."""
         raise NotImplementedError
 
+    def settings(self) -> str:
+        """What a resumed run must read the same, for streams whose sources do not say it (the synthetic stream's
+        settings); the class name otherwise."""
+        return type(self).__name__
+
     def _passes(self, slot: int, slots: int, skips: SkipCounter, progress: Optional[_Progress]
                 ) -> Iterator[Tuple[int, Dict[str, Any]]]:
         """(pass number, raw sample): passes without end when training, one pass otherwise."""

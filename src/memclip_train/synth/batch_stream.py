@@ -11,9 +11,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from PIL import Image
 
-from ..synth.render import render_scene
-from ..synth.stream import SceneStream, StreamConfig
-from .shard_stream import BatchStream, SkipCounter
+from ..data.shard_stream import BatchStream, SkipCounter
+from .render import render_scene
+from .stream import SceneStream, StreamConfig
 
 PREFIX = "synth-stream"
 
@@ -99,3 +99,6 @@ class SynthStream(BatchStream):
 
     def _describe(self) -> str:
         return "the synthetic scene stream"
+
+    def settings(self) -> str:
+        return repr(self.config)
