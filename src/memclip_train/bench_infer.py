@@ -32,7 +32,7 @@ from torch import nn
 import memclip
 from memclip.precision import FP32_WEIGHT_PRECISIONS, autocast_for
 from memclip.surgery import vision_blocks
-from memory_layers.bench import load_average
+from memory_layers.tools.bench import load_average
 
 
 
