@@ -58,8 +58,7 @@ def _resolve_memory(spec: ModelSpec, memory: Union[None, MemoryConfig, Mapping[s
         return spec.with_memory(memory)
     if not isinstance(memory, Mapping):
         raise TypeError(f"memory must be a MemoryConfig or a dict of overrides, got {type(memory).__name__}")
-    base = spec.memory.to_dict() if spec.memory is not None else {}
-    return spec.with_memory(MemoryConfig.from_dict({**base, **dict(memory)}))
+    return spec.with_memory(MemoryConfig.with_overrides(spec.memory, memory))
 
 
 def _resolve_text(spec: ModelSpec, text_tower: Union[None, str, TextTowerConfig, Mapping[str, Any]]) -> ModelSpec:

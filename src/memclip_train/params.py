@@ -437,28 +437,12 @@ class TrainConfig:
 
 
 def _memory_setting(text: str) -> Tuple[str, Any]:
-    """``knn=32``, ``layers=2,3``, ``mode=parallel``, ``gated=true`` -> (key, value) with a typed value.
-
-    A number that is not finite (``value_lr=nan``, ``=inf``, ``=1e999``) is refused here, whatever the knob."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--memory {text!r}: expected KEY=VALUE, e.g. knn=32 or layers=2,3")
-    if key == "layers":
-        try:
-            return key, tuple(int(v) for v in raw.split(",") if v.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--memory {text!r}: layers are block indices, e.g. layers=2,3") from None
-    if raw.lower() in ("true", "false"):
-        return key, raw.lower() == "true"
-    for cast in (int, float):
-        try:
-            value = cast(raw)
-        except ValueError:
-            continue
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"--memory {text!r}: {key} must be a finite number")
-        return key, value
-    return key, raw
+    """``knn=32``, ``layers=2,3``, ``mode=parallel``, ``gated=true`` -> (key, typed value), by
+    :meth:`MemoryConfig.parse_override`."""
+    try:
+        return memclip.MemoryConfig.parse_override(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--memory {error}") from None
 
 
 AUG_PROBABILITIES = ("re_prob", "color_jitter_prob", "gray_scale_prob")
@@ -754,9 +738,8 @@ def check_model(config: TrainConfig) -> None:
     except memclip.InputError as error:
         raise ConfigError(f"--model {config.model.model}: {error}") from error
     if config.model.memory:
-        base = spec.memory.to_dict() if spec.memory is not None else {}
         try:
-            memclip.MemoryConfig.from_dict({**base, **dict(config.model.memory)}).check_layers(
+            memclip.MemoryConfig.with_overrides(spec.memory, dict(config.model.memory)).check_layers(
                 spec.model_cfg["vision_cfg"]["layers"])
         except (ValueError, TypeError) as error:
             raise ConfigError(f"--memory {' '.join(f'{k}={v}' for k, v in config.model.memory)}: {error}") from error

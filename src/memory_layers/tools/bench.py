@@ -435,16 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_memory_overrides(items: Sequence[str]) -> Dict[str, object]:
-    """``["n_keys=1024", "knn=32"]`` -> ``{"n_keys": 1024, "knn": 32}`` (values parsed as JSON, else strings)."""
+    """``["n_keys=1024", "layers=2,3"]`` -> ``{"n_keys": 1024, "layers": (2, 3)}``, each by
+    :meth:`MemoryConfig.parse_override` (the trainer's ``--memory`` grammar).
+
+    Raises:
+        ValueError: a malformed item, quoted after ``--memory``.
+    """
     overrides: Dict[str, object] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--memory {item!r}: expected KEY=VALUE, e.g. n_keys=1024")
         try:
-            overrides[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = raw
+            key, value = MemoryConfig.parse_override(item)
+        except ValueError as error:
+            raise ValueError(f"--memory {error}") from None
+        overrides[key] = value
     return overrides
 
 
@@ -455,7 +458,7 @@ def shape_from_arguments(args: argparse.Namespace) -> LayerShape:
         ValueError: a missing or memory-less config, a bad KEY=VALUE, an unknown memory knob, a bad width.
     """
     shape = load_shape(args.config) if args.config is not None else DEFAULT_SHAPE
-    memory = MemoryConfig.from_dict({**shape.memory.to_dict(), **parse_memory_overrides(args.memory)})
+    memory = MemoryConfig.with_overrides(shape.memory, parse_memory_overrides(args.memory))
     width = args.width if args.width is not None else shape.width
     mlp_width = args.mlp_width if args.mlp_width is not None else shape.mlp_width
     if width < 1 or mlp_width < 1:
