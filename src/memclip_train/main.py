@@ -29,7 +29,7 @@ import memclip
 from memclip.atomic_io import stray_temporaries_in
 
 from .checkpoints import Resumed, TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
-from .cli import ProgramFailed, UserError, report_user_errors
+from .error_reporting import ProgramFailed, UserError, report_user_errors
 from .data.loaders import RunData
 from .training_data import build_data
 from .data.sources import has_captions
@@ -153,7 +153,7 @@ def create_scaler(config: TrainConfig, env: DistributedEnv):
     if config.model.precision != "amp":
         return None
     if env.device.type != "cuda":
-        raise ValueError("--precision amp (fp16) needs CUDA; use amp_bf16 or fp32 on the CPU")
+        raise UserError("--precision amp (fp16) needs CUDA; use amp_bf16 or fp32 on the CPU")
     return torch.amp.GradScaler("cuda")
 
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import memclip
 from memclip.precision import PRECISIONS
 
-from .cli import add_debug_flag
+from .error_reporting import UserError, add_debug_flag
 
 DATASET_TYPES = ("webdataset", "csv", "synth-stream", "auto")
 DISTILL_LOSSES = ("cosine", "mse", "l2")
@@ -45,13 +45,9 @@ INAPPLICABLE_FLAGS: Dict[str, Tuple[bool, str]] = {
 """open_clip_train 3.3 flags that cannot apply to memclip: passing one stops with its reason."""
 
 
-class ConfigError(ValueError):
-    """A bad flag or a bad combination of flags; the message names them."""
-
-
 def _check(condition: bool, message: str) -> None:
     if not condition:
-        raise ConfigError(message)
+        raise UserError(message)
 
 
 def _is_non_negative_number(text: str) -> bool:
@@ -86,7 +82,7 @@ def _check_number(flag: str, value: Optional[float], low: float = None, high: fl
             where = f" {'<' if high_open else '<='} {high:g}"
         else:
             where = ""
-        raise ConfigError(f"{flag} {value}: must be a finite number{where}")
+        raise UserError(f"{flag} {value}: must be a finite number{where}")
 
 
 @dataclass(frozen=True)
@@ -723,7 +719,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
         config = config_from_args(args)
         check_model(config)
         return config
-    except ConfigError as error:  # one line, as every user error (argparse's own errors add the usage)
+    except UserError as error:  # one line, as every user error (argparse's own errors add the usage)
         parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
@@ -731,18 +727,18 @@ def check_model(config: TrainConfig) -> None:
     """``--model`` is known and ``--memory`` makes a valid memory config for it (checked before any run folder).
 
     Raises:
-        ConfigError: naming the flag and what is wrong.
+        UserError: naming the flag and what is wrong.
     """
     try:
         spec = memclip.get_model_spec(config.model.model)
     except memclip.InputError as error:
-        raise ConfigError(f"--model {config.model.model}: {error}") from error
+        raise UserError(f"--model {config.model.model}: {error}") from error
     if config.model.memory:
         try:
             memclip.MemoryConfig.with_overrides(spec.memory, dict(config.model.memory)).check_layers(
                 spec.model_cfg["vision_cfg"]["layers"])
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"--memory {' '.join(f'{k}={v}' for k, v in config.model.memory)}: {error}") from error
+            raise UserError(f"--memory {' '.join(f'{k}={v}' for k, v in config.model.memory)}: {error}") from error
 
 
 def format_params(config: TrainConfig) -> List[str]:

@@ -29,7 +29,7 @@ import memclip
 from memclip.atomic_io import atomic_write_json
 from memclip.pretrained import PRETRAINED_DIR, write_shipped
 
-from .cli import add_debug_flag, report_user_errors
+from .error_reporting import add_debug_flag, report_user_errors
 from .demo import figures
 from .stages import Stage, run_stages
 from .training_zeroshot import SYNTH_METRIC_PREFIXES

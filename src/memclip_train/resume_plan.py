@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .checkpoints import TrainState
-from .cli import UserError
+from .error_reporting import UserError
 from .data.csv_stream import CsvStream
 from .data.loaders import RunData
 from .data.shard_stream import BatchStream, ShardStream, StreamPosition

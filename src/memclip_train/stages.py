@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from memclip.atomic_io import atomic_write_json
 
-from .cli import ProgramFailed, UserError
+from .error_reporting import ProgramFailed, UserError
 
 RECORD_FILE = "stages.json"
 REPORTING_FLAGS = ("--no-progress", "--progress")
@@ -162,7 +162,7 @@ def entry(module: str) -> Callable[[Sequence[str]], int]:
     elif module == "memclip_train.eval":
         from .eval.__main__ import main
     else:
-        raise ValueError(f"no pipeline entry point for {module}")
+        raise UserError(f"no pipeline entry point for {module}")
     return main
 
 

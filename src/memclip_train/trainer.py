@@ -17,6 +17,7 @@ from memclip.precision import autocast_for
 from memclip.surgery import usage_by_block
 from memory_layers import full_value_tables, sync_value_shard_grads, track_usage
 from memory_layers.values_parallel import gather_full_optimizer_state_dict, sharded_clip_grad_norm_
+from memclip.errors import InputError
 
 from .checkpoints import LATEST, CheckpointLedger, Resumed, TrainState, save_checkpoint
 from .data.loaders import RunData
@@ -172,7 +173,7 @@ class Trainer:
         self.shape = run_shape(config, env.world_size, train)
         self.step_samples = self.shape.step_samples
         if self.steps_per_epoch < 1:
-            raise ValueError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
+            raise InputError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
         o = config.optim
         kind = "none" if o.skip_scheduler else o.lr_scheduler
         warmup = warmup_steps(o.warmup, o.warmup_fraction, self.steps_per_epoch * o.epochs, kind)

@@ -9,6 +9,8 @@ from typing import Callable, List, Optional
 import torch
 from torch.utils.data import DataLoader
 
+from memclip.errors import InputError
+
 from .data.csv_stream import CsvStream
 from .data.loaders import RunData
 from .data.samples import SampleDecoder, SampleFields
@@ -56,7 +58,7 @@ def check_caption_keys(urls: List[str], fields: SampleFields, caption_key: str, 
     where = f"the first {len(samples)} samples of {shard}"
     for option, key in wanted.items():
         if not any(key in keys for keys in held):
-            raise ValueError(f"{flag}: {option} {key}: none of {where} holds it; they hold {', '.join(found)}")
+            raise InputError(f"{flag}: {option} {key}: none of {where} holds it; they hold {', '.join(found)}")
     if "short" in fields.captions and not any(caption_key in keys for keys in held):
         logger.warning("%s: --caption-key %s: none of %s holds it (they hold %s): each short caption will be the "
                        "long caption's first sentence", flag, caption_key, where, ", ".join(found))
@@ -74,16 +76,16 @@ def build_data(spec: str, config: DataConfig, fields: SampleFields, preprocess: 
     kind = _kind(spec, config.dataset_type)
     if kind == "synth-stream":
         if not train:
-            raise ValueError(f"{flag} {spec!r}: a synth stream is endless; validate on a written world's shards "
+            raise InputError(f"{flag} {spec!r}: a synth stream is endless; validate on a written world's shards "
                              "(python -m memclip_train.synth --out DIR, then --val-data DIR/val/000000.tar)")
         if num_samples is None:
-            raise ValueError(f"{flag} {spec!r}: a synth stream is endless; pass --train-num-samples N (samples per "
+            raise InputError(f"{flag} {spec!r}: a synth stream is endless; pass --train-num-samples N (samples per "
                              "epoch)")
         stream: BatchStream = SynthStream(parse_stream_spec(spec), decoder, batch_size, None, seed, rank, world)
         total = num_samples
     elif kind == "csv":
         if "long" in fields.captions and not config.csv_long_caption_key:
-            raise ValueError(f"{flag} {spec}: this task reads long captions, and a table holds them in a column: pass "
+            raise InputError(f"{flag} {spec}: this task reads long captions, and a table holds them in a column: pass "
                              "--csv-long-caption-key COLUMN (without it every long caption would be the short one)")
         stream = CsvStream(spec, decoder, batch_size, None, config.csv_img_key, config.csv_caption_key,
                            config.csv_long_caption_key, config.csv_separator, seed, rank, world)

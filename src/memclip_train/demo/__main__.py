@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .. import pretrain
-from ..cli import ProgramFailed, add_debug_flag, report_user_errors
+from ..error_reporting import ProgramFailed, add_debug_flag, report_user_errors
 from .pipeline import OURS, SHIPPED_TEACHER, TEACHER, DemoPipeline, first_retrieval_images
 from .plan import TEXT_RECIPES, DemoPlan
 from .report import write_report

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
+from memclip.errors import InputError
+
 
 @dataclass(frozen=True)
 class StageRecipe:
@@ -46,7 +48,7 @@ class TextRecipe:
     def __post_init__(self) -> None:
         if (self.context == CLIP_CONTEXT) != (self.stretch is None):
             needs = "no stretch" if self.stretch is not None else "a stretch ('longclip' or 'interpolate')"
-            raise ValueError(f"TextRecipe: a context of {self.context} tokens needs {needs}")
+            raise InputError(f"TextRecipe: a context of {self.context} tokens needs {needs}")
 
     def flags(self) -> List[str]:
         """Trainer flags; every stage-2 model trains its vision tower (memory included) and, if asked, its text."""
@@ -99,9 +101,9 @@ class DemoPlan:
 
     def __post_init__(self) -> None:
         if self.probe_images < 1:
-            raise ValueError(f"DemoPlan.probe_images={self.probe_images}: the probe needs at least one image")
+            raise InputError(f"DemoPlan.probe_images={self.probe_images}: the probe needs at least one image")
         if self.stage2_text not in TEXT_RECIPES:
-            raise ValueError(f"DemoPlan.stage2_text={self.stage2_text!r}: known recipes are {list(TEXT_RECIPES)}")
+            raise InputError(f"DemoPlan.stage2_text={self.stage2_text!r}: known recipes are {list(TEXT_RECIPES)}")
 
     @property
     def text(self) -> TextRecipe:
