@@ -1,7 +1,13 @@
-"""Every program reports a user error as one line with exit code 2, and prints the traceback with -v/--debug."""
+"""Every program reports a user error as one line with exit code 2, and prints the traceback with -v/--debug; any
+other exception (a ValueError from torch included) is a bug and keeps its traceback."""
+import subprocess
+import sys
+
 import pytest
 
-from memclip_train.cli import ProgramFailed, report_user_errors
+import memclip
+
+from memclip_train.error_reporting import ProgramFailed, UserError, report_user_errors
 from memclip_train.convert.__main__ import main as convert_main
 from memclip_train.eval.__main__ import main as eval_main
 from memclip_train.main import main as train_main
@@ -52,3 +58,36 @@ def test_the_handler_keeps_tracebacks_of_bugs_and_the_exit_code_of_failed_stages
     assert report_user_errors("prog", False, stage) == 3
     assert capsys.readouterr().err == "prog: error: memclip_train.main failed (exit code 3); see its output above\n"
     assert report_user_errors("prog", False, lambda: None) == 0
+
+
+def test_only_the_user_error_class_gets_one_line(capsys):
+    """memclip.InputError (the programs' UserError) and missing files are user errors; a bare ValueError is a bug."""
+    assert UserError is memclip.InputError and issubclass(UserError, ValueError)
+
+    def user_error():
+        raise UserError("--foo 3: must be even")
+
+    assert report_user_errors("prog", False, user_error) == 2
+    assert capsys.readouterr().err == "prog: error: --foo 3: must be even\n"
+
+    def bug():
+        raise ValueError("operands could not be broadcast together")
+
+    with pytest.raises(ValueError, match="broadcast"):
+        report_user_errors("prog", False, bug)
+
+
+@pytest.mark.slow
+def test_a_value_error_inside_torch_prints_its_traceback(tmp_path):
+    """A ValueError raised inside torch (here torch.manual_seed, which the trainer calls when the run starts) is not
+    a user error: the program prints the traceback and exits with Python's code 1, not argparse's 2."""
+    probe = ("import sys, torch\n"
+             "def broken(*args, **kwargs):\n"
+             "    raise ValueError('a bug inside torch')\n"
+             "torch.manual_seed = broken\n"
+             "from memclip_train.main import main\n"
+             f"sys.exit(main(['--model', 'ViT-Tiny-8', '--train-data', {str(tmp_path / 'none.tar')!r}, '--logs', "
+             f"{str(tmp_path / 'logs')!r}, '--precision', 'fp32', '--device', 'cpu']))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode not in (0, 2), result.stderr[-2000:]
+    assert "Traceback" in result.stderr and "ValueError: a bug inside torch" in result.stderr

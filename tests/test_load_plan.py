@@ -65,7 +65,7 @@ def test_a_recorded_config_of_another_architecture_is_refused_not_adopted():
 
 
 def test_the_eval_program_takes_the_same_path(tmp_path):
-    from memclip_train.eval import ModelRef, load_model
+    from memclip_train.eval.models import ModelRef, load_model
 
     folder = memclip.save_pretrained(memclip.create_model("ViT-Tiny-8"), tmp_path / "tiny")
     with pytest.raises(memclip.InputError, match="another architecture"):

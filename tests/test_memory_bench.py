@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import memclip
-from memory_layers import bench
+from memory_layers.tools import bench
 from memory_layers.ops import dispatch
 
 

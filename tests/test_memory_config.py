@@ -69,3 +69,40 @@ def test_every_config_refuses_unknown_keys_through_one_check():
         with pytest.raises(ValueError, match=rf"^{cls.__name__}: unknown {noun} \['bogus'\]; known {noun} are"):
             cls.from_dict({"bogus": 1})
         assert cls.from_dict({}) == cls()
+
+
+@pytest.mark.parametrize("text, parsed", [
+    ("layers=2,3", ("layers", (2, 3))), ("layers=", ("layers", ())), ("knn=32", ("knn", 32)),
+    ("value_lr=1e-3", ("value_lr", 1e-3)), ("gated=True", ("gated", True)), ("swilu=false", ("swilu", False)),
+    ("mode=parallel", ("mode", "parallel")),
+])
+def test_one_override_grammar(text, parsed):
+    assert MemoryConfig.parse_override(text) == parsed
+
+
+@pytest.mark.parametrize("text, message", [
+    ("knn", "expected KEY=VALUE"), ("=3", "expected KEY=VALUE"), ("layers=a,b", "layers are block indices"),
+    ("value_lr=nan", "value_lr must be a finite number"), ("gate_lr=1e999", "gate_lr must be a finite number"),
+])
+def test_malformed_overrides_are_refused_naming_the_text(text, message):
+    with pytest.raises(ValueError, match=message):
+        MemoryConfig.parse_override(text)
+
+
+def test_overrides_merge_over_a_base_or_the_defaults():
+    base = MemoryConfig(layers=[1], n_keys=16, knn=8)
+    assert MemoryConfig.with_overrides(base, {"knn": 4}) == base.replace(knn=4)
+    assert MemoryConfig.with_overrides(None, {"layers": (2, 3)}) == MemoryConfig(layers=[2, 3])
+    with pytest.raises(ValueError, match=r"unknown keys \['n_kees'\]"):
+        MemoryConfig.with_overrides(base, {"n_kees": 3})
+
+
+def test_the_benchmark_and_the_trainer_read_memory_flags_alike():
+    """One grammar: ``layers=2,3`` (the trainer's) means block indices in the benchmark too (it was JSON there)."""
+    from memclip_train.params import build_parser
+    from memory_layers.tools.bench import parse_memory_overrides
+
+    items = ["layers=2,3", "knn=8", "gated=true", "mode=parallel"]
+    trainer = build_parser().parse_args(["--model", "ViT-Tiny-8-mem", *[a for i in items for a in ("--memory", i)]])
+    assert parse_memory_overrides(items) == dict(trainer.memory) == {"layers": (2, 3), "knn": 8, "gated": True,
+                                                                       "mode": "parallel"}

@@ -1,8 +1,11 @@
-"""The packages' edges: memory_layers knows nothing of open_clip or memclip, and no module imports itself in a circle
-(imports inside functions count: a lazy import that closes a circle still ties the two modules together)."""
+"""The packages' edges: memory_layers knows nothing of open_clip or memclip, memclip nothing of memclip_train, no two
+folders import each other, and no module imports itself in a circle (imports inside functions count: a lazy import
+that closes a circle still ties the two modules together)."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
 
@@ -55,6 +58,56 @@ def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
     return found
 
 
+def folder_of(module: str) -> Optional[str]:
+    """The package folder (dotted) that holds ``module``: the package itself, or the folder of a module file; None
+    outside src/ (or a name that is no module, such as a class in ``from pkg import Class``)."""
+    path = SRC.joinpath(*module.split("."))
+    if (path / "__init__.py").exists():
+        return module
+    return module.rpartition(".")[0] if path.with_suffix(".py").exists() else None
+
+
+def folder_graph() -> Dict[str, Set[str]]:
+    """Package folder -> the other package folders its own modules import (every package and subpackage of src/)."""
+    graph: Dict[str, Set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        folder = folder_of(module_name(path))
+        imported = {folder_of(name) for name in imported_modules(path)} - {None, folder}
+        graph.setdefault(folder, set()).update(imported)
+    return graph
+
+
+def nested(a: str, b: str) -> bool:
+    return a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def two_way_ties(graph: Dict[str, Set[str]]) -> List[Tuple[str, str]]:
+    """Pairs of folders that import each other, neither inside the other, each pair once (sorted)."""
+    return sorted((a, b) for a in graph for b in graph[a] if a < b and a in graph.get(b, set()) and not nested(a, b))
+
+
+def test_no_two_folders_import_each_other():
+    """Sibling folders (data and synth, eval and synth, ...) and the three libraries depend one way. A package and its
+    own subpackages are left out: a subpackage uses its parent's shared modules (cli, progress, params) while the
+    parent's programs use the subpackage."""
+    graph = folder_graph()
+    assert {"memory_layers", "memclip", "memclip_train", "memclip_train.data", "memclip_train.synth"} <= set(graph)
+    assert two_way_ties(graph) == []
+
+
+def test_the_tie_finder_finds_a_tie():
+    assert two_way_ties({"p.data": {"p.synth"}, "p.synth": {"p.data"}, "p": {"p.eval"}, "p.eval": {"p"}}) == [
+        ("p.data", "p.synth")]
+
+
+def test_memclip_never_imports_memclip_train():
+    """The library stands below the programs: memclip (and memory_layers) import nothing of memclip_train."""
+    for package in ("memclip", "memory_layers"):
+        for path in (SRC / package).rglob("*.py"):
+            assert not {m for m in imported_modules(path) if m.split(".")[0] == "memclip_train"}, (
+                f"{path.relative_to(SRC)} imports memclip_train")
+
+
 def test_memory_layers_imports_neither_open_clip_nor_memclip():
     for path in (SRC / "memory_layers").rglob("*.py"):
         outside = {m.split(".")[0] for m in imported_modules(path)} & {"open_clip", "open_clip_train", "memclip",
@@ -69,6 +122,19 @@ def test_no_import_circles(package):
 
 def test_the_circle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+
+
+TRAINER_MUST_NOT_LOAD = ("memclip_train.eval", "memclip_train.synth")
+
+
+@pytest.mark.slow
+def test_importing_the_trainer_loads_neither_the_eval_program_nor_synth():
+    """The training loop stands below the programs: importing it (in a fresh interpreter) loads no module of the eval
+    program, nor any of the synthetic world."""
+    probe = ("import sys, memclip_train.trainer; "
+             f"print('\\n'.join(m for m in sys.modules if m.startswith({TRAINER_MUST_NOT_LOAD!r})))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
 
 
 def torch_load_calls(path: Path) -> List[ast.Call]:

@@ -58,8 +58,7 @@ def _resolve_memory(spec: ModelSpec, memory: Union[None, MemoryConfig, Mapping[s
         return spec.with_memory(memory)
     if not isinstance(memory, Mapping):
         raise TypeError(f"memory must be a MemoryConfig or a dict of overrides, got {type(memory).__name__}")
-    base = spec.memory.to_dict() if spec.memory is not None else {}
-    return spec.with_memory(MemoryConfig.from_dict({**base, **dict(memory)}))
+    return spec.with_memory(MemoryConfig.with_overrides(spec.memory, memory))
 
 
 def _resolve_text(spec: ModelSpec, text_tower: Union[None, str, TextTowerConfig, Mapping[str, Any]]) -> ModelSpec:
@@ -120,27 +119,27 @@ def _change_text_tower(model: nn.Module, current: TextTowerConfig, target: TextT
         return
     if "names" in (current.kind, target.kind):
         if current.kind != "clip" or target.kind != "names":
-            raise ValueError(f"cannot turn a {current.kind} text tower into a {target.kind} one (only a clip tower "
+            raise InputError(f"cannot turn a {current.kind} text tower into a {target.kind} one (only a clip tower "
                              "becomes a names tower)")
         if not isinstance(model, CLIP):
-            raise ValueError(f"a names text tower replaces the text of memclip's CLIP, not of {type(model).__name__}")
+            raise InputError(f"a names text tower replaces the text of memclip's CLIP, not of {type(model).__name__}")
         install_name_table(model, target.names, target.names_seed)
         return
     current_length = current.resolved_context_length(native)
     target_length = target.resolved_context_length(native)
     if target.kind == "rope":
         if current.kind == "rope" and target.rope_theta != current.rope_theta:
-            raise ValueError(f"cannot change rope_theta from {current.rope_theta} to {target.rope_theta} after training")
+            raise InputError(f"cannot change rope_theta from {current.rope_theta} to {target.rope_theta} after training")
         convert_to_rope_text(model, target_length, theta=target.rope_theta, ntk_factor=target.rope_ntk_factor,
                              activation=target.activation)
         return
     if current.kind == "rope":
-        raise ValueError("cannot turn a RoPE text tower back into absolute positions (text_tower kind 'clip')")
+        raise InputError("cannot turn a RoPE text tower back into absolute positions (text_tower kind 'clip')")
     if target_length < current_length:
-        raise ValueError(f"cannot shorten the text context from {current_length} to {target_length} tokens")
+        raise InputError(f"cannot shorten the text context from {current_length} to {target_length} tokens")
     if target_length > current_length:
         if target.pos_stretch is None:
-            raise ValueError(
+            raise InputError(
                 f"TextTowerConfig.context_length={target_length} exceeds the tower's {current_length} tokens: set "
                 "pos_stretch='longclip' (or 'interpolate') to stretch the positional embedding"
             )
@@ -321,12 +320,12 @@ def _tulip_text_tower(text_tower: Union[None, str, TextTowerConfig, Mapping[str,
     """
     if isinstance(text_tower, TextTowerConfig):
         if text_tower.kind != "rope" or text_tower.activation != TULIP_ACTIVATION:
-            raise ValueError("text_pretrained='tulip:...' needs text_tower kind 'rope' with activation 'gelu'")
+            raise InputError("text_pretrained='tulip:...' needs text_tower kind 'rope' with activation 'gelu'")
         return text_tower
     overrides = {"kind": text_tower} if isinstance(text_tower, str) else dict(text_tower or {})
     for key, value in (("kind", "rope"), ("activation", TULIP_ACTIVATION)):
         if overrides.setdefault(key, value) != value:
-            raise ValueError(f"text_pretrained='tulip:...' needs text_tower {key} {value!r}, got {overrides[key]!r}")
+            raise InputError(f"text_pretrained='tulip:...' needs text_tower {key} {value!r}, got {overrides[key]!r}")
     overrides.setdefault("context_length", TULIP_CONTEXT_LENGTH)
     return overrides
 
@@ -396,7 +395,7 @@ def _refuse_open_clip_only_arguments(open_clip_kwargs: Mapping[str, Any], pretra
         del changing["load_weights"]
     if changing:
         key, value = next(iter(changing.items()))
-        raise ValueError(f"create_model({key}={value!r}) is not supported for memclip models: "
+        raise InputError(f"create_model({key}={value!r}) is not supported for memclip models: "
                          f"{OPEN_CLIP_ONLY_REASONS[key]}")
     unknown = sorted(key for key in open_clip_kwargs if key not in OPEN_CLIP_NEUTRAL_ARGUMENTS)
     if unknown:
@@ -459,7 +458,7 @@ def create_model(
         The model, with ``model.memclip_spec`` (a :class:`ModelSpec`) attached.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: must be one of {PRECISIONS}")
+        raise InputError(f"precision={precision!r}: must be one of {PRECISIONS}")
     device = torch.device(device) if isinstance(device, str) else device
     source = hub.resolve(model_name, cache_dir, weights=True) if hub.has_schema(model_name) else None
     if source is not None and pretrained:

@@ -75,7 +75,11 @@ class ModelFolder:
 
     def open_clip_model_cfg(self) -> Dict[str, Any]:
         """The ``model_cfg`` of an open_clip folder's ``open_clip_config.json``."""
-        config = json.loads((self.folder / OPEN_CLIP_CONFIG_NAME).read_text(encoding="utf-8"))
+        path = self.folder / OPEN_CLIP_CONFIG_NAME
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InputError(f"{path}: not valid JSON ({error})") from error
         return config.get("model_cfg", config)
 
 

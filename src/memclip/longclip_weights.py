@@ -12,6 +12,8 @@ from typing import Dict, Tuple
 
 import torch
 
+from .errors import InputError
+
 LONGCLIP_RESIDUAL_KEY = "positional_embedding_res"
 LONGCLIP_KEPT_POSITIONS = 20
 """Rows taken from ``positional_embedding`` (Long-CLIP's mask1); the rest come from ``positional_embedding_res``."""
@@ -26,10 +28,10 @@ def longclip_positions(table: torch.Tensor, residual: torch.Tensor,
                        kept: int = LONGCLIP_KEPT_POSITIONS) -> torch.Tensor:
     """The effective (L, width) position table: rows ``< kept`` of ``table``, the others of ``residual``."""
     if table.shape != residual.shape:
-        raise ValueError(f"Long-CLIP position tables differ in shape: {tuple(table.shape)} and "
+        raise InputError(f"Long-CLIP position tables differ in shape: {tuple(table.shape)} and "
                          f"{tuple(residual.shape)}")
     if not kept < table.shape[0]:
-        raise ValueError(f"a Long-CLIP table of {table.shape[0]} rows cannot keep {kept}")
+        raise InputError(f"a Long-CLIP table of {table.shape[0]} rows cannot keep {kept}")
     return torch.cat([table[:kept], residual[kept:]])
 
 

@@ -19,6 +19,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from .errors import InputError
+
 NAME_TABLE = "name_table"
 
 
@@ -47,7 +49,7 @@ class NameTokenizer:
         for text in texts:
             stripped = text.strip()
             if not stripped.isdigit() or int(stripped) >= self.names:
-                raise ValueError(f"caption {text!r} is not a name index: a names text tower reads captions that are "
+                raise InputError(f"caption {text!r} is not a name index: a names text tower reads captions that are "
                                  f"integers from 0 to {self.names - 1}")
             indices.append(int(stripped))
         return torch.tensor(indices, dtype=torch.long)[:, None]

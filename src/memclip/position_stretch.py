@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import InputError
+
 
 def longclip_stretch(positions: torch.Tensor, new_length: int, keep: int = 20) -> torch.Tensor:
     """Stretch a positional embedding (L, D) to (new_length, D), as Long-CLIP does.
@@ -17,9 +19,9 @@ def longclip_stretch(positions: torch.Tensor, new_length: int, keep: int = 20) -
     """
     length, width = positions.shape
     if not keep < length:
-        raise ValueError(f"keep={keep} must be smaller than the embedding's length {length}")
+        raise InputError(f"keep={keep} must be smaller than the embedding's length {length}")
     if new_length < length:
-        raise ValueError(f"new_length={new_length} is shorter than the embedding's length {length}")
+        raise InputError(f"new_length={new_length} is shorter than the embedding's length {length}")
     source = positions.detach().to(torch.float64)
     ratio = (new_length - keep) / (length - keep)
     coordinate = keep + (torch.arange(keep, new_length, dtype=torch.float64) - keep) / ratio
@@ -73,7 +75,7 @@ def stretch_text_positions(model: nn.Module, new_length: int, method: str = "lon
     elif method == "interpolate":
         new = interpolate_stretch(old.data, new_length)
     else:
-        raise ValueError(f"unknown stretch method {method!r}: use 'longclip' or 'interpolate'")
+        raise InputError(f"unknown stretch method {method!r}: use 'longclip' or 'interpolate'")
     holder.positional_embedding = nn.Parameter(new, requires_grad=old.requires_grad)
     for owner in {id(holder): holder, id(model): model}.values():
         if getattr(owner, "attn_mask", None) is not None:

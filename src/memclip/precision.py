@@ -7,6 +7,8 @@ from typing import Callable, ContextManager, Union
 
 import torch
 
+from .errors import InputError
+
 PRECISIONS = ("fp32", "amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "pure_bf16", "pure_fp16")
 """``amp*`` keep fp32 weights and run under autocast; ``bf16``/``fp16`` cast the weights (open_clip keeps its norms
 in fp32, memclip its memories in the same dtype); ``pure_*`` cast everything."""
@@ -24,7 +26,7 @@ def autocast_for(precision: str, device: Union[torch.device, str]) -> Callable[[
         ValueError: an unknown precision.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: must be one of {PRECISIONS}")
+        raise InputError(f"precision={precision!r}: must be one of {PRECISIONS}")
     if precision not in AUTOCAST_DTYPES:
         return contextlib.nullcontext
     return functools.partial(torch.autocast, torch.device(device).type, dtype=AUTOCAST_DTYPES[precision])

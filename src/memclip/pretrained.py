@@ -160,7 +160,7 @@ def write_shipped(model: nn.Module, directory: Path, model_name: str, tag: str, 
 
     spec = getattr(model, "memclip_spec", None)
     if spec is None:
-        raise ValueError("write_shipped: the model carries no memclip_spec (build it with memclip.create_model)")
+        raise InputError("write_shipped: the model carries no memclip_spec (build it with memclip.create_model)")
     directory = Path(directory)
     stem = f"{model_name}-{tag}"
     weights = directory / f"{stem}.safetensors"

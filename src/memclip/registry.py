@@ -89,14 +89,14 @@ class ModelSpec:
         """Split a memclip JSON config into its open_clip part and memclip's keys."""
         missing = [key for key in OPEN_CLIP_REQUIRED_KEYS if key not in config]
         if missing:
-            raise ValueError(f"model config '{name}' lacks the open_clip keys {missing}")
+            raise InputError(f"model config '{name}' lacks the open_clip keys {missing}")
         model_cfg = {k: copy.deepcopy(v) for k, v in config.items() if k not in MEMCLIP_KEYS}
         memory = config.get("memory")
         if memory is not None and not isinstance(memory, MemoryConfig):
             memory = MemoryConfig.from_dict(memory)
         teacher = config.get("teacher")
         if memory is not None and not teacher:
-            raise ValueError(f"model config '{name}' has a memory block but no 'teacher' architecture name")
+            raise InputError(f"model config '{name}' has a memory block but no 'teacher' architecture name")
         text = config.get("text_tower") or TextTowerConfig()
         if not isinstance(text, TextTowerConfig):
             text = TextTowerConfig.from_dict(text)

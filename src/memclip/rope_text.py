@@ -15,6 +15,8 @@ from open_clip.transformer import QuickGELU, ResidualAttentionBlock, text_global
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .errors import InputError
+
 
 ACTIVATION_MODULES = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
 
@@ -72,7 +74,7 @@ class RopeTextTransformer(nn.Module):
         self.heads = text.heads
         self.head_dim = text.width // text.heads
         if self.head_dim % 2:
-            raise ValueError(f"RoPE needs an even head width, got {self.head_dim}")
+            raise InputError(f"RoPE needs an even head width, got {self.head_dim}")
         self.vocab_size = text.vocab_size
         self.output_dim = getattr(text, "output_dim", None)
         self.context_length = self.num_pos = context_length
@@ -165,7 +167,7 @@ def convert_to_rope_text(model: nn.Module, context_length: int, theta: float = 1
         )
     if isinstance(text, RopeTextTransformer):
         if activation != text.activation:
-            raise ValueError(f"cannot change a RoPE tower's activation from {text.activation} to {activation} after "
+            raise InputError(f"cannot change a RoPE tower's activation from {text.activation} to {activation} after "
                              "training")
         text.set_ntk_factor(ntk_factor, context_length)
         return text

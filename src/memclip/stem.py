@@ -16,6 +16,8 @@ from torch import Tensor, nn
 
 from memory_layers.config import from_dict_strict
 
+from .errors import InputError
+
 STEM_KINDS = ("patch", "conv")
 NORMS = ("group", "none")
 
@@ -39,17 +41,17 @@ class VisionStemConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if self.kind not in STEM_KINDS:
-            raise ValueError(f"VisionStemConfig.kind={self.kind!r}: must be one of {STEM_KINDS}")
+            raise InputError(f"VisionStemConfig.kind={self.kind!r}: must be one of {STEM_KINDS}")
         if self.norm not in NORMS:
-            raise ValueError(f"VisionStemConfig.norm={self.norm!r}: must be one of {NORMS}")
+            raise InputError(f"VisionStemConfig.norm={self.norm!r}: must be one of {NORMS}")
         if self.kind == "conv" and not self.channels:
-            raise ValueError("VisionStemConfig.channels: a conv stem needs at least one convolution")
+            raise InputError("VisionStemConfig.channels: a conv stem needs at least one convolution")
         if self.kind == "patch" and self.channels:
-            raise ValueError("VisionStemConfig.channels: only a conv stem has channels")
+            raise InputError("VisionStemConfig.channels: only a conv stem has channels")
         if any(c < 1 for c in self.channels):
-            raise ValueError(f"VisionStemConfig.channels={list(self.channels)}: must be positive")
+            raise InputError(f"VisionStemConfig.channels={list(self.channels)}: must be positive")
         if self.norm == "group" and any(c % _groups(c) for c in self.channels):
-            raise ValueError(f"VisionStemConfig.channels={list(self.channels)}: GroupNorm needs multiples of 8 "
+            raise InputError(f"VisionStemConfig.channels={list(self.channels)}: GroupNorm needs multiples of 8 "
                              "(or fewer than 8 channels)")
 
     @property
@@ -115,9 +117,9 @@ def attach_stem(visual: nn.Module, config: VisionStemConfig) -> None:
         return
     conv1 = getattr(visual, "conv1", None)
     if not isinstance(conv1, nn.Conv2d):
-        raise ValueError(f"a conv stem needs a ViT with a patchify conv1; {type(visual).__name__} has none")
+        raise InputError(f"a conv stem needs a ViT with a patchify conv1; {type(visual).__name__} has none")
     patch = conv1.stride[0]
     if config.downsampling() != patch:
-        raise ValueError(f"VisionStemConfig.channels={list(config.channels)}: {len(config.channels)} stride-2 "
+        raise InputError(f"VisionStemConfig.channels={list(config.channels)}: {len(config.channels)} stride-2 "
                          f"convolutions downsample {config.downsampling()}x, but the patch size is {patch}")
     visual.conv1 = ConvStem(conv1.out_channels, config).to(device=conv1.weight.device, dtype=conv1.weight.dtype)

@@ -7,6 +7,7 @@ from torch import nn
 
 from memory_layers import MemoryConfig, ProductKeyMemory, SlotUsage, UsageSummary, create_value_table
 
+from .errors import InputError
 from .parallel import ParallelMemoryMLP
 
 
@@ -52,7 +53,7 @@ def attach_memory(model: nn.Module, config: MemoryConfig) -> Dict[int, ProductKe
         return memories
     widths = {_block_width(blocks[i]) for i in config.layers}
     if len(widths) != 1:
-        raise ValueError(f"memory blocks have different widths {sorted(widths)}; shared values need one width")
+        raise InputError(f"memory blocks have different widths {sorted(widths)}; shared values need one width")
     width = widths.pop()
     shared = create_value_table(config, config.value_dim(width)) if config.share_values else None
     for index in config.layers:
@@ -115,7 +116,7 @@ def freeze_except_memory(model: nn.Module) -> int:
     """
     trainable = memory_parameters(model)
     if not trainable:
-        raise ValueError("freeze_except_memory: the model has no memory layers, so nothing would train")
+        raise InputError("freeze_except_memory: the model has no memory layers, so nothing would train")
     for param in model.parameters():
         param.requires_grad_(False)
     for param in trainable:

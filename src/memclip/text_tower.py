@@ -7,13 +7,15 @@ from typing import Any, Dict, Mapping, Optional
 
 from memory_layers.config import from_dict_strict
 
+from .errors import InputError
+
 TEXT_TOWER_KINDS = ("clip", "rope", "names")
 POSITION_STRETCHES = ("longclip", "interpolate")
 ACTIVATIONS = ("gelu", "quick_gelu")
 
 
 def _fail(field_name: str, value: Any, why: str) -> None:
-    raise ValueError(f"TextTowerConfig.{field_name}={value!r}: {why}")
+    raise InputError(f"TextTowerConfig.{field_name}={value!r}: {why}")
 
 
 @dataclass(frozen=True)

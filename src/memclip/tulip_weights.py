@@ -25,6 +25,8 @@ from typing import Dict, Mapping
 
 import torch
 
+from .errors import InputError
+
 TULIP_PREFIX = "tulip:"
 """A ``text_pretrained`` value ``tulip:PATH`` names a checkpoint in TULIP's format."""
 TULIP_CONTEXT_LENGTH = 248
@@ -38,7 +40,7 @@ def interleaved_to_half_split(rows: torch.Tensor, heads: int) -> torch.Tensor:
     memclip's (i, i + head_dim / 2): within each head, even rows first, then odd rows."""
     head_dim = rows.shape[0] // heads
     if head_dim * heads != rows.shape[0] or head_dim % 2:
-        raise ValueError(f"{rows.shape[0]} rows do not split into {heads} heads of an even width")
+        raise InputError(f"{rows.shape[0]} rows do not split into {heads} heads of an even width")
     order = torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
     index = (torch.arange(heads)[:, None] * head_dim + order[None, :]).reshape(-1)
     return rows[index]

@@ -93,7 +93,7 @@ def save_pretrained(model: nn.Module, directory: Union[str, Path], spec: Optiona
     model = getattr(model, "module", model)
     spec = spec or getattr(model, "memclip_spec", None)
     if spec is None:
-        raise ValueError("save_pretrained: the model carries no memclip_spec; pass spec= (see memclip.get_model_spec)")
+        raise InputError("save_pretrained: the model carries no memclip_spec; pass spec= (see memclip.get_model_spec)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))

@@ -17,6 +17,7 @@ from torch import nn
 
 from memory_layers.config import from_dict_strict
 
+from .errors import InputError
 from .surgery import vision_blocks
 
 
@@ -34,16 +35,16 @@ class WideMLPConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, (str, bytes)):
-            raise ValueError(f"WideMLPConfig.layers={self.layers!r}: must be a list of block indices")
+            raise InputError(f"WideMLPConfig.layers={self.layers!r}: must be a list of block indices")
         object.__setattr__(self, "layers", tuple(self.layers))
         if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.layers):
-            raise ValueError(f"WideMLPConfig.layers={list(self.layers)}: must be non-negative integers")
+            raise InputError(f"WideMLPConfig.layers={list(self.layers)}: must be non-negative integers")
         if len(set(self.layers)) != len(self.layers):
-            raise ValueError(f"WideMLPConfig.layers={list(self.layers)}: block indices are repeated")
+            raise InputError(f"WideMLPConfig.layers={list(self.layers)}: block indices are repeated")
         if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 0:
-            raise ValueError(f"WideMLPConfig.hidden={self.hidden!r}: must be a non-negative integer")
+            raise InputError(f"WideMLPConfig.hidden={self.hidden!r}: must be a non-negative integer")
         if self.layers and self.hidden < 1:
-            raise ValueError("WideMLPConfig.hidden: widened blocks need a hidden width >= 1")
+            raise InputError("WideMLPConfig.hidden: widened blocks need a hidden width >= 1")
 
     @property
     def is_default(self) -> bool:
@@ -82,7 +83,7 @@ def widen_mlp(mlp: nn.Module, hidden: int) -> None:
         raise TypeError(f"widening needs an open_clip MLP with c_fc and c_proj linear layers; got {type(mlp).__name__}")
     old = c_fc.out_features
     if hidden < old:
-        raise ValueError(f"WideMLPConfig.hidden={hidden} is narrower than the block's MLP ({old})")
+        raise InputError(f"WideMLPConfig.hidden={hidden} is narrower than the block's MLP ({old})")
     factory = {"device": c_fc.weight.device, "dtype": c_fc.weight.dtype}
     wide_fc = nn.Linear(c_fc.in_features, hidden, bias=c_fc.bias is not None, **factory)
     wide_proj = nn.Linear(hidden, c_proj.out_features, bias=c_proj.bias is not None, **factory)
@@ -107,7 +108,7 @@ def widen_mlps(model: nn.Module, config: WideMLPConfig) -> None:
     blocks = vision_blocks(model)
     outside = [i for i in config.layers if i >= len(blocks)]
     if outside:
-        raise ValueError(f"WideMLPConfig.layers={list(config.layers)}: blocks {outside} are outside the tower's "
+        raise InputError(f"WideMLPConfig.layers={list(config.layers)}: blocks {outside} are outside the tower's "
                          f"depth {len(blocks)}")
     for index in config.layers:
         widen_mlp(blocks[index].mlp, config.hidden)

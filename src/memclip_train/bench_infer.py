@@ -32,7 +32,8 @@ from torch import nn
 import memclip
 from memclip.precision import FP32_WEIGHT_PRECISIONS, autocast_for
 from memclip.surgery import vision_blocks
-from memory_layers.bench import load_average
+from memory_layers.tools.bench import load_average
+from memclip.errors import InputError
 
 
 
@@ -85,7 +86,7 @@ def build_pair(model: str, device: torch.device) -> Tuple[nn.Module, nn.Module, 
     student = memclip.create_model(model)
     memories = memclip.memory_layers_of(student)
     if not memories:
-        raise ValueError(f"--model {model}: has no memory layers; give a -mem model")
+        raise InputError(f"--model {model}: has no memory layers; give a -mem model")
     teacher = memclip.create_model(student.memclip_spec.teacher)
     teacher.load_state_dict({k: v for k, v in student.state_dict().items() if k in teacher.state_dict()},
                             strict=False)
@@ -132,7 +133,7 @@ def format_table(rows: Sequence[InferenceRow], block: int, tokens: int) -> str:
 def _thread_counts(text: str) -> List[int]:
     counts = [int(part) for part in text.split(",") if part.strip()]
     if not counts or min(counts) < 1:
-        raise ValueError(f"--threads {text!r}: give positive integers, e.g. 1,2")
+        raise InputError(f"--threads {text!r}: give positive integers, e.g. 1,2")
     return counts
 
 

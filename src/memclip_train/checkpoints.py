@@ -28,7 +28,7 @@ from memclip.registry import CONFIG_KEY
 from memory_layers.config import TRAINING_STEP_FIELDS
 from memory_layers.values_parallel import load_full_optimizer_state_dict
 
-from .cli import UserError
+from .error_reporting import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def restore_checkpoint(path: Path, checkpoint: Dict[str, Any], model: torch.nn.M
     return Resumed(path, state, checkpoint.get("scheduler"))
 
 
-class UnreadableCheckpoint(ValueError):
+class UnreadableCheckpoint(UserError):
     """A checkpoint that cannot be read, that ``torch.load``'s safe mode refuses, or that is no training checkpoint;
     the message names the file."""
 

@@ -31,8 +31,9 @@ from memory_layers import RowwiseAdamW
 from memory_layers.sparse_grads import broadcast_sparse_grad_tables, sparse_grad_parameter_names, sparse_grad_tables
 
 from .checkpoints import Resumed, TrainState, find_resume_checkpoint, load_checkpoint, restore_checkpoint
-from .cli import ProgramFailed, UserError, report_user_errors
-from .data.loaders import RunData, build_data
+from .error_reporting import ProgramFailed, UserError, report_user_errors
+from .data.loaders import RunData
+from .training_data import build_data
 from .data.sources import has_captions
 from .distributed import DistributedEnv, all_reduce_max, barrier, init_distributed
 from .params import PROG, TrainConfig, parse_args
@@ -165,7 +166,7 @@ def create_scaler(config: TrainConfig, env: DistributedEnv):
     if config.model.precision != "amp":
         return None
     if env.device.type != "cuda":
-        raise ValueError("--precision amp (fp16) needs CUDA; use amp_bf16 or fp32 on the CPU")
+        raise UserError("--precision amp (fp16) needs CUDA; use amp_bf16 or fp32 on the CPU")
     return torch.amp.GradScaler("cuda")
 
 

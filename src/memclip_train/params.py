@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import memclip
 from memclip.precision import PRECISIONS
 
-from .cli import add_debug_flag
+from .error_reporting import UserError, add_debug_flag
 from .train_argv import CONFIG_FLAGS, expand_recipe_file, to_argv
 
 DATASET_TYPES = ("webdataset", "csv", "synth-stream", "auto")
@@ -47,13 +47,9 @@ INAPPLICABLE_FLAGS: Dict[str, Tuple[bool, str]] = {
 """open_clip_train 3.3 flags that cannot apply to memclip: passing one stops with its reason."""
 
 
-class ConfigError(ValueError):
-    """A bad flag or a bad combination of flags; the message names them."""
-
-
 def _check(condition: bool, message: str) -> None:
     if not condition:
-        raise ConfigError(message)
+        raise UserError(message)
 
 
 def _is_non_negative_number(text: str) -> bool:
@@ -88,7 +84,7 @@ def _check_number(flag: str, value: Optional[float], low: float = None, high: fl
             where = f" {'<' if high_open else '<='} {high:g}"
         else:
             where = ""
-        raise ConfigError(f"{flag} {value}: must be a finite number{where}")
+        raise UserError(f"{flag} {value}: must be a finite number{where}")
 
 
 @dataclass(frozen=True)
@@ -444,28 +440,12 @@ class TrainConfig:
 
 
 def _memory_setting(text: str) -> Tuple[str, Any]:
-    """``knn=32``, ``layers=2,3``, ``mode=parallel``, ``gated=true`` -> (key, value) with a typed value.
-
-    A number that is not finite (``value_lr=nan``, ``=inf``, ``=1e999``) is refused here, whatever the knob."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--memory {text!r}: expected KEY=VALUE, e.g. knn=32 or layers=2,3")
-    if key == "layers":
-        try:
-            return key, tuple(int(v) for v in raw.split(",") if v.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--memory {text!r}: layers are block indices, e.g. layers=2,3") from None
-    if raw.lower() in ("true", "false"):
-        return key, raw.lower() == "true"
-    for cast in (int, float):
-        try:
-            value = cast(raw)
-        except ValueError:
-            continue
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"--memory {text!r}: {key} must be a finite number")
-        return key, value
-    return key, raw
+    """``knn=32``, ``layers=2,3``, ``mode=parallel``, ``gated=true`` -> (key, typed value), by
+    :meth:`MemoryConfig.parse_override`."""
+    try:
+        return memclip.MemoryConfig.parse_override(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--memory {error}") from None
 
 
 AUG_PROBABILITIES = ("re_prob", "color_jitter_prob", "gray_scale_prob")
@@ -788,7 +768,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
         config = config_from_args(args)
         check_model(config)
         return config
-    except ConfigError as error:  # one line, as every user error (argparse's own errors add the usage)
+    except UserError as error:  # one line, as every user error (argparse's own errors add the usage)
         parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
@@ -796,19 +776,18 @@ def check_model(config: TrainConfig) -> None:
     """``--model`` is known and ``--memory`` makes a valid memory config for it (checked before any run folder).
 
     Raises:
-        ConfigError: naming the flag and what is wrong.
+        UserError: naming the flag and what is wrong.
     """
     try:
         spec = memclip.get_model_spec(config.model.model)
     except memclip.InputError as error:
-        raise ConfigError(f"--model {config.model.model}: {error}") from error
+        raise UserError(f"--model {config.model.model}: {error}") from error
     if config.model.memory:
-        base = spec.memory.to_dict() if spec.memory is not None else {}
         try:
-            memclip.MemoryConfig.from_dict({**base, **dict(config.model.memory)}).check_layers(
+            memclip.MemoryConfig.with_overrides(spec.memory, dict(config.model.memory)).check_layers(
                 spec.model_cfg["vision_cfg"]["layers"])
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"--memory {' '.join(f'{k}={v}' for k, v in config.model.memory)}: {error}") from error
+            raise UserError(f"--memory {' '.join(f'{k}={v}' for k, v in config.model.memory)}: {error}") from error
 
 
 def format_params(config: TrainConfig) -> List[str]:

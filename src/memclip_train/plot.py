@@ -24,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .cli import UserError, add_debug_flag, report_user_errors  # noqa: E402
+from .error_reporting import UserError, add_debug_flag, report_user_errors  # noqa: E402
 
 COLOURS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 LINE_STYLES = ["-", "--", ":", "-."]

@@ -30,7 +30,7 @@ import memclip
 from memclip.atomic_io import atomic_write_json
 from memclip.pretrained import PRETRAINED_DIR, write_shipped
 
-from .cli import add_debug_flag, report_user_errors
+from .error_reporting import add_debug_flag, report_user_errors
 from .report import figures
 from .report.synth_results import SynthResults
 from .recipes import TEACHER_PRETRAIN, pretrained_teacher_file

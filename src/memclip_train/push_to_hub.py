@@ -27,7 +27,7 @@ from memclip.push import push_to_hub, write_hub_folder
 from memclip.registry import is_saved_model_dir
 
 from .checkpoints import load_checkpoint
-from .cli import UserError, add_debug_flag, report_user_errors
+from .error_reporting import UserError, add_debug_flag, report_user_errors
 from .run_card import flatten_config, read_params, run_card_facts
 
 PROG = "python -m memclip_train.push_to_hub"

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
+from memclip.errors import InputError
+
 from .params import DataConfig, LoggingConfig, ModelConfig, TrainConfig, build_parser, check_model
 from .train_argv import SPELLED_OUT, flag_values
 
@@ -86,7 +88,7 @@ class TextRecipe:
     def __post_init__(self) -> None:
         if (self.context == CLIP_CONTEXT) != (self.stretch is None):
             needs = "no stretch" if self.stretch is not None else "a stretch ('longclip' or 'interpolate')"
-            raise ValueError(f"TextRecipe: a context of {self.context} tokens needs {needs}")
+            raise InputError(f"TextRecipe: a context of {self.context} tokens needs {needs}")
 
     @property
     def trainable(self) -> Optional[Tuple[str, ...]]:

@@ -23,11 +23,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .checkpoints import TrainState
-from .cli import UserError
+from .error_reporting import UserError
 from .data.csv_stream import CsvStream
 from .data.loaders import RunData
 from .data.shard_stream import BatchStream, ShardStream, StreamPosition
-from .data.synth_stream import SynthStream
 from .params import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -106,9 +105,7 @@ def stream_identity(stream: BatchStream) -> str:
         return data_identity(stream.urls)
     if isinstance(stream, CsvStream):
         return f"{data_identity([stream.path])}:{len(stream)} rows"
-    if isinstance(stream, SynthStream):
-        return repr(stream.config)
-    return type(stream).__name__
+    return stream.settings() if isinstance(stream, BatchStream) else type(stream).__name__
 
 
 def run_shape(config: TrainConfig, world_size: int, train: RunData) -> RunShape:

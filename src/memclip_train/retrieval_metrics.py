@@ -15,6 +15,8 @@ from typing import Dict, Sequence
 
 import torch
 
+from memclip.errors import InputError
+
 DEFAULT_KS = (1, 5, 10)
 
 
@@ -47,11 +49,11 @@ def query_ranks(image_features: torch.Tensor, text_features: torch.Tensor, text_
     text_to_image = text_to_image.long().to(image_features.device)
     num_images, num_texts = image_features.shape[0], text_features.shape[0]
     if text_to_image.shape != (num_texts,):
-        raise ValueError(f"text_to_image must be ({num_texts},), got {tuple(text_to_image.shape)}")
+        raise InputError(f"text_to_image must be ({num_texts},), got {tuple(text_to_image.shape)}")
     if num_texts and (text_to_image.min() < 0 or text_to_image.max() >= num_images):
-        raise ValueError("text_to_image holds indices outside the image set")
+        raise InputError("text_to_image holds indices outside the image set")
     if num_images and torch.bincount(text_to_image, minlength=num_images).min() == 0:
-        raise ValueError("every image needs at least one caption")
+        raise InputError("every image needs at least one caption")
     t2i_ranks = []
     for start in range(0, num_texts, chunk_size):
         similarity = text_features[start:start + chunk_size] @ image_features.T

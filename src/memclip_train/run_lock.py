@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .cli import UserError
+from .error_reporting import UserError
 
 logger = logging.getLogger(__name__)
 LOCK_FILE = ".lock"

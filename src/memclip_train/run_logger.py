@@ -19,7 +19,8 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from memclip.atomic_io import atomic_write_text
 from memclip.provenance import software_versions
 
-from .params import ConfigError, TrainConfig, format_params
+from .error_reporting import UserError
+from .params import TrainConfig, format_params
 from .results_jsonl import RESULTS_FILE, results_record
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def check_loggers_installed(report_to: Sequence[str]) -> None:
     """Stop before a run starts when a logger it asks for cannot be imported.
 
     Raises:
-        ConfigError: naming the loggers and the command that installs them.
+        UserError: naming the loggers and the command that installs them.
     """
     missing = []
     for name in report_to:
@@ -52,7 +53,7 @@ def check_loggers_installed(report_to: Sequence[str]) -> None:
             missing.append(name)
     if missing:
         packages = " ".join(LOGGER_PACKAGES[name] for name in missing)
-        raise ConfigError(f"--report-to {','.join(missing)}: {' and '.join(missing)} "
+        raise UserError(f"--report-to {','.join(missing)}: {' and '.join(missing)} "
                           f"{'is' if len(missing) == 1 else 'are'} not installed: pip install "
                           f"'memclip[{','.join(missing)}]' (or pip install {packages})")
 

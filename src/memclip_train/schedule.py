@@ -8,6 +8,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from memclip.errors import InputError
+
 SCHEDULES = ("cosine", "const", "const-cooldown", "none")
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def warmup_steps(warmup: Optional[int], warmup_fraction: Optional[float], total_
                        "up over %d steps (5%% of the run) instead", DEFAULT_WARMUP, steps, fitting)
         return fitting
     if warmup >= total_steps:
-        raise ValueError(f"--warmup {warmup} is not shorter than the run ({steps}): the lr would "
+        raise InputError(f"--warmup {warmup} is not shorter than the run ({steps}): the lr would "
                          f"never reach --lr, nor decay. Pass a shorter --warmup (e.g. {max(1, fitting)}, 5% "
                          "of the run) or --warmup-fraction F (a share of the run)")
     return warmup
@@ -61,7 +63,7 @@ class LearningRateSchedule:
     def __init__(self, optimizer: torch.optim.Optimizer, warmup: int, total_steps: int, kind: str = "cosine",
                  cooldown_steps: int = 0, cooldown_power: float = 1.0, cooldown_end: float = 0.0):
         if kind not in SCHEDULES:
-            raise ValueError(f"unknown lr schedule {kind!r}; choose from {SCHEDULES}")
+            raise InputError(f"unknown lr schedule {kind!r}; choose from {SCHEDULES}")
         self.optimizer = optimizer
         self.warmup = warmup
         self.total_steps = max(1, total_steps)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from memclip.atomic_io import atomic_write_json
 
-from .cli import ProgramFailed, UserError
+from .error_reporting import ProgramFailed, UserError
 
 TRAINER = "memclip_train.main"
 RECORD_FILE = "stages.json"
@@ -187,7 +187,7 @@ def entry(module: str) -> Callable[[Sequence[str]], int]:
     """The ``main`` of one of the project's programs, for running it in-process (imported by name, as ``python -m``
     would: a pipeline runs the programs above it without tying its module to theirs)."""
     if module not in PROGRAMS:
-        raise ValueError(f"no pipeline entry point for {module}")
+        raise UserError(f"no pipeline entry point for {module}")
     return importlib.import_module(PROGRAMS[module]).main
 
 

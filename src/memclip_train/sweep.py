@@ -41,8 +41,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import memclip  # noqa: E402
 from memclip.atomic_io import atomic_write_json  # noqa: E402
 from memclip.weights_io import names_a_path  # noqa: E402
+from memclip.errors import InputError
 
-from .cli import add_debug_flag, report_user_errors  # noqa: E402
+from .error_reporting import add_debug_flag, report_user_errors  # noqa: E402
 from .eval.retrieval import result_path  # noqa: E402
 from .eval.retrieval_sets import DATASETS as RETRIEVAL_DATASETS  # noqa: E402
 from .eval.runner import split_variant  # noqa: E402
@@ -163,7 +164,7 @@ def grid_points(grid: str, model: str, n_keys: Sequence[int], v_dims: Sequence[i
                 knns: Sequence[int]) -> List[SweepPoint]:
     spec = memclip.get_model_spec(model)
     if spec.memory is None:
-        raise ValueError(f"--model {model} has no memory to sweep")
+        raise InputError(f"--model {model} has no memory to sweep")
     base = spec.memory
     if grid == "nkeys-vdim":
         return [SweepPoint(grid, f"n{n}-v{v}", {"n_keys": n, "v_dim": v, "knn": min(base.knn, n)})
@@ -173,7 +174,7 @@ def grid_points(grid: str, model: str, n_keys: Sequence[int], v_dims: Sequence[i
     if grid == "placement":
         depth = spec.model_cfg["vision_cfg"]["layers"]
         return [SweepPoint(grid, name, {"layers": sorted(set(layers))}) for name, layers in placements(depth).items()]
-    raise ValueError(f"unknown grid {grid!r}; choose from {GRIDS}")
+    raise InputError(f"unknown grid {grid!r}; choose from {GRIDS}")
 
 
 def result_prefix(dataset: str) -> str:

@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
+from memclip.errors import InputError
+
 TrainConfig = Any
 """A :class:`memclip_train.params.TrainConfig`; the config and its parser (``params.build_parser()``) are arguments,
 so that this module, which params uses, imports nothing of params."""
@@ -95,7 +97,7 @@ def flag_values(config: TrainConfig, parser: argparse.ArgumentParser, always: Se
 def _words(flag: str, action: argparse.Action, value: Any) -> List[str]:
     if action.nargs == 0:
         if not isinstance(value, bool):
-            raise ValueError(f"{flag} is a switch: give true or false, not {value!r}")
+            raise InputError(f"{flag} is a switch: give true or false, not {value!r}")
         return [flag] if value else []
     if value is None:
         return []
@@ -123,7 +125,7 @@ def values_to_argv(values: Mapping[str, Any], parser: argparse.ArgumentParser, s
     actions = parser._option_string_actions
     unknown = [key for key in values if "--" + key.replace("_", "-") not in actions or key in ("help", "config")]
     if unknown:
-        raise ValueError(f"{source}: {', '.join(unknown)}: not flags of python -m memclip_train.main "
+        raise InputError(f"{source}: {', '.join(unknown)}: not flags of python -m memclip_train.main "
                          "(see its --help)")
     argv: List[str] = []
     for key, value in values.items():
@@ -161,7 +163,7 @@ def read_recipe(path: Path) -> Dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ValueError(f"-c {path}: a recipe file holds flag names and values (a mapping), not "
+        raise InputError(f"-c {path}: a recipe file holds flag names and values (a mapping), not "
                          f"{type(values).__name__}")
     return values
 
@@ -194,7 +196,7 @@ def expand_recipe_file(argv: Sequence[str], parser: argparse.ArgumentParser) -> 
         path, rest = word.split("=", 1)[1], argv[:found] + argv[found + 1:]
     else:
         if found + 1 >= len(argv):
-            raise ValueError(f"{word} needs a recipe file")
+            raise InputError(f"{word} needs a recipe file")
         path, rest = argv[found + 1], argv[:found] + argv[found + 2:]
     if not Path(path).is_file():
         raise FileNotFoundError(f"-c {path}: no such recipe file")

@@ -6,6 +6,7 @@ from typing import Dict, List, Sequence
 from torch import nn
 
 import memclip
+from memclip.errors import InputError
 
 
 def part_parameters(model: nn.Module, part: str) -> List[nn.Parameter]:
@@ -26,7 +27,7 @@ def part_parameters(model: nn.Module, part: str) -> List[nn.Parameter]:
         visual_ids = {id(p) for p in model.visual.parameters()}
         scale_ids = {id(p) for p in part_parameters(model, "logit_scale")}
         return [p for p in model.parameters() if id(p) not in visual_ids and id(p) not in scale_ids]
-    raise ValueError(f"unknown trainable part {part!r}")
+    raise InputError(f"unknown trainable part {part!r}")
 
 
 def set_trainable(model: nn.Module, parts: Sequence[str]) -> Dict[str, int]:
@@ -44,5 +45,5 @@ def set_trainable(model: nn.Module, parts: Sequence[str]) -> Dict[str, int]:
             param.requires_grad_(True)
         counts[part] = sum(p.numel() for p in params)
     if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError(f"--trainable {','.join(parts)} leaves nothing to train in this model")
+        raise InputError(f"--trainable {','.join(parts)} leaves nothing to train in this model")
     return counts

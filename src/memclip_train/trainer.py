@@ -6,7 +6,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from memclip.surgery import usage_by_block
 from memory_layers import full_value_tables, sync_value_shard_grads, track_usage
 from memory_layers.sparse_grads import coalesce_sparse_grads, sparse_grad_tables, sync_sparse_value_grads
 from memory_layers.values_parallel import gather_full_optimizer_state_dict, sharded_clip_grad_norm_
+from memclip.errors import InputError
 
 from .checkpoints import LATEST, CheckpointLedger, Resumed, TrainState, save_checkpoint
 from .data.loaders import RunData
@@ -31,7 +32,9 @@ from .run_card import write_run_card
 from .run_logger import RunFileError, RunLogger
 from .schedule import LearningRateSchedule, warmup_steps
 from .tasks.base import Task
-from .training_zeroshot import TrainingZeroShot
+
+if TYPE_CHECKING:  # main builds the zero-shot sets; the loop only calls them (and so loads no eval code)
+    from .training_zeroshot import TrainingZeroShot
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +175,7 @@ class Trainer:
         self.shape = run_shape(config, env.world_size, train)
         self.step_samples = self.shape.step_samples
         if self.steps_per_epoch < 1:
-            raise ValueError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
+            raise InputError(f"an epoch has {train.batches_per_epoch} batches, fewer than --accum-freq {self.accum}")
         o = config.optim
         kind = "none" if o.skip_scheduler else o.lr_scheduler
         warmup = warmup_steps(o.warmup, o.warmup_fraction, self.steps_per_epoch * o.epochs, kind)

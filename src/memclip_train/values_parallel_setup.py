@@ -15,6 +15,7 @@ import logging
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from memclip.errors import InputError
 from memory_layers.values_parallel import ddp_ignored_parameter_names, shard_value_tables
 
 from .distributed import DistributedEnv
@@ -36,7 +37,7 @@ def setup_values_parallel(model: nn.Module, env: DistributedEnv) -> int:
     sharded.
 
     Raises:
-        ValueError: the group size does not divide the world size or the tables' v_dim.
+        InputError: the group size does not divide the world size or the tables' v_dim.
     """
     size = values_parallel_group_size(model)
     if size <= 1:
@@ -45,6 +46,9 @@ def setup_values_parallel(model: nn.Module, env: DistributedEnv) -> int:
         logger.warning("values_parallel_group_size=%d needs a distributed run; this one has a single process, so "
                        "the value tables stay unsharded", size)
         return 0
-    count = shard_value_tables(model, size)
+    try:
+        count = shard_value_tables(model, size)
+    except ValueError as error:  # memory_layers' own check of the --memory setting against the run
+        raise InputError(str(error)) from error
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ddp_ignored_parameter_names(model))
     return count

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Sequence, Tuple, Type, TypeVar
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 MODES = ("replace", "parallel")
 TRAINING_STEP_FIELDS = ("sparse_value_grad",)
@@ -150,6 +150,47 @@ class MemoryConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "MemoryConfig":
         """Build from a JSON-like mapping; unknown keys raise ValueError naming them."""
         return from_dict_strict(cls, data)
+
+    @staticmethod
+    def parse_override(text: str) -> Tuple[str, Any]:
+        """One ``KEY=VALUE`` override, as the programs' ``--memory`` flag takes it, -> (key, typed value).
+
+        ``layers=2,3`` (block indices, comma-separated; ``layers=`` is none), ``gated=true``/``false``, an integer,
+        a finite float, else the text (``mode=parallel``). The key is checked when the overrides are merged
+        (:meth:`with_overrides`).
+
+        Raises:
+            ValueError: no ``=`` or no key, layers that are not integers, a number that is not finite (``nan``,
+                ``inf``, ``1e999``); the message quotes ``text``.
+        """
+        key, sep, raw = text.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{text!r}: expected KEY=VALUE, e.g. knn=32 or layers=2,3")
+        if key == "layers":
+            try:
+                return key, tuple(int(v) for v in raw.split(",") if v.strip())
+            except ValueError:
+                raise ValueError(f"{text!r}: layers are block indices, e.g. layers=2,3") from None
+        if raw.lower() in ("true", "false"):
+            return key, raw.lower() == "true"
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+            except ValueError:
+                continue
+            if not math.isfinite(value):
+                raise ValueError(f"{text!r}: {key} must be a finite number")
+            return key, value
+        return key, raw
+
+    @classmethod
+    def with_overrides(cls, base: Optional["MemoryConfig"], overrides: Mapping[str, Any]) -> "MemoryConfig":
+        """``base`` (the defaults when None) with some fields replaced, validated again.
+
+        Raises:
+            ValueError: an unknown field (naming the known ones) or a value the config refuses.
+        """
+        return cls.from_dict({**(base.to_dict() if base is not None else {}), **dict(overrides)})
 
 
 __all__ = ["MemoryConfig", "MODES", "from_dict_strict"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from memclip_train.eval import ModelRef, load_model
+from memclip_train.eval.models import ModelRef, load_model
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (30, 60, 220), (240, 220, 30), (150, 40, 200), (30, 200, 210)]
 

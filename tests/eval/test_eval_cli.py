@@ -10,7 +10,8 @@ from PIL import Image
 import memclip
 from memclip import pretrained
 from memclip.pretrained import shipped_record
-from memclip_train.eval import evaluate_pairs, runner
+from memclip_train.eval import runner
+from memclip_train.eval.pairs import evaluate_pairs
 from memclip_train.eval.__main__ import main
 
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from memclip_train.eval import LayoutError, load_retrieval_set
+from memclip_train.eval.retrieval_sets import LayoutError, load_retrieval_set
 from memclip_train.eval.retrieval_sets.long_caption_sets import split_sentences, training_overlap
 
 

@@ -7,7 +7,7 @@ import torch
 
 import memclip
 from memclip.longclip_weights import from_longclip_state_dict, is_longclip_state_dict
-from memclip_train.eval import ModelRef, load_model
+from memclip_train.eval.models import ModelRef, load_model
 from memclip_train.eval.__main__ import main as eval_main
 
 LONG_TEXT = " ".join(["a small red square sits left of a large blue circle on a grey ground."] * 8)

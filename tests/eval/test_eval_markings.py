@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import memclip
-from memclip_train.eval import ModelRef
+from memclip_train.eval.models import ModelRef
 from memclip_train.eval.__main__ import main
 from memclip_train.eval.markings import load_marking_queries, marking_ranks, swap_name, text_tower_digest
 from memclip_train.eval.retrieval_sets import LayoutError

@@ -4,7 +4,7 @@ import logging
 import torch
 
 import memclip
-from memclip_train.eval import ModelRef, load_model
+from memclip_train.eval.models import ModelRef, load_model
 from memclip_train.eval import models as eval_models
 
 

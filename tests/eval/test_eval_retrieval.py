@@ -12,7 +12,11 @@ from PIL import Image
 import memclip
 from conftest import image
 from memclip.pretrained import shipped_record
-from memclip_train.eval import LoadedModel, ModelRef, RetrievalSet, autocast_for, evaluate_retrieval, run_retrieval
+from memclip.precision import autocast_for
+from memclip_train.eval.models import LoadedModel, ModelRef
+from memclip_train.eval.retrieval import evaluate_retrieval
+from memclip_train.eval.retrieval_sets import RetrievalSet
+from memclip_train.eval.runner import run_retrieval
 from memclip_train.eval import models as models_module
 from memclip_train.eval.__main__ import main
 from memclip_train.eval import runner as runner_module

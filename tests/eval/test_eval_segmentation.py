@@ -8,8 +8,10 @@ from conftest import write_voc
 from PIL import Image
 
 import memclip
-from memclip_train.eval import ClipSegmenter, SlidingWindow, autocast_for, evaluate_segmentation
-from memclip_train.eval import ModelRef, load_segmentation_set
+from memclip.precision import autocast_for
+from memclip_train.eval.segmentation import ClipSegmenter, SlidingWindow, evaluate_segmentation
+from memclip_train.eval.models import ModelRef
+from memclip_train.eval.segmentation import load_segmentation_set
 from memclip_train.eval.runner import run_segmentation
 from memclip_train.eval.segmentation.dense import METHODS, dense_features
 from memclip_train.eval.segmentation.metrics import ConfusionMatrix

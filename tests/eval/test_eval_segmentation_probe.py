@@ -7,8 +7,9 @@ import torch
 from conftest import write_voc
 from PIL import Image
 
-from memclip_train.eval import ClipSegmenter, SlidingWindow, autocast_for, evaluate_segmentation
-from memclip_train.eval import load_segmentation_set
+from memclip.precision import autocast_for
+from memclip_train.eval.segmentation import ClipSegmenter, SlidingWindow, evaluate_segmentation
+from memclip_train.eval.segmentation import load_segmentation_set
 from memclip_train.eval.__main__ import main
 from memclip_train.eval.segmentation.datasets import IGNORE
 from memclip_train.eval.segmentation.probe import fit_linear_probe, patch_labels, probe_training_set

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from memclip_train.eval import LayoutError, load_retrieval_set
+from memclip_train.eval.retrieval_sets import LayoutError, load_retrieval_set
 from memclip_train.eval.__main__ import main as eval_main
 from memclip_train.eval.retrieval_sets import SplitSizeError
 

@@ -12,7 +12,10 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import ToTensor
 
-from memclip_train.eval import LayoutError, ModelRef, ZeroShotOptions, ZeroShotSet, autocast_for, load_model
+from memclip.precision import autocast_for
+from memclip_train.eval.models import ModelRef, load_model
+from memclip_train.eval.retrieval_sets import LayoutError
+from memclip_train.eval.zeroshot_sets import ZeroShotOptions, ZeroShotSet
 from memclip_train.eval.__main__ import main
 from memclip_train.eval.retrieval import read_result
 from memclip_train.eval.runner import run_zeroshot

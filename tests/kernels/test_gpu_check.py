@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from memory_layers import gpu_check
+from memory_layers.tools import gpu_check
 from memory_layers.ops import dispatch
 
 pytest.importorskip("triton")

@@ -9,7 +9,7 @@ from memclip_train.synth.__main__ import main
 from memclip_train.synth.markings import MarkingConfig
 from memclip_train.synth.stream import SceneStream, StreamConfig
 from memclip_train.synth.world import Scene, SceneObject, is_strictly_salient, make_salience_strict, marked_object
-from memclip_train.data.synth_stream import parse_stream_spec
+from memclip_train.synth.batch_stream import parse_stream_spec
 
 STRICT = WorldConfig()
 TIE_BREAK = WorldConfig(salience="tie-break")

@@ -7,7 +7,7 @@ from train_helpers import assert_resumes_exactly
 
 import memclip
 from memclip_train.data.samples import SampleDecoder, SampleFields
-from memclip_train.data.synth_stream import SynthStream, parse_stream_spec
+from memclip_train.synth.batch_stream import SynthStream, parse_stream_spec
 from memclip_train.main import main
 from memclip_train.synth import WorldConfig, salient_object, short_caption
 from memclip_train.synth.stream import SceneStream, StreamConfig, change_named

@@ -7,7 +7,7 @@ import torch
 from train_helpers import train_args
 
 import memclip
-from memclip_train.eval import ModelRef
+from memclip_train.eval.models import ModelRef
 from memclip_train.main import main as train_main
 
 from hub_cache import lay_out_repo

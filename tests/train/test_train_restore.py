@@ -8,7 +8,7 @@ import torch
 
 import memclip
 from memclip_train.checkpoints import TrainState, load_checkpoint, restore_checkpoint, save_checkpoint
-from memclip_train.cli import UserError
+from memclip_train.error_reporting import UserError
 from memclip_train.preemption import PreemptionFlag
 
 

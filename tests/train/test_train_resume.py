@@ -7,7 +7,7 @@ import torch
 from train_helpers import train_args
 
 from memclip_train.checkpoints import TrainState, load_checkpoint
-from memclip_train.cli import UserError
+from memclip_train.error_reporting import UserError
 from memclip_train.data.samples import SampleDecoder
 from memclip_train.main import main
 from memclip_train.resume_plan import RunShape, plan_resume

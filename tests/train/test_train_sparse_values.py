@@ -15,7 +15,7 @@ import memclip
 from memclip_train import main as main_module
 from memclip_train import trainer as trainer_module
 from memclip_train.checkpoints import TrainState, load_checkpoint
-from memclip_train.cli import UserError
+from memclip_train.error_reporting import UserError
 from memclip_train.data.loaders import RunData
 from memclip_train.distributed import DistributedEnv
 from memclip_train.main import create_optimizer, main

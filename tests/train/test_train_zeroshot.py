@@ -8,7 +8,8 @@ from PIL import Image
 from train_helpers import train_args
 
 import memclip
-from memclip_train.eval import autocast_for, load_zeroshot_set
+from memclip.precision import autocast_for
+from memclip_train.eval.zeroshot_sets import load_zeroshot_set
 from memclip_train.eval.zeroshot import evaluate_zeroshot
 from memclip_train.eval.zeroshot_sets import image_folders
 from memclip_train.main import main

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..cli import UserError, add_debug_flag, report_user_errors
+from ..error_reporting import UserError, add_debug_flag, report_user_errors
 from ..progress import show_progress
 from .conversion_log import ConversionLog
 from .csv_table import read_csv_table

@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping
 
 from memclip.atomic_io import atomic_write_json
 
-from ..cli import UserError
+from ..error_reporting import UserError
 
 LOG_FILE = "conversion.json"
 

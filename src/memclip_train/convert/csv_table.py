@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
+from memclip.errors import InputError
+
 from ..data.captions import first_sentence
 from ..data.sources import read_table
 from .records import Record
@@ -24,7 +26,7 @@ def read_csv_table(path: Path, img_key: str = "filepath", caption_key: str = "ca
     needed = [img_key] + ([caption_key] if caption_key in table.columns or not has_long else [])
     missing = [column for column in needed if column not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}; the table has {list(table.columns)}")
+        raise InputError(f"{path}: missing columns {missing}; the table has {list(table.columns)}")
     records = []
     for index, row in enumerate(table.itertuples(index=False)):
         values = dict(zip(table.columns, row))

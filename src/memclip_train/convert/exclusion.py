@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import List, Set, Tuple
 
+from memclip.errors import InputError
+
 from .records import Record
 
 
@@ -35,12 +37,15 @@ def read_image_list(path: Path) -> Set[str]:
         ValueError: the file is missing, or a json that is not a list of entries with ``image``.
     """
     if not path.is_file():
-        raise ValueError(f"--exclude-images {path} does not exist")
+        raise InputError(f"--exclude-images {path} does not exist")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        entries = json.loads(text)
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"--exclude-images {path}: not valid JSON ({error})") from error
         if not isinstance(entries, list) or any(not isinstance(e, dict) or "image" not in e for e in entries):
-            raise ValueError(f"--exclude-images {path}: expected a json list of entries with 'image' (ShareGPT4V "
+            raise InputError(f"--exclude-images {path}: expected a json list of entries with 'image' (ShareGPT4V "
                              "layout), or a text file with one image path per line")
         return {image_identity(str(e["image"])) for e in entries}
     return {image_identity(line.strip()) for line in text.splitlines() if line.strip()}

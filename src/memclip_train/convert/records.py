@@ -8,6 +8,8 @@ from typing import Optional, Sequence, Tuple
 
 from PIL import Image, UnidentifiedImageError
 
+from memclip.errors import InputError
+
 
 @dataclass(frozen=True)
 class Record:
@@ -35,9 +37,9 @@ class ImageOptions:
 
     def __post_init__(self) -> None:
         if self.max_side is not None and self.max_side < 8:
-            raise ValueError(f"max_side={self.max_side}: must be at least 8 pixels, or None")
+            raise InputError(f"max_side={self.max_side}: must be at least 8 pixels, or None")
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality={self.jpeg_quality}: must be in 1..100")
+            raise InputError(f"jpeg_quality={self.jpeg_quality}: must be in 1..100")
 
 
 class BadImage(Exception):

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List
 
+from memclip.errors import InputError
+
 from ..data.captions import first_sentence
 from .records import Record
 
@@ -43,20 +45,23 @@ def read_sharegpt4v(path: Path) -> List[Record]:
     Raises:
         ValueError: the file is not a list of entries with ``image`` and ``conversations``.
     """
-    with open(path, "r", encoding="utf-8") as f:
-        entries = json.load(f)
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            entries = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from error
     if not isinstance(entries, list) or (entries and not isinstance(entries[0], dict)):
-        raise ValueError(f"{path}: expected a json list of {{'image', 'conversations'}} entries (ShareGPT4V layout)")
+        raise InputError(f"{path}: expected a json list of {{'image', 'conversations'}} entries (ShareGPT4V layout)")
     records = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or "image" not in entry or "conversations" not in entry:
             keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-            raise ValueError(f"{path}: entry {index} lacks 'image' or 'conversations' (it holds {keys})")
+            raise InputError(f"{path}: entry {index} lacks 'image' or 'conversations' (it holds {keys})")
         if not isinstance(entry["image"], str):
-            raise ValueError(f"{path}: entry {index}: 'image' is a {type(entry['image']).__name__}, not a path")
+            raise InputError(f"{path}: entry {index}: 'image' is a {type(entry['image']).__name__}, not a path")
         try:
             text = long_caption(entry)
         except TypeError as error:
-            raise ValueError(f"{path}: entry {index}: {error}") from error
+            raise InputError(f"{path}: entry {index}: {error}") from error
         records.append(Record(key=f"{index:09d}", image=entry["image"], long=text, short=first_sentence(text)))
     return records

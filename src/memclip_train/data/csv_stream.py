@@ -7,6 +7,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pandas as pd
 
+from memclip.errors import InputError
+
 from .shard_stream import BatchStream, SkipCounter
 from .sources import read_table
 
@@ -22,10 +24,10 @@ def read_caption_table(path: str, img_key: str, caption_key: str, long_caption_k
     wanted = [img_key, caption_key] + ([long_caption_key] if long_caption_key else [])
     missing = [c for c in wanted if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing} (the table has {list(table.columns)}); "
+        raise InputError(f"{path}: missing columns {missing} (the table has {list(table.columns)}); "
                          "set --csv-img-key / --csv-caption-key / --csv-long-caption-key / --csv-separator")
     if table.empty:
-        raise ValueError(f"{path}: the table has no rows")
+        raise InputError(f"{path}: the table has no rows")
     return table
 
 

@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import torch
 from PIL import Image
 
+from memclip.errors import InputError
+
 from .captions import first_sentence
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -57,7 +59,7 @@ class SampleFields:
     def __post_init__(self) -> None:
         bad = [c for c in self.captions if c not in CAPTION_ROLES]
         if bad:
-            raise ValueError(f"unknown caption roles {bad}; known: {CAPTION_ROLES}")
+            raise InputError(f"unknown caption roles {bad}; known: {CAPTION_ROLES}")
 
 
 class CaptionTokenizer:
@@ -84,7 +86,7 @@ class CaptionTokenizer:
         return tokens, cut
 
 
-class CaptionNotText(ValueError):
+class CaptionNotText(InputError):
     """A caption field that holds something other than text (a number, a list, an object)."""
 
 

@@ -26,6 +26,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.filters import _shuffle
 from webdataset.tariterators import tarfile_samples
 
+from memclip.errors import InputError
+
 from .samples import SkipSample, collate
 from .sources import listed_sizes
 
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 WARNED_SKIPS = 5  # skipped samples logged as warnings per reason and worker; the rest at debug level
 
 
-class NoSamplesError(ValueError):
+class NoSamplesError(InputError):
     """A stream that can never yield a sample; the message names its shards (or table) and the skip counts.
 
     Raised in a DataLoader worker, it reaches the main process rebuilt from a message that carries the worker's
@@ -206,6 +208,11 @@ class BatchStream(IterableDataset):
         """The source, for messages."""
         raise NotImplementedError
 
+    def settings(self) -> str:
+        """What a resumed run must read the same, for streams whose sources do not say it (the synthetic stream's
+        settings); the class name otherwise."""
+        return type(self).__name__
+
     def _passes(self, slot: int, slots: int, skips: SkipCounter, progress: Optional[_Progress]
                 ) -> Iterator[Tuple[int, Dict[str, Any]]]:
         """(pass number, raw sample): passes without end when training, one pass otherwise."""
@@ -297,9 +304,9 @@ class ShardStream(BatchStream):
                  weights: Optional[List[float]] = None) -> None:
         super().__init__(decoder, batch_size, batches_per_worker, seed, shuffle_buffer, rank, world_size)
         if not urls:
-            raise ValueError("no shards to read")
+            raise InputError("no shards to read")
         if weights is not None and (len(weights) != len(urls) or not sum(weights) > 0):
-            raise ValueError(f"{len(weights)} shard weights for {len(urls)} shards, or all zero")
+            raise InputError(f"{len(weights)} shard weights for {len(urls)} shards, or all zero")
         self.urls = list(urls)
         self.resampled = resampled
         self.weights = weights

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from memclip.atomic_io import AtomicFile, atomic_write_json
+from memclip.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +57,12 @@ def _check_sample(key: str, fields: Mapping[str, FieldValue], seen: set) -> Dict
     """Validate a sample and encode its fields in sorted order (fails before anything is written)."""
     if not key or "." in key or key.startswith("/") or key in seen:
         why = "is repeated" if key in seen else "must be non-empty, relative and without '.'"
-        raise ValueError(f"sample key {key!r} {why}")
+        raise InputError(f"sample key {key!r} {why}")
     if not fields:
-        raise ValueError(f"sample {key!r} has no fields")
+        raise InputError(f"sample {key!r} has no fields")
     for ext in fields:
         if not ext or ext.startswith(".") or "/" in ext:
-            raise ValueError(f"sample {key!r}: bad field name {ext!r}")
+            raise InputError(f"sample {key!r}: bad field name {ext!r}")
     return {ext: encode_field(fields[ext]) for ext in sorted(fields)}
 
 
@@ -109,9 +110,9 @@ class ShardWriter:
         fsync: bool = True,
     ) -> None:
         if isinstance(samples_per_shard, bool) or not isinstance(samples_per_shard, int) or samples_per_shard < 1:
-            raise ValueError(f"samples_per_shard={samples_per_shard!r}: must be a positive integer")
+            raise InputError(f"samples_per_shard={samples_per_shard!r}: must be a positive integer")
         if name_format.format(0) == name_format.format(1) or not name_format.format(0).endswith(".tar"):
-            raise ValueError(f"name_format={name_format!r}: must number the shards and end in .tar")
+            raise InputError(f"name_format={name_format!r}: must number the shards and end in .tar")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.samples_per_shard = samples_per_shard

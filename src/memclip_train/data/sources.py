@@ -13,6 +13,8 @@ from typing import Dict, List, Optional, Tuple
 import braceexpand
 import pandas as pd
 
+from memclip.errors import InputError
+
 SIZES_FILE = "sizes.json"
 logger = logging.getLogger(__name__)
 
@@ -33,15 +35,15 @@ def read_sizes(folder: str) -> Optional[Dict[str, int]]:
     try:
         sizes = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as error:
-        raise ValueError(f"{path}: not a readable json file ({error})") from error
+        raise InputError(f"{path}: not a readable json file ({error})") from error
     if not isinstance(sizes, dict):
-        raise ValueError(f"{path}: expected a json object {{shard file name: samples}}, got a {type(sizes).__name__}")
+        raise InputError(f"{path}: expected a json object {{shard file name: samples}}, got a {type(sizes).__name__}")
     for name, count in sizes.items():
         if not name or name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
-            raise ValueError(f"{path}: the shard name {name!r} is not a file in {folder} (names in {SIZES_FILE} "
+            raise InputError(f"{path}: the shard name {name!r} is not a file in {folder} (names in {SIZES_FILE} "
                              "are file names in its folder)")
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(f"{path}: {name}: the sample count {count!r} is not an integer >= 0")
+            raise InputError(f"{path}: {name}: the sample count {count!r} is not an integer >= 0")
     return sizes
 
 
@@ -116,7 +118,7 @@ def resolve_webdataset(spec: str, num_samples: Optional[int], flag: str) -> Tupl
     """
     urls = expand_urls(spec)
     if not urls:
-        raise ValueError(f"{flag} {spec!r} expands to no shards")
+        raise InputError(f"{flag} {spec!r} expands to no shards")
     local_missing = [u for u in urls if "://" not in u and not u.startswith("pipe:") and not os.path.isfile(u)]
     if local_missing:
         raise FileNotFoundError(f"{flag}: {len(local_missing)} shards do not exist, e.g. {local_missing[0]}")
@@ -127,10 +129,10 @@ def resolve_webdataset(spec: str, num_samples: Optional[int], flag: str) -> Tupl
     if num_samples is None:
         num_samples = count_samples(urls)
     if num_samples is None:
-        raise ValueError(f"{flag} {spec!r}: cannot tell how many samples an epoch holds: no sizes.json lists these "
+        raise InputError(f"{flag} {spec!r}: cannot tell how many samples an epoch holds: no sizes.json lists these "
                          f"shards; pass {flag.replace('data', 'num-samples')} N")
     if num_samples == 0:
-        raise ValueError(f"{flag} {spec!r}: the sizes.json of these shards lists no sample")
+        raise InputError(f"{flag} {spec!r}: the sizes.json of these shards lists no sample")
     return urls, num_samples
 
 
@@ -145,7 +147,7 @@ def read_table(path: str, separator: str, rows: Optional[int] = None) -> pd.Data
         return pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, nrows=rows)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         reason = next(iter(str(error).strip().splitlines()), type(error).__name__)
-        raise ValueError(f"{path}: not a table separated by {separator!r} ({reason})") from error
+        raise InputError(f"{path}: not a table separated by {separator!r} ({reason})") from error
 
 
 def peek_samples(urls: List[str], count: int = 16) -> Tuple[Optional[str], List[Dict[str, bytes]]]:
@@ -210,5 +212,5 @@ def has_captions(spec: str, dataset_type: str = "auto", csv_caption_key: str = "
                 if index > 20:
                     break
     except tarfile.TarError as error:
-        raise ValueError(f"{flag} {first}: not a readable tar file ({str(error).splitlines()[0]})") from error
+        raise InputError(f"{flag} {first}: not a readable tar file ({str(error).splitlines()[0]})") from error
     return False

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..cli import ProgramFailed, add_debug_flag, report_user_errors
+from ..error_reporting import ProgramFailed, add_debug_flag, report_user_errors
 from ..recipes import pretrained_teacher_file
 from ..stages import run_command
 from .pipeline import OURS, SHIPPED_TEACHER, TEACHER, DemoPipeline, first_retrieval_images

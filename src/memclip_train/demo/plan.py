@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Union
 
+from memclip.errors import InputError
+
 from ..recipes import STAGE2_ALPHA, TEXT_RECIPES, LongShortRecipe, StageRecipe, TextRecipe
 from ..worlds import DEMO_WORLD, QUICK_WORLD
 
@@ -37,9 +39,9 @@ class DemoPlan:
 
     def __post_init__(self) -> None:
         if self.probe_images < 1:
-            raise ValueError(f"DemoPlan.probe_images={self.probe_images}: the probe needs at least one image")
+            raise InputError(f"DemoPlan.probe_images={self.probe_images}: the probe needs at least one image")
         if self.stage2_text not in TEXT_RECIPES:
-            raise ValueError(f"DemoPlan.stage2_text={self.stage2_text!r}: known recipes are {list(TEXT_RECIPES)}")
+            raise InputError(f"DemoPlan.stage2_text={self.stage2_text!r}: known recipes are {list(TEXT_RECIPES)}")
 
     @property
     def text(self) -> TextRecipe:

@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from memclip.precision import FP32_WEIGHT_PRECISIONS
 
-from ..cli import add_debug_flag, report_user_errors
+from ..error_reporting import add_debug_flag, report_user_errors
 from ..flag_types import at_least, non_empty, positive_float
 from ..progress import show_progress
 from .features import BadImageError

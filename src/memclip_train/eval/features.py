@@ -13,15 +13,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from memclip.truncation import token_lengths
+from memclip.errors import InputError
 
 from ..image_modes import to_rgb
 
 
-class BadImageError(ValueError):
+class BadImageError(InputError):
     """An image that is missing, does not decode or has no caption (the message names the file)."""
 
 
-class NonFiniteFeaturesError(ValueError):
+class NonFiniteFeaturesError(InputError):
     """A model gave features with NaN or infinity: its weights are broken or its precision overflows. Nothing can be
     ranked on them (every comparison with NaN is false), so no number is reported; the message names the model."""
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from memclip.atomic_io import atomic_write
+from memclip.errors import InputError
 
 from ..retrieval_metrics import query_ranks, worst_for_nan
 from .features import encode_images, encode_texts
@@ -73,7 +74,7 @@ def swap_name(caption: str, old: str, new: str) -> str:
     pattern = re.compile(rf"\b{re.escape(old)}\b")
     swapped, count = pattern.subn(new, caption)
     if count != 1:
-        raise ValueError(f"marking name {old!r} occurs {count} times in the caption {caption!r}; expected once")
+        raise InputError(f"marking name {old!r} occurs {count} times in the caption {caption!r}; expected once")
     return swapped
 
 
@@ -82,9 +83,9 @@ def _true_marking(scene: Any, names: List[str]) -> str:
     objects = scene.get("objects") if isinstance(scene, dict) else None
     marked = [obj["marking"] for obj in objects or [] if isinstance(obj, dict) and obj.get("marking") is not None]
     if len(marked) != 1:
-        raise ValueError(f"its scene graph has {len(marked)} marked objects, not one")
+        raise InputError(f"its scene graph has {len(marked)} marked objects, not one")
     if marked[0] not in names:
-        raise ValueError(f"its marking {marked[0]!r} is not one of world.json's names")
+        raise InputError(f"its marking {marked[0]!r} is not one of world.json's names")
     return marked[0]
 
 
@@ -102,7 +103,7 @@ def load_marking_queries(world: Path, candidates: int = DEFAULT_CANDIDATES, skip
         ValueError: ``candidates`` < 2.
     """
     if candidates < 2:
-        raise ValueError(f"candidates={candidates}: need the true caption and at least one other")
+        raise InputError(f"candidates={candidates}: need the true caption and at least one other")
     world = Path(world)
     world_json = world / "world.json"
     if not world_json.is_file():
@@ -128,7 +129,7 @@ def load_marking_queries(world: Path, candidates: int = DEFAULT_CANDIDATES, skip
         index = int(image.stem) if image.stem.isdigit() else None
         try:
             if index not in scenes:
-                raise ValueError(f"it has no scene graph in {scenes_file.name}")
+                raise InputError(f"it has no scene graph in {scenes_file.name}")
             true = _true_marking(scenes[index], names)
             caption = first_caption[position]
             swapped = [swap_name(caption, true, true)]
@@ -182,7 +183,7 @@ def _read_cached_features(path: Path, texts: List[str]) -> Optional[Dict[str, An
         features = stored["features"]
         if not (isinstance(features, torch.Tensor) and features.dim() == 2 and len(features) == len(texts)
                 and torch.isfinite(features).all() and isinstance(stored["cut"], int)):
-            raise ValueError(f"it does not hold {len(texts)} finite feature rows and a count of cut captions")
+            raise InputError(f"it does not hold {len(texts)} finite feature rows and a count of cut captions")
         return {"features": features.float(), "cut": stored["cut"]}
     except Exception as error:  # damaged files fail in many ways inside torch.load
         aside = path.with_name(path.name + ".bad")

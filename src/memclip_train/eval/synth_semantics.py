@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
+from memclip.errors import InputError
+
 from ..retrieval_metrics import worst_for_nan
 from ..synth.captions import short_phrase
 from .retrieval_sets.base import LayoutError, read_jsonl
@@ -175,7 +177,7 @@ def synth_semantic_results(image_features: torch.Tensor, short_features: torch.T
         short_features: (N, D) normalised features of each image's own short caption.
     """
     if len(image_features) != len(scenes.scenes):
-        raise ValueError(f"{len(image_features)} image features for {len(scenes.scenes)} scene graphs")
+        raise InputError(f"{len(image_features)} image features for {len(scenes.scenes)} scene graphs")
     hits = semantic_hits(short_features @ image_features.T, scenes.scenes)
     return {"metrics": {f"semantic_t2i_R@{k}": 100.0 * sum(v) / len(v) for k, v in hits.items()},
             "num_images": len(scenes.scenes), "hits": {f"semantic_t2i_R@{k}": v for k, v in hits.items()}}
@@ -210,7 +212,7 @@ def zeroshot_breakdown(result: Mapping[str, Any], scenes: SynthScenes, attribute
     """
     ranks = result["ranks"]
     if len(ranks) != len(scenes.scenes):
-        raise ValueError(f"{len(ranks)} zero-shot ranks for {len(scenes.scenes)} scene graphs (skipped images?)")
+        raise InputError(f"{len(ranks)} zero-shot ranks for {len(scenes.scenes)} scene graphs (skipped images?)")
     hits: Dict[str, List[bool]] = {group: [] for group in SALIENCE_GROUPS}
     for index, rank in enumerate(ranks):
         hits[scenes.salience(index)].append(rank == 0)

@@ -18,12 +18,14 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from memclip.errors import InputError
+
 
 def _hits(ranks: Sequence, k: int) -> np.ndarray:
     """(R, Q) float hits at k of R runs on Q queries (a single run's (Q,) ranks become (1, Q))."""
     hits = (np.asarray(ranks) <= k).astype(np.float64)
     if hits.ndim not in (1, 2):
-        raise ValueError(f"ranks must be (queries,) or (runs, queries), got shape {hits.shape}")
+        raise InputError(f"ranks must be (queries,) or (runs, queries), got shape {hits.shape}")
     return hits.reshape(-1, hits.shape[-1])
 
 
@@ -56,9 +58,9 @@ def paired_difference_samples(ranks_a: Sequence, ranks_b: Sequence, k: int = 1, 
 def _paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(R, Q) per-run, per-query differences a - b (a single run is broadcast against the other's runs)."""
     if a.shape[1] != b.shape[1]:
-        raise ValueError("paired comparison needs the same queries for both models")
+        raise InputError("paired comparison needs the same queries for both models")
     if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
-        raise ValueError(f"paired comparison needs the same runs (seeds) for both models: {a.shape[0]} and "
+        raise InputError(f"paired comparison needs the same runs (seeds) for both models: {a.shape[0]} and "
                          f"{b.shape[0]}")
     return a - b
 
@@ -96,9 +98,9 @@ def t_quantile(probability: float, df: float) -> float:
     Bisection on the distribution function, integrated numerically (no scipy): accurate to about 1e-6.
     """
     if not 0.0 < probability < 1.0:
-        raise ValueError(f"t_quantile: probability {probability} must lie strictly between 0 and 1")
+        raise InputError(f"t_quantile: probability {probability} must lie strictly between 0 and 1")
     if df <= 0:
-        raise ValueError(f"t_quantile: degrees of freedom {df} must be positive")
+        raise InputError(f"t_quantile: degrees of freedom {df} must be positive")
     if math.isinf(df):
         return NormalDist().inv_cdf(probability)
     if probability < 0.5:
@@ -160,7 +162,7 @@ def two_level_samples(values: np.ndarray, resamples: int = 1000, seed: int = 0, 
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or not values.size:
-        raise ValueError(f"two_level_samples: expected a non-empty (seeds, items) array, got shape {values.shape}")
+        raise InputError(f"two_level_samples: expected a non-empty (seeds, items) array, got shape {values.shape}")
     seeds, items = values.shape
     rng = np.random.default_rng(seed)
     out = np.empty(resamples)

@@ -30,8 +30,9 @@ import memclip
 from memclip.atomic_io import atomic_write_json
 from memclip.cost import model_cost
 from memclip.pretrained import list_shipped_tags
+from memclip.errors import InputError
 
-from ..cli import add_debug_flag, report_user_errors
+from ..error_reporting import add_debug_flag, report_user_errors
 from .analysis import summarise, tables
 from .figure import plot
 from .pipeline import StudyPipeline
@@ -60,9 +61,9 @@ def check_teacher(teacher: str) -> None:
     if os.path.exists(teacher) or teacher in list_shipped_tags(TEACHER_MODEL):
         return
     if teacher == SHIPPED_TEACHER:
-        raise ValueError(f"--teacher {teacher}: the shipped '{SHIPPED_TEACHER}' teacher is not installed yet; create "
+        raise InputError(f"--teacher {teacher}: the shipped '{SHIPPED_TEACHER}' teacher is not installed yet; create "
                          "it with `python -m memclip_train.pretrain --install`, or pass a checkpoint file or folder")
-    raise ValueError(f"--teacher {teacher}: no such file or folder, and not a shipped tag of {TEACHER_MODEL} "
+    raise InputError(f"--teacher {teacher}: no such file or folder, and not a shipped tag of {TEACHER_MODEL} "
                      f"({list_shipped_tags(TEACHER_MODEL)})")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Tuple
 
+from memclip.errors import InputError
+
 from ..recipes import STAGE2_ALPHA, StageRecipe
 
 
@@ -82,14 +84,14 @@ class StudyPlan:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.models) - set(MODELS))
         if unknown:
-            raise ValueError(f"StudyPlan.models: unknown {unknown}; known: {list(MODELS)}")
+            raise InputError(f"StudyPlan.models: unknown {unknown}; known: {list(MODELS)}")
         if not self.markings or min(self.markings) < max(2, self.family):
-            raise ValueError(f"StudyPlan.markings={list(self.markings)}: every K must be >= 2 and >= the family size "
+            raise InputError(f"StudyPlan.markings={list(self.markings)}: every K must be >= 2 and >= the family size "
                              f"({self.family})")
         if not self.seeds or not self.models:
-            raise ValueError("StudyPlan: needs at least one seed and one model")
+            raise InputError("StudyPlan: needs at least one seed and one model")
         if self.samples_per_shard % self.family or self.finetune.batch_size % self.family:
-            raise ValueError(f"StudyPlan: samples_per_shard ({self.samples_per_shard}) and the batch size "
+            raise InputError(f"StudyPlan: samples_per_shard ({self.samples_per_shard}) and the batch size "
                              f"({self.finetune.batch_size}) must be multiples of the family size ({self.family}), so "
                              "that families stay in one batch")
 

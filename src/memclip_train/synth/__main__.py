@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..cli import add_debug_flag, report_user_errors
+from ..error_reporting import add_debug_flag, report_user_errors
 from ..progress import show_progress
 from .captions import LONG_ORDERS, CaptionConfig
 from .config import SynthConfig

@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from memclip.errors import InputError
+
 from .validation import check_int, check_number
 from .world import Scene, SceneObject, WorldConfig, marked_object, salience_order, salient_object
 
@@ -72,7 +74,7 @@ class CaptionConfig:
         check_int(self, "paraphrases", 1, 8)
         check_number(self, "intro_first", 0.0, 1.0)
         if self.long_order not in LONG_ORDERS:
-            raise ValueError(f"CaptionConfig.long_order={self.long_order!r}: expected one of {LONG_ORDERS}")
+            raise InputError(f"CaptionConfig.long_order={self.long_order!r}: expected one of {LONG_ORDERS}")
 
 
 def article(word: str) -> str:

@@ -21,6 +21,7 @@ import PIL
 from tqdm import tqdm
 
 from memclip.atomic_io import atomic_write_json
+from memclip.errors import InputError
 
 from .config import FORMAT_VERSION, SPLITS, SynthConfig
 from .manifest import WORLD_FILE, WorldFiles, remove_generated
@@ -91,7 +92,7 @@ def generate_world(
         progress: show tqdm bars (None: only on a terminal).
     """
     if workers < 1:
-        raise ValueError(f"workers={workers}: must be >= 1")
+        raise InputError(f"workers={workers}: must be >= 1")
     out = prepare_output(out, overwrite)
     files = WorldFiles(out)
     started = time.time()

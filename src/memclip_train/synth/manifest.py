@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Dict, List, Set, Tuple
 
 from memclip.atomic_io import atomic_write_json, stray_temporaries
+from memclip.errors import InputError
 
 WORLD_FILE = "world.json"
 PENDING_FILE = ".world-files"
@@ -57,7 +58,7 @@ class WorldFiles:
 def _inside(out: Path, relative: str, source: Path) -> Path:
     parts = PurePosixPath(relative).parts
     if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
-        raise ValueError(f"{source} lists {relative!r}, which is not inside {out}: refusing to remove it")
+        raise InputError(f"{source} lists {relative!r}, which is not inside {out}: refusing to remove it")
     return out.joinpath(*parts)
 
 

@@ -18,6 +18,8 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
+from memclip.errors import InputError
+
 from .validation import check_int, check_number
 
 MAX_MARKINGS = 1000
@@ -56,7 +58,7 @@ class MarkingConfig:
         check_number(self, "badge", 0.2, 0.9)
         check_int(self, "family", 1, 64)
         if self.family > max(self.count, 1):
-            raise ValueError(f"MarkingConfig.family={self.family}: a family shows distinct markings, so it needs "
+            raise InputError(f"MarkingConfig.family={self.family}: a family shows distinct markings, so it needs "
                              f"family <= count ({self.count})")
 
     @property
@@ -148,7 +150,7 @@ def marking_glyphs(count: int, grid: int, min_distance: int) -> np.ndarray:
     """
     sequence = _glyph_sequence(grid, min_distance)
     if count > len(sequence):
-        raise ValueError(f"MarkingConfig: a {grid}x{grid} grid holds only {len(sequence)} glyphs that differ in "
+        raise InputError(f"MarkingConfig: a {grid}x{grid} grid holds only {len(sequence)} glyphs that differ in "
                          f"{min_distance}+ bits; lower count or min_distance, or raise grid")
     return sequence[:count]
 

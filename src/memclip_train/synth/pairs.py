@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
+from memclip.errors import InputError
+
 from .world import GRID, Scene, WorldConfig, sample_object, sample_scene
 
 PATTERNS = ("colour", "count", "position", "orientation", "size", "presence", "fill")
@@ -66,7 +68,7 @@ def _base_scene(rng: random.Random, world: WorldConfig, pattern: str) -> Scene:
 def make_pair(rng: random.Random, world: WorldConfig, pattern: str) -> BlindPair:
     """Two scenes differing only in ``pattern`` (see the module docstring)."""
     if pattern not in available_patterns(world):
-        raise ValueError(f"pattern {pattern!r} is not available in this world; available: {available_patterns(world)}")
+        raise InputError(f"pattern {pattern!r} is not available in this world; available: {available_patterns(world)}")
     scene = _base_scene(rng, world, pattern)
     objects = list(scene.objects)
     target_index = rng.randrange(len(objects))

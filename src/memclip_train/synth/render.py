@@ -15,6 +15,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from memclip.errors import InputError
+
 from .markings import INK, PAPER, MarkingConfig, badge_coverage
 from .shapes import erode, silhouette, stripes
 from .validation import check_int, check_number
@@ -108,7 +110,7 @@ def object_coverage(shape: str, orientation: Optional[str], fill: str, side: int
         steps = max(1, round(max(config.min_outline_px * scale, config.outline_width * extent)))
         painted = inside & ~erode(inside, steps)
     else:
-        raise ValueError(f"unknown fill {fill!r}")
+        raise InputError(f"unknown fill {fill!r}")
     result = []
     for array in (inside, painted):
         pooled = array.reshape(side, scale, side, scale).mean(axis=(1, 3), dtype=np.float32)
@@ -131,7 +133,7 @@ def background(scene: Scene, world: WorldConfig, config: RenderConfig) -> np.nda
         ramp = ramp if direction in (0, 3) else ramp[::-1]
         image += ramp[:, None, None] if direction in (0, 2) else ramp[None, :, None]
     elif scene.texture not in ("plain", "speckled", "gradient"):
-        raise ValueError(f"unknown texture {scene.texture!r}")
+        raise InputError(f"unknown texture {scene.texture!r}")
     return np.clip(image, 0, 255, out=image)
 
 

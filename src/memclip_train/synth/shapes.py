@@ -12,6 +12,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from memclip.errors import InputError
+
 Point = Tuple[float, float]
 
 TEXTURE_NAMES = ("plain", "speckled", "gradient")
@@ -82,7 +84,7 @@ def _turn(point: Point, quarter_turns: int) -> Point:
 def silhouette(shape: str, orientation: Optional[str], canvas: int, extent: float) -> np.ndarray:
     """The shape's filled silhouette: (canvas, canvas) bool, the shape centred, its larger side ``extent`` px."""
     if shape not in POLYGON_LAYERS:
-        raise ValueError(f"unknown shape {shape!r}; known shapes: {list(DRAWABLE_SHAPES)}")
+        raise InputError(f"unknown shape {shape!r}; known shapes: {list(DRAWABLE_SHAPES)}")
     image = Image.new("L", (canvas, canvas), 0)
     draw = ImageDraw.Draw(image)
     # Everything is a polygon (circles have 72 corners): PIL fills polygons by sampling pixel centres, so

@@ -23,6 +23,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
+from memclip.errors import InputError
+
 from .captions import CaptionConfig, long_caption, short_caption
 from .render import RenderConfig
 from .validation import check_int
@@ -56,7 +58,7 @@ class StreamConfig:
     def __post_init__(self) -> None:
         check_int(self, "family_size", 1, 64)
         if not 0.0 <= self.other_object_rate <= 1.0:
-            raise ValueError(f"StreamConfig.other_object_rate={self.other_object_rate}: must lie in [0, 1]")
+            raise InputError(f"StreamConfig.other_object_rate={self.other_object_rate}: must lie in [0, 1]")
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, str]) -> "StreamConfig":
@@ -69,14 +71,14 @@ class StreamConfig:
         known = ("family_size",) + FLOAT_SETTINGS + WORLD_SETTINGS
         unknown = sorted(set(overrides) - set(known))
         if unknown:
-            raise ValueError(f"synth stream: unknown settings {unknown}; known: {list(known)}")
+            raise InputError(f"synth stream: unknown settings {unknown}; known: {list(known)}")
         values: Dict[str, Any] = {}
         for key, text in overrides.items():
             kind = str if key in TEXT_SETTINGS else float if key in FLOAT_SETTINGS else int
             try:
                 values[key] = kind(text)
             except ValueError as error:
-                raise ValueError(f"synth stream: {key}={text!r} is not {'a number' if kind is float else 'an integer'}"
+                raise InputError(f"synth stream: {key}={text!r} is not {'a number' if kind is float else 'an integer'}"
                                  ) from error
         world = {k: values.pop(k) for k in WORLD_SETTINGS if k in values}
         return cls(world=WorldConfig(**world), **values)

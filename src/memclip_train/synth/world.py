@@ -15,6 +15,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from memclip.errors import InputError
+
 from .markings import MarkingConfig
 from .shapes import DRAWABLE_SHAPES, FILL_NAMES, TEXTURE_NAMES
 from .validation import check_int, check_number
@@ -59,9 +61,9 @@ SALIENCE = ("strict", "tie-break")
 
 def _unique_names(config_name: str, names: Sequence[str]) -> None:
     if not names and config_name != "oriented_shapes":
-        raise ValueError(f"WorldConfig.{config_name}: must not be empty")
+        raise InputError(f"WorldConfig.{config_name}: must not be empty")
     if len(set(names)) != len(names):
-        raise ValueError(f"WorldConfig.{config_name}={list(names)}: names must be unique")
+        raise InputError(f"WorldConfig.{config_name}={list(names)}: names must be unique")
 
 
 def colour_distance(a: RGB, b: RGB) -> float:
@@ -113,43 +115,43 @@ class WorldConfig:
         object.__setattr__(self, "sizes", dict(self.sizes))
         unknown = sorted(set(self.shapes) - set(DRAWABLE_SHAPES))
         if unknown:
-            raise ValueError(f"WorldConfig.shapes: no drawing for {unknown}; known shapes: {list(DRAWABLE_SHAPES)}")
+            raise InputError(f"WorldConfig.shapes: no drawing for {unknown}; known shapes: {list(DRAWABLE_SHAPES)}")
         stray = sorted(set(self.oriented_shapes) - set(self.shapes))
         if stray:
-            raise ValueError(f"WorldConfig.oriented_shapes: {stray} are not in shapes")
+            raise InputError(f"WorldConfig.oriented_shapes: {stray} are not in shapes")
         if self.orientations != ORIENTATIONS[: len(self.orientations)]:
-            raise ValueError(f"WorldConfig.orientations={list(self.orientations)}: must be a prefix of "
+            raise InputError(f"WorldConfig.orientations={list(self.orientations)}: must be a prefix of "
                              f"{list(ORIENTATIONS)}")
         if self.oriented_shapes and len(self.orientations) < 2:
-            raise ValueError("WorldConfig.orientations: oriented shapes need at least two orientations")
+            raise InputError("WorldConfig.orientations: oriented shapes need at least two orientations")
         if sorted(set(self.textures) - set(TEXTURE_NAMES)):
-            raise ValueError(f"WorldConfig.textures={list(self.textures)}: known textures are {list(TEXTURE_NAMES)}")
+            raise InputError(f"WorldConfig.textures={list(self.textures)}: known textures are {list(TEXTURE_NAMES)}")
         if sorted(set(self.fills) - set(FILL_NAMES)):
-            raise ValueError(f"WorldConfig.fills={list(self.fills)}: known fills are {list(FILL_NAMES)}")
+            raise InputError(f"WorldConfig.fills={list(self.fills)}: known fills are {list(FILL_NAMES)}")
         for table in ("colours", "backgrounds"):
             values = getattr(self, table)
             if not values:
-                raise ValueError(f"WorldConfig.{table}: must not be empty")
+                raise InputError(f"WorldConfig.{table}: must not be empty")
             for name, rgb in values.items():
                 if len(rgb) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in rgb):
-                    raise ValueError(f"WorldConfig.{table}[{name!r}]={rgb!r}: must be three integers in 0..255")
+                    raise InputError(f"WorldConfig.{table}[{name!r}]={rgb!r}: must be three integers in 0..255")
         fractions = list(self.sizes.values())
         if not fractions or any(not 0.2 <= f <= 1.0 for f in fractions) or fractions != sorted(set(fractions)):
-            raise ValueError(f"WorldConfig.sizes={self.sizes}: fractions must be in [0.2, 1] and strictly ascending")
+            raise InputError(f"WorldConfig.sizes={self.sizes}: fractions must be in [0.2, 1] and strictly ascending")
         check_int(self, "min_objects", 1, GRID * GRID)
         check_int(self, "max_objects", 1, GRID * GRID)
         check_number(self, "min_contrast", 0.0, 441.0)
         if self.salience not in SALIENCE:
-            raise ValueError(f"WorldConfig.salience={self.salience!r}: must be one of {list(SALIENCE)}")
+            raise InputError(f"WorldConfig.salience={self.salience!r}: must be one of {list(SALIENCE)}")
         if self.salience == "strict" and len(self.sizes) < 2 and self.max_objects > 1:
-            raise ValueError("WorldConfig.salience='strict' needs at least two sizes when a scene can hold more than "
+            raise InputError("WorldConfig.salience='strict' needs at least two sizes when a scene can hold more than "
                              "one object; use salience='tie-break'")
         if self.min_objects > self.max_objects:
-            raise ValueError(f"WorldConfig: need 1 <= min_objects ({self.min_objects}) <= max_objects "
+            raise InputError(f"WorldConfig: need 1 <= min_objects ({self.min_objects}) <= max_objects "
                              f"({self.max_objects}) <= {GRID * GRID}")
         for background in self.backgrounds:
             if len(self.colours_on(background)) < 2:
-                raise ValueError(f"WorldConfig: fewer than two colours reach min_contrast={self.min_contrast} "
+                raise InputError(f"WorldConfig: fewer than two colours reach min_contrast={self.min_contrast} "
                                  f"on the {background} background")
 
     def colours_on(self, background: str) -> Tuple[str, ...]:
@@ -220,7 +222,7 @@ class Scene:
         object.__setattr__(self, "objects", ordered)
         cells = [o.position for o in ordered]
         if len(set(cells)) != len(cells):
-            raise ValueError(f"Scene: two objects share a cell ({cells})")
+            raise InputError(f"Scene: two objects share a cell ({cells})")
 
     def free_positions(self) -> Tuple[str, ...]:
         taken = {o.position for o in self.objects}
@@ -254,7 +256,7 @@ def sample_scene(rng: random.Random, world: WorldConfig, num_objects: Optional[i
     if num_objects is None:
         num_objects = rng.randint(world.min_objects, world.max_objects)
     if not 1 <= num_objects <= GRID * GRID:
-        raise ValueError(f"num_objects={num_objects}: must be in 1..{GRID * GRID}")
+        raise InputError(f"num_objects={num_objects}: must be in 1..{GRID * GRID}")
     background = rng.choice(tuple(world.backgrounds))
     texture = rng.choice(world.textures)
     texture_seed = rng.getrandbits(32)

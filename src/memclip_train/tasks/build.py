@@ -12,6 +12,7 @@ from open_clip.transformer import lock_text_tower
 from torch import nn
 
 import memclip
+from memclip.errors import InputError
 
 from ..distributed import DistributedEnv
 from ..params import TrainConfig
@@ -130,10 +131,10 @@ def build_task(config: TrainConfig, env: DistributedEnv, has_val_captions: bool 
         teacher_name = student.memclip_spec.teacher
         teacher = _create_frozen(config, teacher_name, teacher_weights)
         if memclip.memory_layers_of(teacher):
-            raise ValueError(f"the distillation teacher weights {teacher_weights} hold memory layers: give the "
+            raise InputError(f"the distillation teacher weights {teacher_weights} hold memory layers: give the "
                              "teacher's own checkpoint with --distill-teacher")
         if computes_the_teacher(student, teacher):
-            raise ValueError(PARALLEL_NO_OP)
+            raise InputError(PARALLEL_NO_OP)
         preprocess_train, preprocess_val = transforms(student, config)
         task: Task = DistillTask(student, teacher.to(env.device), preprocess_train, preprocess_val,
                                  memclip.get_tokenizer(student.memclip_spec), env, config.task.distill_loss,
@@ -168,7 +169,7 @@ def build_task(config: TrainConfig, env: DistributedEnv, has_val_captions: bool 
     counts = set_trainable(task.model, parts)
     lock_towers(config, task.model)
     if not any(p.requires_grad for p in task.model.parameters()):
-        raise ValueError("--lock-image / --lock-text leave nothing to train in this model")
+        raise InputError("--lock-image / --lock-text leave nothing to train in this model")
     total = sum(p.numel() for p in task.model.parameters())
     trainable = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
     logger.info("task %s on %s: training %s = %.3fM of %.3fM parameters", task.name, task.model.memclip_spec.name,

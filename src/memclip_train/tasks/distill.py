@@ -9,6 +9,7 @@ from torch import nn
 
 import memclip
 from memclip.parallel import memory_gates
+from memclip.errors import InputError
 
 from ..data.samples import SampleFields
 from ..distributed import DistributedEnv
@@ -25,7 +26,7 @@ def embedding_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str) 
         return F.mse_loss(student.float(), teacher.float())
     if kind == "l2":
         return (student.float() - teacher.float()).norm(dim=-1).mean()
-    raise ValueError(f"unknown distillation loss {kind!r}")
+    raise InputError(f"unknown distillation loss {kind!r}")
 
 
 def freeze_teacher(teacher: nn.Module) -> nn.Module:
@@ -85,7 +86,7 @@ class DistillTask(Task):
         self.layer_weight = layer_weight
         self.blocks = sorted(memclip.memory_layers_of(model))
         if not self.blocks:
-            raise ValueError(f"--distill needs a model with memory; {model.memclip_spec.name} has none")
+            raise InputError(f"--distill needs a model with memory; {model.memclip_spec.name} has none")
         self.student_outputs = MlpOutputs(model, self.blocks) if layer_weight > 0 else None
         self.teacher_outputs = MlpOutputs(self.teacher, self.blocks) if layer_weight > 0 else None
         if not val_captions:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Optional
 
+from memclip.errors import InputError
+
 from .base import BadItem, BadItemError, LayoutError, RetrievalSet
 from .coco import load_coco, load_flickr30k
 from .flair_annotations import SplitSizeError
@@ -34,10 +36,10 @@ def check_retrieval_name(name: str, variant: Optional[str] = None) -> Optional[s
         ValueError: an unknown name, or a variant the dataset does not have (a dataset without variants takes none).
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown retrieval dataset {name!r}; choose from {sorted(DATASETS)}")
+        raise InputError(f"unknown retrieval dataset {name!r}; choose from {sorted(DATASETS)}")
     _, default, variants = DATASETS[name]
     if variant is not None and variant not in variants:
-        raise ValueError(f"{name}: unknown variant {variant!r}; "
+        raise InputError(f"{name}: unknown variant {variant!r}; "
                          f"{f'choose from {variants}' if variants else 'it has no variants'}")
     return variant or default
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from memclip.errors import InputError
+
 PathLike = Union[str, Path]
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class BadItem:
         return f"{self.file}, {self.item}: {self.reason}"
 
 
-class BadItemError(ValueError):
+class BadItemError(InputError):
     """Items that would change the task; the message names the file and the first item (see :func:`refuse_or_count`)."""
 
 
@@ -100,9 +102,9 @@ class RetrievalSet:
 
     def __post_init__(self) -> None:
         if len(self.captions) != len(self.text_to_image):
-            raise ValueError(f"{self.name}: {len(self.captions)} captions but {len(self.text_to_image)} owners")
+            raise InputError(f"{self.name}: {len(self.captions)} captions but {len(self.text_to_image)} owners")
         if not self.images:
-            raise ValueError(f"{self.name}: no images")
+            raise InputError(f"{self.name}: no images")
 
     def subset(self, keep_images: Sequence[int]) -> "RetrievalSet":
         """Only the listed images (and their captions), re-indexed."""

@@ -5,6 +5,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List
 
+from memclip.errors import InputError
+
 from .base import BadItem, LayoutError, RetrievalSet, grouped, read_json, text_problem
 from .flair_annotations import FLICKR30K_KARPATHY_VAL, check_split_size, load_flickr30k_flair_val
 
@@ -119,7 +121,7 @@ def load_coco(root: Path, variant: str = "karpathy") -> RetrievalSet:
         return read_captions_json("coco", root / "annotations" / "captions_val2017.json", images,
                                   {"split": "val2017 (5,000 images; Long-CLIP's, FLAIR's and the thesis's choice)"})
     if variant != "karpathy":
-        raise ValueError(f"coco --variant {variant!r}: karpathy or val2017")
+        raise InputError(f"coco --variant {variant!r}: karpathy or val2017")
     return read_karpathy("coco", root, "dataset_coco.json", "val2014", "test", COCO_LAYOUT, "Karpathy 5k test")
 
 
@@ -127,7 +129,7 @@ def load_flickr30k(root: Path, variant: str = "karpathy") -> RetrievalSet:
     """``karpathy``: Karpathy's 1k test split; ``karpathy-val``: his 1,014-image validation split (the thesis's,
     from ``dataset_flickr30k.json`` or FLAIR's ``flickr30k_val.json``; its size is checked); ``full``: all 31,783."""
     if variant not in ("karpathy", "karpathy-val", "full"):
-        raise ValueError(f"flickr30k --variant {variant!r}: karpathy, karpathy-val or full")
+        raise InputError(f"flickr30k --variant {variant!r}: karpathy, karpathy-val or full")
     if variant == "karpathy-val":
         source = root / "dataset_flickr30k.json"
         if not source.exists() and (root / FLAIR_FLICKR_VAL).exists():

@@ -6,6 +6,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from memclip.errors import InputError
+
 from ...convert.exclusion import image_identity
 from ...data.captions import first_sentence
 from .base import (BadItem, LayoutError, RetrievalSet, add_captions, grouped, read_json, read_jsonl, require,
@@ -143,7 +145,7 @@ def load_docci(root: Path, split: str = "test", granularity: str = "full") -> Re
     Bad items: a row without a split or an image file, a description that is null, not a string or empty, and a
     second row for one image (it would be counted twice)."""
     if granularity not in ("full", "sentence"):
-        raise ValueError(f"docci granularity {granularity!r}: full or sentence")
+        raise InputError(f"docci granularity {granularity!r}: full or sentence")
     if granularity == "sentence" and split == "test" and (root / DOCCI_FLAIR_FILE).exists():
         loaded = load_flair_set("docci", root / DOCCI_FLAIR_FILE, root / "images", DOCCI_LAYOUT, {
             "split": split, "granularity": granularity, "caption_preprocessing": "FLAIR's sentences, as in its file"})
@@ -188,9 +190,9 @@ def load_iiw(root: Path, subset: str = "iiw400", granularity: str = "full") -> R
     file (its 6,204 sentences, checked) when it is in ``root``, else splits the release's descriptions with
     memclip's splitter; the result's meta says which."""
     if subset not in IIW_SUBSETS and subset != IIW_ALL:
-        raise ValueError(f"iiw --variant {subset!r}: one of {sorted(IIW_SUBSETS) + [IIW_ALL]}")
+        raise InputError(f"iiw --variant {subset!r}: one of {sorted(IIW_SUBSETS) + [IIW_ALL]}")
     if granularity not in ("full", "sentence"):
-        raise ValueError(f"iiw granularity {granularity!r}: full or sentence")
+        raise InputError(f"iiw granularity {granularity!r}: full or sentence")
     if subset == IIW_ALL:
         return _load_iiw_all(root, granularity)
     folder, key = IIW_SUBSETS[subset]
@@ -297,7 +299,7 @@ def load_dci(root: Path) -> RetrievalSet:
 
 def load_sharegpt4v(root: Path, size: int, definition: str) -> RetrievalSet:
     if definition not in SHAREGPT4V_FILES:
-        raise ValueError(f"sharegpt4v definition {definition!r}: one of {sorted(SHAREGPT4V_FILES)}")
+        raise InputError(f"sharegpt4v definition {definition!r}: one of {sorted(SHAREGPT4V_FILES)}")
     path = root / SHAREGPT4V_FILES[definition]
     entries = read_json("sharegpt4v", path, SHAREGPT4V_LAYOUT)
     if not isinstance(entries, list) or len(entries) < size:

@@ -11,6 +11,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from memclip.errors import InputError
+
 from ..retrieval_sets.base import LayoutError, require
 from ...synth.captions import short_phrase
 from .classnames import ADE20K, COCO_STUFF, VOC20
@@ -151,7 +153,7 @@ def load_segmentation_set(name: str, root: Path, split: str = "val") -> Segmenta
     LayoutError for a wrong layout."""
     root = Path(root)
     if split not in SPLITS:
-        raise ValueError(f"unknown segmentation split {split!r}; choose from {list(SPLITS)}")
+        raise InputError(f"unknown segmentation split {split!r}; choose from {list(SPLITS)}")
     if name == "voc20":
         root = root / "VOCdevkit" / "VOC2012" if (root / "VOCdevkit").is_dir() else root
         return SegmentationSet(name, _voc_like(name, root, split), VOC20, reduce_zero_label=True)
@@ -169,4 +171,4 @@ def load_segmentation_set(name: str, root: Path, split: str = "val") -> Segmenta
         root = root / "segmentation" if (root / "segmentation").is_dir() else root
         return SegmentationSet(name, _voc_like(name, root, split), _class_names(name, root / "classes.txt"),
                                reduce_zero_label=True, short_side_ratio=1.0, templates=synth_templates(root.parent))
-    raise ValueError(f"unknown segmentation dataset {name!r}; choose from {sorted(LAYOUTS)}")
+    raise InputError(f"unknown segmentation dataset {name!r}; choose from {sorted(LAYOUTS)}")

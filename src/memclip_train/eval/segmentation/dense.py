@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memclip.errors import InputError
+
 METHODS = ("sclip", "clearclip", "maskclip", "vanilla")
 
 
@@ -56,7 +58,7 @@ def _attention(block: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
 def dense_features(visual: nn.Module, images: torch.Tensor, method: str = "sclip") -> torch.Tensor:
     """images (B, 3, H, W) -> L2-normalised patch features (B, H // patch, W // patch, embed_dim)."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+        raise InputError(f"unknown method {method!r}; choose from {METHODS}")
     _check(visual)
     x = visual.conv1(images.to(visual.conv1.weight.dtype))
     grid = x.shape[-2:]

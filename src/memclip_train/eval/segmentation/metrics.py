@@ -5,6 +5,8 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from memclip.errors import InputError
+
 IGNORE = 255
 
 
@@ -18,10 +20,10 @@ class ConfusionMatrix:
     def update(self, prediction: np.ndarray, target: np.ndarray) -> None:
         """Add one image: (H, W) integer maps; target pixels equal to 255 are ignored."""
         if prediction.shape != target.shape:
-            raise ValueError(f"prediction {prediction.shape} and target {target.shape} differ in shape")
+            raise InputError(f"prediction {prediction.shape} and target {target.shape} differ in shape")
         keep = target != IGNORE
         if (target[keep] >= self.num_classes).any() or (target[keep] < 0).any():
-            raise ValueError(f"target labels outside 0..{self.num_classes - 1} (and 255)")
+            raise InputError(f"target labels outside 0..{self.num_classes - 1} (and 255)")
         index = target[keep].astype(np.int64) * self.num_classes + prediction[keep].astype(np.int64)
         self.matrix += np.bincount(index, minlength=self.num_classes ** 2).reshape(self.num_classes,
                                                                                     self.num_classes)

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import functional as TF
 
+from memclip.errors import InputError
+
 from ...image_modes import to_rgb
 from ..features import check_finite
 from .datasets import IGNORE, SegmentationSet
@@ -40,7 +42,7 @@ def patch_labels(mask: np.ndarray, grid: Tuple[int, int], min_share: float = 0.2
     rows, cols = grid
     height, width = mask.shape
     if height % rows or width % cols:
-        raise ValueError(f"a {height}x{width} mask does not split into a {rows}x{cols} grid")
+        raise InputError(f"a {height}x{width} mask does not split into a {rows}x{cols} grid")
     cells = mask.reshape(rows, height // rows, cols, width // cols).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
     labels = np.full((rows, cols), -1, dtype=np.int64)
     for r in range(rows):
@@ -82,7 +84,7 @@ def probe_training_set(model: torch.nn.Module, dataset: SegmentationSet, method:
             features.append(dense[row][keep])
             labels.append(target[keep])
     if not features or sum(len(t) for t in labels) == 0:
-        raise ValueError(f"{dataset.name}: no labelled patches to fit the probe on")
+        raise InputError(f"{dataset.name}: no labelled patches to fit the probe on")
     return torch.cat(features), torch.cat(labels)
 
 

@@ -15,6 +15,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
+from memclip.errors import InputError
+
 from ..retrieval_sets.base import refuse_or_count
 from .base import ImageSource, Template, ZeroShotSet, template_problem
 from .image_folders import (IMAGENET_V2_VARIANTS, OPENAI_TEMPLATES_NAME, load_image_folder, load_imagenet,
@@ -62,7 +64,7 @@ def register_zeroshot_dataset(name: str, load: Loader, variants: Sequence[str] =
                               default_variant: Optional[str] = None) -> None:
     """Make ``name`` known to the eval program and the trainer (a later registration replaces an earlier one)."""
     if default_variant is not None and default_variant not in variants:
-        raise ValueError(f"zero-shot dataset {name}: default variant {default_variant!r} not in {tuple(variants)}")
+        raise InputError(f"zero-shot dataset {name}: default variant {default_variant!r} not in {tuple(variants)}")
     ZEROSHOT_DATASETS[name] = ZeroShotDataset(load, tuple(variants), default_variant)
 
 
@@ -80,10 +82,10 @@ def read_lines(path: Path, what: str) -> List[str]:
         ValueError: the file is missing or empty (the message names ``what`` it should hold).
     """
     if not Path(path).is_file():
-        raise ValueError(f"{what} file {path} does not exist")
+        raise InputError(f"{what} file {path} does not exist")
     lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not lines:
-        raise ValueError(f"{what} file {path} is empty")
+        raise InputError(f"{what} file {path} is empty")
     return lines
 
 
@@ -100,10 +102,10 @@ def resolve_templates(spec: str) -> Tuple[Sequence[Template], str]:
     for template in templates:
         problem = template_problem(template)
         if problem:
-            raise ValueError(f"--templates {spec}: the template {template!r} {problem}")
+            raise InputError(f"--templates {spec}: the template {template!r} {problem}")
     twice = sorted({t for t in templates if templates.count(t) > 1})
     if twice:
-        raise ValueError(f"--templates {spec}: the template {twice[0]!r} is listed twice (it would weigh twice in "
+        raise InputError(f"--templates {spec}: the template {twice[0]!r} is listed twice (it would weigh twice in "
                          "each class's mean)")
     return templates, f"{len(templates)} templates from {Path(spec).name}"
 
@@ -120,7 +122,7 @@ def apply_options(dataset: ZeroShotSet, options: ZeroShotOptions) -> ZeroShotSet
         names = read_lines(options.class_names, "--class-names")
         if len(names) != dataset.num_classes:
             left_out = dataset.meta.get("empty_class_folders_left_out", 0)
-            raise ValueError(f"--class-names {options.class_names}: {len(names)} names for {dataset.num_classes} "
+            raise InputError(f"--class-names {options.class_names}: {len(names)} names for {dataset.num_classes} "
                              f"classes of {dataset.name}" + (f" ({left_out} empty class folders were left out, "
                                                              "--skip-bad)" if left_out else ""))
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -131,7 +133,7 @@ def apply_options(dataset: ZeroShotSet, options: ZeroShotOptions) -> ZeroShotSet
         changes["meta"] = dict(dataset.meta, class_names=str(options.class_names))
     if options.templates is not None:
         if dataset.class_prompts is not None:
-            raise ValueError(f"--templates: {dataset.name} brings its own prompts for each class")
+            raise InputError(f"--templates: {dataset.name} brings its own prompts for each class")
         changes["templates"], changes["prompts_name"] = resolve_templates(options.templates)
     return dataclasses.replace(dataset, **changes) if changes else dataset
 
@@ -153,11 +155,11 @@ def check_zeroshot_name(name: str, variant: Optional[str] = None) -> Optional[st
         ValueError: an unknown name or variant.
     """
     if name not in ZEROSHOT_DATASETS:
-        raise ValueError(f"unknown zero-shot dataset {name!r}; choose from {sorted(ZEROSHOT_DATASETS)}")
+        raise InputError(f"unknown zero-shot dataset {name!r}; choose from {sorted(ZEROSHOT_DATASETS)}")
     entry = ZEROSHOT_DATASETS[name]
     variant = variant or entry.default_variant
     if variant is not None and variant not in entry.variants:
-        raise ValueError(f"{name}: unknown variant {variant!r}; choose from {entry.variants or 'none'}")
+        raise InputError(f"{name}: unknown variant {variant!r}; choose from {entry.variants or 'none'}")
     return variant
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+from memclip.errors import InputError
+
 from ..retrieval_sets.base import BadItem
 
 ImageSource = Union[str, Path, bytes]
@@ -64,29 +66,29 @@ class ZeroShotSet:
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
+            raise InputError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
         if not self.images:
-            raise ValueError(f"{self.name}: no images")
+            raise InputError(f"{self.name}: no images")
         if not self.class_names:
-            raise ValueError(f"{self.name}: no class names")
+            raise InputError(f"{self.name}: no class names")
         bad = [label for label in self.labels if not 0 <= label < len(self.class_names)]
         if bad:
-            raise ValueError(f"{self.name}: label {bad[0]} outside [0, {len(self.class_names)}) classes")
+            raise InputError(f"{self.name}: label {bad[0]} outside [0, {len(self.class_names)}) classes")
         if (self.templates is None) == (self.class_prompts is None):
-            raise ValueError(f"{self.name}: give either templates or class_prompts (exactly one)")
+            raise InputError(f"{self.name}: give either templates or class_prompts (exactly one)")
         if self.templates is not None and len(self.templates) == 0:
-            raise ValueError(f"{self.name}: empty template list")
+            raise InputError(f"{self.name}: empty template list")
         for template in self.templates or ():
             problem = template_problem(template) if isinstance(template, str) else None
             if problem:
-                raise ValueError(f"{self.name}: the template {template!r} {problem}")
+                raise InputError(f"{self.name}: the template {template!r} {problem}")
         if self.class_prompts is not None:
             if len(self.class_prompts) != len(self.class_names):
-                raise ValueError(f"{self.name}: {len(self.class_prompts)} prompt lists for {len(self.class_names)} "
+                raise InputError(f"{self.name}: {len(self.class_prompts)} prompt lists for {len(self.class_names)} "
                                  "classes")
             empty = [n for n, prompts in zip(self.class_names, self.class_prompts) if not prompts]
             if empty:
-                raise ValueError(f"{self.name}: class {empty[0]!r} has no prompts")
+                raise InputError(f"{self.name}: class {empty[0]!r} has no prompts")
         if not self.prompts_name:
             self.prompts_name = (f"{len(self.templates)} templates" if self.templates is not None
                                  else f"per-class prompts ({sum(map(len, self.class_prompts))} in all)")

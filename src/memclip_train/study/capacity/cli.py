@@ -23,7 +23,7 @@ import torch
 
 from memclip.atomic_io import atomic_write_json, atomic_write_text
 
-from ...cli import add_debug_flag, report_user_errors
+from ...error_reporting import add_debug_flag, report_user_errors
 from .analysis import summarise, tables
 from .figures import plot_against_k, plot_tradeoff
 from .gates import GateFailed

@@ -23,7 +23,7 @@ import torch
 
 from memclip.atomic_io import atomic_write_text
 
-from ...cli import add_debug_flag, report_user_errors
+from ...error_reporting import add_debug_flag, report_user_errors
 from ...report.bootstrap import two_level_summary
 from .endtoend import CONTROL, STUDENT, EndToEndPipeline, EndToEndPlan, table
 

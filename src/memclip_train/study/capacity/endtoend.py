@@ -26,6 +26,7 @@ from PIL import Image
 
 import memclip
 from memclip.atomic_io import atomic_write_json
+from memclip.errors import InputError
 
 from ...data.shard_writer import ShardWriter
 from ...stages import Stage, run_stages
@@ -78,10 +79,10 @@ class EndToEndPlan:
 
     def __post_init__(self) -> None:
         if self.k < self.batch_size or self.k % self.batch_size:
-            raise ValueError(f"EndToEndPlan.k={self.k}: must be a multiple of the batch size ({self.batch_size}), so "
+            raise InputError(f"EndToEndPlan.k={self.k}: must be a multiple of the batch size ({self.batch_size}), so "
                              "that each shard is one batch of distinct identities")
         if self.exposures < self.train_renders or self.exposures % self.train_renders:
-            raise ValueError(f"EndToEndPlan.exposures={self.exposures}: must be a multiple of the training renders "
+            raise InputError(f"EndToEndPlan.exposures={self.exposures}: must be a multiple of the training renders "
                              f"({self.train_renders}); one epoch shows each once")
 
     @property

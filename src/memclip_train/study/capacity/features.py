@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from memclip.atomic_io import atomic_write
+from memclip.errors import InputError
 
 from ...synth.render import RenderConfig, render_scene
 from ...synth.world import Scene, WorldConfig
@@ -40,7 +41,7 @@ class SlotProbe(nn.Module):
         super().__init__()
         visual = model.visual
         if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
-            raise ValueError("the slot probe needs an image tower pooled by its class token (pool_type 'tok', no "
+            raise InputError("the slot probe needs an image tower pooled by its class token (pool_type 'tok', no "
                              f"attention pooling); got pool_type {getattr(visual, 'pool_type', None)!r}")
         self.model = model.eval()
         for param in self.model.parameters():

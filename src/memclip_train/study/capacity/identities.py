@@ -17,6 +17,7 @@ from typing import List, Sequence, Tuple
 import torch
 
 from memclip.names_text import random_names  # noqa: F401 (re-exported: the names of the probe)
+from memclip.errors import InputError
 
 from ...synth.seeding import item_rng
 from ...synth.world import POSITIONS, Scene, SceneObject, WorldConfig
@@ -85,7 +86,7 @@ def nuisances(world: WorldConfig, seed: int, index: int, count: int) -> List[Nui
         ValueError: the world's textures cannot make ``count`` different images.
     """
     if "speckled" not in world.textures and count > ("plain" in world.textures) + 4 * ("gradient" in world.textures):
-        raise ValueError(f"capacity: textures {list(world.textures)} cannot draw {count} different renders")
+        raise InputError(f"capacity: textures {list(world.textures)} cannot draw {count} different renders")
     rng = item_rng(seed, "capacity", index, "nuisance")
     out: List[Nuisance] = []
     seen = set()

@@ -25,6 +25,7 @@ import torch
 import memclip
 from memclip.atomic_io import atomic_write, atomic_write_json
 from memory_layers import MemoryConfig
+from memclip.errors import InputError
 
 from ...synth.render import RenderConfig
 from ...synth.world import WorldConfig
@@ -151,7 +152,7 @@ class CapacityPipeline:
             plan = self.plan
             identities = identity_order(self.world, plan.identity_seed)[:plan.largest_k]
             if len(identities) < plan.largest_k:
-                raise ValueError(f"capacity: the world holds {len(identities):,} identities, fewer than K = "
+                raise InputError(f"capacity: the world holds {len(identities):,} identities, fewer than K = "
                                  f"{plan.largest_k:,}")
             scenes = render_scenes(self.world, identities, plan.renders, plan.render_seed)
             start, last = time.time(), [0.0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
+from memclip.errors import InputError
+
 from .slots import Arm, check_arms
 
 ARMS: Tuple[Arm, ...] = (
@@ -83,24 +85,24 @@ class CapacityPlan:
         known = {arm.key: arm for arm in ARMS + EXTRA_ARMS}
         unknown = sorted(set(self.arms) - set(known))
         if unknown:
-            raise ValueError(f"CapacityPlan.arms: unknown {unknown}; known: {sorted(known)}")
+            raise InputError(f"CapacityPlan.arms: unknown {unknown}; known: {sorted(known)}")
         if not set(PRIMARY) <= set(self.arms):
-            raise ValueError(f"CapacityPlan.arms={list(self.arms)}: the primary arms {list(PRIMARY)} must run")
+            raise InputError(f"CapacityPlan.arms={list(self.arms)}: the primary arms {list(PRIMARY)} must run")
         check_arms([known[key] for key in self.arms])
         if list(self.ks) != sorted(set(self.ks)) or len(self.ks) < 2:
-            raise ValueError(f"CapacityPlan.ks={list(self.ks)}: at least two K, ascending and distinct")
+            raise InputError(f"CapacityPlan.ks={list(self.ks)}: at least two K, ascending and distinct")
         if self.ks[0] < self.batch_size:
-            raise ValueError(f"CapacityPlan: the smallest K ({self.ks[0]}) must be at least the batch size "
+            raise InputError(f"CapacityPlan: the smallest K ({self.ks[0]}) must be at least the batch size "
                              f"({self.batch_size}), so that a batch holds distinct identities")
         if self.check_k not in self.ks or self.lr_k < self.batch_size:
-            raise ValueError(f"CapacityPlan: check_k ({self.check_k}) must be one of ks and lr_k ({self.lr_k}) at "
+            raise InputError(f"CapacityPlan: check_k ({self.check_k}) must be one of ks and lr_k ({self.lr_k}) at "
                              "least the batch size")
         if self.train_renders < 1 or self.heldout_renders < 1:
-            raise ValueError("CapacityPlan: needs at least one training and one held-out render per identity")
+            raise InputError("CapacityPlan: needs at least one training and one held-out render per identity")
         if not self.seeds or self.lr_seed in self.seeds + self.primary_seeds:
-            raise ValueError(f"CapacityPlan: needs seeds, and the lr seed ({self.lr_seed}) outside the grid's")
+            raise InputError(f"CapacityPlan: needs seeds, and the lr seed ({self.lr_seed}) outside the grid's")
         if not self.lr_grid or not self.value_lr_grid or min(self.lr_grid + self.value_lr_grid) <= 0:
-            raise ValueError("CapacityPlan: lr grids must be non-empty and positive")
+            raise InputError("CapacityPlan: lr grids must be non-empty and positive")
 
     @property
     def renders(self) -> int:

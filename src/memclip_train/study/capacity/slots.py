@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from memclip.wide_mlp import equal_parameter_hidden, widen_mlp
 from memory_layers import MemoryConfig, ProductKeyMemory
+from memclip.errors import InputError
 
 KINDS = ("mlp", "memory", "wide")
 
@@ -41,11 +42,11 @@ class Arm:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"Arm {self.key!r}: kind {self.kind!r} is not one of {list(KINDS)}")
+            raise InputError(f"Arm {self.key!r}: kind {self.kind!r} is not one of {list(KINDS)}")
         if self.kind == "memory" and self.n_keys < 1:
-            raise ValueError(f"Arm {self.key!r}: a memory arm needs n_keys >= 1")
+            raise InputError(f"Arm {self.key!r}: a memory arm needs n_keys >= 1")
         if self.kind == "wide" and not self.matches:
-            raise ValueError(f"Arm {self.key!r}: a wide arm names the memory arm it matches")
+            raise InputError(f"Arm {self.key!r}: a wide arm names the memory arm it matches")
 
     @property
     def label(self) -> str:
@@ -61,11 +62,11 @@ def check_arms(arms: Sequence[Arm]) -> None:
     """Raise ValueError on repeated keys or a wide arm that matches no memory arm of the list."""
     keys = [arm.key for arm in arms]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"capacity arms: repeated keys in {keys}")
+        raise InputError(f"capacity arms: repeated keys in {keys}")
     memories = {arm.key for arm in arms if arm.kind == "memory"}
     for arm in arms:
         if arm.kind == "wide" and arm.matches not in memories:
-            raise ValueError(f"capacity arm {arm.key!r} matches {arm.matches!r}, which is not a memory arm of "
+            raise InputError(f"capacity arm {arm.key!r} matches {arm.matches!r}, which is not a memory arm of "
                              f"{sorted(memories)}")
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from memory_layers import param_groups
+from memclip.errors import InputError
 
 from ...schedule import LearningRateSchedule
 from .features import SlotProbe
@@ -49,12 +50,12 @@ class SlotRecipe:
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
-            raise ValueError(f"SlotRecipe.lr={self.lr}: must be positive")
+            raise InputError(f"SlotRecipe.lr={self.lr}: must be positive")
         for name in ("exposures", "batch_size", "calibration_queries"):
             if getattr(self, name) < 1:
-                raise ValueError(f"SlotRecipe.{name}={getattr(self, name)}: must be >= 1")
+                raise InputError(f"SlotRecipe.{name}={getattr(self, name)}: must be >= 1")
         if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"SlotRecipe.warmup_fraction={self.warmup_fraction}: must lie in [0, 1)")
+            raise InputError(f"SlotRecipe.warmup_fraction={self.warmup_fraction}: must lie in [0, 1)")
 
     def steps(self, identities: int) -> int:
         return self.exposures * math.ceil(identities / self.batch_size)

@@ -11,9 +11,11 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from PIL import Image
 
-from ..synth.render import render_scene
-from ..synth.stream import SceneStream, StreamConfig
-from .shard_stream import BatchStream, SkipCounter
+from memclip.errors import InputError
+
+from ..data.shard_stream import BatchStream, SkipCounter
+from .render import render_scene
+from .stream import SceneStream, StreamConfig
 
 PREFIX = "synth-stream"
 
@@ -29,15 +31,15 @@ def parse_stream_spec(spec: str) -> StreamConfig:
         ValueError: not a stream spec, or a malformed / unknown setting.
     """
     if not is_synth_stream(spec):
-        raise ValueError(f"{spec!r} is not a synth stream (expected '{PREFIX}' or '{PREFIX}:KEY=VALUE,...')")
+        raise InputError(f"{spec!r} is not a synth stream (expected '{PREFIX}' or '{PREFIX}:KEY=VALUE,...')")
     overrides: Dict[str, str] = {}
     body = spec[len(PREFIX) + 1:]
     for item in filter(None, (part.strip() for part in body.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{spec!r}: settings are KEY=VALUE separated by commas, got {item!r}")
+            raise InputError(f"{spec!r}: settings are KEY=VALUE separated by commas, got {item!r}")
         if key.strip() in overrides:
-            raise ValueError(f"{spec!r}: {key.strip()} is given twice")
+            raise InputError(f"{spec!r}: {key.strip()} is given twice")
         overrides[key.strip()] = value.strip()
     return StreamConfig.from_overrides(overrides)
 
@@ -81,7 +83,7 @@ class SynthStream(BatchStream):
                  batch_size: int, batches_per_worker: Optional[int], seed: int = 0, rank: int = 0,
                  world_size: int = 1) -> None:
         if batch_size % config.family_size:
-            raise ValueError(f"--batch-size {batch_size} must be a multiple of the synth stream's family_size "
+            raise InputError(f"--batch-size {batch_size} must be a multiple of the synth stream's family_size "
                              f"{config.family_size}, so that each family of hard negatives stays in one batch")
         super().__init__(_RenderThenDecode(decoder, config), batch_size, batches_per_worker, seed, 0, rank,
                          world_size)
@@ -99,3 +101,6 @@ class SynthStream(BatchStream):
 
     def _describe(self) -> str:
         return "the synthetic scene stream"
+
+    def settings(self) -> str:
+        return repr(self.config)

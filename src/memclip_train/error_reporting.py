@@ -1,9 +1,11 @@
-"""Error reporting shared by the command-line programs (main, eval, convert, synth, sweep).
+"""Error reporting shared by the command-line programs (main, eval, convert, synth, sweep, demo, study).
 
 A user error (a bad flag value, a missing or unreadable input, an unknown model or weights tag) ends the program
 with one line, ``<program>: error: <message>``, where the message names the input and what is expected, and exit
-code 2, like argparse's own errors. ``--debug`` (or ``-v``/``--verbose``) also prints the traceback and logs at
-debug level. Anything else is a bug and keeps Python's traceback.
+code 2, like argparse's own errors. A user error is the project's :class:`memclip.InputError` (``UserError`` here)
+or a file that is missing, already there or not readable. ``--debug`` (or ``-v``/``--verbose``) also prints the
+traceback and logs at debug level. Anything else, a ValueError from torch or numpy included, is a bug and keeps
+Python's traceback.
 
     parser = argparse.ArgumentParser(prog="python -m memclip_train.x")
     add_debug_flag(parser)
@@ -20,12 +22,10 @@ from typing import Callable, Optional
 from memclip import InputError
 
 USER_ERROR_EXIT = 2
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, InputError)
-
-
-class UserError(ValueError):
-    """A bad input found by a program itself; the message names it and what is expected."""
+UserError = InputError
+"""The programs' name for :class:`memclip.InputError`, the one user-error class (raise it for a bad input)."""
+USER_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
 
 
 class ProgramFailed(RuntimeError):
