@@ -21,7 +21,7 @@ class DemoPlan:
             the thesis's 77 tokens read the main objects).
         distill, finetune: the two training recipes; the control and the parallel student use ``finetune`` too.
             Stage 2's length and rate put the fine-tuned models inside the 20-80 long T2I R@1 window (calibrated on
-            the control alone, seed 0: README, "Stage-2 length and rate").
+            the control alone, seed 0: docs/demo.md, "Stage-2 length and rate").
         stage2_text: key of :data:`TEXT_RECIPES`: how the fine-tuned models read long captions.
         alpha: the long/short blend of stage 2.
         probe_images: segmentation images of a second world (another seed) on which a linear probe is fitted to

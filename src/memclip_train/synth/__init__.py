@@ -3,7 +3,7 @@
 Every scene puts 1-6 objects (shape, colour, size, position in a 3x3 grid, orientation, fill) on a plain or lightly
 textured background. ``python -m memclip_train.synth --out DIR`` writes it in the layouts the real pipelines read:
 webdataset shards (train, val), Urban-1k and COCO-captions retrieval files, a VOC-style segmentation set and
-MMVP-style blind pairs. See README.md, "The synthetic world".
+MMVP-style blind pairs. See docs/synthetic-world.md.
 """
 from .captions import CaptionConfig, long_caption, paraphrases, short_caption
 from .config import SPLITS, SynthConfig

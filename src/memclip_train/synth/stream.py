@@ -13,7 +13,7 @@ batch lacks (in a random batch of 128, colour, size and background alone tell mo
 A short caption names the salient object, as alt-text mostly names an image's main subject. With
 ``other_object_rate`` > 0, that fraction of families names another object of the scene instead (still one short
 caption: "a small blue ring on a grey background"), and its variants change that object. Every object then gets
-named some of the time, so the tower has a reason to see all of them, not only the largest (measured in the README,
+named some of the time, so the tower has a reason to see all of them, not only the largest (measured in docs/teacher.md,
 "Segmentation and blind pairs: what else was tried": more of every object in the patches, less of the salient one in
 the image embedding).
 """
