@@ -1,4 +1,5 @@
-"""memclip's factory: open_clip's API (`create_model`, `create_model_and_transforms`, `get_tokenizer`) for memory models.
+"""memclip's factory: open_clip's API (`create_model`, `create_model_and_transforms`, `get_tokenizer`) for memory
+models.
 
 Models without memory that open_clip knows pass straight to open_clip. For a memory model (or one of memclip's own
 architectures, or one with a long-context text tower) the factory:
@@ -129,7 +130,8 @@ def _change_text_tower(model: nn.Module, current: TextTowerConfig, target: TextT
     target_length = target.resolved_context_length(native)
     if target.kind == "rope":
         if current.kind == "rope" and target.rope_theta != current.rope_theta:
-            raise InputError(f"cannot change rope_theta from {current.rope_theta} to {target.rope_theta} after training")
+            raise InputError(f"cannot change rope_theta from {current.rope_theta} to {target.rope_theta} after "
+                             "training")
         convert_to_rope_text(model, target_length, theta=target.rope_theta, ntk_factor=target.rope_ntk_factor,
                              activation=target.activation)
         return

@@ -66,7 +66,8 @@ class ModelRef:
         """What makes results reusable: the names, the model's config, and the weights' content: the sha256 of a
         weights file or saved folder (its weights and config), the recorded sha256 of weights that ship with memclip
         (which loading checks the file against), or the source of an open_clip tag. So weights replaced behind an
-        unchanged path or tag are evaluated again. An ``hf-hub:`` name is read as its snapshot in the Hub cache, named by commit."""
+        unchanged path or tag are evaluated again. An ``hf-hub:`` name is read as its snapshot in the Hub cache, named
+        by commit."""
         ident: Dict[str, Any] = {"model": self.model, "pretrained": self.pretrained, "text_tower": self.text_tower}
         if self.needs_quick_gelu:
             ident["force_quick_gelu"] = True

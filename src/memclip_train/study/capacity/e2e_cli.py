@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="names and training seed (default 0)")
     parser.add_argument("--batch-size", type=int, help=f"stage 2's batch (default {defaults.batch_size}; a shard "
                                                          "holds one batch)")
-    parser.add_argument("--precision", help=f"the trainer's precision (default {defaults.precision}; amp_bf16 on a GPU)")
+    parser.add_argument("--precision",
+                        help=f"the trainer's precision (default {defaults.precision}; amp_bf16 on a GPU)")
     parser.add_argument("--workers", type=int, help=f"data loader workers (default {defaults.workers})")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--progress", action="store_true", help="progress bars in the training commands")
