@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import matplotlib
 
@@ -63,18 +63,25 @@ def plot_tradeoff(summary: Dict[str, Any], out: Path) -> Path:
     query, one marker per arm."""
     exposures = summary["plan"]["exposures"]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ticks: Tuple[set, set] = (set(), set())
     for k, marker in zip(summary["plan"]["primary_ks"], ("o", "s")):
         for arm, parameters, flops, facts, low, high in tradeoff(summary, k, exposures):
             colour = _colour(summary, arm)
+            ticks[0].add(parameters)
+            ticks[1].add(flops)
             for axis, x in zip(axes, (parameters, flops)):
                 axis.errorbar([x], [facts], yerr=[[facts - low], [high - facts]], color=colour, marker=marker,
                               markersize=7, capsize=3, linestyle="none", label=f"{label(summary, arm)}, K = {k:,}")
                 axis.annotate(arm, (x, facts), textcoords="offset points", xytext=(5, 4), fontsize=7)
     axes[0].set_xlabel("slot parameters")
     axes[1].set_xlabel("slot FLOPs per query")
-    for axis in axes:
+    for axis, values in zip(axes, ticks):
         axis.set_xscale("log")
         axis.xaxis.set_minor_formatter(NullFormatter())
+        ordered = sorted(values)  # a tick within 20% of the one before it would print over it
+        shown = [value for index, value in enumerate(ordered) if index == 0 or value > 1.2 * ordered[index - 1]]
+        axis.set_xticks(shown, [f"{value / 1e3:,.0f}k" for value in shown])
+        axis.minorticks_off()
         axis.set_ylabel("facts stored (held-out bits / log2 K)")
         axis.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
