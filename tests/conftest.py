@@ -39,3 +39,12 @@ def micro_configs(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Programs run in-process (``study capacity --threads 1``) set torch's thread count for the process; put it back,
+    so that a later test's sums run in the same order as a fresh process's."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -129,8 +129,10 @@ def test_a_pushed_model_loads_from_an_offline_hub_cache_with_the_same_embeddings
     assert repo.repo_id == "me/tiny-mem" and {r.commit_hash for r in repo.revisions} == {COMMIT_A}
     expected = tmp_path / "expected.pt"
     torch.save(embeddings(model), expected)
+    # The same thread count as this process (an earlier test may have changed it): bit-equal sums need the same order.
     script = f"""
 import sys, torch, open_clip, memclip
+torch.set_num_threads({torch.get_num_threads()})
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_hub import embeddings
 expected = torch.load({str(expected)!r}, weights_only=True)

@@ -134,7 +134,8 @@ def restore_checkpoint(path: Path, checkpoint: Dict[str, Any], model: torch.nn.M
     Raises:
         UserError: the checkpoint is of another ``--model``, does not fit this run's model (memory or text
             settings), was trained with another model configuration (``--memory knn=2``: unless ``accept_changes``;
-            the knobs of ``memory_layers.config.TRAINING_STEP_FIELDS``, ``sparse_value_grad``, may change freely),
+            the knobs of ``memory_layers.config.TRAINING_STEP_FIELDS``, ``sparse_value_grad`` and
+            ``values_parallel_group_size``, may change freely),
             or its optimizer holds other parameter groups (``--trainable``, ``--lock-*``); the message names both.
     """
     theirs = checkpoint.get("args", {}).get("model", {}).get("model")

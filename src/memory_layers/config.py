@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 MODES = ("replace", "parallel")
-TRAINING_STEP_FIELDS = ("sparse_value_grad",)
-"""MemoryConfig fields that change how a training step computes the value gradient, not the model: the weights and
-the optimizer's state (AdamW's keys, for :class:`memory_layers.RowwiseAdamW` too) carry over when they change."""
+TRAINING_STEP_FIELDS = ("sparse_value_grad", "values_parallel_group_size")
+"""MemoryConfig fields that change how a training step computes the value gradient or lays the value table out over
+ranks, not the model: the weights and the optimizer's state (AdamW's keys, for :class:`memory_layers.RowwiseAdamW`
+too; checkpoints hold whole tables, see :mod:`memory_layers.values_parallel`) carry over when they change."""
 
 
 T = TypeVar("T")

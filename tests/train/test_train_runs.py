@@ -48,7 +48,7 @@ def test_existing_run_folder_is_refused(micro_world, tmp_path, capsys):
 
 def test_bad_flags_exit_with_a_message(micro_world, tmp_path, capsys):
     for extra, message in [(["--distill", "--long-short-alpha", "0.8"], "cannot be combined"),
-                           (["--long-short-alpha", "1.5"], "must be in [0, 1]"),
+                           (["--long-short-alpha", "1.5"], "--long-short-alpha 1.5: must be a finite number in [0, 1]"),
                            (["--distill"], "--distill needs teacher weights"),
                            (["--distill-text"], "add --text-tower rope"),
                            (["--trainable", "memory,brain"], "--trainable memory,brain")]:
