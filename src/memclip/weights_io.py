@@ -212,8 +212,8 @@ def read_weights_file(path: Union[str, Path], weights_only: bool = True) -> Chec
     """Read a .safetensors, .pt, .pth or .bin file: a bare state dict, or a dict with ``state_dict`` (training).
 
     Pickle files are read only in ``torch.load``'s safe mode: ``weights_only`` is open_clip's argument, and
-    ``False`` is refused (a pickle can run code when it is loaded; convert such a file once, in a process you trust,
-    with ``torch.save(torch.load(path, weights_only=False)["state_dict"], new_path)``).
+    ``False`` is refused (a pickle can run code when it is loaded; convert such a file once, in a process you trust:
+    load it with torch.load's safe mode switched off and ``torch.save`` only its ``state_dict``).
 
     Raises:
         InputError: ``weights_only`` is False, or the file is damaged, refused by the safe mode or not weights.
@@ -232,7 +232,8 @@ def read_weights_file(path: Union[str, Path], weights_only: bool = True) -> Chec
     except pickle.UnpicklingError as error:
         raise InputError(
             f"{path} holds objects that torch.load's safe mode refuses ({_first_line(error)}); if you trust the file, "
-            "keep only its tensors: torch.save(torch.load(path, weights_only=False)['state_dict'], new_path)"
+            "keep only its tensors, in a process you trust: load it with torch.load's safe mode switched off and "
+            "torch.save only its state_dict"
         ) from error
     except Exception as error:  # truncated or damaged files fail in many ways inside torch.load and safetensors
         raise InputError(f"{path} is not a readable weights file ({type(error).__name__}: {_first_line(error)})"
