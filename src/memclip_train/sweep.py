@@ -44,6 +44,7 @@ from memclip.weights_io import names_a_path  # noqa: E402
 from memclip.errors import InputError
 
 from .error_reporting import add_debug_flag, report_user_errors  # noqa: E402
+from .flag_types import integer_list  # noqa: E402
 from .eval.retrieval import result_path  # noqa: E402
 from .eval.retrieval_sets import DATASETS as RETRIEVAL_DATASETS  # noqa: E402
 from .eval.runner import split_variant  # noqa: E402
@@ -357,10 +358,6 @@ def plot(path: Path, results: List[Dict[str, Any]], prefixes: Sequence[str] = ("
     return path
 
 
-def _ints(text: str) -> List[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m memclip_train.sweep", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -380,9 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{sorted(RETRIEVAL_DATASETS)}; default: synth-long and synth-short on the world)")
     parser.add_argument("--eval-root", action="append", default=[], metavar="DIR",
                         help="its folder: one for all --eval datasets, or one per --eval in order")
-    parser.add_argument("--n-keys", type=_ints, help="n_keys values of the nkeys-vdim grid (default: the preset's)")
-    parser.add_argument("--v-dims", type=_ints, help="v_dim values of the nkeys-vdim grid (default: the preset's)")
-    parser.add_argument("--knn", type=_ints, help="knn values of the knn grid (default: the preset's)")
+    parser.add_argument("--n-keys", type=integer_list, help="n_keys values of the nkeys-vdim grid (default: the preset's)")
+    parser.add_argument("--v-dims", type=integer_list, help="v_dim values of the nkeys-vdim grid (default: the preset's)")
+    parser.add_argument("--knn", type=integer_list, help="knn values of the knn grid (default: the preset's)")
     parser.add_argument("--distill-epochs", type=int, help="stage 1 epochs (default: the preset's)")
     parser.add_argument("--finetune-epochs", type=int, help="stage 2 epochs (default: the preset's)")
     parser.add_argument("--distill-args", default="", help="more training flags for stage 1 only, quoted")

@@ -33,19 +33,13 @@ from memclip.pretrained import list_shipped_tags
 from memclip.errors import InputError
 
 from ..error_reporting import add_debug_flag, report_user_errors
+from ..flag_types import integer_list
 from .analysis import summarise, tables
 from .figure import plot
 from .pipeline import StudyPipeline
 from .plan import MODELS, TEACHER_MODEL, StudyPlan
 
 SHIPPED_TEACHER = "synth"
-
-
-def _ints(text: str) -> List[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected integers separated by commas") from None
 
 
 def _keys(text: str) -> List[str]:
@@ -101,8 +95,8 @@ def markings_main(argv: Sequence[str]) -> int:
     parser.add_argument("--teacher", default=SHIPPED_TEACHER,
                         help=f"the pretrained {TEACHER_MODEL}: a shipped tag, a checkpoint file or a saved folder")
     parser.add_argument("--quick", action="store_true", help="the same grid at a toy size (for the tests)")
-    parser.add_argument("--markings", type=_ints, help="run only these K (default: the plan's)")
-    parser.add_argument("--seeds", type=_ints, help="run only these seeds (default: the plan's)")
+    parser.add_argument("--markings", type=integer_list, help="run only these K (default: the plan's)")
+    parser.add_argument("--seeds", type=integer_list, help="run only these seeds (default: the plan's)")
     parser.add_argument("--models", type=_keys, help=f"run only these models, of {list(MODELS)}")
     parser.add_argument("--progress", action="store_true", help="progress bars in the commands")
     parser.add_argument("--force", action="store_true", help="redo the points (and their stages) of this run")

@@ -24,6 +24,7 @@ import torch
 from memclip.atomic_io import atomic_write_json, atomic_write_text
 
 from ...error_reporting import add_debug_flag, report_user_errors
+from ...flag_types import integer_list
 from .analysis import summarise, tables
 from .figures import plot_against_k, plot_tradeoff
 from .gates import GateFailed
@@ -32,13 +33,6 @@ from .plan import ARMS, EXTRA_ARMS, CapacityPlan
 
 PROG = "python -m memclip_train.study capacity"
 SHIPPED_TEACHER = "synth"
-
-
-def _ints(text: str) -> List[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected integers separated by commas") from None
 
 
 def _arms(text: str) -> List[str]:
@@ -60,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a toy size (for the tests): tiny K, a few steps")
     parser.add_argument("--arms", type=_arms, help="arms to run (default: the registered ones; extra: "
                                                     f"{[arm.key for arm in EXTRA_ARMS]})")
-    parser.add_argument("--seeds", type=_ints, help="seeds at every K (default: the plan's)")
-    parser.add_argument("--primary-seeds", type=_ints, help="more seeds at the two largest K (default: the plan's)")
+    parser.add_argument("--seeds", type=integer_list, help="seeds at every K (default: the plan's)")
+    parser.add_argument("--primary-seeds", type=integer_list, help="more seeds at the two largest K (default: the plan's)")
     parser.add_argument("--stop-after-gates", action="store_true", help="check the gates, then stop")
     parser.add_argument("--arms-to-run", type=_arms, help="run only these arms' grid points (a second worker on the "
                                                            "same --out; workers claim points, none is run twice)")
