@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-# The kernel tests (tests/kernels) run the Triton kernels in the Triton interpreter. triton.jit picks interpreter or
+# The kernel tests (tests/memory_layers/ops) run the Triton kernels in the Triton interpreter. triton.jit picks interpreter or
 # compiler when a function is decorated, triton's own library (tl.sort, ...) included, and `import memclip` below
 # imports triton (through torch._dynamo): the variable must be set before that. Export TRITON_INTERPRET=0 to opt out.
 os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -1,4 +1,5 @@
-"""Kernel tests: the Triton kernels run in the Triton interpreter on the CPU (small shapes only).
+"""memory_layers tests. The kernel tests (ops/, tools/) run the Triton kernels in the Triton interpreter on the CPU (small
+shapes only).
 
 ``triton.jit`` chooses interpreter or compiler when a function is *decorated*, and that includes triton's own
 library (``tl.sort`` is decorated when triton is imported). ``tests/conftest.py`` imports memclip, which imports

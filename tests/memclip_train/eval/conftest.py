@@ -4,21 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+
+from eval_files import image
 
 from memclip_train.eval.models import ModelRef, load_model
-
-COLOURS = [(220, 30, 30), (30, 200, 40), (30, 60, 220), (240, 220, 30), (150, 40, 200), (30, 200, 210)]
-
-
-def image(path: Path, index: int, size=(40, 30)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, COLOURS[index % len(COLOURS)]).save(path)
-    return path
-
 
 @pytest.fixture(scope="session")
 def micro_model(micro_configs):
@@ -110,19 +101,6 @@ def long_roots(tmp_path):
         image(share / "coco" / "train2017" / f"{i}.jpg", i)
     (share / "share-captioner_coco_lcs_sam_1246k_1107.json").write_text(json.dumps(entries))
     return {"docci": docci, "iiw": iiw, "dci": tmp_path / "dci", "sharegpt4v": share}
-
-
-def write_voc(root: Path, names, masks) -> Path:
-    """A VOC-style split: JPEGImages, SegmentationClass (palette PNG), ImageSets/Segmentation/val.txt."""
-    for name, mask in zip(names, masks):
-        image(root / "JPEGImages" / f"{name}.jpg", len(name), size=mask.shape[::-1])
-        (root / "SegmentationClass").mkdir(parents=True, exist_ok=True)
-        png = Image.fromarray(mask.astype(np.uint8), mode="P")
-        png.putpalette([i % 256 for i in range(768)])
-        png.save(root / "SegmentationClass" / f"{name}.png")
-    (root / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
-    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(names) + "\n")
-    return root
 
 
 @pytest.fixture(scope="session")

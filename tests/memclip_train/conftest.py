@@ -14,7 +14,6 @@ from memclip_train.synth.render import RenderConfig
 from train_helpers import SRC
 
 
-
 @pytest.fixture(scope="session")
 def micro_world(tmp_path_factory) -> Path:
     """96 training and 32 validation samples at 32 px, in shards of 48."""

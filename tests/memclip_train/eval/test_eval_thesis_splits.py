@@ -9,7 +9,7 @@ from memclip_train.eval.retrieval_sets import LayoutError, load_retrieval_set
 from memclip_train.eval.__main__ import main as eval_main
 from memclip_train.eval.retrieval_sets import SplitSizeError
 
-from conftest import image
+from eval_files import image
 
 # FLAIR's imageinwords/test_annotations.json: images and sentences per subset folder (612 and 6,204 in all)
 IIW_FLAIR = {"docci_aar": (400, 3761), "dci": (112, 1342), "docci": (100, 1101)}

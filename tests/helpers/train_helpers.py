@@ -1,4 +1,4 @@
-"""Helpers shared by the training tests (imported by name: pytest puts this folder on sys.path)."""
+"""Helpers shared by the training tests (imported by name: tests/helpers is on pytest's python path)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
+import repo_paths
+
 from memclip_train.data.shard_stream import StreamPosition
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(repo_paths.SRC)
 PYTHON = sys.executable
 
 

@@ -4,10 +4,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+
+import repo_paths
 
 from memory_layers.tools import gpu_check
 from memory_layers.ops import dispatch
@@ -102,7 +103,7 @@ def test_gpu_check_passes_on_cuda():
 
 @pytest.mark.parametrize("check_status", [0, 1])
 def test_the_prepared_script_runs_the_check_then_the_benchmarks_into_one_file(tmp_path, check_status):
-    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+    script = repo_paths.REPO / "scripts" / "gpu_check.sh"
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho \"ran $* TRITON_INTERPRET=${TRITON_INTERPRET:-unset}\"\n"
                     f"case \"$*\" in *gpu_check*) exit {check_status};; esac\n")

@@ -2,9 +2,10 @@
 back into the same config, the shipped recipe files are the recipes, and runs recorded with the old hand-written
 commands are still recognised."""
 import json
-from pathlib import Path
 
 import pytest
+
+import repo_paths
 
 from memclip_train.demo.pipeline import DemoPipeline
 from memclip_train.demo.plan import DemoPlan
@@ -14,7 +15,7 @@ from memclip_train.recipes import RECIPES, STAGE2_ALPHA, main, recipe_text
 from memclip_train.stages import StageRecords
 from memclip_train.sweep import PRESETS, Sweep, SweepData, grid_points
 
-SHIPPED = Path(__file__).resolve().parents[2] / "configs" / "recipes"
+SHIPPED = repo_paths.REPO / "configs" / "recipes"
 
 
 @pytest.mark.parametrize("name", list(RECIPES))

@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import write_voc
+from eval_files import write_voc
 from PIL import Image
 
 import memclip

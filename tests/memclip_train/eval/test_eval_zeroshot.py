@@ -23,7 +23,7 @@ from memclip_train.eval.zeroshot import evaluate_zeroshot, true_class_ranks
 from memclip_train.eval import zeroshot_sets
 from memclip_train.eval.zeroshot_sets import load_zeroshot_set, register_zeroshot_dataset
 
-from conftest import image
+from eval_files import image
 
 CPU = torch.device("cpu")
 RGB = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}

@@ -1,4 +1,4 @@
-"""16-bit images are scaled to 8 bits, not clipped (the eval readers' use: tests/eval/test_eval_retrieval.py)."""
+"""16-bit images are scaled to 8 bits, not clipped (the eval readers' use: tests/memclip_train/eval/test_eval_retrieval.py)."""
 import numpy as np
 import pytest
 from PIL import Image

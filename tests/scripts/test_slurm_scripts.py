@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+import repo_paths
+
 from memclip_train.params import parse_args
 
-SLURM = Path(__file__).resolve().parents[1] / "scripts" / "slurm"
+SLURM = repo_paths.REPO / "scripts" / "slurm"
 SCRIPTS = ["distill.sbatch", "finetune.sbatch", "eval.sbatch"]
 REQUIRED = {
     "distill.sbatch": {"TRAIN_DATA": "/d/{000000..000009}.tar", "LOGS": "/runs"},

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import memclip
-from conftest import image
+from eval_files import image
 from memclip.pretrained import shipped_record
 from memclip.precision import autocast_for
 from memclip_train.eval.models import LoadedModel, ModelRef

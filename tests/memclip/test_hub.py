@@ -17,9 +17,10 @@ from open_clip.push_to_hf_hub import save_for_hf
 import memclip
 from memclip import InputError
 
+import repo_paths
 from hub_cache import lay_out_repo
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(repo_paths.SRC)
 COMMIT_A = "a" * 40
 COMMIT_B = "b" * 40
 
@@ -133,7 +134,7 @@ def test_a_pushed_model_loads_from_an_offline_hub_cache_with_the_same_embeddings
     script = f"""
 import sys, torch, open_clip, memclip
 torch.set_num_threads({torch.get_num_threads()})
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(repo_paths.__file__).parent)!r}]
 from test_hub import embeddings
 expected = torch.load({str(expected)!r}, weights_only=True)
 model = memclip.create_model("hf-hub:me/tiny-mem").eval()

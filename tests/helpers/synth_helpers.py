@@ -1,4 +1,4 @@
-"""Helpers shared by the synthetic-world tests (imported by name: pytest puts this folder on sys.path)."""
+"""Helpers shared by the synthetic-world tests (imported by name: tests/helpers is on pytest's python path)."""
 from __future__ import annotations
 
 import hashlib

@@ -3,15 +3,16 @@ loader, as installed, make their own calls (with open_clip's default arguments) 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 
+import repo_paths
+
 import memclip
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(repo_paths.SRC)
 
 
 @pytest.fixture

@@ -15,13 +15,15 @@ from clip_benchmark.metrics import zeroshot_retrieval
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score
 
+import repo_paths
+
 import memclip
 from memclip_train.eval.__main__ import main as eval_main
 from memclip_train.eval.retrieval import read_result
 from memclip_train.eval.zeroshot import clip_benchmark_accuracy
 from memclip_train.retrieval_metrics import clip_benchmark_retrieval_metrics, query_ranks
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(repo_paths.SRC)
 
 
 def test_retrieval_keys_match_clip_benchmarks_own_code():

@@ -98,28 +98,6 @@ def test_killed_run_resumes_to_the_same_weights(micro_world, tmp_path, subproces
         assert torch.equal(value, got[key]), f"{key} differs after kill and resume"
 
 
-def test_sigusr1_saves_and_exits_for_requeue(micro_world, tmp_path, subprocess_environment):
-    args = train_args(micro_world, tmp_path, "preempt", "--batch-size", "4", "--epochs", "3",
-                      "--save-every-n-steps", "1000", "--log-every-n-steps", "1")
-    command = [PYTHON, "-m", "memclip_train.main"]
-    process = subprocess.Popen(command + args, env=subprocess_environment, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "preempt" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while (not metrics.exists() or not metrics.read_text().strip()) and process.poll() is None \
-            and time.time() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGUSR1)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 3, stderr[-2000:]
-    assert "received SIGUSR1" in stderr and "rerun with --resume latest" in stderr
-    checkpoint = load_checkpoint(tmp_path / "preempt" / "checkpoints" / "epoch_latest.pt")
-    assert checkpoint["step"] >= 1 and not (tmp_path / "preempt" / "final").exists()
-    resumed = subprocess.run(command + args + ["--resume", "latest"], env=subprocess_environment,
-                             capture_output=True, text=True)
-    assert resumed.returncode == 0 and (tmp_path / "preempt" / "final").exists()
-
-
 def test_a_lone_unreadable_latest_checkpoint_stops_the_resume_and_is_kept(micro_world, tmp_path, capsys):
     folder = tmp_path / "damaged" / "checkpoints"
     folder.mkdir(parents=True)

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import repo_paths
+
 from memclip_train.convert.__main__ import main as convert_main
 from memclip_train.eval.__main__ import main as eval_main
 from memclip_train.main import main as train_main
 from memclip_train.synth.__main__ import main as synth_main
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(repo_paths.SRC)
 
 
 def run_logged(args, log: Path, environment) -> str:
