@@ -18,7 +18,7 @@ from sklearn.metrics import balanced_accuracy_score
 import memclip
 from memclip_train.eval.__main__ import main as eval_main
 from memclip_train.eval.retrieval import read_result
-from memclip_train.eval.zeroshot import clip_benchmark_accuracy
+from memclip_train.zeroshot.accuracy import clip_benchmark_accuracy
 from memclip_train.retrieval_metrics import clip_benchmark_retrieval_metrics, query_ranks
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
