@@ -12,7 +12,6 @@ figure (:mod:`memclip_train.report.figures`) is drawn from the same records and 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -25,31 +24,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .error_reporting import UserError, add_debug_flag, report_user_errors  # noqa: E402
+from .report.figures import COLOURS  # noqa: E402
+from .report.run_metrics import read_metrics, series  # noqa: E402
 
-COLOURS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 LINE_STYLES = ["-", "--", ":", "-."]
 PROG = "python -m memclip_train.plot"
 _MEMORY_READ = re.compile(r"^memory(\d+)_fraction_read$")
-
-
-def read_metrics(run_dir: Path) -> List[dict]:
-    """The records of ``run_dir/metrics.jsonl`` (a line a kill left half-written is skipped); [] without the file."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def series(records: Sequence[dict], kind: str, key: str) -> Tuple[List[int], List[float]]:
-    """(steps, values) of ``key`` in the records of ``kind`` (train, val, zeroshot) that hold a number for it."""
-    rows = [r for r in records if r.get("kind") == kind and isinstance(r.get(key), (int, float))]
-    return [r["step"] for r in rows], [r[key] for r in rows]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from memclip.model_card import CardFacts, render_card
 from memclip.model_files import MODEL_CARD_NAME
 from memclip.provenance import software_versions
 
-from .plot import read_metrics
+from .report.run_metrics import read_metrics
 
 SETTINGS = (("optim.epochs", "epochs"), ("optim.batch_size", "batch size per process"), ("optim.lr", "learning rate"),
             ("optim.wd", "weight decay"), ("optim.warmup", "warmup steps"), ("model.precision", "precision"),

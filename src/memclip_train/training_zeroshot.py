@@ -1,6 +1,6 @@
 """Zero-shot classification during training: open_clip_train's ``--zeroshot-frequency``, ``--imagenet-val`` and
-``--imagenet-v2``, and memclip's ``--zeroshot-synth`` (the synthetic world's salient-object attributes), through the
-eval program's zero-shot code."""
+``--imagenet-v2``, and memclip's ``--zeroshot-synth`` (the synthetic world's salient-object attributes), through
+:mod:`memclip_train.zeroshot`, the code the eval program runs too."""
 from __future__ import annotations
 
 import logging
@@ -10,9 +10,11 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
-from .eval.zeroshot import build_classifier, evaluate_zeroshot
-from .eval.zeroshot_sets import SYNTH_ATTRIBUTES, ZeroShotSet, load_zeroshot_set
 from .params import TrainConfig
+from .zeroshot.classifier import build_classifier
+from .zeroshot.dataset import ZeroShotSet
+from .zeroshot.evaluate import evaluate_zeroshot
+from .zeroshot.registry import SYNTH_ATTRIBUTES, load_zeroshot_set
 
 logger = logging.getLogger(__name__)
 

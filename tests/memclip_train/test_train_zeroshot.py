@@ -9,9 +9,9 @@ from train_helpers import train_args
 
 import memclip
 from memclip.precision import autocast_for
-from memclip_train.eval.zeroshot_sets import load_zeroshot_set
-from memclip_train.eval.zeroshot import evaluate_zeroshot
-from memclip_train.eval.zeroshot_sets import image_folders
+from memclip_train.zeroshot import image_folders
+from memclip_train.zeroshot.evaluate import evaluate_zeroshot
+from memclip_train.zeroshot.registry import load_zeroshot_set
 from memclip_train.main import main
 from memclip_train.synth import SynthConfig, generate_world
 from memclip_train.synth.render import RenderConfig

@@ -34,9 +34,12 @@ from PIL import Image, UnidentifiedImageError
 from memclip.precision import FP32_WEIGHT_PRECISIONS
 
 from ..error_reporting import add_debug_flag, report_user_errors
+from ..features import BadImageError
 from ..flag_types import at_least, non_empty, positive_float
 from ..progress import show_progress
-from .features import BadImageError
+from ..zeroshot.registry import (SYNTH_ATTRIBUTES, TEMPLATE_SETS, ZEROSHOT_DATASETS, ZeroShotOptions,
+                                  check_zeroshot_name, resolve_templates)
+from ..zeroshot.synth_scenes import SALIENCE_GROUPS, SynthScenes, load_scenes
 from .heatmap import draw_heatmaps, similarity_map
 from .markings import DEFAULT_CANDIDATES
 from .models import ModelRef, load_model
@@ -45,11 +48,9 @@ from .runner import (ModelCache, pairs_table, run_markings, run_pairs, run_retri
                      run_synth_semantics, run_zeroshot, split_variant)
 from .segmentation import METHODS
 from .segmentation.datasets import LAYOUTS as SEGMENTATION_LAYOUTS, SPLITS as SEGMENTATION_SPLITS
-from .synth_semantics import SALIENCE_GROUPS, SynthScenes, load_scenes, zeroshot_breakdown
+from .synth_semantics import zeroshot_breakdown
 from .tables import (competence_table, confusions_table, markings_table, retrieval_table, salience_table,
                      segmentation_table, zeroshot_table)
-from .zeroshot_sets import (SYNTH_ATTRIBUTES, TEMPLATE_SETS, ZEROSHOT_DATASETS, ZeroShotOptions, check_zeroshot_name,
-                            resolve_templates)
 
 logger = logging.getLogger("memclip_train.eval")
 

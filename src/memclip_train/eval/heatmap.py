@@ -14,7 +14,7 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..image_modes import to_rgb  # noqa: E402
-from .features import check_finite  # noqa: E402
+from ..features import check_finite  # noqa: E402
 from .segmentation.dense import dense_features  # noqa: E402
 
 

@@ -28,10 +28,10 @@ import torch
 from memclip.atomic_io import atomic_write
 from memclip.errors import InputError
 
+from ..dataset_files import BadItem, LayoutError, read_jsonl, refuse_or_count
+from ..features import encode_images, encode_texts
 from ..retrieval_metrics import query_ranks, worst_for_nan
-from .features import encode_images, encode_texts
 from .models import LoadedModel
-from .retrieval_sets.base import BadItem, LayoutError, read_jsonl, refuse_or_count
 from .retrieval_sets.long_caption_sets import load_urban1k
 
 logger = logging.getLogger(__name__)

@@ -13,12 +13,13 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
+from ..dataset_files import BadItem, LayoutError, read_jsonl, refuse_or_count
+from ..features import encode_images, encode_texts
 from ..retrieval_metrics import worst_for_nan
 from memclip.atomic_io import atomic_write_json
 
-from .features import encode_images, encode_texts
 from .models import LoadedModel
-from .retrieval_sets.base import BadItem, LayoutError, read_jsonl, refuse_or_count, text_problem
+from .retrieval_sets.base import text_problem
 
 PAIRS_LAYOUT = """    <world>/pairs/pairs.jsonl   {"id", "pattern", "a": {"image", "caption", "short"}, "b": {...}} per line
     <world>/pairs/images/<id>_a.jpg, <id>_b.jpg"""

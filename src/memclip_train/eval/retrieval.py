@@ -16,8 +16,8 @@ from memclip.atomic_io import atomic_write, atomic_write_json
 from memclip.surgery import usage_by_block
 from memory_layers import track_usage
 
+from ..features import encode_images, encode_texts
 from ..retrieval_metrics import clip_benchmark_retrieval_metrics, metrics_from_ranks, query_ranks
-from .features import encode_images, encode_texts
 from .models import LoadedModel
 from .retrieval_sets import RetrievalSet
 

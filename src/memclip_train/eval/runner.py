@@ -10,19 +10,20 @@ import torch
 
 from memclip.precision import autocast_for
 
+from ..features import encode_images, encode_texts
+from ..zeroshot.evaluate import evaluate_zeroshot
+from ..zeroshot.registry import ZeroShotOptions, load_zeroshot_set, options_identity
+from ..zeroshot.synth_scenes import load_scenes
 from .models import LoadedModel, ModelRef, load_model
 from .pairs import evaluate_pairs, load_pairs, write_pairs_result
-from .features import encode_images, encode_texts
 from .markings import evaluate_markings, load_marking_queries
 from .retrieval import (cache_key, cached_result, data_fingerprint, evaluate_retrieval, result_path,
                         sources_fingerprint, store_benchmark_result, store_result)
 from .retrieval_sets import load_retrieval_set
 from .segmentation import ClipSegmenter, SlidingWindow, evaluate_segmentation, load_segmentation_set
 from .segmentation.probe import fit_linear_probe, probe_training_set
-from .synth_semantics import evaluate_synth_semantics, load_scenes
+from .synth_semantics import evaluate_synth_semantics
 from .tables import skipped_total
-from .zeroshot import evaluate_zeroshot
-from .zeroshot_sets import ZeroShotOptions, load_zeroshot_set, options_identity
 
 logger = logging.getLogger(__name__)
 

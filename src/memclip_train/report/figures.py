@@ -10,7 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..plot import COLOURS, read_metrics, series  # noqa: E402
+from .run_metrics import read_metrics, series  # noqa: E402
+
+COLOURS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
+"""One colour per run, model or arm, in the order they are drawn (the plot program uses the same)."""
 
 
 def training_curves(runs: Dict[str, Path], out: Path) -> Path:

@@ -20,7 +20,7 @@ import repo_paths
 import memclip
 from memclip_train.eval.__main__ import main as eval_main
 from memclip_train.eval.retrieval import read_result
-from memclip_train.eval.zeroshot import clip_benchmark_accuracy
+from memclip_train.zeroshot.accuracy import clip_benchmark_accuracy
 from memclip_train.retrieval_metrics import clip_benchmark_retrieval_metrics, query_ranks
 
 SRC = str(repo_paths.SRC)

@@ -20,7 +20,7 @@ from memclip_train.eval.runner import run_retrieval
 from memclip_train.eval import models as models_module
 from memclip_train.eval.__main__ import main
 from memclip_train.eval import runner as runner_module
-from memclip_train.eval.features import BadImageError, encode_images
+from memclip_train.features import BadImageError, encode_images
 from memclip_train.eval.retrieval_sets import load_retrieval_set
 
 

@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from memclip_train.eval.__main__ import _breakdown
-from memclip_train.eval.retrieval_sets.base import LayoutError
-from memclip_train.eval.synth_semantics import (SynthScenes, load_scenes, prompt_grid, salience_group, satisfies,
-                                                semantic_hits, short_claims, synth_semantic_results,
+from memclip_train.dataset_files import LayoutError
+from memclip_train.eval.synth_semantics import (satisfies, semantic_hits, short_claims, synth_semantic_results,
                                                 zeroshot_breakdown)
 from memclip_train.eval.tables import confusions_table, salience_table
-from memclip_train.eval.zeroshot_sets import load_zeroshot_set
 from memclip_train.synth import generate_world
+from memclip_train.zeroshot.registry import load_zeroshot_set
+from memclip_train.zeroshot.synth_scenes import SynthScenes, load_scenes, prompt_grid, salience_group
 from memclip_train.synth.config import SynthConfig
 
 

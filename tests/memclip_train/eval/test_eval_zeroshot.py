@@ -15,13 +15,13 @@ from torchvision.transforms import ToTensor
 from memclip.precision import autocast_for
 from memclip_train.eval.models import ModelRef, load_model
 from memclip_train.eval.retrieval_sets import LayoutError
-from memclip_train.eval.zeroshot_sets import ZeroShotOptions, ZeroShotSet
 from memclip_train.eval.__main__ import main
 from memclip_train.eval.retrieval import read_result
 from memclip_train.eval.runner import run_zeroshot
-from memclip_train.eval.zeroshot import evaluate_zeroshot, true_class_ranks
-from memclip_train.eval import zeroshot_sets
-from memclip_train.eval.zeroshot_sets import load_zeroshot_set, register_zeroshot_dataset
+from memclip_train.zeroshot import ZeroShotOptions, ZeroShotSet, registry as zeroshot_sets
+from memclip_train.zeroshot.accuracy import true_class_ranks
+from memclip_train.zeroshot.evaluate import evaluate_zeroshot
+from memclip_train.zeroshot.registry import load_zeroshot_set, register_zeroshot_dataset
 
 from eval_files import image
 

@@ -6,7 +6,8 @@ from typing import Dict, Optional
 
 from memclip.errors import InputError
 
-from .base import BadItem, BadItemError, LayoutError, RetrievalSet
+from ...dataset_files import BadItem, BadItemError, LayoutError
+from .base import RetrievalSet
 from .coco import load_coco, load_flickr30k
 from .flair_annotations import SplitSizeError
 from .long_caption_sets import load_dci, load_docci, load_iiw, load_sharegpt4v, load_urban1k

@@ -7,7 +7,8 @@ from typing import Dict, List
 
 from memclip.errors import InputError
 
-from .base import BadItem, LayoutError, RetrievalSet, grouped, read_json, text_problem
+from ...dataset_files import BadItem, LayoutError, read_json
+from .base import RetrievalSet, grouped, text_problem
 from .flair_annotations import FLICKR30K_KARPATHY_VAL, check_split_size, load_flickr30k_flair_val
 
 COCO_LAYOUT = """    <root>/dataset_coco.json            Karpathy splits (images[].filepath, filename, split, sentences[].raw)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .base import LayoutError, RetrievalSet, grouped, read_json
+from ...dataset_files import LayoutError, read_json
+from .base import RetrievalSet, grouped
 
 logger = logging.getLogger(__name__)
 

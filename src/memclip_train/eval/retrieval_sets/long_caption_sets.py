@@ -10,8 +10,8 @@ from memclip.errors import InputError
 
 from ...convert.exclusion import image_identity
 from ...data.captions import first_sentence
-from .base import (BadItem, LayoutError, RetrievalSet, add_captions, grouped, read_json, read_jsonl, require,
-                   text_problem)
+from ...dataset_files import BadItem, LayoutError, read_json, read_jsonl, require
+from .base import RetrievalSet, add_captions, grouped, text_problem
 from .flair_annotations import (DOCCI_TEST_IMAGES, IIW_FLAIR_FOLDERS, IIW_SUBSET_IMAGES, SplitSize, check_split_size,
                                 load_flair_set, load_iiw_finegrained)
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from memclip.errors import InputError
 
-from ..retrieval_sets.base import LayoutError, require
+from ...dataset_files import LayoutError, require
 from ...synth.captions import short_phrase
 from .classnames import ADE20K, COCO_STUFF, VOC20
 

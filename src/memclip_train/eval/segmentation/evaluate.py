@@ -11,7 +11,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ...image_modes import to_rgb
-from ..features import BadImageError, NonFiniteFeaturesError
+from ...features import BadImageError, NonFiniteFeaturesError
 from .datasets import IGNORE, SegmentationSet
 from .metrics import ConfusionMatrix
 from .overlays import save_overlay

@@ -13,7 +13,7 @@ from torchvision.transforms import functional as TF
 
 from ...image_modes import to_rgb
 from ...retrieval_metrics import worst_for_nan
-from ..features import check_finite
+from ...features import check_finite
 from .dense import dense_features
 
 

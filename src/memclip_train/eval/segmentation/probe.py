@@ -27,7 +27,7 @@ from torchvision.transforms import functional as TF
 from memclip.errors import InputError
 
 from ...image_modes import to_rgb
-from ..features import check_finite
+from ...features import check_finite
 from .datasets import IGNORE, SegmentationSet
 from .dense import dense_features
 

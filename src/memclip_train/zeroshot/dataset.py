@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from memclip.errors import InputError
 
-from ..retrieval_sets.base import BadItem
+from ..dataset_files import BadItem
 
 ImageSource = Union[str, Path, bytes]
 """An image file path, or the encoded bytes of an image (e.g. a ``jpg`` field read from a webdataset shard)."""
@@ -51,7 +51,7 @@ class ZeroShotSet:
         meta: how the set was built (layout, variant, class-names file), recorded with every result.
         bad_items: what the reader left out because it would change the task (an empty class folder, an image
             outside any class folder, ...): an error unless skipped and counted (see
-            :func:`..retrieval_sets.base.refuse_or_count`).
+            :func:`..dataset_files.refuse_or_count`).
     """
 
     name: str

@@ -7,8 +7,8 @@ from typing import List, Optional, Tuple
 
 from open_clip import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 
-from ..retrieval_sets import BadItem, LayoutError
-from .base import ZeroShotSet
+from ..dataset_files import BadItem, LayoutError
+from .dataset import ZeroShotSet
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """torchvision's ImageFolder extensions (any case)."""

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from memclip.truncation import token_lengths
 from memclip.errors import InputError
 
-from ..image_modes import to_rgb
+from .image_modes import to_rgb
 
 
 class BadImageError(InputError):

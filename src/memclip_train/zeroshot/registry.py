@@ -17,12 +17,12 @@ from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 from memclip.errors import InputError
 
-from ..retrieval_sets.base import refuse_or_count
-from .base import ImageSource, Template, ZeroShotSet, template_problem
+from ..dataset_files import refuse_or_count
+from .dataset import ImageSource, Template, ZeroShotSet, template_problem
 from .image_folders import (IMAGENET_V2_VARIANTS, OPENAI_TEMPLATES_NAME, load_image_folder, load_imagenet,
                             load_imagenet_v2)
-from .synth import ATTRIBUTE_OF as SYNTH_ATTRIBUTES
-from .synth import loader as synth_loader
+from .synth_attributes import ATTRIBUTE_OF as SYNTH_ATTRIBUTES
+from .synth_attributes import loader as synth_loader
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def read_lines(path: Path, what: str) -> List[str]:
 
 def resolve_templates(spec: str) -> Tuple[Sequence[Template], str]:
     """``openai``/``simple`` -> open_clip's template set; a file -> its lines, each checked when read (exactly one
-    ``{}``, see :func:`.base.template_problem`).
+    ``{}``, see :func:`.dataset.template_problem`).
 
     Raises:
         ValueError: a missing or empty file, or a line that is not a template (naming the file and the line).

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ..retrieval_sets import LayoutError
-from ..synth_semantics import SCENES_LAYOUT, load_scenes, prompt_grid
-from .base import ZeroShotSet
+from ..dataset_files import LayoutError
+from .synth_scenes import SCENES_LAYOUT, load_scenes, prompt_grid
+from .dataset import ZeroShotSet
 
 ATTRIBUTE_OF = {"synth-shapes": "shape", "synth-colours": "colour", "synth-sizes": "size"}
 
