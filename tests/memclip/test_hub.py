@@ -118,6 +118,7 @@ def test_open_clips_own_push_fails_where_ours_does_not(tmp_path):
                     save_directory=tmp_path)
 
 
+@pytest.mark.slow
 def test_a_pushed_model_loads_from_an_offline_hub_cache_with_the_same_embeddings(uploads, tmp_path):
     """The Hub cache is laid out as huggingface_hub lays it out (its own scan_cache_dir reads it) and read by a fresh
     process with HF_HUB_OFFLINE=1, through memclip and through open_clip after register_open_clip()."""

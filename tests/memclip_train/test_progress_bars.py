@@ -75,6 +75,7 @@ def world(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_no_program_draws_a_bar_when_stderr_is_not_a_terminal(world, tmp_path, capsys, caplog):
     """pytest's captured stderr is not a terminal, as a SLURM log file is not: no --no-progress is given."""
     caplog.set_level(logging.INFO, logger="memclip_train")

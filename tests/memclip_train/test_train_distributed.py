@@ -11,6 +11,7 @@ import memclip
 from memclip_train.distributed import DistributedEnv, ranks_from_env
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("kind", ["contrastive", "distill"])
 def test_two_processes_match_one(kind, tmp_path, micro_configs):

@@ -87,6 +87,7 @@ def test_bad_memory_settings_are_refused_before_the_run_folder_exists(micro_worl
     assert not (tmp_path / "mem").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_start_does_not_block_the_corrected_rerun(micro_world, tmp_path, capsys):
     args = train_args(micro_world, tmp_path, "retry", "--epochs", "1")
     missing = list(args)

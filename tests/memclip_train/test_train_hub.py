@@ -28,6 +28,7 @@ def hub_model(monkeypatch, tmp_path):
     return model
 
 
+@pytest.mark.slow
 def test_training_starts_from_a_hub_model(hub_model, micro_world, tmp_path):
     assert train_main(train_args(micro_world, tmp_path, "from-hub", "--model", "hf-hub:me/tiny-mem",
                                  "--epochs", "1")) == 0

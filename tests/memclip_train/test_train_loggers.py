@@ -40,6 +40,7 @@ def test_a_logger_that_is_not_installed_stops_the_run_before_it_starts(micro_wor
     assert not (tmp_path / "no-wandb").exists()
 
 
+@pytest.mark.slow
 def test_results_jsonl_in_open_clip_trains_names_survives_a_resume(micro_world, tmp_path):
     val = ["--val-data", str(micro_world / "val" / "000000.tar")]
     assert main(train_args(micro_world, tmp_path, "run", *val)) == 0

@@ -227,6 +227,7 @@ def test_distributed_flags_reach_the_process_group(monkeypatch):
     assert wrap_for_training(config, DistributedEnv(), model) == "compiled" and compiled == [model]
 
 
+@pytest.mark.slow
 def test_siglip_logit_distillation_and_checkpoint_flags_in_real_runs(micro_world, tmp_path):
     args = train_args(micro_world, tmp_path, "siglip", "--siglip", "--delete-previous-checkpoint", "--log-local",
                       "--debug", "--lr-scheduler", "const-cooldown", "--epochs-cooldown", "1", "--save-most-recent")

@@ -1,4 +1,5 @@
 """`python -m memclip_train.plot`: the curves of one run or several, as a PNG beside them."""
+import pytest
 from PIL import Image
 from train_helpers import train_args
 
@@ -6,6 +7,7 @@ from memclip_train.main import main as train_main
 from memclip_train.plot import main as plot_main
 
 
+@pytest.mark.slow
 def test_plot_one_run_and_a_comparison(micro_world, tmp_path, capsys):
     val = ["--val-data", str(micro_world / "val" / "000000.tar")]
     assert train_main(train_args(micro_world, tmp_path, "memory", *val, "--model", "Test-Micro-mem")) == 0

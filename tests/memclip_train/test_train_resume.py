@@ -106,6 +106,7 @@ def with_flag(args, flag, value):
     return args
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_batch_size_refuses_or_continues_by_samples(micro_world, tmp_path, monkeypatch, capsys):
     args = interrupted_run(micro_world, tmp_path, monkeypatch, "bigger", 9)
     bigger = with_flag(args, "--batch-size", "16") + ["--resume", "latest"]
@@ -119,6 +120,7 @@ def test_a_resume_with_another_batch_size_refuses_or_continues_by_samples(micro_
     assert final["samples_seen"] == 72 + 32 + 96 and final["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_an_exact_resume_with_another_batch_size_trains_each_sample_of_the_epoch_once(micro_world, tmp_path,
                                                                                      monkeypatch):
     seen = []

@@ -69,6 +69,7 @@ def final_weights(run_dir):
     return memclip.create_model(str(run_dir / "final")).state_dict()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(micro_world, tmp_path, subprocess_environment):
     args = train_args(micro_world, tmp_path, "straight", "--batch-size", "4", "--epochs", "3",
                       "--save-every-n-steps", "3", "--log-every-n-steps", "8", "--workers", "1")
@@ -110,6 +111,7 @@ def test_a_lone_unreadable_latest_checkpoint_stops_the_resume_and_is_kept(micro_
     assert not (tmp_path / "damaged" / "final").exists()
 
 
+@pytest.mark.slow
 def test_an_unreadable_latest_checkpoint_is_set_aside_and_an_older_one_used(micro_world, tmp_path, capsys):
     args = train_args(micro_world, tmp_path, "older")
     assert main(args) == 0
@@ -123,6 +125,7 @@ def test_an_unreadable_latest_checkpoint_is_set_aside_and_an_older_one_used(micr
     assert f"resumed from {folder / 'epoch_1.pt'}" in (tmp_path / "older" / "out.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_resumed_run_logs_each_step_once_and_checkpoints_hold_the_schedule(micro_world, tmp_path, monkeypatch):
     original = ContrastiveTask.loss
     calls = {"n": 0}
@@ -162,6 +165,7 @@ def fail_on_save(monkeypatch, number, error):
     monkeypatch.setattr(checkpoints.torch, "save", save)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("error,code,said", [
     (OSError(28, "No space left on device"), 2, "(No space left on device)"),
     (OSError(30, "Read-only file system"), 2, "(Read-only file system)"),

@@ -30,6 +30,7 @@ def test_grid_points_are_valid_memory_settings():
                                             **point.memory})
 
 
+@pytest.mark.slow
 def test_small_sweep_writes_results_and_skips_finished_points(tmp_path, capsys):
     world = tmp_path / "world"
     generate_world(SynthConfig(seed=3, train=32, val=16, retrieval=8, segmentation=0, pairs_per_pattern=0,
@@ -88,6 +89,7 @@ def test_thesis_preset_holds_the_thesis_values():
     assert placement["late-sparse"] == [4, 6, 8, 10, 11]
 
 
+@pytest.mark.slow
 def test_sweep_on_shards_with_training_flags_and_any_eval_dataset(tmp_path, monkeypatch, capsys):
     world = tmp_path / "world"
     generate_world(SynthConfig(seed=4, train=32, val=16, retrieval=8, segmentation=0, pairs_per_pattern=0,

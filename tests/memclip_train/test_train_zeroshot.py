@@ -56,6 +56,7 @@ def test_zero_shot_runs_at_the_frequency_and_after_the_last_epoch(micro_world, t
     assert zeroshot[-1]["imagenet-zeroshot-val-top5"] == pytest.approx(direct["metrics"]["top5"] / 100)
 
 
+@pytest.mark.slow
 def test_zero_shot_frequency_zero_and_bad_folders(micro_world, tmp_path, capsys, one_template):
     val = imagenet_like(tmp_path / "imagenet", lambda label: f"n{label:08d}")
     assert main(train_args(micro_world, tmp_path, "never", "--imagenet-val", str(val), "--zeroshot-frequency", "0",
@@ -68,6 +69,7 @@ def test_zero_shot_frequency_zero_and_bad_folders(micro_world, tmp_path, capsys,
         main(train_args(micro_world, tmp_path, "negative", "--zeroshot-frequency", "-1"))
 
 
+@pytest.mark.slow
 def test_zero_shot_on_a_synthetic_world_logs_its_salient_object_attributes(micro_world, tmp_path, capsys):
     """--zeroshot-synth: the three attribute classifiers each completed epoch, the same figures as the eval program."""
     world = tmp_path / "heldout"

@@ -90,6 +90,7 @@ def test_resume_writes_only_missing_shards(sharegpt4v, tmp_path):
     assert json.loads((out / "val-1k" / "sizes.json").read_text())["000002.tar"] == 250
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_identical_shards(sharegpt4v, tmp_path):
     json_path, root = sharegpt4v
     common = ["sharegpt4v", "--json", str(json_path), "--image-root", str(root), "--samples-per-shard", "400",

@@ -43,6 +43,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_checkpointed_memory_with_measured_bag_path_does_not_hang(triton_interpreter):
     env = {k: v for k, v in os.environ.items() if k not in (dispatch.BACKEND_ENV, dispatch.BAG_PATH_ENV)}
     try:

@@ -178,6 +178,7 @@ def test_memory_layer_on_triton_backend_equals_torch_backend(triton_interpreter,
         torch.testing.assert_close(grads[name], ref_grads[name], msg=name)
 
 
+@pytest.mark.slow
 def test_import_and_cpu_forward_work_without_triton():
     """A fresh interpreter where `import triton` fails: memory_layers imports, auto picks torch, triton errors."""
     script = textwrap.dedent(

@@ -83,6 +83,7 @@ def test_a_probe_reads_what_the_patches_carry(tmp_path, micro_model):
     assert probed > 90 and probed > zero_shot + 30, (probed, zero_shot)
 
 
+@pytest.mark.slow
 def test_the_cli_reports_the_probe_beside_the_zero_shot_score(tmp_path, micro_configs, capsys):
     world, probe_world = colour_world(tmp_path / "test", seed=1), colour_world(tmp_path / "train", seed=0)
     args = ["segmentation", "--model", "Test-Micro", "--pretrained", "none", "--label", "micro", "--out",
