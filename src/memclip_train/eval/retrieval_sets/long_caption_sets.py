@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from memclip.errors import InputError
 
@@ -75,6 +75,20 @@ def _image_file(folder: Path, name: str) -> Path:
         if (folder / f"{name}{suffix}").exists():
             return folder / f"{name}{suffix}"
     return folder / f"{name}.jpg"
+
+
+def _add_description(by_image: Dict[Path, List[str]], bad: List[BadItem], source: Path, item: str, image: Path,
+                     field: str, description: object, captions: Callable[[str], List[str]]) -> None:
+    """One row's description of ``image``: its ``captions`` (of the stripped text) go into ``by_image``, or the row is
+    a bad item when the description is null, not a string or empty, or the image was described before (it would be
+    counted twice)."""
+    problem = text_problem(description)
+    if problem:
+        bad.append(BadItem(str(source), item, f"'{field}' {problem}"))
+    elif image in by_image:
+        bad.append(BadItem(str(source), item, "describes an image described before: it would be counted twice"))
+    else:
+        add_captions(by_image, image, captions(description.strip()))
 
 
 def load_urban1k(root: Path) -> RetrievalSet:
@@ -166,16 +180,9 @@ def load_docci(root: Path, split: str = "test", granularity: str = "full") -> Re
         if not isinstance(row.get("image_file"), str) or not row["image_file"]:
             bad.append(BadItem(str(source), item, "has no 'image_file'"))
             continue
-        image = root / "images" / row["image_file"]
-        problem = text_problem(row.get("description"))
-        if problem:
-            bad.append(BadItem(str(source), f"{item} ({row['image_file']})", f"'description' {problem}"))
-        elif image in by_image:
-            bad.append(BadItem(str(source), f"{item} ({row['image_file']})",
-                               "describes an image described before: it would be counted twice"))
-        else:
-            text = row["description"].strip()
-            add_captions(by_image, image, split_sentences(text) if granularity == "sentence" else [text])
+        _add_description(by_image, bad, source, f"{item} ({row['image_file']})", root / "images" / row["image_file"],
+                         "description", row.get("description"),
+                         split_sentences if granularity == "sentence" else lambda text: [text])
     if not by_image and not bad:
         raise LayoutError("docci", source, DOCCI_LAYOUT, f"no '{split}' rows in")
     preprocessing = ("one caption per sentence (memclip's splitter; FLAIR's sentences are used when its "
@@ -205,17 +212,9 @@ def load_iiw(root: Path, subset: str = "iiw400", granularity: str = "full") -> R
         if not isinstance(row, dict) or not isinstance(row.get(key), str) or not row[key]:
             bad.append(BadItem(str(source), item, f"has no '{key}'"))
             continue
-        image = _image_file(images, row[key])
-        problem = text_problem(row.get("IIW"))
-        if problem:
-            bad.append(BadItem(str(source), f"{item} ({row[key]})", f"'IIW' {problem}"))
-        elif image in by_image:
-            bad.append(BadItem(str(source), f"{item} ({row[key]})",
-                               "describes an image described before: it would be counted twice"))
-        else:
-            text = row["IIW"].strip()
-            add_captions(by_image, image,
-                         split_sentences(text) if granularity == "sentence" else [" ".join(text.split())])
+        _add_description(by_image, bad, source, f"{item} ({row[key]})", _image_file(images, row[key]), "IIW",
+                         row.get("IIW"),
+                         split_sentences if granularity == "sentence" else lambda text: [" ".join(text.split())])
     return grouped("iiw", by_image, {"subset": folder, "granularity": granularity,
                                      "caption_preprocessing": "whitespace collapsed" + (
                                          ", one caption per sentence" if granularity == "sentence" else "")},
