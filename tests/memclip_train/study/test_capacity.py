@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import memclip
+from memclip.names_text import random_names
 from memclip_train.study.__main__ import main as study_main
 from memclip_train.study.capacity import gates as gate_checks
 from memclip_train.study.capacity.analysis import summarise, tables
 from memclip_train.study.capacity.features import SlotProbe, cache_features
-from memclip_train.study.capacity.identities import (all_identities, identity_order, nuisances, random_names,
-                                                     render_scenes)
+from memclip_train.study.capacity.identities import all_identities, identity_order, nuisances, render_scenes
 from memclip_train.study.capacity.metrics import bits_stored, calibrate_scale, mean_log_likelihood, score_queries
 from memclip_train.study.capacity.plan import CapacityPlan
 from memclip_train.study.capacity.slots import Arm, arm_costs

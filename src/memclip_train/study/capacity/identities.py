@@ -16,7 +16,6 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from memclip.names_text import random_names  # noqa: F401 (re-exported: the names of the probe)
 from memclip.errors import InputError
 
 from ...synth.seeding import item_rng

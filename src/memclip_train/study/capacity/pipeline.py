@@ -26,12 +26,13 @@ import memclip
 from memclip.atomic_io import atomic_write, atomic_write_json
 from memory_layers import MemoryConfig
 from memclip.errors import InputError
+from memclip.names_text import random_names
 
 from ...synth.render import RenderConfig
 from ...synth.world import WorldConfig
 from . import gates as gate_checks
 from .features import SlotProbe, cache_features
-from .identities import identity_order, name_separation, random_names, render_scenes
+from .identities import identity_order, name_separation, render_scenes
 from .plan import PRIMARY, CapacityPlan
 from .slots import Arm, arm_costs, build_slot
 from .training import SlotModel, SlotRecipe, evaluate_slot, train_slot
