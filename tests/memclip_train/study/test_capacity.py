@@ -194,6 +194,12 @@ def test_a_quick_run_passes_its_gates_and_a_rerun_skips_finished_points(micro_co
     assert "[run]" not in again and "Pre-registered reading" in again
     assert {p.name: p.stat().st_mtime_ns for p in (out / "points").glob("*.json")} == finished
 
+    # A worker that runs one arm still reports every arm's lr, read from the lr points on disk.
+    assert study_main(args + ["--arms-to-run", "mlp"]) == 0
+    assert "[run]" not in capsys.readouterr().out
+    again = json.loads((out / "capacity_results.json").read_text())["summary"]["lr"]
+    assert again == results["summary"]["lr"] and set(again) == {"mlp", "memory", "wide"}
+
 
 @pytest.mark.slow
 def test_a_failing_gate_stops_the_grid(micro_configs, tmp_path, monkeypatch, capsys):

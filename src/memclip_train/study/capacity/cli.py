@@ -81,7 +81,7 @@ def write_outputs(pipeline: CapacityPipeline) -> str:
         return json.loads(path.read_text()) if path.is_file() else None
 
     summary = summarise(pipeline.plan, points, arrays, pipeline.costs(), read("gates.json"), read("checks.json"),
-                        {key: choice for key, choice in pipeline.lr_choice.items()})
+                        pipeline.decided_lrs())
     text = tables(summary)
     atomic_write_text(out / "capacity_table.md", text + "\n")
     atomic_write_json(out / "capacity_results.json", {"summary": summary, "plan": asdict(pipeline.plan),

@@ -256,10 +256,12 @@ class CapacityPipeline:
             return {name: data[name] for name in data.files}
 
     # ------------------------------------------------------------------------------------------------ lr rule
-    def choose_lr(self, key: str) -> Dict[str, Any]:
+    def choose_lr(self, key: str, train: bool = True) -> Optional[Dict[str, Any]]:
         """The arm's lr (and a memory's value lr) by the registered rule: the grid point with the most bits on
         training renders at ``lr_k`` and ``lr_exposures`` (seed ``lr_seed``); a choice on the grid's edge grows
-        that axis by one step beyond it (at most ``lr_extensions`` times per axis) and is chosen again."""
+        that axis by one step beyond it (at most ``lr_extensions`` times per axis) and is chosen again.
+
+        ``train`` off: only the lr points already on disk are read; None when the rule needs one that is not."""
         if key in self.lr_choice:
             return self.lr_choice[key]
         plan, arm = self.plan, self.plan.arm(key)
@@ -272,6 +274,8 @@ class CapacityPipeline:
                 for value_lr in value_lrs:
                     if (lr, value_lr) not in tried:
                         point = Point(key, plan.lr_k, plan.lr_exposures, plan.lr_seed, lr, value_lr, stage="lr")
+                        if not train and not self.point_file(point).is_file():
+                            return None
                         tried[(lr, value_lr)] = self.run_point(point)["train"]["bits"]
             best_lr, best_value = max(tried, key=lambda pair: (tried[pair], -pair[0]))
             changed = False
@@ -292,6 +296,12 @@ class CapacityPipeline:
         self.log(f"[lr] {key}: lr {best_lr:g}" + ("" if best_value is None else f", value lr {best_value:g}")
                  + f" ({len(tried)} points tried)")
         return choice
+
+    def decided_lrs(self) -> Dict[str, Dict[str, Any]]:
+        """Every arm's lr choice that this worker made or that the lr points on disk decide (none is trained): a
+        worker that ran some arms (``--arms-to-run``) still reports every arm's lr."""
+        choices = {key: self.choose_lr(key, train=False) for key in self.plan.arms}
+        return {key: choice for key, choice in choices.items() if choice is not None}
 
     def grid_point(self, key: str, k: int, exposures: int, seed: int) -> Point:
         choice = self.choose_lr(key)
